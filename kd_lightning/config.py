@@ -1,0 +1,127 @@
+"""Config checks in one place: every user-facing value is checked before data is loaded or a model built."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
+from kd_lightning.records import PROJECT_ROOT
+
+OmegaConf.register_new_resolver("kd_project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+#: config keys that say where or how a run executes, not what it computes; left out of fingerprints
+_NOT_PART_OF_THE_EXPERIMENT = ("force", "teacher_missing", "paths", "dataset.data_dir", "dataset.num_workers", "dataset.download")
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or inconsistent; the message names key, value and what is allowed."""
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _stage_problems(cfg: DictConfig) -> list[str]:
+    stages = _get(cfg, "method.stages")
+    if stages is None:
+        return []
+    if isinstance(stages, str) or not stages or not all(isinstance(s, str) for s in stages):
+        return [f"method.stages={stages!r}: give a non-empty list of module paths, e.g. [layer1,layer2,layer3,layer4]"]
+    problems = []
+    for model_key in ("student_model", "teacher_model"):
+        m = cfg[model_key]
+        if m.arch not in ARCHITECTURES or m.stem not in STEMS:
+            continue  # reported by its own check
+        with torch.device("meta"):  # structure only: no memory, no init cost
+            net = build_resnet(m.arch, max(int(m.num_classes), 2), max(int(m.in_channels), 1), m.stem)
+        names = {name for name, _ in net.named_modules() if name}
+        bad = [s for s in stages if s not in names]
+        if bad:
+            top = [name for name, _ in net.named_children()]
+            problems.append(f"method.stages={list(stages)}: {bad} not found in {model_key} ({m.arch}); top-level modules are {top}")
+    return problems
+
+
+# (key, test, what is allowed). A missing key (method without that hyperparameter) is not checked.
+_RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("method.alpha", lambda v: 0.0 <= float(v) <= 1.0, "a number in [0, 1]"),
+    ("method.temperature", lambda v: float(v) > 0, "a number > 0"),
+    ("method.feature_weight", lambda v: float(v) >= 0, "a number >= 0"),
+    ("recipe.optimizer.lr", lambda v: float(v) > 0, "a number > 0"),
+    ("recipe.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("dataset.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("dataset.val_fraction", lambda v: 0.0 < float(v) < 1.0, "a number in (0, 1)"),
+    ("dataset.split_seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("dataset.num_workers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("dataset.num_classes", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    ("dataset.channels", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("dataset.image_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("student_model.arch", lambda v: v in ARCHITECTURES, f"one of {list(ARCHITECTURES)}"),
+    ("teacher_model.arch", lambda v: v in ARCHITECTURES, f"one of {list(ARCHITECTURES)}"),
+    ("student_model.stem", lambda v: v in STEMS, f"one of {list(STEMS)}"),
+    ("teacher_model.stem", lambda v: v in STEMS, f"one of {list(STEMS)}"),
+    ("teacher_missing", lambda v: v in ("train", "fail"), "'train' or 'fail'"),
+    ("force", lambda v: isinstance(v, bool), "true or false"),
+]
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every bad value; silent when the config is usable."""
+    problems = []
+    for key, ok, allowed in _RULES:
+        try:
+            value = _get(cfg, key)
+        except Exception as exc:  # an interpolation that cannot resolve
+            problems.append(f"{key}: cannot be resolved ({exc})")
+            continue
+        if value is None and key not in ("seed", "trainer.max_epochs"):
+            continue
+        try:
+            good = ok(value)
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            problems.append(f"{key}={value!r}: must be {allowed}")
+    for key in ("dataset.mean", "dataset.std"):
+        values = _get(cfg, key)
+        if values is None or len(values) != _get(cfg, "dataset.channels"):
+            problems.append(f"{key}={values!r}: give one value per channel (dataset.channels={_get(cfg, 'dataset.channels')})")
+    if any(float(s) <= 0 for s in _get(cfg, "dataset.std") or []):
+        problems.append(f"dataset.std={list(_get(cfg, 'dataset.std'))}: every value must be > 0")
+    problems += _stage_problems(cfg)
+    teacher_ckpt = _get(cfg, "teacher_ckpt")
+    if teacher_ckpt is not None and not Path(teacher_ckpt).is_file():
+        problems.append(f"teacher_ckpt={teacher_ckpt!r}: no such file")
+    data_dir = Path(str(_get(cfg, "dataset.data_dir")))
+    if not data_dir.is_dir() and not _get(cfg, "dataset.download"):
+        problems.append(
+            f"paths.data_dir={str(data_dir)!r}: no such folder. Point paths.data_dir (or $KD_DATA_DIR) at the folder "
+            "holding the datasets, or set dataset.download=true to fetch them"
+        )
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def fingerprint(plain: dict[str, Any], drop: tuple[str, ...] = _NOT_PART_OF_THE_EXPERIMENT) -> str:
+    """Short hash of what a config computes (where it runs and where files live do not count)."""
+    data = json.loads(json.dumps(plain, default=str))
+    for key in drop:
+        node, *rest = key.split(".")
+        if rest:
+            data.get(node, {}).pop(rest[0], None)
+        else:
+            data.pop(node, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]

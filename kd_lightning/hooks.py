@@ -1,0 +1,48 @@
+"""Forward hooks that capture intermediate activations of an unmodified model by module path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class FeatureTap:
+    """Records the output of each named submodule (e.g. ``layer3``) on every forward pass.
+
+    The model itself is untouched: ``features`` is filled by hooks and read after the forward.
+    """
+
+    def __init__(self, model: nn.Module, paths: Sequence[str], config_key: str = "method.stages") -> None:
+        self.paths = list(paths)
+        self.features: dict[str, Tensor] = {}
+        self._handles = []
+        for path in self.paths:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                available = [name for name, _ in model.named_children()]
+                raise ValueError(
+                    f"{config_key}: {path!r} is not a submodule of {type(model).__name__}; "
+                    f"top-level modules are {available} (nested paths like 'layer3.1' also work)"
+                ) from None
+            self._handles.append(module.register_forward_hook(self._hook(path)))
+
+    def _hook(self, path: str):
+        def record(_module: nn.Module, _inputs, output: Tensor) -> None:
+            self.features[path] = output
+
+        return record
+
+    def pop(self) -> dict[str, Tensor]:
+        """The features of the last forward pass; clears them so stale maps are never reused."""
+        missing = [p for p in self.paths if p not in self.features]
+        if missing:
+            raise RuntimeError(f"no activation captured for {missing}: was the model called?")
+        out, self.features = self.features, {}
+        return out
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

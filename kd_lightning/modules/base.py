@@ -1,0 +1,136 @@
+"""What every method shares: the trained network, metrics, optimizer and logging.
+
+A method only says how its loss is made, by returning ``(logits, {term_name: weighted_value})`` from
+:meth:`ClassifierModule.loss_terms`; the loop here sums the terms, logs each one as ``train/<name>``
+and the total as ``train/loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from kd_lightning.models import build_resnet
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; training stops instead of writing garbage checkpoints."""
+
+
+def classification_metrics(num_classes: int, top_k: Sequence[int]) -> MetricCollection:
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    }
+    for k in top_k:
+        if k > 1:
+            metrics[f"top{k}"] = MulticlassAccuracy(num_classes, top_k=k, average="micro")
+    return MetricCollection(metrics)
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains ``net`` (built from the plain ``net`` dict) with the loss of :meth:`loss_terms`.
+
+    All constructor arguments are plain Python values, saved as hyperparameters, so checkpoints load
+    with ``torch.load(weights_only=True)`` and carry what is needed to rebuild the network.
+    """
+
+    #: whether the run must supply a trained teacher (see kd_lightning/teachers.py)
+    requires_teacher: ClassVar[bool] = False
+    #: whether a finished run publishes its best checkpoint to the teacher registry
+    publishes_teacher: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        top_k: Sequence[int] = (1,),
+        dataset: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["teacher"])
+        self.net = build_resnet(**net)
+        num_classes = int(net["num_classes"])
+        self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_metrics = classification_metrics(num_classes, top_k)
+        self.test_metrics = classification_metrics(num_classes, top_k)
+        self.test_per_class_f1 = MulticlassF1Score(num_classes, average=None)
+        #: prefix of the metrics logged by the next ``trainer.test`` (``test_best`` / ``test_last``)
+        self.test_prefix = "test"
+        #: filled at the end of each test run: plain floats, ready for results.json
+        self.last_test_results: dict[str, Any] = {}
+
+    # -- the part each method defines ----------------------------------------------------------
+    def loss_terms(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits of the trained network and the weighted loss terms that sum to the training loss."""
+        logits = self.net(images)
+        return logits, {"ce": F.cross_entropy(logits, labels)}
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.parameters() if p.requires_grad)
+
+    # -- shared loop ---------------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        logits, terms = self.loss_terms(images, labels)
+        loss = torch.stack(list(terms.values())).sum()
+        if not torch.isfinite(loss):
+            bad = [name for name, value in terms.items() if not torch.isfinite(value)]
+            raise NonFiniteLossError(
+                f"non-finite loss term(s) {bad} at global step {self.global_step} (epoch {self.current_epoch}); "
+                "lower recipe.optimizer.lr or check the inputs. Checkpoints written so far are kept."
+            )
+        batch_size = labels.shape[0]
+        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.train_acc(logits.detach(), labels)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=labels.shape[0])
+        self.val_metrics.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        if self.trainer.sanity_checking:  # never let the sanity batches count as an epoch
+            return
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log(f"{self.test_prefix}/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=labels.shape[0])
+        self.test_metrics.update(logits, labels)
+        self.test_per_class_f1.update(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        values = {k: v for k, v in self.test_metrics.compute().items()}
+        per_class = self.test_per_class_f1.compute()
+        self.test_metrics.reset()
+        self.test_per_class_f1.reset()
+        self.log_dict({f"{self.test_prefix}/{k}": v for k, v in values.items()})
+        self.last_test_results = {k: float(v) for k, v in values.items()}
+        self.last_test_results["per_class_f1"] = [float(v) for v in per_class]
+
+    def configure_optimizers(self):
+        optimizer = instantiate(dict(self.hparams.optimizer), params=list(self.trainable_parameters()))
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(dict(self.hparams.scheduler), optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
