@@ -12,9 +12,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
-from kd_lightning.records import PROJECT_ROOT
-
-OmegaConf.register_new_resolver("kd_project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 #: config keys that say where or how a run executes, not what it computes; left out of fingerprints
 _NOT_PART_OF_THE_EXPERIMENT = ("force", "teacher_missing", "paths", "dataset.data_dir", "dataset.num_workers", "dataset.download")

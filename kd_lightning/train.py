@@ -28,9 +28,11 @@ from kd_lightning import teachers
 from kd_lightning.callbacks import ThroughputMeter
 from kd_lightning.config import fingerprint, to_plain, validate_config
 from kd_lightning.models import count_parameters
-from kd_lightning.records import RESULTS_FILE, environment, read_results, write_json
+from kd_lightning.records import PROJECT_ROOT, RESULTS_FILE, environment, read_results, write_json
 
 log = logging.getLogger("kd_lightning")
+#: absolute, so the entry point works however it is imported (python -m, tests, notebooks)
+CONF_DIR = PROJECT_ROOT / "conf"
 #: method-config keys that describe the method rather than being LightningModule arguments
 _METHOD_META_KEYS = ("name",)
 
@@ -139,8 +141,7 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None) -> dict[str, Any]:
         teacher, teacher_info = teachers.load_teacher(teacher_ckpt, cfg.dataset.name, cfg.dataset.num_classes, cfg.dataset.channels)
     module = _build_module(cfg, teacher, teacher_info)
     trainer = _build_trainer(cfg)
-    if resume:
-        log.info("resuming from %s", resume)
+    log.info("fitting %s %s seed=%s in %s%s", cfg.dataset.name, cfg.method.name, cfg.seed, run_dir, f" (resuming from {resume})" if resume else "")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted; rerun the same command to resume from the last checkpoint")
@@ -233,7 +234,7 @@ def _find_teacher(cfg: DictConfig) -> str:
     return str(entry / teachers.CHECKPOINT_FILE)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

@@ -1,0 +1,654 @@
+"""Training throughput of the four methods, three ways, in one process: ``python -m kd_lightning.bench``.
+
+For each method (teacher, scratch, rkd, ikd) on one dataset's shapes:
+
+1. **bare** - a plain PyTorch loop doing the same math: the same torchvision networks
+   (:func:`~kd_lightning.models.build_resnet`), the same losses (:func:`~kd_lightning.losses.kd_loss`,
+   :func:`~kd_lightning.losses.feature_matching_loss`, :class:`~kd_lightning.hooks.FeatureTap`),
+   the same SGD settings and batch size, on the dataset's images held in memory as uint8 tensors,
+   augmented on the device with :class:`~kd_lightning.data.batched.BatchAugment` (the same recipe);
+2. **lightning** - the project's LightningModule, built as ``kd_lightning.train`` builds it (frozen
+   random-init teacher for rkd/ikd), trained by the Lightning Trainer from the project's trainer
+   config (accelerator auto; no logger, checkpointing, progress bar or validation) on the project's
+   DataModule reading files from ``--data-dir``;
+3. **model** - the bare training step on one random batch already on the device: compute only.
+
+Each path runs ``warmup`` steps, then ``windows`` timed windows of ``steps`` steps (CUDA synchronised
+at the window edges); its throughput is the median over windows of images / window time. Path 2 is
+timed by a Lightning callback at the same window edges, so its windows include everything between
+two batches (data loading, host-to-device copy, logging, metrics).
+
+Real data: ``--data-dir`` (default ``$KD_DATA_DIR``, ``<project>/data``, ``<project>/../shared/datasets``)
+must hold the dataset in torchvision's on-disk format. Without it (or with ``--synthetic N``), N
+class-structured random images (noise plus a label-dependent bright square, never all-zero) are
+written in that same format to a temporary folder and read through the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import contextlib
+import gc
+import json
+import logging
+import os
+import pickle
+import platform
+import re
+import statistics
+import struct
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from kd_lightning.data.batched import BatchAugment, load_as_uint8_tensors
+from kd_lightning.hooks import FeatureTap
+from kd_lightning.losses import feature_matching_loss, kd_loss
+from kd_lightning.models import build_resnet
+from kd_lightning.records import PROJECT_ROOT, write_json
+
+METHODS = ("teacher", "scratch", "rkd", "ikd")
+DATASETS = ("usps", "mnist", "fashion_mnist", "cifar10", "cifar100")
+CONF_DIR = PROJECT_ROOT / "conf"
+PATHS = ("bare", "lightning", "model")
+PATH_LABELS = {"bare": "1 bare PyTorch", "lightning": "2 Lightning", "model": "3 model only"}
+#: targets reported (never asserted): name -> (threshold, description)
+TARGETS = {
+    "lightning_vs_bare": (0.95, "path2 >= 0.95 x path1 (Lightning + DataModule vs bare loop)"),
+    "lightning_vs_model": (0.95, "path2 >= 0.95 x path3 (Lightning + DataModule vs compute only)"),
+    "ikd_vs_rkd_step_time": (1.15, "IKD step time <= 1.15 x RKD step time (path 2)"),
+}
+SMOKE = {"batch_size": 16, "warmup": 1, "steps": 2, "windows": 2, "synthetic": 64, "num_workers": 0}
+DEFAULT_SYNTHETIC = 2048
+
+log = logging.getLogger("kd_lightning.bench")
+
+
+# -- config --------------------------------------------------------------------------------------
+def compose_config(dataset: str, method: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The run config ``python -m kd_lightning.train dataset=<dataset> method=<method>`` would get."""
+    import kd_lightning.config  # noqa: F401  (registers the ${kd_project_root:} resolver)
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"dataset={dataset}", f"method={method}", *overrides])
+
+
+# -- synthetic data in torchvision's on-disk formats ---------------------------------------------
+def synthetic_images(n: int, size: int, channels: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``(n, size, size, channels)``: noise in [0, 60) plus a bright square placed by the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n)
+    images = rng.integers(0, 60, (n, size, size, channels), dtype=np.uint8)
+    cell = max(size // 4, 2)
+    for i, label in enumerate(labels):
+        r, c = divmod(int(label) % 16, 4)
+        images[i, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell, :] = 255
+    return images, labels
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", 0x00000803 if array.ndim == 3 else 0x00000801))
+        for dim in array.shape:
+            f.write(struct.pack(">I", dim))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def write_synthetic(root: Path, dataset: DictConfig, n_train: int, n_test: int) -> Path:
+    """Write ``dataset`` (its config: name, channels, image_size, num_classes) under ``root``, as torchvision reads it."""
+    name, size, channels, classes = str(dataset.name), int(dataset.image_size), int(dataset.channels), int(dataset.num_classes)
+    splits = (("train", n_train, 0), ("test", n_test, 1))
+    if name in ("mnist", "fashion_mnist"):
+        raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for split, n, seed in splits:
+            images, labels = synthetic_images(n, size, 1, classes, seed)
+            prefix = "train" if split == "train" else "t10k"
+            _write_idx(raw / f"{prefix}-images-idx3-ubyte", images[..., 0])
+            _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    elif name == "usps":
+        folder = root / "USPS"
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, n, seed in splits:
+            images, labels = synthetic_images(n, size, 1, classes, seed)
+            values = images[..., 0].reshape(n, -1).astype(np.float64) / 127.5 - 1.0  # libsvm values in [-1, 1]
+            lines = [f"{label + 1} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(row)) for label, row in zip(labels, values)]
+            (folder / ("usps.bz2" if split == "train" else "usps.t.bz2")).write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+    elif name in ("cifar10", "cifar100"):
+        hundred = name == "cifar100"
+        folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def batch(n: int, seed: int) -> dict:
+            images, labels = synthetic_images(n, size, channels, classes, seed)
+            out = {"data": images.transpose(0, 3, 1, 2).reshape(n, -1), ("fine_labels" if hundred else "labels"): [int(x) for x in labels]}
+            if hundred:
+                out["coarse_labels"] = [int(x) // 5 for x in labels]
+            return out
+
+        def dump(file: str, obj: dict) -> None:
+            with open(folder / file, "wb") as f:
+                pickle.dump(obj, f)
+
+        if hundred:
+            dump("train", batch(n_train, 0))
+            dump("test", batch(n_test, 1))
+            dump("meta", {"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": [f"super{i}" for i in range(20)]})
+        else:
+            per = -(-n_train // 5)
+            for i in range(5):
+                dump(f"data_batch_{i + 1}", batch(per, 10 + i))
+            dump("test_batch", batch(n_test, 1))
+            dump("batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+    else:
+        raise ValueError(f"no synthetic writer for dataset {name!r}; choose one of {DATASETS}")
+    return root
+
+
+@contextlib.contextmanager
+def unverified_cifar(active: bool) -> Iterator[None]:
+    """Synthetic CIFAR files cannot match torchvision's MD5s of the real archives: skip that check."""
+    if not active:
+        yield
+        return
+    from torchvision.datasets import CIFAR10
+
+    original = CIFAR10._check_integrity
+    CIFAR10._check_integrity = lambda self: True  # CIFAR100 inherits it
+    try:
+        yield
+    finally:
+        CIFAR10._check_integrity = original
+
+
+def data_dir_candidates(explicit: str | None) -> list[Path]:
+    if explicit:
+        return [Path(explicit)]
+    found = [os.environ.get("KD_DATA_DIR"), PROJECT_ROOT / "data", PROJECT_ROOT.parent / "shared" / "datasets"]
+    return [Path(c) for c in found if c]
+
+
+def make_datamodule(cfg: DictConfig, data_dir: Path) -> L.LightningDataModule:
+    return instantiate(cfg.dataset, data_dir=str(data_dir), _convert_="all")
+
+
+def locate_data(cfg: DictConfig, args: argparse.Namespace, tmp: Path) -> tuple[L.LightningDataModule, dict[str, Any]]:
+    """The DataModule on real files when found, else on a synthetic copy written to ``tmp``."""
+    from kd_lightning.data import DatasetError
+
+    if not args.synthetic:
+        for candidate in data_dir_candidates(args.data_dir):
+            dm = make_datamodule(cfg, candidate)
+            try:
+                dm.prepare_data()
+            except DatasetError:
+                continue
+            return dm, {"source": "real", "data_dir": str(candidate)}
+        log.warning("%s not found in %s: timing on synthetic data", cfg.dataset.name, [str(c) for c in data_dir_candidates(args.data_dir)])
+    n_train = int(args.synthetic or DEFAULT_SYNTHETIC)
+    n_test = max(n_train // 4, 16)
+    write_synthetic(tmp / "data", cfg.dataset, n_train, n_test)
+    dm = make_datamodule(cfg, tmp / "data")
+    with unverified_cifar(str(cfg.dataset.name).startswith("cifar")):
+        dm.prepare_data()
+    return dm, {"source": "synthetic", "data_dir": str(tmp / "data"), "synthetic_train_images": n_train, "synthetic_test_images": n_test}
+
+
+# -- timing ----------------------------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize(marks: Sequence[tuple[float, int]]) -> dict[str, Any]:
+    """Window throughputs from ``(time, images so far)`` marks taken at window edges."""
+    rates = [(n1 - n0) / (t1 - t0) for (t0, n0), (t1, n1) in zip(marks, marks[1:]) if t1 > t0]
+    if not rates:
+        return {"images_per_s": None, "windows_images_per_s": [], "spread": None}
+    med = statistics.median(rates)
+    return {
+        "images_per_s": med,
+        "windows_images_per_s": [round(r, 3) for r in rates],
+        "spread": round((max(rates) - min(rates)) / med, 4),  # (max - min) / median: how noisy the windows were
+    }
+
+
+def is_window_edge(done: int, warmup: int, steps: int) -> bool:
+    """After ``done`` steps: the end of warm-up, or the end of a timed window."""
+    return done >= warmup and (done - warmup) % steps == 0
+
+
+class WindowTimer(L.Callback):
+    """Marks ``(time, images)`` at the end of warm-up and of every window of ``steps`` training batches."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.done = 0
+        self.images = 0
+        self.marks: list[tuple[float, int]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.done += 1
+        self.images += int(batch[1].shape[0])
+        if is_window_edge(self.done, self.warmup, self.steps):
+            synchronize(pl_module.device)
+            self.marks.append((time.perf_counter(), self.images))
+
+
+def timed_loop(step: Callable[[Tensor, Tensor], Any], batches: Iterator[tuple[Tensor, Tensor]], warmup: int, steps: int, windows: int, device: torch.device) -> dict[str, Any]:
+    marks: list[tuple[float, int]] = []
+    images = 0
+    for done in range(1, warmup + windows * steps + 1):
+        x, y = next(batches)
+        step(x, y)
+        images += int(y.shape[0])
+        if is_window_edge(done, warmup, steps):
+            synchronize(device)
+            marks.append((time.perf_counter(), images))
+    return summarize(marks)
+
+
+# -- path 1 and 3: the same math in plain PyTorch --------------------------------------------------
+class BareStep:
+    """One optimisation step of ``method`` without Lightning: networks, losses and optimizer of the module."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        method = cfg.method
+        self.name = str(method.name)
+        shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
+        self.net = build_resnet(**OmegaConf.to_container(method.net, resolve=True)).to(device).train()
+        params = list(self.net.parameters())
+        self.teacher: nn.Module | None = None
+        self.adapters: nn.ModuleDict | None = None
+        if self.name in ("rkd", "ikd"):
+            self.teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True)).to(device).eval().requires_grad_(False)
+            self.alpha, self.temperature = float(method.alpha), float(method.temperature)
+        if self.name == "ikd":
+            self.stages = list(method.stages)
+            self.feature_weight = float(method.feature_weight)
+            self.student_tap, self.teacher_tap = FeatureTap(self.net, self.stages), FeatureTap(self.teacher, self.stages)
+            probe = torch.randn(2, *shape, device=device)
+            with torch.no_grad():
+                self.net.eval()
+                self.net(probe)
+                self.net.train()
+                self.teacher(probe)
+            s, t = self.student_tap.pop(), self.teacher_tap.pop()
+            self.adapters = nn.ModuleDict(
+                {k.replace(".", "__"): nn.Conv2d(s[k].shape[1], t[k].shape[1], kernel_size=1, bias=False) for k in self.stages}
+            ).to(device)
+            params += list(self.adapters.parameters())
+        self.optimizer = instantiate(OmegaConf.to_container(cfg.recipe.optimizer, resolve=True), params=params)
+
+    def loss(self, images: Tensor, labels: Tensor) -> Tensor:
+        logits = self.net(images)
+        if self.teacher is None:
+            return F.cross_entropy(logits, labels)
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        loss = (1.0 - self.alpha) * F.cross_entropy(logits, labels) + self.alpha * kd_loss(logits, teacher_logits, self.temperature)
+        if self.adapters is not None:
+            student, teacher = self.student_tap.pop(), self.teacher_tap.pop()
+            adapted = {k: self.adapters[k.replace(".", "__")](student[k]) for k in self.stages}
+            loss = loss + self.feature_weight * feature_matching_loss(adapted, teacher)
+        return loss
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
+        loss = self.loss(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def close(self) -> None:
+        if self.adapters is not None:
+            self.student_tap.remove()
+            self.teacher_tap.remove()
+
+
+def memory_batches(images: Tensor, labels: Tensor, batch_size: int, device: torch.device, augment: BatchAugment, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    """Shuffled epochs over uint8 tensors in host memory (drop_last), augmented and normalised on ``device``."""
+    if len(labels) < batch_size:
+        raise ValueError(f"{len(labels)} training images hold no full batch of {batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    pin = device.type == "cuda"
+    if pin:
+        images, labels = images.pin_memory(), labels.pin_memory()
+    while True:
+        order = torch.randperm(len(labels), generator=gen)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            index = order[start : start + batch_size]
+            x = images[index].to(device, non_blocking=pin)
+            y = labels[index].to(device, non_blocking=pin)
+            yield augment(x), y
+
+
+def device_batches(shape: Sequence[int], num_classes: int, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """The same random (normal) batch, resident on the device, forever."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, *shape, generator=gen).to(device)
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
+    while True:
+        yield x, y
+
+
+# -- path 2: the project's module under the Lightning Trainer --------------------------------------
+def build_lightning(cfg: DictConfig, timer: WindowTimer, max_steps: int, root: Path) -> tuple[L.LightningModule, L.Trainer]:
+    from kd_lightning.train import _build_module
+
+    teacher = teacher_info = None
+    if str(cfg.method.name) in ("rkd", "ikd"):
+        teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True))
+        teacher_info = {"source": "random init (benchmark only)", "arch": str(cfg.teacher_model.arch)}
+    module = _build_module(cfg, teacher, teacher_info)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[timer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=-1,
+        max_steps=max_steps,
+        limit_train_batches=None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+    )
+    return module, trainer
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def _device_slug(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    out["cuda"] = torch.version.cuda
+    out["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    return out
+
+
+def _device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"type": device.type, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(name=props.name, memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}")
+    else:
+        info["name"] = f"cpu ({os.cpu_count()} cores)"
+    try:
+        info["load_average_at_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def bench_method(method: str, args: argparse.Namespace, overrides: list[str], data: tuple[Tensor, Tensor], dm: L.LightningDataModule, data_info: dict, tmp: Path) -> dict[str, Any]:
+    cfg = compose_config(args.dataset, method, overrides)
+    shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
+    total = args.warmup + args.windows * args.steps
+    timer = WindowTimer(args.warmup, args.steps)
+    # The Trainer goes first: it sets the process-wide flags of the trainer config (deterministic
+    # algorithms, cuDNN benchmark), so paths 1 and 3 run under exactly the flags path 2 runs under.
+    module, trainer = build_lightning(cfg, timer, total, tmp / "lightning" / method)
+    device = trainer.strategy.root_device
+    torch.manual_seed(args.seed)
+    result: dict[str, Any] = {}
+
+    step = BareStep(cfg, device)
+    result["model"] = timed_loop(step, device_batches(shape, int(cfg.dataset.num_classes), args.batch_size, device), args.warmup, args.steps, args.windows, device)
+    step.close()
+    del step
+    _free(device)
+
+    step = BareStep(cfg, device)
+    augment = BatchAugment.from_config(cfg.dataset.mean, cfg.dataset.std, cfg.dataset.augmentation).to(device)
+    images, labels = data
+    result["bare"] = timed_loop(step, memory_batches(images, labels, args.batch_size, device, augment, args.seed), args.warmup, args.steps, args.windows, device)
+    step.close()
+    del step
+    _free(device)
+
+    with unverified_cifar(data_info["source"] == "synthetic" and str(cfg.dataset.name).startswith("cifar")):
+        trainer.fit(module, datamodule=dm)
+    result["lightning"] = summarize(timer.marks)
+    result["lightning"]["steps_run"] = timer.done
+    result["device"] = str(device)
+    del module, trainer
+    _free(device)
+
+    result["ratio_lightning_vs_bare"] = _ratio(result["lightning"]["images_per_s"], result["bare"]["images_per_s"])
+    result["ratio_lightning_vs_model"] = _ratio(result["lightning"]["images_per_s"], result["model"]["images_per_s"])
+    for path in PATHS:
+        ips = result[path]["images_per_s"]
+        result[path]["step_ms"] = 1000.0 * args.batch_size / ips if ips else None
+    return result
+
+
+def verdicts(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, path_ratio in (("lightning_vs_bare", "ratio_lightning_vs_bare"), ("lightning_vs_model", "ratio_lightning_vs_model")):
+        threshold, text = TARGETS[key]
+        per_method = {m: {"ratio": r[path_ratio], "pass": r[path_ratio] is not None and r[path_ratio] >= threshold} for m, r in results.items()}
+        out[key] = {"target": text, "threshold": threshold, "per_method": per_method, "pass": all(v["pass"] for v in per_method.values())}
+    threshold, text = TARGETS["ikd_vs_rkd_step_time"]
+    ratio = ikd_rkd_ratios(results).get("lightning")
+    out["ikd_vs_rkd_step_time"] = {"target": text, "threshold": threshold, "ratio": ratio, "pass": ratio is not None and ratio <= threshold}
+    return out
+
+
+def ikd_rkd_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """IKD step time / RKD step time (= RKD images/s / IKD images/s) for each path."""
+    if "ikd" not in results or "rkd" not in results:
+        return {}
+    return {path: _ratio(results["rkd"][path]["images_per_s"], results["ikd"][path]["images_per_s"]) for path in PATHS}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    def num(v: float | None, fmt: str = "{:.1f}") -> str:
+        return "n/a" if v is None else fmt.format(v)
+
+    s = report["settings"]
+    lines = [
+        f"kd_lightning.bench: {report['dataset']['name']} {tuple(report['dataset']['shape'])}, {report['dataset']['data']['source']} data, "
+        f"device {report['device']['name']}, batch {s['batch_size']}, warmup {s['warmup_steps']} + {s['windows']} x {s['window_steps']} steps, "
+        f"num_workers {s['num_workers']}, augmentation {'on' if s['augmentation'] else 'off'}",
+        "",
+        "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 | window spread 1/2/3 |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for method, r in report["results"].items():
+        spread = "/".join(num(r[p]["spread"], "{:.0%}") for p in PATHS)
+        lines.append(
+            f"| {method} | {num(r['bare']['images_per_s'])} | {num(r['lightning']['images_per_s'])} | {num(r['model']['images_per_s'])} "
+            f"| {num(r['ratio_lightning_vs_bare'], '{:.3f}')} | {num(r['ratio_lightning_vs_model'], '{:.3f}')} | {spread} |"
+        )
+    ratios = report["ikd_rkd_step_time_ratio"]
+    if ratios:
+        lines += ["", "IKD/RKD step-time ratio: " + ", ".join(f"{PATH_LABELS[p]} {num(ratios[p], '{:.3f}')}" for p in PATHS)]
+    lines.append("")
+    for key, v in report["targets"].items():
+        verdict = "PASS" if v["pass"] else "FAIL"
+        if "per_method" in v:
+            detail = ", ".join(f"{m} {num(x['ratio'], '{:.3f}')}{'' if x['pass'] else ' (fail)'}" for m, x in v["per_method"].items())
+        else:
+            detail = f"ratio {num(v['ratio'], '{:.3f}')}"
+        lines.append(f"{verdict}  {v['target']}: {detail}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m kd_lightning.bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, default="usps", help="shapes and classes from conf/dataset/<name>.yaml")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--data-dir", default=None, help="folder with the dataset in torchvision's format (default: $KD_DATA_DIR, <project>/data, <project>/../shared/datasets)")
+    p.add_argument("--synthetic", type=int, default=None, metavar="N", help="time on N synthetic training images written in torchvision's format (ignores real data)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: recipe.batch_size of the paper recipe")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before the first window")
+    p.add_argument("--steps", type=int, default=10, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers for path 2 (default: dataset.num_workers of the config)")
+    p.add_argument("--no-augmentation", action="store_true", help="train without the paper's augmentation in paths 1 and 2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. 'machine shared with a training job')")
+    p.add_argument("--smoke", action="store_true", help=f"seconds-long check of the whole pipeline: {SMOKE}")
+    p.add_argument("--out", default=None, help="JSON path (default: outputs/bench/<dataset>-<device>.json)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            if key in ("batch_size", "num_workers", "synthetic") and getattr(args, key) is not None:
+                continue  # an explicit value wins
+            setattr(args, key, value)
+    for key in ("warmup", "steps", "windows"):
+        if getattr(args, key) < 1:
+            p.error(f"--{key} must be >= 1")
+    if args.synthetic is not None and args.synthetic < 2:
+        p.error("--synthetic needs at least 2 images")
+    return args
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the report that is also written as JSON and printed."""
+    args = parse_args(argv)
+    base = compose_config(args.dataset, "teacher")
+    if args.batch_size is None:
+        args.batch_size = int(base.recipe.batch_size)
+    if args.num_workers is None:
+        args.num_workers = int(base.dataset.num_workers)
+    overrides = [f"recipe.batch_size={args.batch_size}", f"dataset.num_workers={args.num_workers}"]
+    if args.no_augmentation:
+        overrides.append("recipe.augmentation=null")
+    base = compose_config(args.dataset, "teacher", overrides)
+
+    started = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="kd-bench-") as tmp_name, _quiet(), _restore_torch_flags():
+        tmp = Path(tmp_name)
+        dm, data_info = locate_data(base, args, tmp)
+        with unverified_cifar(data_info["source"] == "synthetic" and args.dataset.startswith("cifar")):
+            dm.setup("fit")
+        data = load_as_uint8_tensors(dm.train_set)
+        data_info["train_images"] = int(len(data[1]))
+        if data_info["train_images"] < args.batch_size:
+            raise SystemExit(f"{data_info['train_images']} training images hold no full batch of {args.batch_size}")
+        for method in args.methods:
+            print(f"[bench] {method} ...", file=sys.stderr, flush=True)
+            results[method] = bench_method(method, args, overrides, data, dm, data_info, tmp)
+        device = torch.device(results[args.methods[0]]["device"])
+
+    report: dict[str, Any] = {
+        "benchmark": "kd_lightning.bench",
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m kd_lightning.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "note": args.note,
+        "device": _device_info(device),
+        "versions": _versions(),
+        "dataset": {
+            "name": args.dataset,
+            "shape": [int(base.dataset.channels), int(base.dataset.image_size), int(base.dataset.image_size)],
+            "num_classes": int(base.dataset.num_classes),
+            "data": data_info,
+        },
+        "settings": {
+            "batch_size": args.batch_size,
+            "warmup_steps": args.warmup,
+            "window_steps": args.steps,
+            "windows": args.windows,
+            "steps_per_path": args.warmup + args.windows * args.steps,
+            "num_workers": args.num_workers,
+            "augmentation": OmegaConf.to_container(base.recipe.augmentation) if base.recipe.augmentation else None,
+            "optimizer": OmegaConf.to_container(base.recipe.optimizer),
+            "trainer": {k: OmegaConf.select(base, f"trainer.{k}") for k in ("accelerator", "precision", "deterministic", "benchmark", "log_every_n_steps")},
+            "methods": list(args.methods),
+            "smoke": args.smoke,
+            "seed": args.seed,
+            "statistic": "median over windows of images / window wall time",
+            "paths": {
+                "bare": "plain PyTorch loop; uint8 data in host memory, BatchAugment on the device; same nets, losses, SGD",
+                "lightning": "project LightningModule + Lightning Trainer (trainer config; no logger/ckpt/progress/val) + project DataModule",
+                "model": "plain PyTorch training step on one random batch resident on the device",
+            },
+        },
+        "results": results,
+        "ikd_rkd_step_time_ratio": ikd_rkd_ratios(results),
+        "targets": verdicts(results),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    out = Path(args.out) if args.out else PROJECT_ROOT / "outputs" / "bench" / f"{args.dataset}-{_device_slug(device)}.json"
+    write_json(out, report)
+    report["json_path"] = str(out)
+    print(format_report(report))
+    print(f"\nwrote {out} ({report['wall_time_s']:.1f} s)")
+    return report
+
+
+@contextlib.contextmanager
+def _restore_torch_flags() -> Iterator[None]:
+    """The Trainer sets process-wide flags from the trainer config; put them back when the benchmark ends."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep Lightning's start-up chatter and known-harmless warnings out of the table."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*deterministic.*", ".*max_epochs.*"):
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    run(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Shared test helpers: compose the real Hydra config with settings that make runs take seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+#: one epoch, a handful of batches of 16 images: enough to exercise every code path
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "recipe.batch_size=16",
+    "dataset.num_workers=0",
+]
+
+
+def compose_cfg(overrides: list[str] | tuple[str, ...] = (), data_dir: Path | None = None, out_dir: Path | None = None, fast: bool = True) -> DictConfig:
+    args = list(FAST if fast else [])
+    if data_dir is not None:
+        args.append(f"paths.data_dir={data_dir}")
+    if out_dir is not None:
+        args.append(f"paths.output_dir={out_dir}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=args + list(overrides))

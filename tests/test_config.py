@@ -1,0 +1,99 @@
+import pytest
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from kd_lightning import teachers
+from kd_lightning.config import ConfigError, validate_config
+from tests.helpers import compose_cfg
+
+DATASETS = ["mnist", "fashion_mnist", "usps", "cifar10", "cifar100"]
+METHODS = ["teacher", "scratch", "rkd", "ikd"]
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_dataset_and_method_composes_and_validates(dataset, method, fake_data_dir):
+    cfg = compose_cfg([f"dataset={dataset}", f"method={method}"], data_dir=fake_data_dir, fast=False)
+    validate_config(cfg)
+    assert cfg.trainer.max_epochs == (20 if method == "teacher" else 10)
+    assert cfg.method.net.arch == ("resnet50" if method == "teacher" else "resnet18")
+    assert cfg.method.net.num_classes == cfg.dataset.num_classes and cfg.method.net.in_channels == cfg.dataset.channels
+    assert cfg.paths.run_dir.endswith(f"default/{dataset}/{method}/seed0")
+
+
+def test_paper_defaults():
+    cfg = compose_cfg(fast=False)
+    assert cfg.recipe.optimizer.lr == 0.001 and cfg.recipe.optimizer.momentum == 0.9 and cfg.recipe.batch_size == 64
+    rkd = compose_cfg(["method=rkd"], fast=False).method
+    assert (rkd.alpha, rkd.temperature) == (0.7, 4.0)
+    assert list(compose_cfg(["method=ikd"], fast=False).method.stages) == ["layer1", "layer2", "layer3", "layer4"]
+    assert cfg.trainer.accelerator == "auto"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("method=rkd method.alpha=1.5", "method.alpha"),
+        ("method=rkd method.alpha=-0.1", "method.alpha"),
+        ("method=rkd method.temperature=0", "method.temperature"),
+        ("method=ikd method.temperature=-2", "method.temperature"),
+        ("method=ikd method.feature_weight=-1", "method.feature_weight"),
+        ("method=ikd method.stages=[layer1,layer9]", "method.stages"),
+        ("method=ikd method.stages=[]", "method.stages"),
+        ("recipe.optimizer.lr=0", "recipe.optimizer.lr"),
+        ("recipe.optimizer.lr=-0.1", "recipe.optimizer.lr"),
+        ("recipe.batch_size=0", "recipe.batch_size"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("recipe.epochs.teacher=0", "trainer.max_epochs"),
+        ("dataset.val_fraction=1.0", "dataset.val_fraction"),
+        ("dataset.val_fraction=0", "dataset.val_fraction"),
+        ("dataset.num_workers=-1", "dataset.num_workers"),
+        ("dataset.mean=[0.1,0.2]", "dataset.mean"),
+        ("dataset.std=[0]", "dataset.std"),
+        ("student_model.arch=vgg11", "student_model.arch"),
+        ("teacher_model.stem=tiny", "teacher_model.stem"),
+        ("seed=-1", "seed"),
+        ("teacher_missing=maybe", "teacher_missing"),
+        ("teacher_ckpt=/no/such/teacher.ckpt", "teacher_ckpt"),
+        ("paths.data_dir=/no/such/folder", "paths.data_dir"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):
+    overrides = override.split(" ")
+    data_dir = None if override.startswith("paths.data_dir") else fake_data_dir
+    cfg = compose_cfg(overrides, data_dir=data_dir, fast="recipe.epochs" not in override)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert key in str(info.value)
+
+
+@pytest.mark.parametrize(("group", "choice"), [("dataset", "svhn"), ("method", "relational"), ("recipe", "fast"), ("model@student_model", "vgg")])
+def test_unknown_group_option_lists_the_valid_ones(group, choice):
+    with pytest.raises(MissingConfigException) as info:
+        compose_cfg([f"{group}={choice}"])
+    message = str(info.value)
+    assert choice in message
+    if group == "dataset":
+        assert all(name in message for name in DATASETS)
+
+
+def test_teacher_key_follows_teacher_relevant_config_only(fake_data_dir):
+    base = teachers.entry_dir(compose_cfg(["method=rkd"], data_dir=fake_data_dir))
+    # the same teacher serves every student of the dataset and seed, whatever their KD settings
+    assert teachers.entry_dir(compose_cfg(["method=ikd", "method.alpha=0.2"], data_dir=fake_data_dir)) == base
+    assert teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir)) == base
+    assert teachers.entry_dir(compose_cfg(["method=rkd", "dataset.num_workers=3"], data_dir=fake_data_dir)) == base
+    # anything that changes the teacher gives another key (or seed folder)
+    for change in (["recipe.optimizer.lr=0.01"], ["teacher_model.stem=cifar"], ["trainer.max_epochs=2"], ["recipe.augmentation.rotation=0"], ["dataset.split_seed=5"], ["teacher_model.arch=resnet34"]):
+        other = teachers.entry_dir(compose_cfg(["method=rkd", *change], data_dir=fake_data_dir))
+        assert other.parent != base.parent, change
+    assert teachers.entry_dir(compose_cfg(["method=rkd", "seed=1"], data_dir=fake_data_dir)) == base.parent / "seed1"
+    assert base.parent.parent.name == "usps" and base.parent.name.startswith("resnet50-")
+
+
+def test_teacher_config_is_the_student_config_with_method_teacher(fake_data_dir):
+    cfg = compose_cfg(["method=ikd", "recipe.optimizer.lr=0.02"], data_dir=fake_data_dir)
+    tcfg = teachers.teacher_config(cfg)
+    assert tcfg.method.name == "teacher" and tcfg.method.net.arch == "resnet50"
+    assert tcfg.recipe.optimizer.lr == 0.02 and tcfg.paths.run_dir.endswith("usps/teacher/seed0")
+    assert OmegaConf.to_container(cfg.method)["name"] == "ikd"  # the student's config is untouched

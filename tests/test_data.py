@@ -1,0 +1,120 @@
+import bz2
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from kd_lightning.data import DatasetError, split_official_test, split_sizes
+from tests.fakedata import CLASSES, SIZES, write_usps
+from tests.helpers import compose_cfg
+
+DATASETS = ["mnist", "fashion_mnist", "usps", "cifar10", "cifar100"]
+
+
+@pytest.mark.parametrize(("n", "val", "test"), [(2007, 1404, 603), (10000, 7000, 3000), (40, 28, 12)])
+def test_split_sizes_follow_table_4(n, val, test):
+    assert split_sizes(n, 0.7) == (val, test)
+
+
+def test_split_is_disjoint_complete_and_fixed_by_split_seed():
+    val, test = split_official_test(2007, 0.7, split_seed=1234)
+    assert len(val) == 1404 and len(test) == 603
+    assert set(val).isdisjoint(test) and set(val) | set(test) == set(range(2007))
+    torch.manual_seed(999)  # the run seed must not matter
+    assert split_official_test(2007, 0.7, split_seed=1234) == (val, test)
+    assert split_official_test(2007, 0.7, split_seed=1) != (val, test)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_datamodule_reads_torchvision_format_and_splits_70_30(name, fake_data_dir):
+    cfg = compose_cfg([f"dataset={name}"], data_dir=fake_data_dir)
+    dm = instantiate(cfg.dataset, _convert_="all")
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_set) == 96
+    assert (len(dm.val_set), len(dm.test_set)) == (28, 12)
+    images, labels = next(iter(dm.train_dataloader()))
+    size, channels = SIZES[name], cfg.dataset.channels
+    assert images.shape == (16, channels, size, size) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < CLASSES[name]
+    assert dm.num_classes == CLASSES[name]
+
+
+def test_split_is_the_same_for_every_run_seed(fake_data_dir):
+    def test_images(seed):
+        L.seed_everything(seed)
+        dm = instantiate(compose_cfg(["dataset=usps"], data_dir=fake_data_dir).dataset, _convert_="all")
+        dm.setup("fit")
+        return dm.val_set.indices, dm.test_set.indices
+
+    assert test_images(0) == test_images(7)
+
+
+def test_eval_batches_are_normalised_with_the_dataset_statistics(fake_data_dir):
+    cfg = compose_cfg(["dataset=usps", "dataset.mean=[0.5]", "dataset.std=[0.25]"], data_dir=fake_data_dir)
+    dm = instantiate(cfg.dataset, _convert_="all")
+    dm.setup("fit")
+    raw = torch.as_tensor(dm.val_set.dataset.data[dm.val_set.indices[0]]).float() / 255
+    image, _ = dm.val_set[0]
+    torch.testing.assert_close(image[0], (raw - 0.5) / 0.25)
+
+
+def test_last_incomplete_training_batch_is_dropped(fake_data_dir):
+    # 96 % 90 == 6; with batch 95 a single-sample batch would break BatchNorm on a 1x1 layer4
+    dm = instantiate(compose_cfg(["dataset=usps", "recipe.batch_size=95"], data_dir=fake_data_dir).dataset, _convert_="all")
+    dm.setup("fit")
+    assert [len(b[1]) for b in dm.train_dataloader()] == [95]
+
+
+def test_missing_files_fail_before_training_naming_the_path(tmp_path):
+    dm = instantiate(compose_cfg(["dataset=usps"], data_dir=tmp_path).dataset, _convert_="all")
+    with pytest.raises(DatasetError, match=str(tmp_path / "USPS" / "usps.bz2")):
+        dm.prepare_data()
+
+
+def test_kd_data_dir_environment_variable_sets_the_data_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path))
+    assert compose_cfg().dataset.data_dir == str(tmp_path)
+    assert compose_cfg(data_dir=Path("/elsewhere")).dataset.data_dir == "/elsewhere"
+
+
+def _corrupt(name: str, root: Path) -> str:
+    """Damage one file of ``name`` in place; return the file name the error must mention."""
+    if name == "usps":
+        target = root / "USPS" / "usps.bz2"
+        target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
+    elif name == "usps_short_rows":
+        target = root / "USPS" / "usps.bz2"
+        target.write_bytes(bz2.compress(b"1 1:0.5 2:0.5\n"))
+    elif name in ("mnist", "fashion_mnist"):
+        target = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw" / "train-images-idx3-ubyte"
+        data = bytearray(target.read_bytes())
+        data[0:4] = b"\x00\x00\x99\x99"  # wrong IDX magic
+        target.write_bytes(bytes(data))
+    else:
+        folder = "cifar-10-batches-py/data_batch_1" if name == "cifar10" else "cifar-100-python/train"
+        target = root / folder
+        target.write_bytes(target.read_bytes()[:100])
+    return str(root)
+
+
+@pytest.mark.parametrize("name", ["usps", "usps_short_rows", "mnist", "fashion_mnist", "cifar10", "cifar100"])
+def test_corrupt_or_truncated_files_give_a_dataset_error(name, tmp_path):
+    from tests.fakedata import write_all
+
+    root = write_all(tmp_path, n_train=20, n_test=10)
+    must_mention = _corrupt(name, root)
+    dataset = "usps" if name.startswith("usps") else name
+    dm = instantiate(compose_cfg([f"dataset={dataset}"], data_dir=root).dataset, _convert_="all")
+    with pytest.raises(DatasetError, match=must_mention.replace(".", r"\.")) as info:
+        dm.prepare_data()
+        dm.setup("fit")
+    assert dataset in str(info.value)
+
+
+def test_images_of_another_shape_than_the_config_says_are_rejected(fake_data_dir):
+    dm = instantiate(compose_cfg(["dataset=usps", "dataset.image_size=28"], data_dir=fake_data_dir).dataset, _convert_="all")
+    with pytest.raises(DatasetError, match=r"dataset\.channels / dataset\.image_size"):
+        dm.setup("fit")

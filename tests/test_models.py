@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from kd_lightning.hooks import FeatureTap
+from kd_lightning.models import build_resnet
+from kd_lightning.modules.ikd import IKDStudent
+
+SHAPES = {"mnist": (1, 28, 10), "fashion_mnist": (1, 28, 10), "usps": (1, 16, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+OPTIMIZER = {"_target_": "torch.optim.SGD", "lr": 0.01}
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnet18"])
+@pytest.mark.parametrize("dataset", list(SHAPES))
+@pytest.mark.parametrize("stem", ["imagenet", "cifar"])
+def test_logits_have_shape_batch_by_classes(arch, dataset, stem):
+    channels, size, classes = SHAPES[dataset]
+    net = build_resnet(arch, classes, channels, stem).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, channels, size, size)).shape == (2, classes)
+
+
+def test_stems_differ_as_documented():
+    imagenet, cifar = build_resnet("resnet18", 10, 3, "imagenet"), build_resnet("resnet18", 10, 3, "cifar")
+    assert imagenet.conv1.kernel_size == (7, 7) and imagenet.conv1.stride == (2, 2)
+    assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1) and isinstance(cifar.maxpool, torch.nn.Identity)
+    assert build_resnet("resnet18", 10, 1).conv1.in_channels == 1
+
+
+def test_feature_tap_captures_every_configured_stage_and_clears():
+    net = build_resnet("resnet18", 10, 1).eval()
+    tap = FeatureTap(net, ["layer1", "layer3", "layer4.1"])
+    net(torch.randn(2, 1, 28, 28))
+    feats = tap.pop()
+    assert set(feats) == {"layer1", "layer3", "layer4.1"}
+    assert feats["layer1"].shape[1] == 64 and feats["layer3"].shape[1] == 256
+    with pytest.raises(RuntimeError, match="no activation"):
+        tap.pop()
+    tap.remove()
+    net(torch.randn(2, 1, 28, 28))
+    assert tap.features == {}
+
+
+def test_unknown_stage_names_the_config_key():
+    with pytest.raises(ValueError, match=r"method\.stages.*'layer9'"):
+        FeatureTap(build_resnet("resnet18", 10, 1), ["layer9"])
+
+
+@pytest.mark.parametrize("dataset", ["usps", "cifar10"])
+def test_ikd_adapters_map_student_to_teacher_shape(dataset):
+    channels, size, classes = SHAPES[dataset]
+    teacher = build_resnet("resnet50", classes, channels)
+    student = IKDStudent(
+        net={"arch": "resnet18", "num_classes": classes, "in_channels": channels},
+        optimizer=OPTIMIZER,
+        teacher=teacher,
+        input_shape=[channels, size, size],
+    )
+    x = torch.randn(3, channels, size, size)
+    student.net(x)
+    with torch.no_grad():
+        teacher(x)
+    s, t = student.student_tap.pop(), student.teacher_tap.pop()
+    for stage in ["layer1", "layer2", "layer3", "layer4"]:
+        adapter = student.adapters[stage]
+        assert (adapter.in_channels, adapter.out_channels) == (s[stage].shape[1], t[stage].shape[1])
+        assert adapter(s[stage]).shape == t[stage].shape
+    assert [student.adapters[k].out_channels for k in student.adapters] == [256, 512, 1024, 2048]

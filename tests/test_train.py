@@ -1,0 +1,136 @@
+"""End to end through the Hydra entry point on fake data: one epoch, a few batches per run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kd_lightning import teachers, train
+from kd_lightning.modules import NonFiniteLossError, ScratchStudent
+from kd_lightning.train import RunConflictError
+from tests.helpers import FAST, compose_cfg
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(monkeypatch, *args: str) -> None:
+    """``python -m kd_lightning.train <args>``, in this process (so test patches apply)."""
+    monkeypatch.setattr(sys, "argv", ["kd_lightning.train", *args])
+    train.main()
+
+
+def results(path: Path) -> dict:
+    return json.loads((path / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("outputs")
+
+
+@pytest.mark.parametrize("method", ["teacher", "scratch", "rkd", "ikd"])
+def test_each_method_trains_checkpoints_logs_and_summarises(method, out_dir, fake_data_dir, monkeypatch, capsys):
+    run_cli(monkeypatch, "dataset=usps", f"method={method}", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={out_dir}", *FAST)
+    run_dir = out_dir / "default" / "usps" / method / "seed0"
+    record = results(run_dir)
+    assert record["status"] == "completed" and record["method"] == method and record["seed"] == 0
+    for key in ("config", "environment", "wall_time_s", "best_val_acc", "best_epoch", "train_images_per_s", "params", "fingerprint"):
+        assert record[key] is not None, key
+    for stage in ("test_best", "test_last"):
+        assert 0.0 <= record[stage]["acc"] <= 1.0 and len(record[stage]["per_class_f1"]) == 10
+    assert record["environment"]["versions"]["torch"] == torch.__version__ and record["environment"]["git"]["commit"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert Path(record["best_checkpoint"]).is_file() and Path(record["best_checkpoint"]).parent == run_dir / "checkpoints"
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "csv" / "metrics.csv").read_text().count("val/acc") == 1
+    assert (run_dir / "config.yaml").is_file()
+    assert f"usps {method} seed=0: test acc" in capsys.readouterr().out
+    if method == "teacher":
+        entry = teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir))
+        assert (entry / "teacher.ckpt").is_file() and json.loads((entry / "teacher.json").read_text())["teacher_key"] == entry.parent.name
+    else:
+        expected_teacher = record["teacher"]["checkpoint"] if record["teacher"] else None
+        assert (expected_teacher is None) == (method == "scratch")
+        if expected_teacher:
+            assert expected_teacher.startswith(str(out_dir / "teachers" / "usps"))
+    if method == "ikd":
+        metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+        assert all(f"train/{term}_epoch" in metrics for term in ("ce", "kd", "feat", "loss"))
+
+
+def test_rerun_of_a_completed_run_trains_nothing(out_dir, fake_data_dir, monkeypatch, capsys):
+    args = ("dataset=usps", "method=rkd", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={out_dir}", *FAST)
+    run_cli(monkeypatch, *args)  # completed by the test above, or now
+    run_dir = out_dir / "default" / "usps" / "rkd" / "seed0"
+    before, events = results(run_dir), sorted((run_dir / "tb").iterdir())
+    run_cli(monkeypatch, *args)
+    assert results(run_dir) == before and sorted((run_dir / "tb").iterdir()) == events
+
+
+def test_a_different_config_never_overwrites_a_completed_run(out_dir, fake_data_dir):
+    cfg = compose_cfg(["method=scratch"], data_dir=fake_data_dir, out_dir=out_dir)
+    first = train.run(cfg)
+    changed = compose_cfg(["method=scratch", "recipe.optimizer.lr=0.5"], data_dir=fake_data_dir, out_dir=out_dir)
+    with pytest.raises(RunConflictError, match="name=.*force=true"):
+        train.run(changed)
+    assert results(Path(first["run_dir"])) == first
+    forced = train.run(compose_cfg(["method=scratch", "recipe.optimizer.lr=0.5", "force=true"], data_dir=fake_data_dir, out_dir=out_dir))
+    assert forced["status"] == "completed" and forced["fingerprint"] != first["fingerprint"]
+    archived = list((Path(first["run_dir"]) / "archive").glob("*/results.json"))
+    assert [json.loads(p.read_text())["fingerprint"] for p in archived] == [first["fingerprint"]]
+
+
+def test_missing_teacher_with_teacher_missing_fail_names_the_command(tmp_path, fake_data_dir):
+    cfg = compose_cfg(["dataset=usps", "method=ikd", "seed=3", "teacher_missing=fail"], data_dir=fake_data_dir, out_dir=tmp_path)
+    with pytest.raises(teachers.TeacherError, match=r"python -m kd_lightning\.train dataset=usps method=teacher seed=3"):
+        train.run(cfg)
+    record = results(Path(cfg.paths.run_dir))
+    assert record["status"] == "failed" and record["error"]["type"] == "TeacherError"
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_teacher_of_another_dataset_is_rejected(out_dir, fake_data_dir, tmp_path):
+    usps_teacher = teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir)) / "teacher.ckpt"
+    if not usps_teacher.is_file():
+        train.run(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir))
+    for dataset, reason in (("mnist", "trained on dataset 'usps'"), ("cifar10", "input channels")):
+        cfg = compose_cfg([f"dataset={dataset}", "method=rkd", f"teacher_ckpt={usps_teacher}"], data_dir=fake_data_dir, out_dir=tmp_path)
+        with pytest.raises(teachers.TeacherError, match=reason) as info:
+            train.run(cfg)
+        assert str(usps_teacher) in str(info.value)
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_earlier_checkpoints(tmp_path, fake_data_dir, monkeypatch):
+    original = ScratchStudent.loss_terms
+
+    def explode_in_second_epoch(self, images, labels):
+        logits, terms = original(self, images, labels)
+        if self.current_epoch == 1:
+            terms["ce"] = terms["ce"] * float("nan")
+        return logits, terms
+
+    monkeypatch.setattr(ScratchStudent, "loss_terms", explode_in_second_epoch)
+    cfg = compose_cfg(["method=scratch", "trainer.max_epochs=2"], data_dir=fake_data_dir, out_dir=tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"\['ce'\] at global step 3"):
+        train.run(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    record = results(run_dir)
+    assert record["status"] == "failed" and record["error"]["type"] == "NonFiniteLossError"
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_same_seed_same_numbers_on_cpu(tmp_path, fake_data_dir):
+    records = [train.run(compose_cfg(["method=scratch", f"name=repeat{i}"], data_dir=fake_data_dir, out_dir=tmp_path)) for i in range(2)]
+    assert records[0]["test_best"] == records[1]["test_best"] and records[0]["best_val_acc"] == records[1]["best_val_acc"]
+    states = [torch.load(r["last_checkpoint"], weights_only=True)["state_dict"] for r in records]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    other = train.run(compose_cfg(["method=scratch", "name=other", "seed=1"], data_dir=fake_data_dir, out_dir=tmp_path))
+    other_state = torch.load(other["last_checkpoint"], weights_only=True)["state_dict"]
+    assert not torch.equal(other_state["net.fc.weight"], states[0]["net.fc.weight"])
