@@ -30,7 +30,6 @@ import argparse
 import bz2
 import contextlib
 import gc
-import json
 import logging
 import os
 import pickle
@@ -74,7 +73,7 @@ TARGETS = {
     "lightning_vs_model": (0.95, "path2 >= 0.95 x path3 (Lightning + DataModule vs compute only)"),
     "ikd_vs_rkd_step_time": (1.15, "IKD step time <= 1.15 x RKD step time (path 2)"),
 }
-SMOKE = {"batch_size": 16, "warmup": 1, "steps": 2, "windows": 2, "synthetic": 64, "num_workers": 0}
+SMOKE = {"batch_size": 8, "warmup": 1, "steps": 2, "windows": 2, "synthetic": 48, "num_workers": 0, "threads": 1}
 DEFAULT_SYNTHETIC = 2048
 
 log = logging.getLogger("kd_lightning.bench")
@@ -394,7 +393,7 @@ def _versions() -> dict[str, str | None]:
 
 
 def _device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"type": device.type, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {"type": device.type, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(name=props.name, memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}")
@@ -486,7 +485,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"kd_lightning.bench: {report['dataset']['name']} {tuple(report['dataset']['shape'])}, {report['dataset']['data']['source']} data, "
         f"device {report['device']['name']}, batch {s['batch_size']}, warmup {s['warmup_steps']} + {s['windows']} x {s['window_steps']} steps, "
-        f"num_workers {s['num_workers']}, augmentation {'on' if s['augmentation'] else 'off'}",
+        f"num_workers {s['num_workers']}, torch threads {s['torch_threads']}, augmentation {'on' if s['augmentation'] else 'off'}",
         "",
         "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 | window spread 1/2/3 |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -523,6 +522,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers for path 2 (default: dataset.num_workers of the config)")
     p.add_argument("--no-augmentation", action="store_true", help="train without the paper's augmentation in paths 1 and 2")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run (default: torch's choice). On a CPU shared with other jobs, 1 avoids OpenMP threads spinning on each other")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. 'machine shared with a training job')")
     p.add_argument("--smoke", action="store_true", help=f"seconds-long check of the whole pipeline: {SMOKE}")
@@ -530,7 +530,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         for key, value in SMOKE.items():
-            if key in ("batch_size", "num_workers", "synthetic") and getattr(args, key) is not None:
+            if key in ("batch_size", "num_workers", "synthetic", "threads") and getattr(args, key) is not None:
                 continue  # an explicit value wins
             setattr(args, key, value)
     for key in ("warmup", "steps", "windows"):
@@ -558,6 +558,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kd-bench-") as tmp_name, _quiet(), _restore_torch_flags():
         tmp = Path(tmp_name)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        threads_used = torch.get_num_threads()
         dm, data_info = locate_data(base, args, tmp)
         with unverified_cifar(data_info["source"] == "synthetic" and args.dataset.startswith("cifar")):
             dm.setup("fit")
@@ -590,6 +593,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "windows": args.windows,
             "steps_per_path": args.warmup + args.windows * args.steps,
             "num_workers": args.num_workers,
+            "torch_threads": threads_used,
             "augmentation": OmegaConf.to_container(base.recipe.augmentation) if base.recipe.augmentation else None,
             "optimizer": OmegaConf.to_container(base.recipe.optimizer),
             "trainer": {k: OmegaConf.select(base, f"trainer.{k}") for k in ("accelerator", "precision", "deterministic", "benchmark", "log_every_n_steps")},
@@ -620,11 +624,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def _restore_torch_flags() -> Iterator[None]:
     """The Trainer sets process-wide flags from the trainer config; put them back when the benchmark ends."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    threads = torch.get_num_threads()
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -636,7 +642,7 @@ def _quiet() -> Iterator[None]:
         lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*deterministic.*", ".*max_epochs.*"):
+            for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*deterministic.*", ".*max_epochs.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
                 warnings.filterwarnings("ignore", message=pattern)
             yield
     finally:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import lightning as L
+import numpy as np
 import torch
 
 
@@ -33,3 +35,33 @@ class ThroughputMeter(L.Callback):
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.seconds > 0 else None
+
+
+class RNGStateCheckpoint(L.Callback):
+    """Stores the global RNG states (torch, CUDA, numpy, random) in every checkpoint and restores them.
+
+    Data order and augmentation come from these generators, so a run resumed from an epoch-end
+    checkpoint continues with exactly the batches an uninterrupted run would have drawn. (Lightning
+    runs its sanity check under ``isolate_rng``, so nothing draws from them between restore and the
+    first training batch.)
+    """
+
+    def state_dict(self) -> dict:
+        numpy_state = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        kind, keys, *rest = state_dict["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

@@ -185,7 +185,7 @@ def load_sweep(sweep: str | Path) -> pd.DataFrame:
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
             rows.append(_run_row(path, record))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             rows.append({**_keys_from_path(path), "status": "unreadable", "path": str(path.parent),
                          "paper_recipe": False, "error_type": type(exc).__name__, "error_message": str(exc)})
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -220,13 +220,17 @@ def ordered_methods(names: Iterable[Any]) -> list[str]:
 
 
 def _sort(frame: pd.DataFrame) -> pd.DataFrame:
+    """Datasets by complexity, methods in the paper's order, then seed: the order every table uses."""
     if frame.empty:
         return frame.reset_index(drop=True)
-    order = sorted(range(len(frame)), key=lambda i: (
-        _dataset_key(frame["dataset"].iat[i]), _method_key(frame["method"].iat[i]),
-        -1 if pd.isna(frame["seed"].iat[i]) else int(frame["seed"].iat[i]), str(frame.get("path", pd.Series([""] * len(frame))).iat[i]),
-    ))
-    return frame.iloc[order].reset_index(drop=True)
+    paths = frame["path"].astype(str).tolist() if "path" in frame else [""] * len(frame)
+
+    def key(i: int) -> tuple:
+        seed = frame["seed"].iat[i]
+        return (_dataset_key(frame["dataset"].iat[i]), _method_key(frame["method"].iat[i]),
+                -1 if pd.isna(seed) else int(seed), paths[i])
+
+    return frame.iloc[sorted(range(len(frame)), key=key)].reset_index(drop=True)
 
 
 def _pick_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -144,7 +144,7 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None) -> dict[str, Any]:
     log.info("fitting %s %s seed=%s in %s%s", cfg.dataset.name, cfg.method.name, cfg.seed, run_dir, f" (resuming from {resume})" if resume else "")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.interrupted:
-        raise KeyboardInterrupt("training was interrupted; rerun the same command to resume from the last checkpoint")
+        raise KeyboardInterrupt("training was interrupted")
 
     checkpointing = trainer.checkpoint_callback
     tests = {}
@@ -183,7 +183,7 @@ def _record_failure(cfg: DictConfig, exc: BaseException) -> None:
     if record.get("status") == "completed":
         return
     record.update(
-        status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+        status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
         finished_at=_now(),
         error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc(limit=20)},
     )
@@ -239,6 +239,13 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         record = run(cfg)
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM (Lightning raises SIGTERMException)
+        print(
+            f"[kd_lightning] interrupted ({type(exc).__name__}); the run resumes from the end of its last "
+            f"completed epoch ({Path(cfg.paths.run_dir) / 'checkpoints' / 'last.ckpt'}) when the same command is run again.",
+            flush=True,
+        )
+        raise SystemExit(130) from exc
     except Exception as exc:
         if not multirun:
             raise

@@ -289,3 +289,19 @@ def test_notebook_runs_headless(sweep, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("text/html" in o.get("data", {}) for o in outputs)  # DataFrames
+
+
+def test_unreadable_and_duplicate_records_are_listed(tmp_path):
+    sweep = tmp_path / "sweep"
+    for method in ("teacher", "scratch"):
+        _write_run(sweep, "usps", method, 0, 0.9, None)
+    _write_run(sweep / "rerun", "usps", "teacher", 0, None, None)  # an older failed try of the same run
+    damaged = sweep / "usps" / "rkd" / "seed0"
+    damaged.mkdir(parents=True)
+    (damaged / "results.json").write_text("{not json")
+    runs = report.load_sweep(sweep)
+    issues = report.find_issues(runs).set_index(["method", "status"])
+    assert ("rkd", "unreadable") in issues.index
+    assert ("teacher", "duplicate (failed, ignored)") in issues.index
+    # The completed record is the one used.
+    assert report.summary_table(runs).set_index("method").loc["teacher", "n"] == 1

@@ -42,7 +42,7 @@ def test_each_method_trains_checkpoints_logs_and_summarises(method, out_dir, fak
         assert record[key] is not None, key
     for stage in ("test_best", "test_last"):
         assert 0.0 <= record[stage]["acc"] <= 1.0 and len(record[stage]["per_class_f1"]) == 10
-    assert record["environment"]["versions"]["torch"] == torch.__version__ and record["environment"]["git"]["commit"]
+    assert record["environment"]["versions"]["torch"] and record["environment"]["git"]["commit"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert Path(record["best_checkpoint"]).is_file() and Path(record["best_checkpoint"]).parent == run_dir / "checkpoints"
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))

@@ -1,0 +1,54 @@
+# Set-up is part of every target: a missing .venv is created first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Train the four methods on this dataset (USPS ships offline in ../shared/datasets).
+DATASET ?= usps
+SEED ?= 0
+ARGS ?=
+SHARED_DATA := $(wildcard ../shared/datasets/USPS/usps.bz2)
+ifneq ($(SHARED_DATA),)
+export KD_DATA_DIR ?= $(abspath ../shared/datasets)
+endif
+
+.PHONY: help setup train study report bench test test-fast tensorboard clean-venv
+
+help:
+	@echo "make train   # teacher, scratch, RKD and IKD on DATASET=$(DATASET) seed $(SEED) (ARGS='trainer.max_epochs=1' to shorten)"
+	@echo "make test    # the whole test suite"
+	@echo "make study   # the paper's grid: 5 datasets x 4 methods x 3 seeds (needs all datasets)"
+	@echo "make report SWEEP=outputs/study   # tables, figures and claims from a sweep"
+	@echo "make bench   # training throughput vs a bare PyTorch loop"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e ".[dev,joblib]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m kd_lightning.train -m dataset=$(DATASET) method=teacher,scratch,rkd,ikd seed=$(SEED) $(ARGS)
+
+study: $(STAMP)
+	$(PY) -m kd_lightning.train -m experiment=study $(ARGS)
+
+SWEEP ?= outputs/study
+report: $(STAMP)
+	$(PY) -m kd_lightning.report $(SWEEP)
+
+bench: $(STAMP)
+	$(PY) -m kd_lightning.bench --dataset $(DATASET) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,133 @@
+"""python -m kd_lightning.bench: the smoke run end to end, and the pieces its numbers rest on."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchvision import datasets
+
+from kd_lightning import bench
+from kd_lightning.data.batched import load_as_uint8_tensors
+from kd_lightning.records import PROJECT_ROOT
+
+PATH_FIELDS = {"images_per_s", "windows_images_per_s", "spread", "step_ms"}
+
+
+def test_smoke_run_writes_every_field(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    bench.run(["--smoke", "--dataset", "usps", "--out", str(out), "--note", "pytest smoke"])
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+
+    assert report["note"] == "pytest smoke"
+    assert report["device"]["type"] == "cpu" or torch.cuda.is_available()
+    assert report["device"]["name"]
+    for pkg in ("python", "torch", "torchvision", "lightning"):
+        assert report["versions"][pkg]
+    assert report["dataset"]["name"] == "usps" and report["dataset"]["shape"] == [1, 16, 16] and report["dataset"]["num_classes"] == 10
+    assert report["dataset"]["data"]["source"] == "synthetic"  # smoke never reads the real files
+    settings = report["settings"]
+    for key in ("batch_size", "warmup_steps", "window_steps", "windows", "num_workers", "torch_threads", "augmentation", "optimizer", "trainer"):
+        assert key in settings, key
+    assert settings["smoke"] is True and settings["batch_size"] == bench.SMOKE["batch_size"]
+
+    assert list(report["results"]) == list(bench.METHODS)
+    for method, r in report["results"].items():
+        for path in bench.PATHS:
+            assert PATH_FIELDS <= set(r[path]), (method, path)
+            assert r[path]["images_per_s"] > 0, (method, path)
+            assert len(r[path]["windows_images_per_s"]) == settings["windows"]
+        assert r["lightning"]["steps_run"] == settings["steps_per_path"]  # the callback saw every step
+        assert r["ratio_lightning_vs_bare"] == pytest.approx(r["lightning"]["images_per_s"] / r["bare"]["images_per_s"])
+        assert r["ratio_lightning_vs_model"] == pytest.approx(r["lightning"]["images_per_s"] / r["model"]["images_per_s"])
+    ratios = report["ikd_rkd_step_time_ratio"]
+    assert set(ratios) == set(bench.PATHS)
+    assert ratios["lightning"] == pytest.approx(report["results"]["rkd"]["lightning"]["images_per_s"] / report["results"]["ikd"]["lightning"]["images_per_s"])
+
+    targets = report["targets"]
+    assert set(targets) == set(bench.TARGETS)
+    for key in ("lightning_vs_bare", "lightning_vs_model"):
+        assert set(targets[key]["per_method"]) == set(bench.METHODS)
+        assert targets[key]["pass"] == all(v["ratio"] >= 0.95 for v in targets[key]["per_method"].values())
+    assert targets["ikd_vs_rkd_step_time"]["pass"] == (ratios["lightning"] <= 1.15)
+
+    assert "| method |" in printed and "IKD/RKD step-time ratio" in printed
+    assert printed.count("PASS") + printed.count("FAIL") == 3
+    # the process-wide flags the Trainer set are put back
+    assert torch.are_deterministic_algorithms_enabled() == deterministic_before
+
+
+@pytest.mark.parametrize("name", bench.DATASETS)
+def test_synthetic_data_has_the_config_shapes(tmp_path, name):
+    cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "dataset" / f"{name}.yaml")
+    bench.write_synthetic(tmp_path, cfg, n_train=20, n_test=8)
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
+    root = tmp_path / "USPS" if name == "usps" else tmp_path
+    ds = (datasets.USPS if name == "usps" else cls[name])(str(root), train=True)
+    images, labels = load_as_uint8_tensors(ds)
+    assert tuple(images.shape) == (20, cfg.channels, cfg.image_size, cfg.image_size)
+    assert int(labels.min()) >= 0 and int(labels.max()) < cfg.num_classes
+    assert images.float().std() > 10  # structured noise, never a constant image
+    assert len((datasets.USPS if name == "usps" else cls[name])(str(root), train=False)) == 8
+
+
+def test_window_statistics():
+    assert [d for d in range(1, 12) if bench.is_window_edge(d, warmup=2, steps=3)] == [2, 5, 8, 11]
+    marks = [(0.0, 0), (1.0, 10), (3.0, 20), (4.0, 30)]  # windows of 10, 5 and 10 images/s
+    s = bench.summarize(marks)
+    assert s["images_per_s"] == 10.0 and s["windows_images_per_s"] == [10.0, 5.0, 10.0]
+    assert s["spread"] == 0.5
+    assert bench.summarize([(0.0, 0)])["images_per_s"] is None
+
+
+def test_verdicts():
+    def r(bare, lightning, model):
+        return {
+            "bare": {"images_per_s": bare},
+            "lightning": {"images_per_s": lightning},
+            "model": {"images_per_s": model},
+            "ratio_lightning_vs_bare": lightning / bare,
+            "ratio_lightning_vs_model": lightning / model,
+        }
+
+    results = {"teacher": r(100, 96, 100), "rkd": r(100, 90, 100), "ikd": r(80, 80, 80)}
+    v = bench.verdicts(results)
+    assert v["lightning_vs_bare"]["per_method"]["teacher"]["pass"] and not v["lightning_vs_bare"]["per_method"]["rkd"]["pass"]
+    assert not v["lightning_vs_bare"]["pass"]
+    assert v["ikd_vs_rkd_step_time"]["ratio"] == pytest.approx(90 / 80) and v["ikd_vs_rkd_step_time"]["pass"]
+
+
+@pytest.mark.parametrize("method", ["scratch", "rkd", "ikd"])
+def test_bare_step_is_the_same_math_as_the_module(method):
+    """Path 1 computes the module's loss and optimises what the module optimises, never the teacher."""
+    from kd_lightning.train import _build_module
+
+    torch.manual_seed(0)
+    cfg = bench.compose_config("usps", method, ["recipe.batch_size=4"])
+    step = bench.BareStep(cfg, torch.device("cpu"))
+    teacher = step.teacher
+    module = _build_module(cfg, copy.deepcopy(teacher), {}) if teacher is not None else _build_module(cfg, None, None)
+    module.net.load_state_dict(step.net.state_dict())
+    if step.adapters is not None:
+        module.adapters.load_state_dict(step.adapters.state_dict())
+    module.train()
+
+    bare_params = sum(p.numel() for group in step.optimizer.param_groups for p in group["params"])
+    assert bare_params == sum(p.numel() for p in module.trainable_parameters())
+    assert step.optimizer.defaults["lr"] == cfg.recipe.optimizer.lr and step.optimizer.defaults["momentum"] == cfg.recipe.optimizer.momentum
+
+    x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    _, terms = module.loss_terms(x, y)
+    expected = torch.stack(list(terms.values())).sum()
+    torch.testing.assert_close(step.loss(x, y), expected)
+
+    frozen = [p.detach().clone() for p in teacher.parameters()] if teacher is not None else []
+    assert torch.isfinite(step(x, y))
+    if teacher is not None:
+        assert all(torch.equal(a, b) for a, b in zip(frozen, teacher.parameters()))
+    step.close()

@@ -1,0 +1,134 @@
+"""The grid: teachers before students whatever the job order, reruns that train nothing, failures that
+stay local, concurrent runs that share one teacher, and interrupted runs that resume exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from kd_lightning import train
+from tests.fakedata import write_all
+from tests.helpers import CONF_DIR, FAST
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(monkeypatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["kd_lightning.train", *args])
+    train.main()
+
+
+def all_results(sweep: Path) -> dict[str, dict]:
+    return {str(p.parent.relative_to(sweep)): json.loads(p.read_text()) for p in sorted(sweep.rglob("results.json")) if "archive" not in p.parts}
+
+
+def test_study_grid_runs_once_and_reruns_nothing(tmp_path, fake_data_dir, monkeypatch):
+    args = ("-m", "experiment=study", "dataset=usps,mnist", "seed=0,1", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
+    run_cli(monkeypatch, *args)
+    sweep = tmp_path / "study"
+    records = all_results(sweep)
+    expected = {f"{d}/{m}/seed{s}" for d in ("usps", "mnist") for m in ("teacher", "scratch", "rkd", "ikd") for s in (0, 1)}
+    assert set(records) == expected
+    assert all(r["status"] == "completed" for r in records.values())
+    for key in ("test_best", "test_last", "best_val_acc", "best_epoch", "wall_time_s", "train_images_per_s", "params", "environment", "config", "epochs"):
+        assert all(key in r for r in records.values()), key
+    # one teacher per dataset and seed, and every student used its own dataset's and seed's teacher
+    entries = sorted((tmp_path / "teachers").glob("*/*/seed*/teacher.ckpt"))
+    assert len(entries) == 4
+    for name, r in records.items():
+        if r["method"] in ("rkd", "ikd"):
+            ckpt = Path(r["teacher"]["checkpoint"])
+            assert ckpt in entries and ckpt.parts[-4] == r["dataset"] and ckpt.parts[-2] == f"seed{r['seed']}"
+
+    run_cli(monkeypatch, *args)  # rerun: everything is already done
+    assert all_results(sweep) == records
+
+    os.remove(sweep / "mnist" / "ikd" / "seed1" / "results.json")
+    run_cli(monkeypatch, *args)
+    again = all_results(sweep)
+    changed = [k for k in again if again[k] != records[k]]
+    assert changed == ["mnist/ikd/seed1"] and again["mnist/ikd/seed1"]["status"] == "completed"
+
+
+def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
+    data = write_all(tmp_path / "data", n_train=48, n_test=20)
+    (data / "MNIST" / "raw" / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00")  # truncated
+    run_cli(monkeypatch, "-m", "dataset=mnist,usps", "method=scratch", f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'out'}", *FAST)
+    records = all_results(tmp_path / "out" / "default")
+    assert records["usps/scratch/seed0"]["status"] == "completed"
+    failed = records["mnist/scratch/seed0"]
+    assert failed["status"] == "failed" and failed["error"]["type"] == "DatasetError"
+    assert "train-labels-idx1-ubyte" in failed["error"]["message"]
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "slurm"])
+def test_launcher_configs_compose_and_resolve(launcher):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"launcher={launcher}", "experiment=study"], return_hydra_config=True)
+    target = cfg.hydra.launcher._target_
+    module, _, cls = target.rpartition(".")
+    assert getattr(__import__(module, fromlist=[cls]), cls)  # the plugin is installed and importable
+    assert cfg.hydra.sweeper.params.dataset.count(",") == 4
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1
+        assert cfg.hydra.launcher.submitit_folder.startswith(str(cfg.paths.output_dir))
+    else:
+        assert cfg.hydra.launcher.n_jobs >= 1
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("KD_DATA_DIR", None)
+    return subprocess.Popen([sys.executable, "-m", "kd_lightning.train", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_two_runs_needing_the_same_missing_teacher_train_it_once(tmp_path, fake_data_dir):
+    common = ("dataset=usps", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
+    procs = [cli(f"method={m}", *common) for m in ("rkd", "ikd")]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    joined = "\n".join(outputs)
+    assert joined.count("fitting usps teacher seed=0") == 1, joined
+    assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 1
+
+
+def test_sigterm_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path, fake_data_dir):
+    common = ("dataset=usps", "method=scratch", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, "trainer.max_epochs=3", "trainer.limit_train_batches=5", "dataset.num_workers=1")
+    reference = cli("name=reference", *common)
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()
+
+    run_dir = tmp_path / "interrupted" / "usps" / "scratch" / "seed0"
+    proc = cli("name=interrupted", *common)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be interrupted"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the second epoch
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0, out
+    assert "interrupted" in out and "resumes" in out
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+
+    resumed = cli("name=interrupted", *common)
+    out = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out
+    a = json.loads((tmp_path / "reference" / "usps" / "scratch" / "seed0" / "results.json").read_text())
+    b = json.loads((run_dir / "results.json").read_text())
+    assert b["resumed_from"] and b["status"] == "completed"
+    for key in ("test_best", "test_last", "best_val_acc", "best_epoch", "global_steps"):
+        assert a[key] == b[key], key
+    sa = torch.load(a["last_checkpoint"], weights_only=True)["state_dict"]
+    sb = torch.load(b["last_checkpoint"], weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
