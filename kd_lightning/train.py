@@ -33,6 +33,8 @@ from kd_lightning.records import PROJECT_ROOT, RESULTS_FILE, environment, read_r
 log = logging.getLogger("kd_lightning")
 #: absolute, so the entry point works however it is imported (python -m, tests, notebooks)
 CONF_DIR = PROJECT_ROOT / "conf"
+#: what a run writes into its folder (besides Hydra's .hydra/ and the log)
+_RUN_OUTPUTS = (RESULTS_FILE, "checkpoints", "tb", "csv", "config.yaml")
 #: method-config keys that describe the method rather than being LightningModule arguments
 _METHOD_META_KEYS = ("name",)
 
@@ -112,9 +114,11 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None) -> dict[str, Any]:
                 "Give this run another name (name=...), or force=true to archive the old outputs and rerun."
             )
         log.info("force=true: archived the previous outputs to %s", _archive(run_dir))
-    elif prior and prior.get("fingerprint") != fp:
-        log.info("previous unfinished run had another config; archived it to %s", _archive(run_dir))
-    resume = str(last_ckpt) if last_ckpt.is_file() and prior else None
+        prior = None
+    resume = str(last_ckpt) if prior and prior.get("fingerprint") == fp and last_ckpt.is_file() else None
+    if resume is None and any((run_dir / leftover).exists() for leftover in _RUN_OUTPUTS):
+        # an unfinished run of another config, or outputs whose record was deleted: keep them aside
+        log.info("earlier outputs in %s archived to %s", run_dir, _archive(run_dir))
 
     record: dict[str, Any] = {
         "status": "running",
