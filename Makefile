@@ -11,6 +11,8 @@ SHARED_DATA := $(wildcard ../shared/datasets/USPS/usps.bz2)
 ifneq ($(SHARED_DATA),)
 export KD_DATA_DIR ?= $(abspath ../shared/datasets)
 endif
+# Fetch missing datasets with torchvision unless the offline copy is there (present files are always used).
+DOWNLOAD ?= $(if $(SHARED_DATA),false,true)
 
 .PHONY: help setup train study report bench test test-fast tensorboard clean-venv
 
@@ -29,10 +31,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m kd_lightning.train -m dataset=$(DATASET) method=teacher,scratch,rkd,ikd seed=$(SEED) $(ARGS)
+	$(PY) -m kd_lightning.train -m dataset=$(DATASET) method=teacher,scratch,rkd,ikd seed=$(SEED) dataset.download=$(DOWNLOAD) $(ARGS)
 
 study: $(STAMP)
-	$(PY) -m kd_lightning.train -m experiment=study $(ARGS)
+	$(PY) -m kd_lightning.train -m experiment=study dataset.download=$(DOWNLOAD) $(ARGS)
 
 SWEEP ?= outputs/study
 report: $(STAMP)

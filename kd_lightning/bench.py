@@ -447,6 +447,8 @@ def bench_method(method: str, args: argparse.Namespace, overrides: list[str], da
     result["lightning"] = summarize(timer.marks)
     result["lightning"]["steps_run"] = timer.done
     result["device"] = str(device)
+    with contextlib.suppress(OSError):
+        result["load_average_after"] = round(os.getloadavg()[0], 2)  # 1-minute load: how busy the machine was
     del module, trainer
     _free(device)
 
@@ -555,6 +557,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = compose_config(args.dataset, "teacher", overrides)
 
     started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kd-bench-") as tmp_name, _quiet(), _restore_torch_flags():
         tmp = Path(tmp_name)
@@ -575,7 +578,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "benchmark": "kd_lightning.bench",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m kd_lightning.bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "note": args.note,
         "device": _device_info(device),

@@ -1,0 +1,198 @@
+"""The paper's training augmentation applied to a whole uint8 batch on the training device.
+
+:func:`kd_lightning.data.transforms.train_transform` augments one image at a time in the DataLoader
+(RandomRotation(15), RandomHorizontalFlip(0.5), RandomVerticalFlip(0.5), then ToDtype + Normalize).
+:class:`BatchAugment` does the same to a ``(N, C, H, W)`` uint8 batch in one go, on whatever device the
+batch lives on, with parameters drawn per sample: every image gets its own angle, uniform in
+``[-rotation, rotation]`` degrees, and its own independent horizontal / vertical flip coins.
+
+It follows torchvision's per-image semantics exactly: rotation is counter-clockwise for positive
+angles, about the image centre, nearest-neighbour, same output size, zero fill (torchvision's
+``RandomRotation`` defaults), and comes before the flips; then ``x / 255`` and ``(x - mean) / std``.
+``kornia`` is not installed in this project's environment, so the warp is torch's own batched
+``affine_grid`` + ``grid_sample`` with one rotation matrix per sample (the op torchvision's own
+``rotate`` uses, one angle per call); flips are exact index reversals.
+
+:func:`load_as_uint8_tensors` reads a torchvision dataset's raw arrays (``.data`` / ``.targets``)
+into one uint8 ``(N, C, H, W)`` tensor and one int64 label tensor, without going through PIL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+
+__all__ = ["AugmentParams", "BatchAugment", "load_as_uint8_tensors"]
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Per-sample parameters of one call: angle in degrees (float), and the two flip decisions (bool)."""
+
+    angle: Tensor
+    hflip: Tensor
+    vflip: Tensor
+
+    def __len__(self) -> int:
+        return int(self.angle.shape[0])
+
+    def to(self, device: torch.device | str) -> AugmentParams:
+        return AugmentParams(self.angle.to(device), self.hflip.to(device), self.vflip.to(device))
+
+    @classmethod
+    def identity(cls, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
+        """Rotation by 0 degrees and no flips for every sample."""
+        return cls(
+            torch.zeros(batch_size, device=device),
+            torch.zeros(batch_size, dtype=torch.bool, device=device),
+            torch.zeros(batch_size, dtype=torch.bool, device=device),
+        )
+
+
+class BatchAugment(nn.Module):
+    """uint8 ``(N, C, H, W)`` batch -> augmented, normalised float32 batch, on the batch's device.
+
+    ``rotation`` is the maximum angle in degrees; ``hflip`` / ``vflip`` are flip probabilities (the
+    keys of ``recipe.augmentation``). In training mode (the default for a new module) :meth:`forward`
+    augments; in eval mode (``.eval()``) it only normalises, exactly like ``eval_transform``. The
+    parameters of the last call are kept in :attr:`last_params`.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], rotation: float = 15.0, hflip: float = 0.5, vflip: float = 0.5) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
+        if rotation < 0:
+            raise ValueError(f"rotation must be >= 0 degrees, got {rotation}")
+        for name, p in (("hflip", hflip), ("vflip", vflip)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        self.rotation = float(rotation)
+        self.hflip = float(hflip)
+        self.vflip = float(vflip)
+        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1), persistent=False)
+        self.last_params: AugmentParams | None = None
+
+    @classmethod
+    def from_config(cls, mean: Sequence[float], std: Sequence[float], augmentation: Mapping | None) -> BatchAugment:
+        """Same argument as :func:`~kd_lightning.data.transforms.train_transform` (``None`` = no augmentation)."""
+        aug = dict(augmentation or {})
+        return cls(mean, std, float(aug.get("rotation", 0) or 0), float(aug.get("hflip", 0) or 0), float(aug.get("vflip", 0) or 0))
+
+    @property
+    def augments(self) -> bool:
+        return self.rotation > 0 or self.hflip > 0 or self.vflip > 0
+
+    def extra_repr(self) -> str:
+        return f"rotation={self.rotation}, hflip={self.hflip}, vflip={self.vflip}, channels={self.mean.shape[1]}"
+
+    # -- parameters ----------------------------------------------------------------------------
+    def sample_params(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> AugmentParams:
+        """Independent per-sample parameters: angle ~ U[-rotation, rotation], flips ~ Bernoulli(p).
+
+        Drawn on ``generator``'s device when one is given (then moved to ``device``), else on ``device``.
+        """
+        draw_on = generator.device if generator is not None else device
+        u = torch.rand(3, batch_size, device=draw_on, generator=generator)
+        angle = (2.0 * u[0] - 1.0) * self.rotation
+        params = AugmentParams(angle, u[1] < self.hflip, u[2] < self.vflip)
+        return params.to(device) if device is not None else params
+
+    # -- the transform -------------------------------------------------------------------------
+    def normalize(self, images: Tensor) -> Tensor:
+        """``ToDtype(float32, scale=True)`` then ``Normalize(mean, std)``, as in ``eval_transform``."""
+        _check_batch(images, self.mean.shape[1])
+        return images.to(torch.float32).mul_(1.0 / 255.0).sub_(self.mean).div_(self.std)
+
+    def apply(self, images: Tensor, params: AugmentParams) -> Tensor:
+        """Rotate, flip (per sample, with ``params``), then normalise. Returns float32 on ``images.device``."""
+        _check_batch(images, self.mean.shape[1])
+        if len(params) != images.shape[0]:
+            raise ValueError(f"params are for {len(params)} samples but the batch holds {images.shape[0]}")
+        params = params.to(images.device)
+        x = images.to(torch.float32)  # exact: uint8 values 0..255; nearest sampling keeps them integral
+        if bool((params.angle != 0).any()):
+            x = rotate_batch(x, params.angle)
+        x = torch.where(params.hflip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = torch.where(params.vflip.view(-1, 1, 1, 1), x.flip(-2), x)
+        return x.mul_(1.0 / 255.0).sub_(self.mean).div_(self.std)
+
+    def forward(self, images: Tensor, params: AugmentParams | None = None, generator: torch.Generator | None = None) -> Tensor:
+        if not self.training and params is None:
+            self.last_params = None
+            return self.normalize(images)
+        if params is None:
+            params = self.sample_params(images.shape[0], images.device, generator)
+        self.last_params = params
+        return self.apply(images, params)
+
+
+def _check_batch(images: Tensor, channels: int) -> None:
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 batch (raw pixel values), got {images.dtype}")
+    if images.ndim != 4 or images.shape[1] != channels:
+        raise ValueError(f"expected a batch of shape (N, {channels}, H, W), got {tuple(images.shape)}")
+
+
+def rotation_grid_matrices(angle_deg: Tensor, height: int, width: int) -> Tensor:
+    """``(N, 2, 3)`` matrices for ``affine_grid``: each output pixel samples the input rotated back.
+
+    In pixel coordinates about the centre (x right, y down), a counter-clockwise rotation on screen by
+    ``a`` sends an output point ``q`` to the input point ``[[cos a, -sin a], [sin a, cos a]] q``; the
+    aspect factors convert that to ``affine_grid``'s normalised [-1, 1] coordinates.
+    """
+    a = angle_deg.to(torch.float32) * (math.pi / 180.0)
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(a)
+    row0 = torch.stack([cos, -sin * (height / width), zero], dim=1)
+    row1 = torch.stack([sin * (width / height), cos, zero], dim=1)
+    return torch.stack([row0, row1], dim=1)
+
+
+def rotate_batch(images: Tensor, angle_deg: Tensor) -> Tensor:
+    """Rotate each float image of ``(N, C, H, W)`` by its own angle: nearest, same size, zero fill."""
+    n, c, h, w = images.shape
+    theta = rotation_grid_matrices(angle_deg.to(images.device), h, w)
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+# -- raw arrays of torchvision datasets --------------------------------------------------------
+def load_as_uint8_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """``(images uint8 (N, C, H, W), labels int64 (N,))`` from a torchvision dataset's raw arrays.
+
+    Reads ``.data`` / ``.targets`` directly (the dataset's transform is not applied), in the layouts
+    torchvision stores them: MNIST / FashionMNIST a uint8 tensor ``N x H x W``; USPS a numpy uint8
+    array ``N x H x W``; CIFAR10 / CIFAR100 a numpy uint8 array ``N x H x W x C``. A
+    ``torch.utils.data.Subset`` (e.g. the validation split) is followed to its indices.
+    """
+    if isinstance(dataset, Subset):
+        images, labels = load_as_uint8_tensors(dataset.dataset)
+        index = torch.as_tensor(list(dataset.indices), dtype=torch.long)
+        return images[index], labels[index]
+    data = getattr(dataset, "data", None)
+    targets = getattr(dataset, "targets", None)
+    if data is None or targets is None:
+        raise TypeError(f"{type(dataset).__name__} has no .data/.targets arrays; load_as_uint8_tensors needs a torchvision image dataset")
+    images = data if isinstance(data, Tensor) else torch.from_numpy(np.ascontiguousarray(data))
+    if images.dtype != torch.uint8:
+        raise TypeError(f"{type(dataset).__name__}.data has dtype {images.dtype}; expected uint8 pixels")
+    if images.ndim == 3:  # N x H x W (MNIST, FashionMNIST, USPS)
+        images = images.unsqueeze(1)
+    elif images.ndim == 4:
+        if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):  # N x H x W x C (CIFAR)
+            images = images.permute(0, 3, 1, 2)
+    else:
+        raise ValueError(f"{type(dataset).__name__}.data has shape {tuple(images.shape)}; expected N x H x W or N x H x W x C")
+    labels = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"{type(dataset).__name__}: {images.shape[0]} images but targets of shape {tuple(labels.shape)}")
+    return images.contiguous(), labels

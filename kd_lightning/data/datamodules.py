@@ -1,0 +1,191 @@
+"""One LightningDataModule per dataset, all on torchvision's own dataset classes.
+
+The shared base does the work (locating files, splitting, transforms, loaders); each subclass only
+names its torchvision class and the folder torchvision expects under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets
+from torchvision.datasets import VisionDataset
+
+from kd_lightning.data.splits import split_official_test
+from kd_lightning.data.transforms import eval_transform, train_transform
+
+class DatasetError(RuntimeError):
+    """Data is missing, unreadable or not what the dataset config promises."""
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Official train set -> train; official test set -> validation / test (see ``splits.py``).
+
+    ``name``, ``num_classes``, ``channels``, ``image_size``, ``mean``, ``std`` and ``top_k`` are the
+    dataset's metadata from its config; :meth:`setup` checks the files on disk agree with them.
+    """
+
+    dataset_cls: type[VisionDataset]
+    #: folder under ``data_dir`` that is passed to torchvision as ``root`` ("" = ``data_dir`` itself)
+    root_folder: str = ""
+    #: files torchvision reads, relative to ``root``; named in error messages
+    expected_files: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        channels: int,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        data_dir: str | os.PathLike = "data",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.7,
+        split_seed: int = 1234,
+        download: bool = False,
+        augmentation: Mapping | None = None,
+        pin_memory: bool | None = None,
+        top_k: Sequence[int] = (1,),
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.num_classes = num_classes
+        self.channels = channels
+        self.image_size = image_size
+        self.mean, self.std = list(mean), list(std)
+        #: top-k accuracies worth reporting on this dataset (top-5 on CIFAR100)
+        self.top_k = list(top_k)
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.download = download
+        self.augmentation = dict(augmentation) if augmentation else None
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.data_dir / self.root_folder if self.root_folder else self.data_dir
+
+    def _load(self, train: bool, transform=None, download: bool = False) -> VisionDataset:
+        """Build the torchvision dataset, turning its failures into one error that names the files."""
+        try:
+            return self.dataset_cls(str(self.root), train=train, transform=transform, download=download)
+        except Exception as exc:  # torchvision raises RuntimeError, OSError, EOFError, ValueError...
+            files = ", ".join(str(self.root / f) for f in self.expected_files) or str(self.root)
+            hint = (
+                "Set paths.data_dir=... (or the KD_DATA_DIR environment variable) to the folder that holds "
+                f"them, or pass dataset.download=true to fetch {self.name} from the internet."
+            )
+            if download:
+                hint = "The download failed; check the network, or place the files there by hand."
+            raise DatasetError(
+                f"{self.name}: could not load the {'train' if train else 'test'} split from {self.root} "
+                f"({type(exc).__name__}: {exc}). Expected files: {files}. {hint} "
+                "If the files exist, they may be truncated or corrupt: delete and fetch them again."
+            ) from exc
+
+    def prepare_data(self) -> None:
+        """Use files already on disk (no network, no checksum-triggered download); else download if allowed."""
+        for train in (True, False):
+            try:
+                self._load(train)
+            except DatasetError:
+                if not self.download:
+                    raise
+                self._load(train, download=True)
+
+    # -- splits --------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_tf = train_transform(self.mean, self.std, self.augmentation)
+        self.train_set = self._load(True, transform=train_tf)
+        official_test = self._load(False, transform=eval_transform(self.mean, self.std))
+        self._check_matches_config(self.train_set)
+        val_idx, test_idx = split_official_test(len(official_test), self.val_fraction, self.split_seed)
+        self.val_set = Subset(official_test, val_idx)
+        self.test_set = Subset(official_test, test_idx)
+
+    def _check_matches_config(self, dataset: VisionDataset) -> None:
+        image, label = dataset[0]
+        expected = (self.channels, self.image_size, self.image_size)
+        if tuple(image.shape) != expected:
+            raise DatasetError(
+                f"{self.name}: images in {self.root} have shape {tuple(image.shape)} but the dataset config "
+                f"says (channels, H, W) = {expected} (keys dataset.channels / dataset.image_size)."
+            )
+        targets = torch.as_tensor(getattr(dataset, "targets", [label]))
+        if targets.min() < 0 or targets.max() >= self.num_classes:
+            raise DatasetError(
+                f"{self.name}: labels in {self.root} span [{int(targets.min())}, {int(targets.max())}] "
+                f"but dataset.num_classes={self.num_classes}."
+            )
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            # A last batch of one sample breaks BatchNorm when layer4 is 1x1 (USPS, 7,291 % 90 == 1).
+            drop_last=train,
+            num_workers=self.num_workers,
+            # fresh workers each epoch, seeded from the global RNG: a resumed run draws the same
+            # augmentations as an uninterrupted one (persistent workers would carry hidden state)
+            persistent_workers=False,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+
+class MNISTDataModule(ImageClassificationDataModule):
+    dataset_cls = datasets.MNIST
+    expected_files = tuple(
+        f"MNIST/raw/{f}"
+        for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    )
+
+
+class FashionMNISTDataModule(ImageClassificationDataModule):
+    dataset_cls = datasets.FashionMNIST
+    expected_files = tuple(f.replace("MNIST/", "FashionMNIST/") for f in MNISTDataModule.expected_files)
+
+
+class USPSDataModule(ImageClassificationDataModule):
+    dataset_cls = datasets.USPS
+    root_folder = "USPS"
+    expected_files = ("usps.bz2", "usps.t.bz2")
+
+
+class CIFAR10DataModule(ImageClassificationDataModule):
+    dataset_cls = datasets.CIFAR10
+    expected_files = ("cifar-10-batches-py/data_batch_1..5", "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta")
+
+
+class CIFAR100DataModule(ImageClassificationDataModule):
+    dataset_cls = datasets.CIFAR100
+    expected_files = ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta")
+
