@@ -527,6 +527,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run (default: torch's choice). On a CPU shared with other jobs, 1 avoids OpenMP threads spinning on each other")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. 'machine shared with a training job')")
+    p.add_argument("--pipeline", choices=["tensor", "pil"], default=None, help="the DataModule's data path for path 2 (default: dataset.pipeline from the config)")
     p.add_argument("--smoke", action="store_true", help=f"seconds-long check of the whole pipeline: {SMOKE}")
     p.add_argument("--out", default=None, help="JSON path (default: outputs/bench/<dataset>-<device>.json)")
     args = p.parse_args(argv)
@@ -554,6 +555,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     overrides = [f"recipe.batch_size={args.batch_size}", f"dataset.num_workers={args.num_workers}"]
     if args.no_augmentation:
         overrides.append("recipe.augmentation=null")
+    if args.pipeline:
+        overrides.append(f"dataset.pipeline={args.pipeline}")
     base = compose_config(args.dataset, "teacher", overrides)
 
     started = time.perf_counter()
@@ -597,6 +600,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "windows": args.windows,
             "steps_per_path": args.warmup + args.windows * args.steps,
             "num_workers": args.num_workers,
+            "pipeline": str(base.dataset.pipeline),
             "torch_threads": threads_used,
             "augmentation": OmegaConf.to_container(base.recipe.augmentation) if base.recipe.augmentation else None,
             "optimizer": OmegaConf.to_container(base.recipe.optimizer),

@@ -37,7 +37,7 @@ def test_datamodule_reads_torchvision_format_and_splits_70_30(name, fake_data_di
     assert (len(dm.val_set), len(dm.test_set)) == (28, 12)
     images, labels = next(iter(dm.train_dataloader()))
     size, channels = SIZES[name], cfg.dataset.channels
-    assert images.shape == (16, channels, size, size) and images.dtype == torch.float32
+    assert images.shape == (16, channels, size, size)
     assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < CLASSES[name]
     assert dm.num_classes == CLASSES[name]
 
@@ -47,13 +47,13 @@ def test_split_is_the_same_for_every_run_seed(fake_data_dir):
         L.seed_everything(seed)
         dm = instantiate(compose_cfg(["dataset=usps"], data_dir=fake_data_dir).dataset, _convert_="all")
         dm.setup("fit")
-        return dm.val_set.indices, dm.test_set.indices
+        return dm.val_indices, dm.test_indices
 
     assert test_images(0) == test_images(7)
 
 
 def test_eval_batches_are_normalised_with_the_dataset_statistics(fake_data_dir):
-    cfg = compose_cfg(["dataset=usps", "dataset.mean=[0.5]", "dataset.std=[0.25]"], data_dir=fake_data_dir)
+    cfg = compose_cfg(["dataset=usps", "dataset.mean=[0.5]", "dataset.std=[0.25]", "dataset.pipeline=pil"], data_dir=fake_data_dir)
     dm = instantiate(cfg.dataset, _convert_="all")
     dm.setup("fit")
     raw = torch.as_tensor(dm.val_set.dataset.data[dm.val_set.indices[0]]).float() / 255
@@ -118,3 +118,36 @@ def test_images_of_another_shape_than_the_config_says_are_rejected(fake_data_dir
     dm = instantiate(compose_cfg(["dataset=usps", "dataset.image_size=28"], data_dir=fake_data_dir).dataset, _convert_="all")
     with pytest.raises(DatasetError, match=r"dataset\.channels / dataset\.image_size"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("name", ["usps", "cifar10"])
+def test_tensor_and_pil_pipelines_give_the_same_evaluation_batches(name, fake_data_dir):
+    """The fast path (uint8 tensors, batched normalisation on the device) equals torchvision's per-image path."""
+    batches = {}
+    for pipeline in ("tensor", "pil"):
+        dm = instantiate(compose_cfg([f"dataset={name}", f"dataset.pipeline={pipeline}"], data_dir=fake_data_dir).dataset, _convert_="all")
+        dm.setup("fit")
+        images, labels = next(iter(dm.val_dataloader()))
+        batches[pipeline] = dm.on_after_batch_transfer((images, labels), 0)
+    torch.testing.assert_close(batches["tensor"][0], batches["pil"][0], atol=1e-5, rtol=0)
+    assert torch.equal(batches["tensor"][1], batches["pil"][1])
+    assert batches["tensor"][0].dtype == torch.float32
+
+
+def test_tensor_pipeline_augments_only_while_training(fake_data_dir):
+    dm = instantiate(compose_cfg(["dataset=usps"], data_dir=fake_data_dir).dataset, _convert_="all")
+    dm.setup("fit")
+    images, labels = next(iter(dm.val_dataloader()))
+
+    class FakeTrainer:
+        training = True
+
+    dm.trainer = FakeTrainer()
+    torch.manual_seed(0)
+    augmented, same_labels = dm.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(same_labels, labels)
+    params = dm.batch_augment.last_params
+    assert params is not None and params.angle.abs().max() <= 15 and params.angle.std() > 0
+    FakeTrainer.training = False
+    plain, _ = dm.on_after_batch_transfer((images, labels), 0)
+    assert dm.batch_augment.last_params is None and not torch.equal(plain, augmented)

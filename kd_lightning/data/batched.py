@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 __all__ = ["AugmentParams", "BatchAugment", "load_as_uint8_tensors"]
 
@@ -174,6 +174,9 @@ def load_as_uint8_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
     array ``N x H x W``; CIFAR10 / CIFAR100 a numpy uint8 array ``N x H x W x C``. A
     ``torch.utils.data.Subset`` (e.g. the validation split) is followed to its indices.
     """
+    if isinstance(dataset, TensorDataset):  # the DataModule's tensor pipeline already holds them
+        images, labels = dataset.tensors
+        return images, labels
     if isinstance(dataset, Subset):
         images, labels = load_as_uint8_tensors(dataset.dataset)
         index = torch.as_tensor(list(dataset.indices), dtype=torch.long)

@@ -12,12 +12,18 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
+from kd_lightning.data.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.data.splits import split_official_test
 from kd_lightning.data.transforms import eval_transform, train_transform
+
+#: "tensor": uint8 tensors + batched augmentation on the device (fast); "pil": torchvision's per-image
+#: transforms in DataLoader workers (the paper's original pipeline)
+PIPELINES = ("tensor", "pil")
+
 
 class DatasetError(RuntimeError):
     """Data is missing, unreadable or not what the dataset config promises."""
@@ -54,6 +60,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         augmentation: Mapping | None = None,
         pin_memory: bool | None = None,
         top_k: Sequence[int] = (1,),
+        pipeline: str = "tensor",
     ) -> None:
         super().__init__()
         self.name = name
@@ -72,6 +79,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.download = download
         self.augmentation = dict(augmentation) if augmentation else None
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        if pipeline not in PIPELINES:
+            raise ValueError(f"dataset.pipeline={pipeline!r}: choose one of {PIPELINES}")
+        self.pipeline = pipeline
+        self.batch_augment = BatchAugment.from_config(self.mean, self.std, self.augmentation)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -81,10 +92,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def root(self) -> Path:
         return self.data_dir / self.root_folder if self.root_folder else self.data_dir
 
-    def _load(self, train: bool, transform=None, download: bool = False) -> VisionDataset:
+    def _load(self, train: bool, download: bool = False) -> VisionDataset:
         """Build the torchvision dataset, turning its failures into one error that names the files."""
         try:
-            return self.dataset_cls(str(self.root), train=train, transform=transform, download=download)
+            return self.dataset_cls(str(self.root), train=train, download=download)
         except Exception as exc:  # torchvision raises RuntimeError, OSError, EOFError, ValueError...
             files = ", ".join(str(self.root / f) for f in self.expected_files) or str(self.root)
             hint = (
@@ -113,26 +124,44 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train_tf = train_transform(self.mean, self.std, self.augmentation)
-        self.train_set = self._load(True, transform=train_tf)
-        official_test = self._load(False, transform=eval_transform(self.mean, self.std))
-        self._check_matches_config(self.train_set)
+        train_raw, official_test = self._load(True), self._load(False)
+        train_images, train_labels = load_as_uint8_tensors(train_raw)
+        self._check_matches_config(train_images, train_labels)
         val_idx, test_idx = split_official_test(len(official_test), self.val_fraction, self.split_seed)
+        #: indices into the official test set (the same for every run seed)
+        self.val_indices, self.test_indices = val_idx, test_idx
+        if self.pipeline == "tensor":
+            # uint8 tensors in memory; augmentation and normalisation run batched on the training
+            # device in on_after_batch_transfer, so no per-image PIL work sits in the loop
+            test_images, test_labels = load_as_uint8_tensors(official_test)
+            self.train_set = TensorDataset(train_images, train_labels)
+            self.val_set = TensorDataset(test_images[val_idx], test_labels[val_idx])
+            self.test_set = TensorDataset(test_images[test_idx], test_labels[test_idx])
+            return
+        train_raw.transform = train_transform(self.mean, self.std, self.augmentation)
+        official_test.transform = eval_transform(self.mean, self.std)
+        self.train_set = train_raw
         self.val_set = Subset(official_test, val_idx)
         self.test_set = Subset(official_test, test_idx)
 
-    def _check_matches_config(self, dataset: VisionDataset) -> None:
-        image, label = dataset[0]
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Tensor pipeline: augment (training) or just normalise (evaluation) the uint8 batch on its device."""
+        if self.pipeline != "tensor":
+            return batch
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.batch_augment.to(images.device).train(training)(images), labels
+
+    def _check_matches_config(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         expected = (self.channels, self.image_size, self.image_size)
-        if tuple(image.shape) != expected:
+        if tuple(images.shape[1:]) != expected:
             raise DatasetError(
-                f"{self.name}: images in {self.root} have shape {tuple(image.shape)} but the dataset config "
+                f"{self.name}: images in {self.root} have shape {tuple(images.shape[1:])} but the dataset config "
                 f"says (channels, H, W) = {expected} (keys dataset.channels / dataset.image_size)."
             )
-        targets = torch.as_tensor(getattr(dataset, "targets", [label]))
-        if targets.min() < 0 or targets.max() >= self.num_classes:
+        if labels.min() < 0 or labels.max() >= self.num_classes:
             raise DatasetError(
-                f"{self.name}: labels in {self.root} span [{int(targets.min())}, {int(targets.max())}] "
+                f"{self.name}: labels in {self.root} span [{int(labels.min())}, {int(labels.max())}] "
                 f"but dataset.num_classes={self.num_classes}."
             )
 
@@ -144,7 +173,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             shuffle=train,
             # A last batch of one sample breaks BatchNorm when layer4 is 1x1 (USPS, 7,291 % 90 == 1).
             drop_last=train,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers if self.pipeline == "pil" else 0,  # tensor indexing needs no workers
             # fresh workers each epoch, seeded from the global RNG: a resumed run draws the same
             # augmentations as an uninterrupted one (persistent workers would carry hidden state)
             persistent_workers=False,
