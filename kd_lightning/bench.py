@@ -27,16 +27,13 @@ written in that same format to a temporary folder and read through the same code
 from __future__ import annotations
 
 import argparse
-import bz2
 import contextlib
 import gc
 import logging
 import os
-import pickle
 import platform
 import re
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -48,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
@@ -57,6 +53,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from kd_lightning.data.batched import BatchAugment, load_as_uint8_tensors
+from kd_lightning.data.synthetic import write_dataset
 from kd_lightning.hooks import FeatureTap
 from kd_lightning.losses import feature_matching_loss, kd_loss
 from kd_lightning.models import build_resnet
@@ -86,78 +83,6 @@ def compose_config(dataset: str, method: str, overrides: Sequence[str] = ()) -> 
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[f"dataset={dataset}", f"method={method}", *overrides])
-
-
-# -- synthetic data in torchvision's on-disk formats ---------------------------------------------
-def synthetic_images(n: int, size: int, channels: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 ``(n, size, size, channels)``: noise in [0, 60) plus a bright square placed by the label."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, num_classes, n)
-    images = rng.integers(0, 60, (n, size, size, channels), dtype=np.uint8)
-    cell = max(size // 4, 2)
-    for i, label in enumerate(labels):
-        r, c = divmod(int(label) % 16, 4)
-        images[i, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell, :] = 255
-    return images, labels
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        f.write(struct.pack(">I", 0x00000803 if array.ndim == 3 else 0x00000801))
-        for dim in array.shape:
-            f.write(struct.pack(">I", dim))
-        f.write(array.astype(np.uint8).tobytes())
-
-
-def write_synthetic(root: Path, dataset: DictConfig, n_train: int, n_test: int) -> Path:
-    """Write ``dataset`` (its config: name, channels, image_size, num_classes) under ``root``, as torchvision reads it."""
-    name, size, channels, classes = str(dataset.name), int(dataset.image_size), int(dataset.channels), int(dataset.num_classes)
-    splits = (("train", n_train, 0), ("test", n_test, 1))
-    if name in ("mnist", "fashion_mnist"):
-        raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
-        raw.mkdir(parents=True, exist_ok=True)
-        for split, n, seed in splits:
-            images, labels = synthetic_images(n, size, 1, classes, seed)
-            prefix = "train" if split == "train" else "t10k"
-            _write_idx(raw / f"{prefix}-images-idx3-ubyte", images[..., 0])
-            _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    elif name == "usps":
-        folder = root / "USPS"
-        folder.mkdir(parents=True, exist_ok=True)
-        for split, n, seed in splits:
-            images, labels = synthetic_images(n, size, 1, classes, seed)
-            values = images[..., 0].reshape(n, -1).astype(np.float64) / 127.5 - 1.0  # libsvm values in [-1, 1]
-            lines = [f"{label + 1} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(row)) for label, row in zip(labels, values)]
-            (folder / ("usps.bz2" if split == "train" else "usps.t.bz2")).write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
-    elif name in ("cifar10", "cifar100"):
-        hundred = name == "cifar100"
-        folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
-        folder.mkdir(parents=True, exist_ok=True)
-
-        def batch(n: int, seed: int) -> dict:
-            images, labels = synthetic_images(n, size, channels, classes, seed)
-            out = {"data": images.transpose(0, 3, 1, 2).reshape(n, -1), ("fine_labels" if hundred else "labels"): [int(x) for x in labels]}
-            if hundred:
-                out["coarse_labels"] = [int(x) // 5 for x in labels]
-            return out
-
-        def dump(file: str, obj: dict) -> None:
-            with open(folder / file, "wb") as f:
-                pickle.dump(obj, f)
-
-        if hundred:
-            dump("train", batch(n_train, 0))
-            dump("test", batch(n_test, 1))
-            dump("meta", {"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": [f"super{i}" for i in range(20)]})
-        else:
-            per = -(-n_train // 5)
-            for i in range(5):
-                dump(f"data_batch_{i + 1}", batch(per, 10 + i))
-            dump("test_batch", batch(n_test, 1))
-            dump("batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
-    else:
-        raise ValueError(f"no synthetic writer for dataset {name!r}; choose one of {DATASETS}")
-    return root
 
 
 @contextlib.contextmanager
@@ -202,7 +127,7 @@ def locate_data(cfg: DictConfig, args: argparse.Namespace, tmp: Path) -> tuple[L
         log.warning("%s not found in %s: timing on synthetic data", cfg.dataset.name, [str(c) for c in data_dir_candidates(args.data_dir)])
     n_train = int(args.synthetic or DEFAULT_SYNTHETIC)
     n_test = max(n_train // 4, 16)
-    write_synthetic(tmp / "data", cfg.dataset, n_train, n_test)
+    write_dataset(tmp / "data", str(cfg.dataset.name), n_train, n_test)
     dm = make_datamodule(cfg, tmp / "data")
     with unverified_cifar(str(cfg.dataset.name).startswith("cifar")):
         dm.prepare_data()
@@ -502,7 +427,7 @@ def format_report(report: dict[str, Any]) -> str:
     if ratios:
         lines += ["", "IKD/RKD step-time ratio: " + ", ".join(f"{PATH_LABELS[p]} {num(ratios[p], '{:.3f}')}" for p in PATHS)]
     lines.append("")
-    for key, v in report["targets"].items():
+    for v in report["targets"].values():
         verdict = "PASS" if v["pass"] else "FAIL"
         if "per_method" in v:
             detail = ", ".join(f"{m} {num(x['ratio'], '{:.3f}')}{'' if x['pass'] else ' (fail)'}" for m, x in v["per_method"].items())

@@ -12,6 +12,7 @@ from torchvision import datasets
 
 from kd_lightning import bench
 from kd_lightning.data.batched import load_as_uint8_tensors
+from kd_lightning.data.synthetic import write_dataset
 from kd_lightning.records import PROJECT_ROOT
 
 PATH_FIELDS = {"images_per_s", "windows_images_per_s", "spread", "step_ms"}
@@ -74,7 +75,7 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
 @pytest.mark.parametrize("name", bench.DATASETS)
 def test_synthetic_data_has_the_config_shapes(tmp_path, name):
     cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "dataset" / f"{name}.yaml")
-    bench.write_synthetic(tmp_path, cfg, n_train=20, n_test=8)
+    write_dataset(tmp_path, name, n_train=20, n_test=8)
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
     root = tmp_path / "USPS" if name == "usps" else tmp_path
     ds = (datasets.USPS if name == "usps" else cls[name])(str(root), train=True)

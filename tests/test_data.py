@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from kd_lightning.data import DatasetError, split_official_test, split_sizes
-from tests.fakedata import CLASSES, SIZES, write_usps
+from tests.fakedata import CLASSES, SIZES
 from tests.helpers import compose_cfg
 
 DATASETS = ["mnist", "fashion_mnist", "usps", "cifar10", "cifar100"]

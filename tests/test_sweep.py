@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ def test_study_grid_runs_once_and_reruns_nothing(tmp_path, fake_data_dir, monkey
     # one teacher per dataset and seed, and every student used its own dataset's and seed's teacher
     entries = sorted((tmp_path / "teachers").glob("*/*/seed*/teacher.ckpt"))
     assert len(entries) == 4
-    for name, r in records.items():
+    for r in records.values():
         if r["method"] in ("rkd", "ikd"):
             ckpt = Path(r["teacher"]["checkpoint"])
             assert ckpt in entries and ckpt.parts[-4] == r["dataset"] and ckpt.parts[-2] == f"seed{r['seed']}"
