@@ -1,0 +1,33 @@
+import errno
+import json
+import os
+
+import pytest
+
+from kd_lightning.records import OutputError, atomic_write_text, read_results, write_json
+
+
+def test_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    write_json(target, {"status": "completed"})
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OutputError, match=rf"could not write {target}: No space left on device"):
+        write_json(target, {"status": "failed"})
+    assert json.loads(target.read_text()) == {"status": "completed"}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_unwritable_location_is_reported_with_the_path(tmp_path):
+    blocker = tmp_path / "outputs"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OutputError, match=str(blocker / "run" / "results.json")):
+        atomic_write_text(blocker / "run" / "results.json", "{}")
+
+
+def test_damaged_record_reads_as_absent(tmp_path):
+    (tmp_path / "results.json").write_text('{"status": "compl')
+    assert read_results(tmp_path) is None
