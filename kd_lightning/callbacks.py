@@ -11,26 +11,29 @@ import torch
 
 
 class ThroughputMeter(L.Callback):
-    """Training images per second, counting only time spent inside training batches."""
+    """Training images per second: time between consecutive training-batch ends, so data loading,
+    host-to-device copies and on-device augmentation count, while validation and each epoch's first
+    batch (worker start-up) do not."""
 
     def __init__(self) -> None:
         self.images = 0
         self.seconds = 0.0
-        self._start: float | None = None
+        self._last: float | None = None
 
-    def _sync(self, pl_module: L.LightningModule) -> None:
+    def _now(self, pl_module: L.LightningModule) -> float:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._sync(pl_module)
-        self._start = time.perf_counter()
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._sync(pl_module)
-        if self._start is not None:
-            self.seconds += time.perf_counter() - self._start
+        now = self._now(pl_module)
+        if self._last is not None:
+            self.seconds += now - self._last
             self.images += int(batch[1].shape[0])
+        self._last = now
 
     @property
     def images_per_second(self) -> float | None:

@@ -134,3 +134,11 @@ def test_same_seed_same_numbers_on_cpu(tmp_path, fake_data_dir):
     other = train.run(compose_cfg(["method=scratch", "name=other", "seed=1"], data_dir=fake_data_dir, out_dir=tmp_path))
     other_state = torch.load(other["last_checkpoint"], weights_only=True)["state_dict"]
     assert not torch.equal(other_state["net.fc.weight"], states[0]["net.fc.weight"])
+
+
+def test_cifar100_reports_top5_and_other_datasets_do_not(tmp_path, fake_data_dir):
+    cifar = train.run(compose_cfg(["dataset=cifar100", "method=scratch"], data_dir=fake_data_dir, out_dir=tmp_path))
+    assert 0.0 <= cifar["test_best"]["acc"] <= cifar["test_best"]["top5"] <= 1.0
+    assert len(cifar["test_best"]["per_class_f1"]) == 100
+    mnist = train.run(compose_cfg(["dataset=mnist", "method=scratch"], data_dir=fake_data_dir, out_dir=tmp_path))
+    assert "top5" not in mnist["test_best"]
