@@ -33,6 +33,7 @@ from kd_lightning.paper import (
     DATASET_LABELS,
     METHOD_LABELS,
     METHODS,
+    PAPER_EPOCHS,
     PAPER_RECIPE,
     paper_accuracy,
 )
@@ -151,7 +152,8 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "path": str(path.parent),
         "recipe": recipe.get("name"),
         "max_epochs": trainer.get("max_epochs"),
-        "recipe_epochs": (recipe.get("epochs") or {}).get(method) if isinstance(recipe.get("epochs"), dict) else None,
+        # the paper's epochs, not the recipe's: recipe.epochs.<method>=3 is not the paper's protocol
+        "recipe_epochs": PAPER_EPOCHS.get(method),
         "limit_train_batches": trainer.get("limit_train_batches"),
         "epochs": record.get("epochs"),
         "best_epoch": record.get("best_epoch"),
@@ -359,7 +361,7 @@ def _recipe_label(arms: pd.DataFrame) -> str:
         if not _is_full_batches(row.limit_train_batches):
             label += f" (limit_train_batches={row.limit_train_batches})"
         elif not row.paper_recipe and row.recipe == PAPER_RECIPE:
-            label += f" (max_epochs={row.max_epochs}, recipe says {row.recipe_epochs})"
+            label += f" (max_epochs={row.max_epochs}, paper {row.recipe_epochs})"
         labels.add(label)
     return "; ".join(sorted(labels)) if labels else "n/a"
 

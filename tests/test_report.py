@@ -304,3 +304,13 @@ def test_unreadable_and_duplicate_records_are_listed(tmp_path):
     assert ("teacher", "duplicate (failed, ignored)") in issues.index
     # The completed record is the one used.
     assert report.summary_table(runs).set_index("method").loc["teacher", "n"] == 1
+
+
+def test_shortened_epochs_are_not_set_beside_the_paper(tmp_path):
+    """recipe.epochs.teacher=3 keeps the recipe name "paper" but is not the paper's 20-epoch protocol."""
+    for epochs, expected in ((3, False), (20, True)):
+        run = tmp_path / f"e{epochs}" / "usps" / "teacher" / "seed0"
+        run.mkdir(parents=True)
+        config = {"recipe": {"name": "paper", "epochs": {"teacher": epochs}}, "trainer": {"max_epochs": epochs, "limit_train_batches": None}}
+        (run / "results.json").write_text(json.dumps({"status": "completed", "dataset": "usps", "method": "teacher", "seed": 0, "config": config, "test_best": {"acc": 0.9}, "test_last": {"acc": 0.9}}))
+        assert bool(report.load_sweep(tmp_path / f"e{epochs}")["paper_recipe"].iloc[0]) is expected
