@@ -6,7 +6,7 @@ For each method (teacher, scratch, rkd, ikd) on one dataset's shapes:
    (:func:`~kd_lightning.models.build_resnet`), the same losses (:func:`~kd_lightning.losses.kd_loss`,
    :func:`~kd_lightning.losses.feature_matching_loss`, :class:`~kd_lightning.hooks.FeatureTap`),
    the same SGD settings and batch size, on the dataset's images held in memory as uint8 tensors,
-   augmented on the device with :class:`~kd_lightning.data.batched.BatchAugment` (the same recipe);
+   augmented on the device with :class:`~kd_lightning.datasets.batched.BatchAugment` (the same recipe);
 2. **lightning** - the project's LightningModule, built as ``kd_lightning.train`` builds it (frozen
    random-init teacher for rkd/ikd), trained by the Lightning Trainer from the project's trainer
    config (accelerator auto; no logger, checkpointing, progress bar or validation) on the project's
@@ -52,8 +52,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from kd_lightning.data.batched import BatchAugment, load_as_uint8_tensors
-from kd_lightning.data.synthetic import write_dataset
+from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
+from kd_lightning.datasets.synthetic import write_dataset
 from kd_lightning.hooks import FeatureTap
 from kd_lightning.losses import feature_matching_loss, kd_loss
 from kd_lightning.models import build_resnet
@@ -114,7 +114,7 @@ def make_datamodule(cfg: DictConfig, data_dir: Path) -> L.LightningDataModule:
 
 def locate_data(cfg: DictConfig, args: argparse.Namespace, tmp: Path) -> tuple[L.LightningDataModule, dict[str, Any]]:
     """The DataModule on real files when found, else on a synthetic copy written to ``tmp``."""
-    from kd_lightning.data import DatasetError
+    from kd_lightning.datasets import DatasetError
 
     if not args.synthetic:
         for candidate in data_dir_candidates(args.data_dir):

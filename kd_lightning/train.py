@@ -28,7 +28,13 @@ from kd_lightning import teachers
 from kd_lightning.callbacks import ThroughputMeter
 from kd_lightning.config import fingerprint, to_plain, validate_config
 from kd_lightning.models import count_parameters
-from kd_lightning.records import PROJECT_ROOT, RESULTS_FILE, environment, read_results, write_json
+from kd_lightning.records import (
+    PROJECT_ROOT,
+    RESULTS_FILE,
+    environment,
+    read_results,
+    write_json,
+)
 
 log = logging.getLogger("kd_lightning")
 #: absolute, so the entry point works however it is imported (python -m, tests, notebooks)

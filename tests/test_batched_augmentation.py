@@ -11,8 +11,13 @@ from torchvision import datasets
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from kd_lightning.data.batched import AugmentParams, BatchAugment, load_as_uint8_tensors, rotate_batch
-from kd_lightning.data.transforms import eval_transform
+from kd_lightning.datasets.batched import (
+    AugmentParams,
+    BatchAugment,
+    load_as_uint8_tensors,
+    rotate_batch,
+)
+from kd_lightning.datasets.transforms import eval_transform
 from kd_lightning.records import PROJECT_ROOT
 
 DATASETS = {

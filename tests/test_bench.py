@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from torchvision import datasets
 
 from kd_lightning import bench
-from kd_lightning.data.batched import load_as_uint8_tensors
-from kd_lightning.data.synthetic import write_dataset
+from kd_lightning.datasets.batched import load_as_uint8_tensors
+from kd_lightning.datasets.synthetic import write_dataset
 from kd_lightning.records import PROJECT_ROOT
 
 PATH_FIELDS = {"images_per_s", "windows_images_per_s", "spread", "step_ms"}

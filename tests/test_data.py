@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from kd_lightning.data import DatasetError, split_official_test, split_sizes
+from kd_lightning.datasets import DatasetError, split_official_test, split_sizes
 from tests.fakedata import CLASSES, SIZES
 from tests.helpers import compose_cfg
 

@@ -4,7 +4,12 @@ import os
 
 import pytest
 
-from kd_lightning.records import OutputError, atomic_write_text, read_results, write_json
+from kd_lightning.records import (
+    OutputError,
+    atomic_write_text,
+    read_results,
+    write_json,
+)
 
 
 def test_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-from kd_lightning.data.datamodules import (
+from kd_lightning.datasets.datamodules import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     DatasetError,
@@ -7,7 +7,7 @@ from kd_lightning.data.datamodules import (
     MNISTDataModule,
     USPSDataModule,
 )
-from kd_lightning.data.splits import split_official_test, split_sizes
+from kd_lightning.datasets.splits import split_official_test, split_sizes
 
 __all__ = [
     "CIFAR10DataModule",

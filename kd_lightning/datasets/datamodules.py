@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
-from kd_lightning.data.batched import BatchAugment, load_as_uint8_tensors
-from kd_lightning.data.splits import split_official_test
-from kd_lightning.data.transforms import eval_transform, train_transform
+from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
+from kd_lightning.datasets.splits import split_official_test
+from kd_lightning.datasets.transforms import eval_transform, train_transform
 
 #: "tensor": uint8 tensors + batched augmentation on the device (fast); "pil": torchvision's per-image
 #: transforms in DataLoader workers (the paper's original pipeline)

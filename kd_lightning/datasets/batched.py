@@ -1,6 +1,6 @@
 """The paper's training augmentation applied to a whole uint8 batch on the training device.
 
-:func:`kd_lightning.data.transforms.train_transform` augments one image at a time in the DataLoader
+:func:`kd_lightning.datasets.transforms.train_transform` augments one image at a time in the DataLoader
 (RandomRotation(15), RandomHorizontalFlip(0.5), RandomVerticalFlip(0.5), then ToDtype + Normalize).
 :class:`BatchAugment` does the same to a ``(N, C, H, W)`` uint8 batch in one go, on whatever device the
 batch lives on, with parameters drawn per sample: every image gets its own angle, uniform in
@@ -83,7 +83,7 @@ class BatchAugment(nn.Module):
 
     @classmethod
     def from_config(cls, mean: Sequence[float], std: Sequence[float], augmentation: Mapping | None) -> BatchAugment:
-        """Same argument as :func:`~kd_lightning.data.transforms.train_transform` (``None`` = no augmentation)."""
+        """Same argument as :func:`~kd_lightning.datasets.transforms.train_transform` (``None`` = no augmentation)."""
         aug = dict(augmentation or {})
         return cls(mean, std, float(aug.get("rotation", 0) or 0), float(aug.get("hflip", 0) or 0), float(aug.get("vflip", 0) or 0))
 
