@@ -23,9 +23,9 @@ help:
 	@echo "make report SWEEP=outputs/study   # tables, figures and claims from a sweep"
 	@echo "make bench   # training throughput vs a bare PyTorch loop"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[dev,joblib]"
+	$(PY) -m pip install -e ".[dev,joblib,slurm]"
 	touch $(STAMP)
 
 setup: $(STAMP)
