@@ -102,10 +102,13 @@ def train_command(cfg: DictConfig) -> str:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        task = list(HydraConfig.get().overrides.task)
-        keep = [o for o in task if not o.lstrip("+~").split("=")[0].split(".")[0] in ("method", "teacher_ckpt", "teacher_missing", "dataset", "seed")]
-        keep += [o for o in task if o.startswith("dataset.")]
-        overrides += sorted(set(keep))
+        def key(override: str) -> str:
+            return override.lstrip("+~").split("=")[0]
+
+        # keep everything that shapes the teacher (dataset.*, recipe.*, trainer.*...), drop what names
+        # the student or is already spelled out above
+        task = HydraConfig.get().overrides.task
+        overrides += [o for o in task if key(o) not in ("dataset", "seed", "teacher_ckpt", "teacher_missing") and key(o).split(".")[0] != "method"]
     except ValueError:  # not inside a Hydra app (tests, notebooks)
         pass
     return "python -m kd_lightning.train " + " ".join(overrides)
