@@ -51,12 +51,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import write_dataset
 from kd_lightning.hooks import FeatureTap
 from kd_lightning.losses import feature_matching_loss, kd_loss
-from kd_lightning.models import build_resnet
+from kd_lightning.models import build_resnet, frozen_forward
 from kd_lightning.records import PROJECT_ROOT, write_json
 
 METHODS = ("teacher", "scratch", "rkd", "ikd")
@@ -70,6 +71,8 @@ TARGETS = {
     "lightning_vs_model": (0.95, "path2 >= 0.95 x path3 (Lightning + DataModule vs compute only)"),
     "ikd_vs_rkd_step_time": (1.15, "IKD step time <= 1.15 x RKD step time (path 2)"),
 }
+#: trainer.precision values the bare loop reproduces -> whether it autocasts to bfloat16
+BARE_PRECISIONS = {"None": False, "32-true": False, "32": False, "bf16-mixed": True}
 SMOKE = {"batch_size": 8, "warmup": 1, "steps": 2, "windows": 2, "synthetic": 48, "num_workers": 0, "threads": 1}
 DEFAULT_SYNTHETIC = 2048
 
@@ -219,13 +222,20 @@ class BareStep:
             ).to(device)
             params += list(self.adapters.parameters())
         self.optimizer = instantiate(OmegaConf.to_container(cfg.recipe.optimizer, resolve=True), params=params)
+        # the same speed switches and precision as the Lightning path (callbacks.speedups, trainer.precision)
+        networks = nn.Module()
+        networks.net, networks.teacher, networks.adapters = self.net, self.teacher, self.adapters
+        instantiate(cfg.callbacks.speedups).apply(networks)
+        precision = str(cfg.trainer.precision)
+        if precision not in BARE_PRECISIONS:
+            raise ValueError(f"trainer.precision={precision}: the bare loop mirrors only {sorted(BARE_PRECISIONS)}")
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=BARE_PRECISIONS[precision])
 
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
         logits = self.net(images)
         if self.teacher is None:
             return F.cross_entropy(logits, labels)
-        with torch.no_grad():
-            teacher_logits = self.teacher(images)
+        teacher_logits = frozen_forward(self.teacher, images)
         loss = (1.0 - self.alpha) * F.cross_entropy(logits, labels) + self.alpha * kd_loss(logits, teacher_logits, self.temperature)
         if self.adapters is not None:
             student, teacher = self.student_tap.pop(), self.teacher_tap.pop()
@@ -234,7 +244,8 @@ class BareStep:
         return loss
 
     def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
-        loss = self.loss(images, labels)
+        with self.autocast:
+            loss = self.loss(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -283,7 +294,7 @@ def build_lightning(cfg: DictConfig, timer: WindowTimer, max_steps: int, root: P
     module = _build_module(cfg, teacher, teacher_info)
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[timer],
+        callbacks=[timer, instantiate(cfg.callbacks.speedups)],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -354,7 +365,9 @@ def bench_method(method: str, args: argparse.Namespace, overrides: list[str], da
     result: dict[str, Any] = {}
 
     step = BareStep(cfg, device)
-    result["model"] = timed_loop(step, device_batches(shape, int(cfg.dataset.num_classes), args.batch_size, device), args.warmup, args.steps, args.windows, device)
+    batches = device_batches(shape, int(cfg.dataset.num_classes), args.batch_size, device)
+    result["flops_per_image"] = step_flops(step, *next(batches)) / args.batch_size
+    result["model"] = timed_loop(step, batches, args.warmup, args.steps, args.windows, device)
     step.close()
     del step
     _free(device)
@@ -398,10 +411,22 @@ def verdicts(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def ikd_rkd_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """IKD step time / RKD step time (= RKD images/s / IKD images/s) for each path."""
+    """IKD step time / RKD step time (= RKD images/s / IKD images/s) for each path, and the FLOP ratio."""
     if "ikd" not in results or "rkd" not in results:
         return {}
-    return {path: _ratio(results["rkd"][path]["images_per_s"], results["ikd"][path]["images_per_s"]) for path in PATHS}
+    ratios = {path: _ratio(results["rkd"][path]["images_per_s"], results["ikd"][path]["images_per_s"]) for path in PATHS}
+    ratios["flops"] = _ratio(results["ikd"].get("flops_per_image"), results["rkd"].get("flops_per_image"))
+    return ratios
+
+
+def step_flops(step: Callable[[Tensor, Tensor], Any], images: Tensor, labels: Tensor) -> int:
+    """FLOPs of one full training step (forwards, backward, no optimizer math), by torch's FlopCounterMode.
+
+    The ratio of two methods' FLOPs is the step-time ratio a compute-bound device would show.
+    """
+    with FlopCounterMode(display=False) as counter:
+        step(images, labels)
+    return int(counter.get_total_flops())
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -412,20 +437,25 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"kd_lightning.bench: {report['dataset']['name']} {tuple(report['dataset']['shape'])}, {report['dataset']['data']['source']} data, "
         f"device {report['device']['name']}, batch {s['batch_size']}, warmup {s['warmup_steps']} + {s['windows']} x {s['window_steps']} steps, "
-        f"num_workers {s['num_workers']}, torch threads {s['torch_threads']}, augmentation {'on' if s['augmentation'] else 'off'}",
+        f"num_workers {s['num_workers']}, torch threads {s['torch_threads']}, augmentation {'on' if s['augmentation'] else 'off'}, "
+        f"precision {s['trainer']['precision'] or '32-true'}, channels_last {s['speedups']['channels_last']}, compile {s['speedups']['compile']}",
         "",
-        "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 | window spread 1/2/3 |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 | window spread 1/2/3 | MFLOP/img |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for method, r in report["results"].items():
         spread = "/".join(num(r[p]["spread"], "{:.0%}") for p in PATHS)
         lines.append(
             f"| {method} | {num(r['bare']['images_per_s'])} | {num(r['lightning']['images_per_s'])} | {num(r['model']['images_per_s'])} "
-            f"| {num(r['ratio_lightning_vs_bare'], '{:.3f}')} | {num(r['ratio_lightning_vs_model'], '{:.3f}')} | {spread} |"
+            f"| {num(r['ratio_lightning_vs_bare'], '{:.3f}')} | {num(r['ratio_lightning_vs_model'], '{:.3f}')} | {spread} | {num(r['flops_per_image'] / 1e6)} |"
         )
     ratios = report["ikd_rkd_step_time_ratio"]
     if ratios:
-        lines += ["", "IKD/RKD step-time ratio: " + ", ".join(f"{PATH_LABELS[p]} {num(ratios[p], '{:.3f}')}" for p in PATHS)]
+        lines += [
+            "",
+            "IKD/RKD step-time ratio: " + ", ".join(f"{PATH_LABELS[p]} {num(ratios[p], '{:.3f}')}" for p in PATHS)
+            + f"; FLOPs per step {num(ratios['flops'], '{:.3f}')}",
+        ]
     lines.append("")
     for v in report["targets"].values():
         verdict = "PASS" if v["pass"] else "FAIL"
@@ -453,6 +483,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. 'machine shared with a training job')")
     p.add_argument("--pipeline", choices=["tensor", "pil"], default=None, help="the DataModule's data path for path 2 (default: dataset.pipeline from the config)")
+    p.add_argument("--channels-last", action="store_true", help="all paths with callbacks.speedups.channels_last=true")
+    p.add_argument("--compile", action="store_true", help="all paths with callbacks.speedups.compile=true (torch.compile; compile time falls in the warm-up)")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=None, help="trainer.precision for path 2; paths 1 and 3 autocast to match")
     p.add_argument("--smoke", action="store_true", help=f"seconds-long check of the whole pipeline: {SMOKE}")
     p.add_argument("--out", default=None, help="JSON path (default: outputs/bench/<dataset>-<device>.json)")
     args = p.parse_args(argv)
@@ -482,6 +515,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         overrides.append("recipe.augmentation=null")
     if args.pipeline:
         overrides.append(f"dataset.pipeline={args.pipeline}")
+    if args.channels_last:
+        overrides.append("callbacks.speedups.channels_last=true")
+    if args.compile:
+        overrides.append("callbacks.speedups.compile=true")
+    if args.precision:
+        overrides.append(f"trainer.precision={args.precision}")
     base = compose_config(args.dataset, "teacher", overrides)
 
     started = time.perf_counter()
@@ -496,7 +535,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with unverified_cifar(data_info["source"] == "synthetic" and args.dataset.startswith("cifar")):
             dm.setup("fit")
         data = load_as_uint8_tensors(dm.train_set)
-        data_info["train_images"] = int(len(data[1]))
+        data_info["train_images"] = len(data[1])
         if data_info["train_images"] < args.batch_size:
             raise SystemExit(f"{data_info['train_images']} training images hold no full batch of {args.batch_size}")
         for method in args.methods:
@@ -530,6 +569,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "augmentation": OmegaConf.to_container(base.recipe.augmentation) if base.recipe.augmentation else None,
             "optimizer": OmegaConf.to_container(base.recipe.optimizer),
             "trainer": {k: OmegaConf.select(base, f"trainer.{k}") for k in ("accelerator", "precision", "deterministic", "benchmark", "log_every_n_steps")},
+            "speedups": {k: v for k, v in OmegaConf.to_container(base.callbacks.speedups).items() if k != "_target_"},
             "methods": list(args.methods),
             "smoke": args.smoke,
             "seed": args.seed,

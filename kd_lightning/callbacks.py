@@ -68,3 +68,38 @@ class RNGStateCheckpoint(L.Callback):
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class Speedups(L.Callback):
+    """Speed switches that leave the math alone, applied before training or evaluation starts.
+
+    - ``channels_last``: the networks' weights (and so their activations) in NHWC memory format, the
+      layout tensor-core convolutions prefer; pair it with ``trainer.precision=bf16-mixed`` on a GPU.
+    - ``compile``: ``torch.compile`` of the student and teacher networks, in place
+      (``nn.Module.compile``), so parameter names, and hence checkpoints, stay the same and the
+      forward hooks of IKD still fire. ``compile_mode`` and ``compile_backend`` go to torch.compile.
+
+    Both are off by default: neither could be measured on a GPU here (docs/benchmarks.md).
+    """
+
+    #: attributes of the LightningModule that hold networks worth compiling
+    NETWORKS = ("net", "teacher")
+
+    def __init__(self, channels_last: bool = False, compile: bool = False, compile_mode: str | None = None, compile_backend: str = "inductor") -> None:
+        self.channels_last = bool(channels_last)
+        self.compile = bool(compile)
+        self.compile_mode = compile_mode
+        self.compile_backend = compile_backend
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.apply(pl_module)
+
+    def apply(self, module: torch.nn.Module) -> None:
+        """Switch ``module`` (and its ``net`` / ``teacher`` children) over; also used by the benchmark's bare loop."""
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if self.compile:
+            for name in self.NETWORKS:
+                network = getattr(module, name, None)
+                if isinstance(network, torch.nn.Module) and getattr(network, "_compiled_call_impl", None) is None:
+                    network.compile(mode=self.compile_mode, backend=self.compile_backend)

@@ -35,12 +35,16 @@ class FeatureTap:
         return record
 
     def pop(self) -> dict[str, Tensor]:
-        """The features of the last forward pass; clears them so stale maps are never reused."""
+        """The features of the last forward pass; clears them so stale maps are never reused.
+
+        Maps recorded under ``torch.inference_mode`` (the frozen teacher's) come back as normal
+        tensors, so a loss may save them for its backward pass.
+        """
         missing = [p for p in self.paths if p not in self.features]
         if missing:
             raise RuntimeError(f"no activation captured for {missing}: was the model called?")
         out, self.features = self.features, {}
-        return out
+        return {path: f.clone() if f.is_inference() else f for path, f in out.items()}
 
     def remove(self) -> None:
         for handle in self._handles:

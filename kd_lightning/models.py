@@ -7,7 +7,8 @@ so forward hooks can find them by path.
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torchvision import models
 
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -36,6 +37,18 @@ def build_resnet(arch: str, num_classes: int, in_channels: int = 3, stem: str = 
     if stem == "cifar" or in_channels != 3:
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
     return net
+
+
+def frozen_forward(model: nn.Module, images: Tensor) -> Tensor:
+    """Output of a frozen network (the teacher), computed in inference mode.
+
+    Inference mode skips all autograd bookkeeping, more than ``no_grad`` does. Its outputs may not be
+    saved for a backward pass, and the KD loss must save the teacher's probabilities, so the (small)
+    output is cloned into a normal tensor.
+    """
+    with torch.inference_mode():
+        out = model(images)
+    return out.clone()
 
 
 def count_parameters(module: nn.Module) -> int:

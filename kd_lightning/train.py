@@ -31,6 +31,7 @@ from kd_lightning.models import count_parameters
 from kd_lightning.records import (
     PROJECT_ROOT,
     RESULTS_FILE,
+    OutputError,
     environment,
     read_results,
     write_json,
@@ -158,7 +159,9 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None) -> dict[str, Any]:
 
     checkpointing = trainer.checkpoint_callback
     tests = {}
-    for stage, ckpt in (("test_last", "last"), ("test_best", "best")):
+    if not last_ckpt.is_file():
+        raise OutputError(f"{last_ckpt} was not written: callbacks.last_checkpoint must save it every epoch")
+    for stage, ckpt in (("test_last", str(last_ckpt)), ("test_best", "best")):
         module.test_prefix = stage
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         tests[stage] = dict(module.last_test_results)

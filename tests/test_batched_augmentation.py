@@ -15,7 +15,6 @@ from kd_lightning.datasets.batched import (
     AugmentParams,
     BatchAugment,
     load_as_uint8_tensors,
-    rotate_batch,
 )
 from kd_lightning.datasets.transforms import eval_transform
 from kd_lightning.records import PROJECT_ROOT
@@ -93,7 +92,6 @@ def test_zero_rotation_no_flip_is_identity(shape):
     out = aug(images, params=AugmentParams.identity(6))
     assert torch.equal(out, aug.normalize(images))  # exactly the normalised input
     assert torch.equal((out * 255).round().to(torch.uint8), images)
-    assert torch.equal(rotate_batch(images.float(), torch.zeros(6)), images.float())  # the warp itself is exact
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 16), (1, 28, 28), (3, 32, 32), (3, 20, 28)])
@@ -104,7 +102,8 @@ def test_each_sample_matches_torchvision_per_image(shape):
     images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=gen)
     mean, std = [0.3] * shape[0], [0.25] * shape[0]
     aug = BatchAugment(mean, std)
-    params = aug.sample_params(n, generator=gen)
+    torch.manual_seed(1)
+    params = aug.sample_params(n)
     params = AugmentParams(torch.cat([params.angle[:-2], torch.tensor([-15.0, 15.0])]), params.hflip, params.vflip)
     out = aug(images, params=params)
     for i in range(n):
@@ -125,7 +124,8 @@ def test_flips_are_exact_and_ordered_after_rotation():
 def test_forward_samples_per_sample_params_on_the_batch_device():
     aug = BatchAugment([0.5], [0.5])
     images = torch.randint(0, 256, (64, 1, 16, 16), dtype=torch.uint8)
-    out = aug(images, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(3)
+    out = aug(images)
     assert out.dtype == torch.float32 and out.shape == images.shape and out.device == images.device
     params = aug.last_params
     assert params is not None and len(params) == 64
@@ -148,7 +148,8 @@ N_SAMPLES = 200_000
 
 def test_angles_uniform_in_range():
     aug = BatchAugment([0.5], [0.5], rotation=15.0)
-    angle = aug.sample_params(N_SAMPLES, generator=torch.Generator().manual_seed(4)).angle.double()
+    torch.manual_seed(4)
+    angle = aug.sample_params(N_SAMPLES).angle.double()
     assert angle.min() >= -15.0 and angle.max() <= 15.0
     assert angle.min() < -14.9 and angle.max() > 14.9  # the whole range is reached
     # U[-15, 15]: mean 0, variance 15^2 / 3 = 75; tolerances are 5 standard errors
@@ -164,7 +165,8 @@ def test_angles_uniform_in_range():
 
 def test_flip_rates_are_half_and_independent():
     aug = BatchAugment([0.5], [0.5], hflip=0.5, vflip=0.5)
-    params = aug.sample_params(N_SAMPLES, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(5)
+    params = aug.sample_params(N_SAMPLES)
     tol = 5 * math.sqrt(0.25 / N_SAMPLES)
     assert abs(params.hflip.double().mean().item() - 0.5) < tol
     assert abs(params.vflip.double().mean().item() - 0.5) < tol
@@ -172,10 +174,21 @@ def test_flip_rates_are_half_and_independent():
     assert abs(both - 0.25) < 5 * math.sqrt(0.25 * 0.75 / N_SAMPLES)
 
 
+def test_params_come_from_the_global_rng():
+    """Exact resume restores torch's RNG state (RNGStateCheckpoint); that must replay the augmentation."""
+    aug = BatchAugment([0.5], [0.5])
+    state = torch.get_rng_state()
+    first = aug.sample_params(64)
+    torch.set_rng_state(state)
+    again = aug.sample_params(64)
+    assert torch.equal(first.angle, again.angle) and torch.equal(first.hflip, again.hflip) and torch.equal(first.vflip, again.vflip)
+    assert not torch.equal(aug.sample_params(64).angle, first.angle)
+
+
 def test_from_config_reads_recipe_keys():
     recipe = OmegaConf.load(PROJECT_ROOT / "conf" / "recipe" / "paper.yaml")
     aug = BatchAugment.from_config([0.5], [0.5], recipe.augmentation)
     assert (aug.rotation, aug.hflip, aug.vflip) == (15.0, 0.5, 0.5)
     never = BatchAugment([0.5], [0.5], rotation=0.0, hflip=0.0, vflip=0.0)
-    params = never.sample_params(1000, generator=torch.Generator().manual_seed(6))
+    params = never.sample_params(1000)
     assert not params.hflip.any() and not params.vflip.any() and not params.angle.any()

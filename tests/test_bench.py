@@ -8,11 +8,13 @@ import json
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets
 
 from kd_lightning import bench
 from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import write_dataset
+from kd_lightning.models import build_resnet
 from kd_lightning.records import PROJECT_ROOT
 
 PATH_FIELDS = {"images_per_s", "windows_images_per_s", "spread", "step_ms"}
@@ -42,8 +44,9 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
     assert report["dataset"]["name"] == "usps" and report["dataset"]["shape"] == [1, 16, 16] and report["dataset"]["num_classes"] == 10
     assert report["dataset"]["data"]["source"] == "synthetic"  # smoke never reads the real files
     settings = report["settings"]
-    for key in ("batch_size", "warmup_steps", "window_steps", "windows", "num_workers", "torch_threads", "augmentation", "optimizer", "trainer"):
+    for key in ("batch_size", "warmup_steps", "window_steps", "windows", "num_workers", "torch_threads", "augmentation", "optimizer", "trainer", "speedups"):
         assert key in settings, key
+    assert settings["speedups"] == {"channels_last": False, "compile": False, "compile_mode": None, "compile_backend": "inductor"}
     assert settings["smoke"] is True and settings["batch_size"] == bench.SMOKE["batch_size"]
 
     assert list(report["results"]) == list(bench.METHODS)
@@ -56,7 +59,8 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
         assert r["ratio_lightning_vs_bare"] == pytest.approx(r["lightning"]["images_per_s"] / r["bare"]["images_per_s"])
         assert r["ratio_lightning_vs_model"] == pytest.approx(r["lightning"]["images_per_s"] / r["model"]["images_per_s"])
     ratios = report["ikd_rkd_step_time_ratio"]
-    assert set(ratios) == set(bench.PATHS)
+    assert set(ratios) == {*bench.PATHS, "flops"}
+    assert ratios["flops"] == pytest.approx(report["results"]["ikd"]["flops_per_image"] / report["results"]["rkd"]["flops_per_image"])
     assert ratios["lightning"] == pytest.approx(report["results"]["rkd"]["lightning"]["images_per_s"] / report["results"]["ikd"]["lightning"]["images_per_s"])
 
     targets = report["targets"]
@@ -103,6 +107,7 @@ def test_verdicts():
             "model": {"images_per_s": model},
             "ratio_lightning_vs_bare": lightning / bare,
             "ratio_lightning_vs_model": lightning / model,
+            "flops_per_image": 1e6 * bare,
         }
 
     results = {"teacher": r(100, 96, 100), "rkd": r(100, 90, 100), "ikd": r(80, 80, 80)}
@@ -110,6 +115,7 @@ def test_verdicts():
     assert v["lightning_vs_bare"]["per_method"]["teacher"]["pass"] and not v["lightning_vs_bare"]["per_method"]["rkd"]["pass"]
     assert not v["lightning_vs_bare"]["pass"]
     assert v["ikd_vs_rkd_step_time"]["ratio"] == pytest.approx(90 / 80) and v["ikd_vs_rkd_step_time"]["pass"]
+    assert bench.ikd_rkd_ratios(results)["flops"] == pytest.approx(80 / 100)
 
 
 @pytest.mark.parametrize("method", ["scratch", "rkd", "ikd"])
@@ -141,3 +147,36 @@ def test_bare_step_is_the_same_math_as_the_module(method, one_thread):
     if teacher is not None:
         assert all(torch.equal(a, b) for a, b in zip(frozen, teacher.parameters()))
     step.close()
+
+
+def test_speed_switches_reach_both_paths(tmp_path, one_thread):
+    """--channels-last switches the bare loop's networks too, so the 2/1 ratio compares like with like."""
+    cfg = bench.compose_config("usps", "ikd", ["callbacks.speedups.channels_last=true"])
+    step = bench.BareStep(cfg, torch.device("cpu"))
+    for net in (step.net, step.teacher, step.adapters):
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters() if p.ndim == 4 and p.shape[1] > 1)
+    step.close()
+    with pytest.raises(ValueError, match="trainer.precision=16-mixed"):
+        bench.BareStep(bench.compose_config("usps", "scratch", ["trainer.precision=16-mixed"]), torch.device("cpu"))
+
+    out = tmp_path / "bench.json"
+    bench.run(["--smoke", "--methods", "scratch", "--channels-last", "--precision", "bf16-mixed", "--out", str(out)])
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["speedups"]["channels_last"] is True and settings["trainer"]["precision"] == "bf16-mixed"
+
+
+def test_step_flops_add_up(one_thread):
+    """RKD = scratch + one teacher forward; IKD adds only its 1x1 adapters (forward and backward)."""
+    images, labels = torch.randn(4, 1, 16, 16), torch.arange(4)
+    flops = {}
+    for method in ("scratch", "rkd", "ikd"):
+        step = bench.BareStep(bench.compose_config("usps", method), torch.device("cpu"))
+        flops[method] = bench.step_flops(step, images, labels)
+        step.close()
+    cfg = bench.compose_config("usps", "rkd")
+    teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True)).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        teacher(images)
+    assert flops["rkd"] == flops["scratch"] + counter.get_total_flops()
+    adapters = 3 * 2 * 4 * (64 * 256 * 4 * 4 + 128 * 512 * 2 * 2 + 256 * 1024 + 512 * 2048)  # fwd + 2 bwd GEMMs; USPS maps 4,2,1,1 px
+    assert flops["ikd"] == flops["rkd"] + adapters

@@ -151,3 +151,21 @@ def test_tensor_pipeline_augments_only_while_training(fake_data_dir):
     FakeTrainer.training = False
     plain, _ = dm.on_after_batch_transfer((images, labels), 0)
     assert dm.batch_augment.last_params is None and not torch.equal(plain, augmented)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_tensor_loader_gathers_the_batches_a_shuffled_dataloader_would(fake_data_dir, train):
+    """One gather per batch, yet the same batches, in the same order, as DataLoader(shuffle=train)."""
+    dm = instantiate(compose_cfg(["dataset=usps", "recipe.batch_size=8"], data_dir=fake_data_dir).dataset, _convert_="all")
+    dm.setup("fit")
+    dataset = dm.train_set if train else dm.val_set
+    torch.manual_seed(3)
+    ours = list(dm.train_dataloader() if train else dm.val_dataloader())
+    torch.manual_seed(3)
+    plain = list(torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=train, drop_last=train))
+    assert len(ours) == len(plain) == (len(dataset) // 8 if train else -(-len(dataset) // 8))
+    for (x, y), (px, py) in zip(ours, plain, strict=True):
+        assert x.dtype == torch.uint8 and torch.equal(x, px) and torch.equal(y, py)
+    if train:
+        torch.manual_seed(4)
+        assert not torch.equal(next(iter(dm.train_dataloader()))[1], ours[0][1])  # reshuffled per seed

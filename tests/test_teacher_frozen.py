@@ -7,8 +7,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from kd_lightning.losses import feature_matching_loss, kd_loss
 from kd_lightning.models import build_resnet
-from kd_lightning.modules.ikd import IKDStudent
+from kd_lightning.modules.ikd import IKDStudent, adapter_key
 from kd_lightning.modules.rkd import RKDStudent
 from tests.helpers import compose_cfg
 
@@ -52,3 +53,31 @@ def test_teacher_weights_and_batchnorm_statistics_do_not_change(cls, fake_data_d
     assert any(k.startswith("net.") for k in saved)
     # and it loads back strictly into a student that has its teacher
     trainer.test(module, datamodule=dm, ckpt_path=str(path), verbose=False)
+
+
+@pytest.mark.parametrize("cls", [RKDStudent, IKDStudent])
+def test_teacher_runs_in_inference_mode_and_the_loss_is_unchanged(cls):
+    torch.manual_seed(0)
+    module = make(cls, build_resnet("resnet50", 10, 1)).train()
+    modes = []
+    module.teacher.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    images, labels = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3])
+    logits, terms = module.loss_terms(images, labels)
+    assert modes == [True]
+    sum(terms.values()).backward()  # teacher outputs were saved for backward: they must be normal tensors
+    assert all(p.grad is not None for p in module.net.parameters())
+    assert all(p.grad is None for p in module.teacher.parameters())
+    # the same numbers as a plain no_grad teacher forward
+    with torch.no_grad():
+        teacher_logits = module.teacher(images)
+    expected = module.alpha * kd_loss(logits, teacher_logits, module.temperature)
+    torch.testing.assert_close(terms["kd"], expected)
+    if cls is IKDStudent:  # refill both taps by plain forwards (train-mode BN: same maps on the same batch)
+        with torch.inference_mode():
+            module.teacher(images)
+        with torch.no_grad():
+            module.net(images)
+        teacher_maps, student_maps = module.teacher_tap.pop(), module.student_tap.pop()
+        assert not any(f.is_inference() for f in teacher_maps.values())  # pop() hands back normal tensors
+        adapted = {s: module.adapters[adapter_key(s)](student_maps[s]) for s in module.stages}
+        torch.testing.assert_close(terms["feat"], module.feature_weight * feature_matching_loss(adapted, teacher_maps))

@@ -124,6 +124,18 @@ def test_non_finite_loss_stops_the_run_and_keeps_earlier_checkpoints(tmp_path, f
     assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
 
 
+def test_last_epoch_test_reads_the_last_epoch_not_the_last_best(tmp_path, fake_data_dir):
+    """Lightning's save_last only refreshes last.ckpt when a new best is saved; ours is rewritten every epoch."""
+    # monitoring the epoch number with mode=min makes epoch 0 the best and never improves on it
+    overrides = ["method=scratch", "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
+    record = train.run(compose_cfg(overrides, data_dir=fake_data_dir, out_dir=tmp_path))
+    assert record["best_epoch"] == 0
+    last = torch.load(record["last_checkpoint"], weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == record["global_steps"]
+    best = torch.load(record["best_checkpoint"], weights_only=True)
+    assert best["epoch"] == 0 and not torch.equal(best["state_dict"]["net.fc.weight"], last["state_dict"]["net.fc.weight"])
+
+
 def test_same_seed_same_numbers_on_cpu(tmp_path, fake_data_dir):
     records = [train.run(compose_cfg(["method=scratch", f"name=repeat{i}"], data_dir=fake_data_dir, out_dir=tmp_path)) for i in range(2)]
     assert records[0]["test_best"] == records[1]["test_best"] and records[0]["best_val_acc"] == records[1]["best_val_acc"]

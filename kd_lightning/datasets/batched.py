@@ -6,12 +6,12 @@
 batch lives on, with parameters drawn per sample: every image gets its own angle, uniform in
 ``[-rotation, rotation]`` degrees, and its own independent horizontal / vertical flip coins.
 
-It follows torchvision's per-image semantics exactly: rotation is counter-clockwise for positive
-angles, about the image centre, nearest-neighbour, same output size, zero fill (torchvision's
-``RandomRotation`` defaults), and comes before the flips; then ``x / 255`` and ``(x - mean) / std``.
-``kornia`` is not installed in this project's environment, so the warp is torch's own batched
-``affine_grid`` + ``grid_sample`` with one rotation matrix per sample (the op torchvision's own
-``rotate`` uses, one angle per call); flips are exact index reversals.
+Both halves come from kornia: its augmentation samplers draw the per-sample parameters (from torch's
+global RNG, so checkpointed RNG state replays them on resume), and ``kornia.geometry.transform.rotate``
+does the batched warp. With nearest interpolation and zero fill (torchvision's ``RandomRotation``
+defaults) it gives torchvision's per-image ``rotate`` pixel for pixel, counter-clockwise for positive
+angles; the tests check that image by image. Rotation comes before the flips, as in the per-image
+pipeline; then ``x / 255`` and ``(x - mean) / std``.
 
 :func:`load_as_uint8_tensors` reads a torchvision dataset's raw arrays (``.data`` / ``.targets``)
 into one uint8 ``(N, C, H, W)`` tensor and one int64 label tensor, without going through PIL.
@@ -19,13 +19,13 @@ into one uint8 ``(N, C, H, W)`` tensor and one int64 label tensor, without going
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import kornia.augmentation as K
 import numpy as np
 import torch
-import torch.nn.functional as F
+from kornia.geometry.transform import rotate
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
@@ -77,6 +77,10 @@ class BatchAugment(nn.Module):
         self.rotation = float(rotation)
         self.hflip = float(hflip)
         self.vflip = float(vflip)
+        # kornia's samplers: angle ~ U[-rotation, rotation] for every sample (p=1), flips ~ Bernoulli(p)
+        self.rotation_sampler = K.RandomRotation(degrees=self.rotation, p=1.0)
+        self.hflip_sampler = K.RandomHorizontalFlip(p=self.hflip)
+        self.vflip_sampler = K.RandomVerticalFlip(p=self.vflip)
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1), persistent=False)
         self.last_params: AugmentParams | None = None
@@ -95,15 +99,13 @@ class BatchAugment(nn.Module):
         return f"rotation={self.rotation}, hflip={self.hflip}, vflip={self.vflip}, channels={self.mean.shape[1]}"
 
     # -- parameters ----------------------------------------------------------------------------
-    def sample_params(self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> AugmentParams:
-        """Independent per-sample parameters: angle ~ U[-rotation, rotation], flips ~ Bernoulli(p).
-
-        Drawn on ``generator``'s device when one is given (then moved to ``device``), else on ``device``.
-        """
-        draw_on = generator.device if generator is not None else device
-        u = torch.rand(3, batch_size, device=draw_on, generator=generator)
-        angle = (2.0 * u[0] - 1.0) * self.rotation
-        params = AugmentParams(angle, u[1] < self.hflip, u[2] < self.vflip)
+    def sample_params(self, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
+        """Independent per-sample parameters from kornia's samplers (torch's global RNG), on ``device``."""
+        shape = torch.Size([batch_size, int(self.mean.shape[1]), 1, 1])  # the samplers only read N
+        angle = self.rotation_sampler.forward_parameters(shape)["degrees"].to(torch.float32)
+        hflip = self.hflip_sampler.forward_parameters(shape)["batch_prob"] > 0.5
+        vflip = self.vflip_sampler.forward_parameters(shape)["batch_prob"] > 0.5
+        params = AugmentParams(angle, hflip, vflip)
         return params.to(device) if device is not None else params
 
     # -- the transform -------------------------------------------------------------------------
@@ -120,17 +122,17 @@ class BatchAugment(nn.Module):
         params = params.to(images.device)
         x = images.to(torch.float32)  # exact: uint8 values 0..255; nearest sampling keeps them integral
         if bool((params.angle != 0).any()):
-            x = rotate_batch(x, params.angle)
+            x = rotate(x, params.angle, mode="nearest", padding_mode="zeros")
         x = torch.where(params.hflip.view(-1, 1, 1, 1), x.flip(-1), x)
         x = torch.where(params.vflip.view(-1, 1, 1, 1), x.flip(-2), x)
         return x.mul_(1.0 / 255.0).sub_(self.mean).div_(self.std)
 
-    def forward(self, images: Tensor, params: AugmentParams | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, images: Tensor, params: AugmentParams | None = None) -> Tensor:
         if not self.training and params is None:
             self.last_params = None
             return self.normalize(images)
         if params is None:
-            params = self.sample_params(images.shape[0], images.device, generator)
+            params = self.sample_params(images.shape[0], images.device)
         self.last_params = params
         return self.apply(images, params)
 
@@ -140,29 +142,6 @@ def _check_batch(images: Tensor, channels: int) -> None:
         raise TypeError(f"expected a uint8 batch (raw pixel values), got {images.dtype}")
     if images.ndim != 4 or images.shape[1] != channels:
         raise ValueError(f"expected a batch of shape (N, {channels}, H, W), got {tuple(images.shape)}")
-
-
-def rotation_grid_matrices(angle_deg: Tensor, height: int, width: int) -> Tensor:
-    """``(N, 2, 3)`` matrices for ``affine_grid``: each output pixel samples the input rotated back.
-
-    In pixel coordinates about the centre (x right, y down), a counter-clockwise rotation on screen by
-    ``a`` sends an output point ``q`` to the input point ``[[cos a, -sin a], [sin a, cos a]] q``; the
-    aspect factors convert that to ``affine_grid``'s normalised [-1, 1] coordinates.
-    """
-    a = angle_deg.to(torch.float32) * (math.pi / 180.0)
-    cos, sin = torch.cos(a), torch.sin(a)
-    zero = torch.zeros_like(a)
-    row0 = torch.stack([cos, -sin * (height / width), zero], dim=1)
-    row1 = torch.stack([sin * (width / height), cos, zero], dim=1)
-    return torch.stack([row0, row1], dim=1)
-
-
-def rotate_batch(images: Tensor, angle_deg: Tensor) -> Tensor:
-    """Rotate each float image of ``(N, C, H, W)`` by its own angle: nearest, same size, zero fill."""
-    n, c, h, w = images.shape
-    theta = rotation_grid_matrices(angle_deg.to(images.device), h, w)
-    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 # -- raw arrays of torchvision datasets --------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset, TensorDataset
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
@@ -167,18 +167,22 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            # A last batch of one sample breaks BatchNorm when layer4 is 1x1 (USPS, 7,291 % 90 == 1).
-            drop_last=train,
-            num_workers=self.num_workers if self.pipeline == "pil" else 0,  # tensor indexing needs no workers
+        batch_size = self.batch_size if train else self.eval_batch_size
+        # A last batch of one sample breaks BatchNorm when layer4 is 1x1 (USPS, 7,291 % 90 == 1).
+        drop_last = train
+        common = {
             # fresh workers each epoch, seeded from the global RNG: a resumed run draws the same
             # augmentations as an uninterrupted one (persistent workers would carry hidden state)
-            persistent_workers=False,
-            pin_memory=self.pin_memory,
-        )
+            "persistent_workers": False,
+            "pin_memory": self.pin_memory,
+        }
+        if self.pipeline == "tensor":
+            # One gather per batch (tensors[index_list]) instead of N item lookups and a collate. The
+            # sampler pair is the one DataLoader(shuffle=train, drop_last=train) builds, so the batches
+            # (and the RNG draws) are the same; tensor indexing needs no workers.
+            order = RandomSampler(dataset) if train else SequentialSampler(dataset)
+            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last), num_workers=0, **common)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, num_workers=self.num_workers, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kd_lightning.losses import kd_loss
+from kd_lightning.models import frozen_forward
 from kd_lightning.modules.base import ClassifierModule
 
 TEACHER_PREFIX = "teacher."
@@ -18,9 +18,9 @@ TEACHER_PREFIX = "teacher."
 class RKDStudent(ClassifierModule):
     """``(1 - alpha) * CE + alpha * T^2 * KL(teacher/T || student/T)`` against a frozen teacher.
 
-    The teacher is frozen for the whole run: no gradients, not in the optimizer, always in eval mode
-    (so its BatchNorm statistics never move, even when Lightning calls ``.train()`` on this module),
-    and left out of this module's checkpoints (it has its own).
+    The teacher is frozen for the whole run: no gradients, not in the optimizer, run in inference
+    mode, always in eval mode (so its BatchNorm statistics never move, even when Lightning calls
+    ``.train()`` on this module), and left out of this module's checkpoints (it has its own).
     """
 
     requires_teacher = True
@@ -52,8 +52,7 @@ class RKDStudent(ClassifierModule):
 
     def loss_terms(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.net(images)
-        with torch.no_grad():
-            teacher_logits = self.teacher(images)
+        teacher_logits = frozen_forward(self.teacher, images)
         return logits, {
             "ce": (1.0 - self.alpha) * F.cross_entropy(logits, labels),
             "kd": self.alpha * kd_loss(logits, teacher_logits, self.temperature),
