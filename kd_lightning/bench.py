@@ -147,10 +147,13 @@ def summarize(marks: Sequence[tuple[float, int]]) -> dict[str, Any]:
     """Window throughputs from ``(time, images so far)`` marks taken at window edges."""
     rates = [(n1 - n0) / (t1 - t0) for (t0, n0), (t1, n1) in zip(marks, marks[1:]) if t1 > t0]
     if not rates:
-        return {"images_per_s": None, "windows_images_per_s": [], "spread": None}
+        return {"images_per_s": None, "best_images_per_s": None, "windows_images_per_s": [], "spread": None}
     med = statistics.median(rates)
     return {
         "images_per_s": med,
+        # interference from other processes only slows a window down: on a shared or noisy machine the
+        # fastest window is the better estimate of what the path itself costs
+        "best_images_per_s": max(rates),
         "windows_images_per_s": [round(r, 3) for r in rates],
         "spread": round((max(rates) - min(rates)) / med, 4),  # (max - min) / median: how noisy the windows were
     }
@@ -392,6 +395,8 @@ def bench_method(method: str, args: argparse.Namespace, overrides: list[str], da
 
     result["ratio_lightning_vs_bare"] = _ratio(result["lightning"]["images_per_s"], result["bare"]["images_per_s"])
     result["ratio_lightning_vs_model"] = _ratio(result["lightning"]["images_per_s"], result["model"]["images_per_s"])
+    result["best_window_ratio_lightning_vs_bare"] = _ratio(result["lightning"]["best_images_per_s"], result["bare"]["best_images_per_s"])
+    result["best_window_ratio_lightning_vs_model"] = _ratio(result["lightning"]["best_images_per_s"], result["model"]["best_images_per_s"])
     for path in PATHS:
         ips = result[path]["images_per_s"]
         result[path]["step_ms"] = 1000.0 * args.batch_size / ips if ips else None
@@ -440,14 +445,16 @@ def format_report(report: dict[str, Any]) -> str:
         f"num_workers {s['num_workers']}, torch threads {s['torch_threads']}, augmentation {'on' if s['augmentation'] else 'off'}, "
         f"precision {s['trainer']['precision'] or '32-true'}, channels_last {s['speedups']['channels_last']}, compile {s['speedups']['compile']}",
         "",
-        "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 | window spread 1/2/3 | MFLOP/img |",
-        "|---|---:|---:|---:|---:|---:|---|---:|",
+        "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 | 2/1, 2/3 of best windows | window spread 1/2/3 | MFLOP/img |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for method, r in report["results"].items():
         spread = "/".join(num(r[p]["spread"], "{:.0%}") for p in PATHS)
         lines.append(
             f"| {method} | {num(r['bare']['images_per_s'])} | {num(r['lightning']['images_per_s'])} | {num(r['model']['images_per_s'])} "
-            f"| {num(r['ratio_lightning_vs_bare'], '{:.3f}')} | {num(r['ratio_lightning_vs_model'], '{:.3f}')} | {spread} | {num(r['flops_per_image'] / 1e6)} |"
+            f"| {num(r['ratio_lightning_vs_bare'], '{:.3f}')} | {num(r['ratio_lightning_vs_model'], '{:.3f}')} "
+            f"| {num(r['best_window_ratio_lightning_vs_bare'], '{:.3f}')}, {num(r['best_window_ratio_lightning_vs_model'], '{:.3f}')} "
+            f"| {spread} | {num(r['flops_per_image'] / 1e6)} |"
         )
     ratios = report["ikd_rkd_step_time_ratio"]
     if ratios:

@@ -21,6 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -157,11 +158,13 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None) -> dict[str, Any]:
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted")
 
-    checkpointing = trainer.checkpoint_callback
-    tests = {}
+    checkpointing = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
+    if checkpointing is None or not checkpointing.best_model_path:
+        raise OutputError(f"no best checkpoint was written in {run_dir / 'checkpoints'}: callbacks.model_checkpoint must monitor val/acc")
     if not last_ckpt.is_file():
         raise OutputError(f"{last_ckpt} was not written: callbacks.last_checkpoint must save it every epoch")
-    for stage, ckpt in (("test_last", str(last_ckpt)), ("test_best", "best")):
+    tests = {}
+    for stage, ckpt in (("test_last", str(last_ckpt)), ("test_best", checkpointing.best_model_path)):
         module.test_prefix = stage
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         tests[stage] = dict(module.last_test_results)
@@ -262,7 +265,8 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as exc:
         if not multirun:
             raise
-        log.error("run failed (recorded in %s): %s: %s", Path(cfg.paths.run_dir) / RESULTS_FILE, type(exc).__name__, exc)
+        # the run folder's results.json records the failure, unless it holds a completed run (kept as it was)
+        log.error("run failed in %s: %s: %s", cfg.paths.run_dir, type(exc).__name__, exc)
         return None
     best, last = record.get("test_best", {}), record.get("test_last", {})
     print(

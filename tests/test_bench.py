@@ -17,7 +17,7 @@ from kd_lightning.datasets.synthetic import write_dataset
 from kd_lightning.models import build_resnet
 from kd_lightning.records import PROJECT_ROOT
 
-PATH_FIELDS = {"images_per_s", "windows_images_per_s", "spread", "step_ms"}
+PATH_FIELDS = {"images_per_s", "best_images_per_s", "windows_images_per_s", "spread", "step_ms"}
 
 
 @pytest.fixture
@@ -58,6 +58,8 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
         assert r["lightning"]["steps_run"] == settings["steps_per_path"]  # the callback saw every step
         assert r["ratio_lightning_vs_bare"] == pytest.approx(r["lightning"]["images_per_s"] / r["bare"]["images_per_s"])
         assert r["ratio_lightning_vs_model"] == pytest.approx(r["lightning"]["images_per_s"] / r["model"]["images_per_s"])
+        assert r["best_window_ratio_lightning_vs_bare"] == pytest.approx(r["lightning"]["best_images_per_s"] / r["bare"]["best_images_per_s"])
+        assert r["lightning"]["best_images_per_s"] == pytest.approx(max(r["lightning"]["windows_images_per_s"]), rel=1e-3)
     ratios = report["ikd_rkd_step_time_ratio"]
     assert set(ratios) == {*bench.PATHS, "flops"}
     assert ratios["flops"] == pytest.approx(report["results"]["ikd"]["flops_per_image"] / report["results"]["rkd"]["flops_per_image"])
@@ -92,10 +94,11 @@ def test_synthetic_data_has_the_config_shapes(tmp_path, name):
 
 def test_window_statistics():
     assert [d for d in range(1, 12) if bench.is_window_edge(d, warmup=2, steps=3)] == [2, 5, 8, 11]
-    marks = [(0.0, 0), (1.0, 10), (3.0, 20), (4.0, 30)]  # windows of 10, 5 and 10 images/s
+    marks = [(0.0, 0), (1.0, 10), (3.0, 20), (3.8, 30)]  # windows of 10, 5 and 12.5 images/s
     s = bench.summarize(marks)
-    assert s["images_per_s"] == 10.0 and s["windows_images_per_s"] == [10.0, 5.0, 10.0]
-    assert s["spread"] == 0.5
+    assert s["images_per_s"] == 10.0 and s["windows_images_per_s"] == [10.0, 5.0, 12.5]
+    assert s["best_images_per_s"] == pytest.approx(12.5)
+    assert s["spread"] == pytest.approx(0.75)
     assert bench.summarize([(0.0, 0)])["images_per_s"] is None
 
 
