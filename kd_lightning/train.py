@@ -37,6 +37,7 @@ from kd_lightning.records import (
     read_results,
     write_json,
 )
+from kd_lightning.sweep import report_failed_run
 
 log = logging.getLogger("kd_lightning")
 #: absolute, so the entry point works however it is imported (python -m, tests, notebooks)
@@ -267,6 +268,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         # the run folder's results.json records the failure, unless it holds a completed run (kept as it was)
         log.error("run failed in %s: %s: %s", cfg.paths.run_dir, type(exc).__name__, exc)
+        report_failed_run(HydraConfig.get().sweep.dir, cfg.paths.run_dir, exc)  # the multirun then exits with status 1 (sweep.py)
         return None
     best, last = record.get("test_best", {}), record.get("test_last", {})
     print(

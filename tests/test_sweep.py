@@ -34,7 +34,7 @@ def all_results(sweep: Path) -> dict[str, dict]:
 
 def test_study_grid_runs_once_and_reruns_nothing(tmp_path, fake_data_dir, monkeypatch):
     args = ("-m", "experiment=study", "dataset=usps,mnist", "seed=0,1", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
-    run_cli(monkeypatch, *args)
+    run_cli(monkeypatch, *args)  # no run fails: the multirun returns normally (exit status 0)
     sweep = tmp_path / "study"
     records = all_results(sweep)
     expected = {f"{d}/{m}/seed{s}" for d in ("usps", "mnist") for m in ("teacher", "scratch", "rkd", "ikd") for s in (0, 1)}
@@ -63,7 +63,10 @@ def test_study_grid_runs_once_and_reruns_nothing(tmp_path, fake_data_dir, monkey
 def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
     data = write_all(tmp_path / "data", n_train=48, n_test=20)
     (data / "MNIST" / "raw" / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00")  # truncated
-    run_cli(monkeypatch, "-m", "dataset=mnist,usps", "method=scratch", f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'out'}", *FAST)
+    with pytest.raises(SystemExit) as exit_info:  # the other run completes, then the multirun reports the failure
+        run_cli(monkeypatch, "-m", "dataset=mnist,usps", "method=scratch", f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'out'}", *FAST)
+    assert exit_info.value.code == 1
+    assert not (tmp_path / "out" / "default" / ".failed-runs").exists()  # the markers are cleaned up
     records = all_results(tmp_path / "out" / "default")
     assert records["usps/scratch/seed0"]["status"] == "completed"
     failed = records["mnist/scratch/seed0"]
