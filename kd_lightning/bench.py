@@ -72,7 +72,7 @@ TARGETS = {
     "ikd_vs_rkd_step_time": (1.15, "IKD step time <= 1.15 x RKD step time (path 2)"),
 }
 #: trainer.precision values the bare loop reproduces -> whether it autocasts to bfloat16
-BARE_PRECISIONS = {"None": False, "32-true": False, "32": False, "bf16-mixed": True}
+BARE_PRECISIONS = {"32-true": False, "32": False, "bf16-mixed": True}
 SMOKE = {"batch_size": 8, "warmup": 1, "steps": 2, "windows": 2, "synthetic": 48, "num_workers": 0, "threads": 1}
 DEFAULT_SYNTHETIC = 2048
 
@@ -229,7 +229,7 @@ class BareStep:
         networks = nn.Module()
         networks.net, networks.teacher, networks.adapters = self.net, self.teacher, self.adapters
         instantiate(cfg.callbacks.speedups).apply(networks)
-        precision = str(cfg.trainer.precision)
+        precision = str(cfg.trainer.precision or "32-true")  # null: Lightning's default, fp32
         if precision not in BARE_PRECISIONS:
             raise ValueError(f"trainer.precision={precision}: the bare loop mirrors only {sorted(BARE_PRECISIONS)}")
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=BARE_PRECISIONS[precision])

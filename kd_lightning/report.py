@@ -63,7 +63,7 @@ _T975 = (
 
 _SPLIT_FIELDS = ("acc", "f1", "top5")
 RUN_COLUMNS = [
-    "dataset", "method", "seed", "status", "path", "recipe", "paper_recipe", "max_epochs", "recipe_epochs",
+    "dataset", "method", "seed", "status", "path", "recipe", "paper_recipe", "max_epochs", "paper_epochs",
     "limit_train_batches", "epochs", "best_epoch", "best_val_acc", "wall_time_s", "started_at", "finished_at",
     "error_type", "error_message",
     *(f"{split}.{field}" for split in ("test_best", "test_last") for field in _SPLIT_FIELDS),
@@ -125,9 +125,9 @@ def _is_full_batches(limit: Any) -> bool:
     return limit is None or (isinstance(limit, float) and limit == 1.0)
 
 
-def _is_paper_recipe(recipe: Any, limit: Any, max_epochs: Any, recipe_epochs: Any) -> bool:
+def _is_paper_recipe(recipe: Any, limit: Any, max_epochs: Any, paper_epochs: Any) -> bool:
     """Only runs trained the paper's way are set beside the paper's numbers."""
-    epochs_ok = max_epochs is None or recipe_epochs is None or max_epochs == recipe_epochs
+    epochs_ok = max_epochs is None or paper_epochs is None or max_epochs == paper_epochs
     return recipe == PAPER_RECIPE and _is_full_batches(limit) and epochs_ok
 
 
@@ -153,7 +153,7 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "recipe": recipe.get("name"),
         "max_epochs": trainer.get("max_epochs"),
         # the paper's epochs, not the recipe's: recipe.epochs.<method>=3 is not the paper's protocol
-        "recipe_epochs": PAPER_EPOCHS.get(method),
+        "paper_epochs": PAPER_EPOCHS.get(method),
         "limit_train_batches": trainer.get("limit_train_batches"),
         "epochs": record.get("epochs"),
         "best_epoch": record.get("best_epoch"),
@@ -164,7 +164,7 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "error_type": error.get("type"),
         "error_message": error.get("message"),
     }
-    row["paper_recipe"] = _is_paper_recipe(row["recipe"], row["limit_train_batches"], row["max_epochs"], row["recipe_epochs"])
+    row["paper_recipe"] = _is_paper_recipe(row["recipe"], row["limit_train_batches"], row["max_epochs"], row["paper_epochs"])
     for split in ("test_best", "test_last"):
         metrics = record.get(split) or {}
         for field in _SPLIT_FIELDS:
@@ -192,7 +192,7 @@ def load_sweep(sweep: str | Path) -> pd.DataFrame:
                          "paper_recipe": False, "error_type": type(exc).__name__, "error_message": str(exc)})
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs["seed"] = runs["seed"].astype("Int64")
-    for col in ("max_epochs", "recipe_epochs", "limit_train_batches"):
+    for col in ("max_epochs", "paper_epochs", "limit_train_batches"):
         # object dtype keeps None and int-vs-float (Lightning: 5 = five batches, 1.0 = all of them).
         runs[col] = pd.Series([row.get(col) for row in rows], dtype=object)
     return _sort(runs)
@@ -361,7 +361,7 @@ def _recipe_label(arms: pd.DataFrame) -> str:
         if not _is_full_batches(row.limit_train_batches):
             label += f" (limit_train_batches={row.limit_train_batches})"
         elif not row.paper_recipe and row.recipe == PAPER_RECIPE:
-            label += f" (max_epochs={row.max_epochs}, paper {row.recipe_epochs})"
+            label += f" (max_epochs={row.max_epochs}, paper {row.paper_epochs})"
         labels.add(label)
     return "; ".join(sorted(labels)) if labels else "n/a"
 
