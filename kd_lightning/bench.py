@@ -2,11 +2,10 @@
 
 For each method (teacher, scratch, rkd, ikd) on one dataset's shapes:
 
-1. **bare** - a plain PyTorch loop doing the same math: the same torchvision networks
-   (:func:`~kd_lightning.models.build_resnet`), the same losses (:func:`~kd_lightning.losses.kd_loss`,
-   :func:`~kd_lightning.losses.feature_matching_loss`, :class:`~kd_lightning.hooks.FeatureTap`),
-   the same SGD settings and batch size, on the dataset's images held in memory as uint8 tensors,
-   augmented on the device with :class:`~kd_lightning.datasets.batched.BatchAugment` (the same recipe);
+1. **bare** - a plain PyTorch loop over the project's own LightningModule (built by
+   :func:`kd_lightning.train.build_module`): its ``training_loss`` and ``configure_optimizers``, the
+   same batch size, on the dataset's images held in memory as uint8 tensors, augmented on the device
+   with :class:`~kd_lightning.datasets.batched.BatchAugment` (the same recipe), without the Trainer;
 2. **lightning** - the project's LightningModule, built as ``kd_lightning.train`` builds it (frozen
    random-init teacher for rkd/ikd), trained by the Lightning Trainer from the project's trainer
    config (accelerator auto; no logger, checkpointing, progress bar or validation) on the project's
@@ -55,9 +54,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import write_dataset
-from kd_lightning.hooks import FeatureTap
-from kd_lightning.losses import feature_matching_loss, kd_loss
-from kd_lightning.models import build_resnet, frozen_forward
+from kd_lightning.efficiency import count_flops
+from kd_lightning.models import build_resnet
 from kd_lightning.records import PROJECT_ROOT, write_json
 
 METHODS = ("teacher", "scratch", "rkd", "ikd")
@@ -195,56 +193,40 @@ def timed_loop(step: Callable[[Tensor, Tensor], Any], batches: Iterator[tuple[Te
 
 
 # -- path 1 and 3: the same math in plain PyTorch --------------------------------------------------
+def build_benchmark_module(cfg: DictConfig) -> L.LightningModule:
+    """The method's LightningModule as ``kd_lightning.train`` builds it, with a frozen random-init
+    teacher for the KD methods (the benchmark measures speed, not what a trained teacher knows)."""
+    from kd_lightning.train import build_module
+
+    teacher = teacher_info = None
+    if str(cfg.method.name) in ("rkd", "ikd"):
+        teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True))
+        teacher_info = {"source": "random init (benchmark only)", "arch": str(cfg.teacher_model.arch)}
+    return build_module(cfg, teacher, teacher_info)
+
+
 class BareStep:
-    """One optimisation step of ``method`` without Lightning: networks, losses and optimizer of the module."""
+    """One optimisation step of ``method`` without the Trainer: the module's own loss
+    (:meth:`~kd_lightning.modules.base.ClassifierModule.training_loss`) and optimizer
+    (``configure_optimizers``), driven by a plain PyTorch loop: no second copy of the KD math."""
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
-        method = cfg.method
-        self.name = str(method.name)
-        shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
-        self.net = build_resnet(**OmegaConf.to_container(method.net, resolve=True)).to(device).train()
-        params = list(self.net.parameters())
-        self.teacher: nn.Module | None = None
-        self.adapters: nn.ModuleDict | None = None
-        if self.name in ("rkd", "ikd"):
-            self.teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True)).to(device).eval().requires_grad_(False)
-            self.alpha, self.temperature = float(method.alpha), float(method.temperature)
-        if self.name == "ikd":
-            self.stages = list(method.stages)
-            self.feature_weight = float(method.feature_weight)
-            self.student_tap, self.teacher_tap = FeatureTap(self.net, self.stages), FeatureTap(self.teacher, self.stages)
-            probe = torch.randn(2, *shape, device=device)
-            with torch.no_grad():
-                self.net.eval()
-                self.net(probe)
-                self.net.train()
-                self.teacher(probe)
-            s, t = self.student_tap.pop(), self.teacher_tap.pop()
-            self.adapters = nn.ModuleDict(
-                {k.replace(".", "__"): nn.Conv2d(s[k].shape[1], t[k].shape[1], kernel_size=1, bias=False) for k in self.stages}
-            ).to(device)
-            params += list(self.adapters.parameters())
-        self.optimizer = instantiate(OmegaConf.to_container(cfg.recipe.optimizer, resolve=True), params=params)
+        self.name = str(cfg.method.name)
+        self.module = build_benchmark_module(cfg).to(device).train()
+        self.net = self.module.net
+        self.teacher: nn.Module | None = getattr(self.module, "teacher", None)
+        self.adapters: nn.ModuleDict | None = getattr(self.module, "adapters", None)
+        optimizers = self.module.configure_optimizers()
+        self.optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
         # the same speed switches and precision as the Lightning path (callbacks.speedups, trainer.precision)
-        networks = nn.Module()
-        networks.net, networks.teacher, networks.adapters = self.net, self.teacher, self.adapters
-        instantiate(cfg.callbacks.speedups).apply(networks)
+        instantiate(cfg.callbacks.speedups).apply(self.module)
         precision = str(cfg.trainer.precision or "32-true")  # null: Lightning's default, fp32
         if precision not in BARE_PRECISIONS:
             raise ValueError(f"trainer.precision={precision}: the bare loop mirrors only {sorted(BARE_PRECISIONS)}")
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=BARE_PRECISIONS[precision])
 
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
-        logits = self.net(images)
-        if self.teacher is None:
-            return F.cross_entropy(logits, labels)
-        teacher_logits = frozen_forward(self.teacher, images)
-        loss = (1.0 - self.alpha) * F.cross_entropy(logits, labels) + self.alpha * kd_loss(logits, teacher_logits, self.temperature)
-        if self.adapters is not None:
-            student, teacher = self.student_tap.pop(), self.teacher_tap.pop()
-            adapted = {k: self.adapters[k.replace(".", "__")](student[k]) for k in self.stages}
-            loss = loss + self.feature_weight * feature_matching_loss(adapted, teacher)
-        return loss
+        return self.module.training_loss(images, labels)[2]
 
     def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
         with self.autocast:
@@ -255,9 +237,9 @@ class BareStep:
         return loss.detach()
 
     def close(self) -> None:
-        if self.adapters is not None:
-            self.student_tap.remove()
-            self.teacher_tap.remove()
+        remove = getattr(self.module, "remove_hooks", None)
+        if remove is not None:
+            remove()
 
 
 def memory_batches(images: Tensor, labels: Tensor, batch_size: int, device: torch.device, augment: BatchAugment, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
@@ -288,13 +270,7 @@ def device_batches(shape: Sequence[int], num_classes: int, batch_size: int, devi
 
 # -- path 2: the project's module under the Lightning Trainer --------------------------------------
 def build_lightning(cfg: DictConfig, timer: WindowTimer, max_steps: int, root: Path) -> tuple[L.LightningModule, L.Trainer]:
-    from kd_lightning.train import _build_module
-
-    teacher = teacher_info = None
-    if str(cfg.method.name) in ("rkd", "ikd"):
-        teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True))
-        teacher_info = {"source": "random init (benchmark only)", "arch": str(cfg.teacher_model.arch)}
-    module = _build_module(cfg, teacher, teacher_info)
+    module = build_benchmark_module(cfg)
     trainer = instantiate(
         cfg.trainer,
         callbacks=[timer, instantiate(cfg.callbacks.speedups)],
@@ -369,7 +345,7 @@ def bench_method(method: str, args: argparse.Namespace, overrides: list[str], da
 
     step = BareStep(cfg, device)
     batches = device_batches(shape, int(cfg.dataset.num_classes), args.batch_size, device)
-    result["flops_per_image"] = step_flops(step, *next(batches)) / args.batch_size
+    result["flops_per_image"] = count_flops(step, *next(batches)) / args.batch_size  # one full training step
     result["model"] = timed_loop(step, batches, args.warmup, args.steps, args.windows, device)
     step.close()
     del step
@@ -422,16 +398,6 @@ def ikd_rkd_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None
     ratios = {path: _ratio(results["rkd"][path]["images_per_s"], results["ikd"][path]["images_per_s"]) for path in PATHS}
     ratios["flops"] = _ratio(results["ikd"].get("flops_per_image"), results["rkd"].get("flops_per_image"))
     return ratios
-
-
-def step_flops(step: Callable[[Tensor, Tensor], Any], images: Tensor, labels: Tensor) -> int:
-    """FLOPs of one full training step (forwards, backward, no optimizer math), by torch's FlopCounterMode.
-
-    The ratio of two methods' FLOPs is the step-time ratio a compute-bound device would show.
-    """
-    with FlopCounterMode(display=False) as counter:
-        step(images, labels)
-    return int(counter.get_total_flops())
 
 
 def format_report(report: dict[str, Any]) -> str:

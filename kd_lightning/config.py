@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +10,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
-
-#: config keys that say where or how a run executes, not what it computes; left out of fingerprints
-_NOT_PART_OF_THE_EXPERIMENT = ("force", "teacher_missing", "paths", "dataset.data_dir", "dataset.num_workers", "dataset.download")
 
 
 class ConfigError(ValueError):
@@ -68,6 +63,7 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("teacher_model.stem", lambda v: v in STEMS, f"one of {list(STEMS)}"),
     ("teacher_missing", lambda v: v in ("train", "fail"), "'train' or 'fail'"),
     ("force", lambda v: isinstance(v, bool), "true or false"),
+    *((f"efficiency.{k}", lambda v: isinstance(v, bool), "true or false") for k in ("measure", "quick", "export_onnx")),
 ]
 
 
@@ -110,15 +106,3 @@ def validate_config(cfg: DictConfig) -> None:
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def fingerprint(plain: dict[str, Any], drop: tuple[str, ...] = _NOT_PART_OF_THE_EXPERIMENT) -> str:
-    """Short hash of what a config computes (where it runs and where files live do not count)."""
-    data = json.loads(json.dumps(plain, default=str))
-    for key in drop:
-        node, *rest = key.split(".")
-        if rest:
-            data.get(node, {}).pop(rest[0], None)
-        else:
-            data.pop(node, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]

@@ -17,16 +17,26 @@ class FeatureTap:
         self.paths = list(paths)
         self.features: dict[str, Tensor] = {}
         self._handles = []
+        self._modules: list[nn.Module] = []
         for path in self.paths:
             try:
-                module = model.get_submodule(path)
+                self._modules.append(model.get_submodule(path))
             except AttributeError:
                 available = [name for name, _ in model.named_children()]
                 raise ValueError(
                     f"{config_key}: {path!r} is not a submodule of {type(model).__name__}; "
                     f"top-level modules are {available} (nested paths like 'layer3.1' also work)"
                 ) from None
-            self._handles.append(module.register_forward_hook(self._hook(path)))
+        self.attach()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> None:
+        """Register the hooks (again, after :meth:`remove`); a no-op while they are registered."""
+        if not self._handles:
+            self._handles = [module.register_forward_hook(self._hook(path)) for path, module in zip(self.paths, self._modules)]
 
     def _hook(self, path: str):
         def record(_module: nn.Module, _inputs, output: Tensor) -> None:
@@ -47,6 +57,8 @@ class FeatureTap:
         return {path: f.clone() if f.is_inference() else f for path, f in out.items()}
 
     def remove(self) -> None:
+        """Unregister the hooks: the model runs as if never tapped."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self.features.clear()

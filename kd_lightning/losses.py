@@ -18,10 +18,17 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
 
     ``batchmean`` (sum over classes, mean over samples) is the true KL per sample; the default
     ``mean`` reduction would also divide by the number of classes. The ``T^2`` factor keeps the
-    gradient scale independent of ``T`` (Hinton et al., 2015).
+    gradient scale independent of ``T`` (Hinton et al., 2015). Computed in fp32 whatever the autocast
+    precision: softmax at high ``T`` of bf16 logits loses most of the dark knowledge.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    with torch.autocast(student_logits.device.type, enabled=False):  # fp32 under bf16/fp16 autocast too
+        dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype), torch.float32)
+        return _kl_times_t2(student_logits.to(dtype), teacher_logits.to(dtype), temperature)
+
+
+def _kl_times_t2(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)

@@ -1,10 +1,16 @@
-"""The teacher registry: teachers are trained once and found by what makes them interchangeable.
+"""The teacher registry: teachers are trained once and found by their identity.
 
-An entry lives at ``<paths.teachers_dir>/<dataset>/<arch>-<hash>/seed<seed>/`` with ``teacher.ckpt``
-and ``teacher.json`` (the teacher run's results record plus the key and the spec it was hashed from).
-The hash covers everything that changes the teacher: dataset and split, network, recipe, epochs and
-batch limits. Entries are written by rename (never half a file) and a file lock makes concurrent runs
-that need the same missing teacher train it once.
+**Which teacher a student uses**: the teacher that ``method=teacher`` with the student's own overrides
+would train (same data, split, recipe, trainer limits and seed; :mod:`kd_lightning.identity`), found in
+the registry by its key, trained into the registry first when missing, unless ``teacher_ckpt=`` names
+one explicitly.
+
+An entry lives at ``<paths.teachers_dir>/<dataset>/<key>/seed<seed>/`` with ``teacher.ckpt`` and
+``teacher.json`` (the teacher run's record plus its key, identity and code version). ``<key>`` is
+``<arch>-<hash of the teacher's identity without the seed>``. A teacher trained because a student
+needed it trains in the entry's own ``run/`` folder, so it never lands in a sweep folder that holds
+another teacher. Entries are written by rename (never half a file), and a file lock makes concurrent
+runs that need the same missing teacher train it once.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,14 +28,17 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from kd_lightning.identity import digest, identity
 from kd_lightning.models import build_resnet
-from kd_lightning.records import PROJECT_ROOT, write_json
+from kd_lightning.records import PROJECT_ROOT, RESULTS_FILE, git_commit, write_json
+from kd_lightning.seeding import isolated_rng
 
 TEACHER_METHOD_FILE = PROJECT_ROOT / "conf" / "method" / "teacher.yaml"
 CHECKPOINT_FILE = "teacher.ckpt"
 METADATA_FILE = "teacher.json"
-_TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "precision", "accumulate_grad_batches", "gradient_clip_val")
-_DATASET_KEYS_THAT_DO_NOT_MATTER = ("data_dir", "num_workers", "download", "pin_memory", "eval_batch_size")
+#: the folder inside a registry entry where a teacher trained on a student's demand runs
+RUN_FOLDER = "run"
+log = logging.getLogger("kd_lightning")
 
 
 class TeacherError(RuntimeError):
@@ -46,28 +56,33 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     return tcfg
 
 
-def teacher_spec(tcfg: DictConfig) -> dict[str, Any]:
-    """Everything that makes two teachers interchangeable, except the seed (which is in the path)."""
-    dataset = {k: v for k, v in OmegaConf.to_container(tcfg.dataset, resolve=True).items() if k not in _DATASET_KEYS_THAT_DO_NOT_MATTER}
-    trainer = {k: OmegaConf.select(tcfg, f"trainer.{k}") for k in _TRAINER_KEYS}
-    recipe = OmegaConf.to_container(tcfg.recipe, resolve=True)
-    recipe.pop("epochs", None)  # only the teacher's own epochs matter, and they are in trainer.max_epochs
-    return {
-        "dataset": dataset,
-        "model": OmegaConf.to_container(tcfg.method.net, resolve=True),
-        "recipe": recipe,
-        "trainer": {k: v for k, v in trainer.items() if v is not None},
-    }
-
-
-def teacher_key(spec: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{spec['model']['arch']}-{digest}"
+def teacher_key(cfg: DictConfig) -> str:
+    """``<arch>-<hash>`` of the teacher's identity without its seed (the seed is a folder below the key)."""
+    tcfg = teacher_config(cfg)
+    return f"{tcfg.method.net.arch}-{digest(identity(tcfg, include_seed=False), length=8)}"
 
 
 def entry_dir(cfg: DictConfig) -> Path:
     tcfg = teacher_config(cfg)
-    return Path(tcfg.paths.teachers_dir) / str(tcfg.dataset.name) / teacher_key(teacher_spec(tcfg)) / f"seed{tcfg.seed}"
+    return Path(tcfg.paths.teachers_dir) / str(tcfg.dataset.name) / teacher_key(cfg) / f"seed{tcfg.seed}"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a checkpoint file (identity of a teacher given by path)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def teacher_reference(cfg: DictConfig) -> str | None:
+    """What a student's identity records of its teacher: the registry key, or the explicit file's hash."""
+    if cfg.method.name == "teacher":
+        return None
+    if cfg.get("teacher_ckpt"):
+        return "sha256:" + file_digest(cfg.teacher_ckpt)[:16]
+    return teacher_key(cfg) + f"/seed{cfg.seed}"
 
 
 def lock(entry: Path) -> FileLock:
@@ -83,7 +98,7 @@ def read_entry(entry: Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text())
 
 
-def publish(entry: Path, checkpoint: Path, record: dict[str, Any], spec: dict[str, Any]) -> None:
+def publish(entry: Path, checkpoint: Path, record: dict[str, Any], key: str, teacher_identity: dict[str, Any]) -> None:
     """Copy the teacher's best checkpoint into the registry (copy, then rename) with its metadata."""
     entry.mkdir(parents=True, exist_ok=True)
     old = read_entry(entry)
@@ -93,7 +108,9 @@ def publish(entry: Path, checkpoint: Path, record: dict[str, Any], spec: dict[st
     tmp = entry / (CHECKPOINT_FILE + ".tmp")
     shutil.copyfile(checkpoint, tmp)
     tmp.replace(entry / CHECKPOINT_FILE)
-    write_json(entry / METADATA_FILE, {**record, "teacher_key": entry.parent.name, "teacher_spec": spec, "source_checkpoint": str(checkpoint)})
+    code = (record.get("environment") or {}).get("git") or git_commit()
+    meta = {**record, "teacher_key": key, "teacher_identity": teacher_identity, "code_version": code, "source_checkpoint": str(checkpoint)}
+    write_json(entry / METADATA_FILE, meta)
 
 
 def train_command(cfg: DictConfig) -> str:
@@ -114,8 +131,41 @@ def train_command(cfg: DictConfig) -> str:
     return "python -m kd_lightning.train " + " ".join(overrides)
 
 
+def _provenance(path: Path) -> dict[str, Any]:
+    """The record of the run that produced a teacher checkpoint: ``teacher.json`` beside a registry
+    checkpoint, else the ``results.json`` of the run folder holding ``checkpoints/<file>``."""
+    for candidate in (path.parent / METADATA_FILE, path.parent.parent / RESULTS_FILE):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except json.JSONDecodeError:
+                continue
+    return {}
+
+
+def describe(path: str | Path, source: str, key: str | None = None) -> dict[str, Any]:
+    """What a student's record says about its teacher: key, checkpoint, test accuracy, producing run, code version."""
+    path = Path(path)
+    record = _provenance(path)
+    code = record.get("code_version") or (record.get("environment") or {}).get("git") or {}
+    current = git_commit()
+    stale = bool(code.get("commit")) and bool(current.get("commit")) and code.get("commit") != current.get("commit")
+    return {
+        "key": key or record.get("teacher_key") or f"sha256:{file_digest(path)[:16]}",
+        "checkpoint": str(path),
+        "source": source,
+        "test_acc": (record.get("test_best") or {}).get("acc"),
+        "run_dir": record.get("run_dir"),
+        "code_version": code or None,
+        "stale": stale,
+    }
+
+
 def load_teacher(path: str | Path, dataset: str, num_classes: int, channels: int) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a teacher network from a teacher-run checkpoint and check it fits the student's data."""
+    """Rebuild a teacher network from a teacher-run checkpoint and check it fits the student's data.
+
+    The network is built on a private random stream: loading a teacher never moves the student's.
+    """
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -133,7 +183,7 @@ def load_teacher(path: str | Path, dataset: str, num_classes: int, channels: int
         mismatches.append(f"{net_cfg['in_channels']} input channels, dataset has {channels}")
     if mismatches:
         raise TeacherError(f"teacher_ckpt {path} does not fit this run: " + "; ".join(mismatches))
-    net = build_resnet(**net_cfg)
+    with isolated_rng():
+        net = build_resnet(**net_cfg)
     net.load_state_dict(state)
-    return net, {"checkpoint": str(path), "net": net_cfg, "dataset": trained_on}
-
+    return net, {"net": net_cfg, "dataset": trained_on}

@@ -1,17 +1,15 @@
 """Entry point: ``python -m kd_lightning.train dataset=usps method=ikd seed=0``.
 
-One run = one dataset x one method x one seed, in ``paths.run_dir``. A run that already completed is
-skipped, an interrupted one resumes from its last checkpoint, and every run ends with a
-``results.json`` (completed or failed) beside its checkpoints and logs.
+One run = one dataset x one method x one seed, in ``paths.run_dir``. It reads as a straight line:
+build (data, teacher, module, trainer), fit, test, record. The run folder's bookkeeping (skip, resume,
+archive, conflict, failure record) is :mod:`kd_lightning.rundir`; which runs are the same experiment is
+:mod:`kd_lightning.identity`; which teacher a student uses is :mod:`kd_lightning.teachers`.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +21,37 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kd_lightning import teachers
+from kd_lightning import rundir, teachers
 from kd_lightning.callbacks import ThroughputMeter
-from kd_lightning.config import fingerprint, to_plain, validate_config
+from kd_lightning.config import to_plain, validate_config
+from kd_lightning.identity import fingerprint, identity
 from kd_lightning.models import count_parameters
-from kd_lightning.records import (
-    PROJECT_ROOT,
-    RESULTS_FILE,
-    OutputError,
-    environment,
-    read_results,
-    write_json,
-)
+from kd_lightning.records import PROJECT_ROOT, OutputError, read_results, write_json
+from kd_lightning.rundir import RunConflictError  # noqa: F401  (re-exported: part of the entry point's API)
 from kd_lightning.sweep import report_failed_run
 
 log = logging.getLogger("kd_lightning")
 #: absolute, so the entry point works however it is imported (python -m, tests, notebooks)
 CONF_DIR = PROJECT_ROOT / "conf"
-#: what a run writes into its folder (besides Hydra's .hydra/ and the log)
-_RUN_OUTPUTS = (RESULTS_FILE, "checkpoints", "tb", "csv", "config.yaml")
 #: method-config keys that describe the method rather than being LightningModule arguments
 _METHOD_META_KEYS = ("name",)
 
 
-class RunConflictError(RuntimeError):
-    """The run folder already holds a completed run of a different config."""
+# -- builders (public: the benchmark builds the same objects) ---------------------------------------
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The dataset's DataModule; its shuffling and augmentation streams belong to ``cfg.seed``."""
+    return instantiate(cfg.dataset, seed=int(cfg.seed), _convert_="all")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _archive(run_dir: Path) -> Path:
-    """Move a run folder's outputs into ``archive/<time>/`` (force=true): nothing is deleted."""
-    target = run_dir / "archive" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    target.mkdir(parents=True)
-    for item in run_dir.iterdir():
-        if item.name not in ("archive", ".hydra") and item.suffix != ".log":
-            shutil.move(str(item), target / item.name)
-    return target
-
-
-def _build_module(cfg: DictConfig, teacher: torch.nn.Module | None, teacher_info: dict | None) -> L.LightningModule:
+def build_module(cfg: DictConfig, teacher: torch.nn.Module | None = None, teacher_info: dict | None = None) -> L.LightningModule:
+    """The method's LightningModule from the composed config (and the trained teacher for KD methods)."""
     method = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in _METHOD_META_KEYS}
     extra: dict[str, Any] = {}
-    if teacher is not None:
+    if teacher is not None and get_class(cfg.method._target_).requires_teacher:
         extra = {"teacher": teacher, "teacher_info": teacher_info}
-    return instantiate(
+    module = instantiate(
         method,
         optimizer=OmegaConf.to_container(cfg.recipe.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.recipe.scheduler, resolve=True) if cfg.recipe.scheduler else None,
@@ -81,18 +61,48 @@ def _build_module(cfg: DictConfig, teacher: torch.nn.Module | None, teacher_info
         _recursive_=False,  # optimizer/scheduler stay plain dicts; the module instantiates them itself
         **extra,
     )
+    if teacher is not None and not extra:
+        module.set_reference_teacher(teacher)  # scratch: the teacher only measures fidelity at test time
+    return module
 
 
-def _build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> L.Trainer:
+    """The Trainer with the configured callbacks and loggers; a resumed run's TensorBoard hides the
+    events its interrupted part logged from ``resume_step`` on (they are logged again)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = []
+    for c in (cfg.get("logger") or {}).values():
+        if c is None:
+            continue
+        extra = {"purge_step": resume_step} if resume_step is not None and issubclass(get_class(c._target_), TensorBoardLogger) else {}
+        loggers.append(instantiate(c, **extra))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
-def _best_epoch(checkpoint: str) -> int | None:
-    if not checkpoint:
-        return None
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+# -- one run -----------------------------------------------------------------------------------------
+def _run_keys(cfg: DictConfig) -> dict[str, Any]:
+    return {"dataset": OmegaConf.select(cfg, "dataset.name"), "method": OmegaConf.select(cfg, "method.name"), "seed": OmegaConf.select(cfg, "seed")}
+
+
+def _test_both(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path) -> dict[str, Any]:
+    """Test the last epoch's and the best-validation checkpoint's weights, each loaded by path."""
+    best = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
+    if best is None or not best.best_model_path:
+        raise OutputError(run_dir / "checkpoints", FileNotFoundError(2, "no best checkpoint was written: callbacks.model_checkpoint must monitor val/acc"))
+    last = run_dir / rundir.LAST_CHECKPOINT
+    if not last.is_file():
+        raise OutputError(last, FileNotFoundError(2, "not written: callbacks.last_checkpoint must save it every epoch"))
+    out: dict[str, Any] = {
+        "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else None,
+        "best_epoch": rundir.checkpoint_position(Path(best.best_model_path))[0],
+        "best_checkpoint": best.best_model_path,
+        "last_checkpoint": str(last),
+    }
+    for stage, ckpt in (("test_last", str(last)), ("test_best", best.best_model_path)):
+        module.test_prefix = stage
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        out[stage] = dict(module.last_test_results)
+    return out
 
 
 def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
@@ -102,109 +112,81 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) ->
         params[key] = cfg.method.get(key, "n/a")
     metrics = {f"hparams/{stage}_{k}": v for stage in ("test_best", "test_last") for k, v in record[stage].items() if isinstance(v, float)}
     metrics["hparams/best_val_acc"] = record["best_val_acc"]
+    cost = record.get("efficiency") or {}
+    for key in ("params", "flops_per_image", "checkpoint_mb", "onnx_mb", "throughput_b64_img_s"):
+        if isinstance(cost.get(key), (int, float)):
+            metrics[f"hparams/{key}"] = float(cost[key])
+    if isinstance(cost.get("latency_ms_b1"), dict):
+        metrics["hparams/latency_ms_b1"] = float(cost["latency_ms_b1"]["median"])
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics)
 
 
-def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None) -> dict[str, Any]:
-    run_dir = Path(cfg.paths.run_dir)
-    plain = to_plain(cfg)
-    fp = fingerprint(plain)
-    prior = read_results(run_dir)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if prior and prior.get("status") == "completed":
-        if not cfg.force:
-            if prior.get("fingerprint") == fp:
-                log.info("already completed, skipping (force=true reruns): %s", run_dir)
-                return prior
-            raise RunConflictError(
-                f"{run_dir} holds a completed run of a different config (fingerprint {prior.get('fingerprint')} vs {fp}). "
-                "Give this run another name (name=...), or force=true to archive the old outputs and rerun."
-            )
-        log.info("force=true: archived the previous outputs to %s", _archive(run_dir))
-        prior = None
-    resume = str(last_ckpt) if prior and prior.get("fingerprint") == fp and last_ckpt.is_file() else None
-    if resume is None and any((run_dir / leftover).exists() for leftover in _RUN_OUTPUTS):
-        # an unfinished run of another config, or outputs whose record was deleted: keep them aside
-        log.info("earlier outputs in %s archived to %s", run_dir, _archive(run_dir))
+def _deployment_cost(cfg: DictConfig, run_dir: Path, best_checkpoint: str) -> dict[str, Any] | None:
+    """Size and speed of the best checkpoint's network, and its ONNX export checked against PyTorch.
 
-    record: dict[str, Any] = {
-        "status": "running",
-        "dataset": cfg.dataset.name,
-        "method": cfg.method.name,
-        "seed": cfg.seed,
-        "run_dir": str(run_dir),
-        "fingerprint": fp,
-        "started_at": _now(),
-        "resumed_from": resume,
-        "config": plain,
-        "environment": environment(),
-    }
-    write_json(run_dir / RESULTS_FILE, record)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    Measured after the accuracy numbers are final; a failure here is logged and recorded, never
+    allowed to lose a finished run."""
+    settings = cfg.get("efficiency") or {}
+    if not settings.get("measure", True):
+        return None
+    from kd_lightning.efficiency import measure_efficiency
+    from kd_lightning.export import export_onnx, load_network
+
+    try:
+        net, _ = load_network(best_checkpoint)
+        shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
+        cost = measure_efficiency(net, shape, checkpoint=best_checkpoint, quick=bool(settings.get("quick", False)), precision=str(cfg.trainer.precision))
+        if settings.get("export_onnx", False):
+            exported = export_onnx(best_checkpoint, run_dir / "export" / "model.onnx", data_dir=cfg.paths.data_dir, latency_repeats=10)
+            cost["onnx_mb"] = exported.get("out_mb")
+            cost["onnx_check"] = exported.get("verification")
+        return cost
+    except Exception as exc:  # noqa: BLE001 - costing is a by-product; the run's accuracy stands
+        log.warning("could not measure or export %s: %s: %s", best_checkpoint, type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None, teacher_record: dict[str, Any] | None) -> dict[str, Any]:
+    needs_teacher = get_class(cfg.method._target_).requires_teacher
+    run_identity = identity(cfg, teachers.teacher_reference(cfg) if needs_teacher else None)
+    plan = rundir.plan(cfg.paths.run_dir, fingerprint(cfg, run_identity.get("teacher")), bool(cfg.force), log)
+    if plan.completed is not None:
+        return plan.completed
+    record = rundir.start_record(plan, _run_keys(cfg), to_plain(cfg), run_identity)
+    OmegaConf.save(cfg, plan.run_dir / "config.yaml", resolve=True)
     start = time.perf_counter()
 
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.dataset, _convert_="all")
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()  # fails here, before any model is built, when files are missing
-
     teacher = teacher_info = None
-    if teacher_ckpt is not None:
+    if teacher_ckpt is not None:  # on a private random stream: the student's is untouched
         teacher, teacher_info = teachers.load_teacher(teacher_ckpt, cfg.dataset.name, cfg.dataset.num_classes, cfg.dataset.channels)
-    module = _build_module(cfg, teacher, teacher_info)
-    trainer = _build_trainer(cfg)
-    log.info("fitting %s %s seed=%s in %s%s", cfg.dataset.name, cfg.method.name, cfg.seed, run_dir, f" (resuming from {resume})" if resume else "")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        teacher_info = {**teacher_info, **(teacher_record or {})}
+    L.seed_everything(cfg.seed, workers=True)  # the student's stream: the same for every method of this seed
+    module = build_module(cfg, teacher, teacher_info)
+    trainer = build_trainer(cfg, plan.resume_step)
+    log.info("fitting %s %s seed=%s in %s%s", cfg.dataset.name, cfg.method.name, cfg.seed, plan.run_dir, f" (resuming from {plan.resume})" if plan.resume else "")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(plan.resume) if plan.resume else None)
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted")
 
-    checkpointing = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
-    if checkpointing is None or not checkpointing.best_model_path:
-        raise OutputError(f"no best checkpoint was written in {run_dir / 'checkpoints'}: callbacks.model_checkpoint must monitor val/acc")
-    if not last_ckpt.is_file():
-        raise OutputError(f"{last_ckpt} was not written: callbacks.last_checkpoint must save it every epoch")
-    tests = {}
-    for stage, ckpt in (("test_last", str(last_ckpt)), ("test_best", checkpointing.best_model_path)):
-        module.test_prefix = stage
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        tests[stage] = dict(module.last_test_results)
+    tests = _test_both(trainer, module, datamodule, plan.run_dir)
     meter = next((c for c in trainer.callbacks if isinstance(c, ThroughputMeter)), None)
-    record.update(
-        status="completed",
-        finished_at=_now(),
+    record = rundir.complete(
+        record,
         wall_time_s=round(time.perf_counter() - start, 2),
         epochs=trainer.current_epoch,
         global_steps=trainer.global_step,
-        best_val_acc=float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else None,
-        best_epoch=_best_epoch(checkpointing.best_model_path),
-        best_checkpoint=checkpointing.best_model_path,
-        last_checkpoint=str(last_ckpt),
         train_images_per_s=meter.images_per_second if meter else None,
         params={"net": count_parameters(module.net), "teacher": count_parameters(teacher) if teacher is not None else None, "total_trainable": sum(p.numel() for p in module.trainable_parameters())},
-        teacher=teacher_info,
+        teacher=teacher_record,
+        efficiency=_deployment_cost(cfg, plan.run_dir, tests["best_checkpoint"]),
         **tests,
     )
     _log_hparams(trainer, cfg, record)
-    write_json(run_dir / RESULTS_FILE, record)
     return record
-
-
-def _record_failure(cfg: DictConfig, exc: BaseException) -> None:
-    """Turn the run's record into ``failed`` (or ``interrupted``) with the error; a completed one stays."""
-    try:
-        run_dir = Path(cfg.paths.run_dir)
-        record = read_results(run_dir) or {"dataset": OmegaConf.select(cfg, "dataset.name"), "method": OmegaConf.select(cfg, "method.name"), "seed": OmegaConf.select(cfg, "seed"), "run_dir": str(run_dir)}
-    except Exception:  # the config itself is broken: nowhere to write
-        return
-    if record.get("status") == "completed":
-        return
-    record.update(
-        status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
-        finished_at=_now(),
-        error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc(limit=20)},
-    )
-    write_json(run_dir / RESULTS_FILE, record)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -216,29 +198,52 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             entry = teachers.entry_dir(cfg)
             with teachers.lock(entry):
                 return _teacher_run(cfg, entry)
-        return _fit_and_test(cfg, _find_teacher(cfg) if module_cls.requires_teacher else None)
+        if module_cls.requires_teacher:
+            return _fit_and_test(cfg, *_find_teacher(cfg))
+        return _fit_and_test(cfg, *_reference_teacher(cfg))
     except BaseException as exc:
-        _record_failure(cfg, exc)
+        try:
+            rundir.record_failure(cfg.paths.run_dir, _run_keys(cfg), exc)
+        except Exception:  # the config itself is broken: nowhere to write
+            pass
         raise
 
 
 def _teacher_run(cfg: DictConfig, entry: Path) -> dict[str, Any]:
+    """Train the teacher (and register it), or record the registry's identical teacher in this folder."""
     existing = teachers.read_entry(entry)
-    if existing is not None and not cfg.force and read_results(cfg.paths.run_dir) is None:
+    key = teachers.teacher_key(cfg)
+    fp = fingerprint(cfg)
+    if existing is not None and not cfg.force:
+        plan = rundir.plan(cfg.paths.run_dir, fp, False, log)
+        if plan.completed is not None:
+            return plan.completed
+        if plan.resume is not None:  # an unfinished copy of a teacher the registry already holds
+            rundir.archive(plan.run_dir)
         log.info("teacher already in the registry (%s); recording it instead of training again", entry)
-        record = {**existing, "run_dir": str(cfg.paths.run_dir), "reused_from": str(entry)}
-        write_json(Path(cfg.paths.run_dir) / RESULTS_FILE, record)
+        record = {
+            **existing,
+            "run_dir": str(cfg.paths.run_dir),
+            "fingerprint": fp,
+            "config": to_plain(cfg),
+            "best_checkpoint": str(entry / teachers.CHECKPOINT_FILE),
+            "reused_from": str(entry),
+        }
+        write_json(Path(cfg.paths.run_dir) / rundir.RESULTS_FILE, record)
         return record
-    record = _fit_and_test(cfg, None)
+    record = _fit_and_test(cfg, None, None)
+    record["teacher_key"] = key
+    write_json(Path(record["run_dir"]) / rundir.RESULTS_FILE, record)
     if existing is None or cfg.force:
-        teachers.publish(entry, Path(record["best_checkpoint"]), record, teachers.teacher_spec(cfg))
+        teachers.publish(entry, Path(record["best_checkpoint"]), record, key, identity(cfg, include_seed=False))
         log.info("teacher registered at %s", entry)
     return record
 
 
-def _find_teacher(cfg: DictConfig) -> str:
+def _find_teacher(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The student's teacher (``teacher_ckpt=``, else the registry's, trained there first if missing)."""
     if cfg.teacher_ckpt:
-        return str(cfg.teacher_ckpt)
+        return str(cfg.teacher_ckpt), _checked(teachers.describe(cfg.teacher_ckpt, "teacher_ckpt"))
     entry = teachers.entry_dir(cfg)
     if teachers.read_entry(entry) is None:
         if cfg.teacher_missing == "fail":
@@ -246,9 +251,46 @@ def _find_teacher(cfg: DictConfig) -> str:
                 f"no teacher for dataset={cfg.dataset.name} seed={cfg.seed} in {entry}. Train it with:\n  {teachers.train_command(cfg)}\n"
                 "or pass teacher_ckpt=<path>, or teacher_missing=train to train it here first."
             )
-        log.info("teacher missing from the registry: training it first (%s)", entry)
-        run(teachers.teacher_config(cfg))
-    return str(entry / teachers.CHECKPOINT_FILE)
+        log.info("teacher missing from the registry: training it first, in %s", entry / teachers.RUN_FOLDER)
+        tcfg = teachers.teacher_config(cfg)
+        with open_dict(tcfg):
+            tcfg.paths.run_dir = str(entry / teachers.RUN_FOLDER)
+            tcfg.force = False
+        run(tcfg)
+    checkpoint = entry / teachers.CHECKPOINT_FILE
+    return str(checkpoint), _checked(teachers.describe(checkpoint, "registry", teachers.teacher_key(cfg)))
+
+
+def _reference_teacher(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """Scratch: the teacher it would have had, if one exists, to measure fidelity; never trained for it."""
+    if cfg.get("teacher_ckpt"):
+        return str(cfg.teacher_ckpt), teachers.describe(cfg.teacher_ckpt, "teacher_ckpt")
+    checkpoint = teachers.entry_dir(cfg) / teachers.CHECKPOINT_FILE
+    if teachers.read_entry(checkpoint.parent) is None:
+        log.info("no teacher in the registry for %s seed=%s: fidelity metrics are left empty", cfg.dataset.name, cfg.seed)
+        return None, None
+    return str(checkpoint), teachers.describe(checkpoint, "registry", teachers.teacher_key(cfg))
+
+
+def _checked(description: dict[str, Any]) -> dict[str, Any]:
+    if description["stale"]:
+        code = description.get("code_version") or {}
+        log.warning("teacher %s was trained by other code (commit %s); it is used as it is (force=true on the teacher run retrains it)", description["checkpoint"], code.get("commit"))
+    return description
+
+
+# -- command line ------------------------------------------------------------------------------------
+def summary_line(record: dict[str, Any]) -> str:
+    """The one line every run prints; epochs are counted from 1."""
+    best, last = record.get("test_best", {}), record.get("test_last", {})
+    epoch = record.get("best_epoch")
+    epoch_text = f"epoch {epoch + 1} of {record.get('epochs')}" if isinstance(epoch, int) else "epoch n/a"
+    return (
+        f"[kd_lightning] {record['dataset']} {record['method']} seed={record['seed']}: "
+        f"test acc {best.get('acc', float('nan')):.4f} (best-val ckpt, {epoch_text}), "
+        f"{last.get('acc', float('nan')):.4f} (last epoch); macro-F1 {best.get('f1', float('nan')):.4f}; "
+        f"{record.get('wall_time_s', 0):.0f}s -> {record['run_dir']}"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -259,7 +301,7 @@ def main(cfg: DictConfig) -> float | None:
     except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM (Lightning raises SIGTERMException)
         print(
             f"[kd_lightning] interrupted ({type(exc).__name__}); the run resumes from the end of its last "
-            f"completed epoch ({Path(cfg.paths.run_dir) / 'checkpoints' / 'last.ckpt'}) when the same command is run again.",
+            f"completed epoch ({Path(cfg.paths.run_dir) / rundir.LAST_CHECKPOINT}) when the same command is run again.",
             flush=True,
         )
         raise SystemExit(130) from exc
@@ -270,15 +312,8 @@ def main(cfg: DictConfig) -> float | None:
         log.error("run failed in %s: %s: %s", cfg.paths.run_dir, type(exc).__name__, exc)
         report_failed_run(HydraConfig.get().sweep.dir, cfg.paths.run_dir, exc)  # the multirun then exits with status 1 (sweep.py)
         return None
-    best, last = record.get("test_best", {}), record.get("test_last", {})
-    print(
-        f"[kd_lightning] {record['dataset']} {record['method']} seed={record['seed']}: "
-        f"test acc {best.get('acc', float('nan')):.4f} (best-val ckpt, epoch {record.get('best_epoch')}), "
-        f"{last.get('acc', float('nan')):.4f} (last epoch); macro-F1 {best.get('f1', float('nan')):.4f}; "
-        f"{record.get('wall_time_s', 0):.0f}s -> {record['run_dir']}",
-        flush=True,
-    )
-    return best.get("acc")
+    print(summary_line(record), flush=True)
+    return record.get("test_best", {}).get("acc")
 
 
 if __name__ == "__main__":

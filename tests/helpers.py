@@ -20,6 +20,8 @@ FAST = [
     "trainer.log_every_n_steps=1",
     "recipe.batch_size=16",
     "dataset.num_workers=0",
+    "efficiency.quick=true",
+    "efficiency.export_onnx=false",
 ]
 
 

@@ -35,8 +35,9 @@ def test_datamodule_reads_torchvision_format_and_splits_70_30(name, fake_data_di
     dm.setup("fit")
     assert len(dm.train_set) == 96
     assert (len(dm.val_set), len(dm.test_set)) == (28, 12)
-    images, labels = next(iter(dm.train_dataloader()))
+    images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # uint8 -> augmented, normalised
     size, channels = SIZES[name], cfg.dataset.channels
+    assert images.dtype == torch.float32
     assert images.shape == (16, channels, size, size)
     assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < CLASSES[name]
     assert dm.num_classes == CLASSES[name]
@@ -135,37 +136,39 @@ def test_tensor_and_pil_pipelines_give_the_same_evaluation_batches(name, fake_da
 
 
 def test_tensor_pipeline_augments_only_while_training(fake_data_dir):
+    """Training batches carry their augmentation parameters and are augmented on the device;
+    validation batches carry none and are only normalised."""
     dm = instantiate(compose_cfg(["dataset=usps"], data_dir=fake_data_dir).dataset, _convert_="all")
     dm.setup("fit")
-    images, labels = next(iter(dm.val_dataloader()))
-
-    class FakeTrainer:
-        training = True
-
-    dm.trainer = FakeTrainer()
-    torch.manual_seed(0)
-    augmented, same_labels = dm.on_after_batch_transfer((images, labels), 0)
+    images, labels, params = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and params["angle"].abs().max() <= 15 and params["angle"].std() > 0
+    augmented, same_labels = dm.on_after_batch_transfer((images, labels, params), 0)
     assert torch.equal(same_labels, labels)
-    params = dm.batch_augment.last_params
-    assert params is not None and params.angle.abs().max() <= 15 and params.angle.std() > 0
-    FakeTrainer.training = False
     plain, _ = dm.on_after_batch_transfer((images, labels), 0)
-    assert dm.batch_augment.last_params is None and not torch.equal(plain, augmented)
+    assert not torch.equal(plain, augmented) and torch.equal(plain, dm.batch_augment.normalize(images))
+    val_batch = next(iter(dm.val_dataloader()))
+    assert len(val_batch) == 2  # no augmentation parameters outside training
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_tensor_loader_gathers_the_batches_a_shuffled_dataloader_would(fake_data_dir, train):
-    """One gather per batch, yet the same batches, in the same order, as DataLoader(shuffle=train)."""
+def test_tensor_loader_gathers_whole_batches_in_seeded_order(fake_data_dir, train):
+    """One gather per batch: each batch is the images at its sampler indices; training walks a
+    permutation set by (seed, epoch) and drops the last incomplete batch, evaluation walks in order."""
     dm = instantiate(compose_cfg(["dataset=usps", "recipe.batch_size=8"], data_dir=fake_data_dir).dataset, _convert_="all")
     dm.setup("fit")
     dataset = dm.train_set if train else dm.val_set
-    torch.manual_seed(3)
-    ours = list(dm.train_dataloader() if train else dm.val_dataloader())
-    torch.manual_seed(3)
-    plain = list(torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=train, drop_last=train))
-    assert len(ours) == len(plain) == (len(dataset) // 8 if train else -(-len(dataset) // 8))
-    for (x, y), (px, py) in zip(ours, plain, strict=True):
-        assert x.dtype == torch.uint8 and torch.equal(x, px) and torch.equal(y, py)
+    loader = dm.train_dataloader() if train else dm.val_dataloader()
+    keys = list(loader.sampler)
+    batches = list(loader)
+    assert len(batches) == len(keys) == (len(dataset) // 8 if train else -(-len(dataset) // 8))
+    seen = []
+    for (_, _, indices), (x, y, *_) in zip(keys, batches, strict=True):
+        assert x.dtype == torch.uint8 and torch.equal(x, dataset.images[indices]) and torch.equal(y, dataset.labels[indices])
+        seen += indices
+    assert len(set(seen)) == len(seen)
     if train:
-        torch.manual_seed(4)
-        assert not torch.equal(next(iter(dm.train_dataloader()))[1], ours[0][1])  # reshuffled per seed
+        assert seen != sorted(seen) and len(seen) == len(dataset) // 8 * 8
+        loader.sampler.set_epoch(1)
+        assert [k[2] for k in loader.sampler] != [k[2] for k in keys]  # reshuffled per epoch
+    else:
+        assert seen == list(range(len(dataset)))

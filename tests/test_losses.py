@@ -71,3 +71,17 @@ def test_kd_loss_properties(s, t, temperature, shift):
     if gap > 1e-3:
         assert loss > 1e-8
     assert kd_loss(s, s + shift, temperature).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_loss_is_computed_in_fp32_under_bf16_autocast():
+    """Softmax at T=4 of bf16 logits would lose the small probabilities KD transfers."""
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(8, 10, generator=gen), torch.randn(8, 10, generator=gen) * 5
+    reference = kd_loss(student, teacher, 4.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = kd_loss(student.bfloat16(), teacher.bfloat16(), 4.0)
+    assert loss.dtype == torch.float32
+    # only the inputs' rounding to bf16 remains, not bf16 arithmetic
+    exact_on_rounded = kd_loss(student.bfloat16().float(), teacher.bfloat16().float(), 4.0)
+    assert float(loss) == pytest.approx(float(exact_on_rounded), rel=1e-6)
+    assert float(loss) == pytest.approx(float(reference), rel=1e-2)

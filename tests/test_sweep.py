@@ -3,6 +3,7 @@ stay local, concurrent runs that share one teacher, and interrupted runs that re
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -11,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kd_lightning import train
 from tests.fakedata import write_all
@@ -74,7 +77,7 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path, monkeypatch
     assert "train-labels-idx1-ubyte" in failed["error"]["message"]
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "slurm"])
+@pytest.mark.parametrize("launcher", ["joblib", "slurm", "submitit_local"])
 def test_launcher_configs_compose_and_resolve(launcher):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"launcher={launcher}", "experiment=study"], return_hydra_config=True)
@@ -82,10 +85,11 @@ def test_launcher_configs_compose_and_resolve(launcher):
     module, _, cls = target.rpartition(".")
     assert getattr(__import__(module, fromlist=[cls]), cls)  # the plugin is installed and importable
     assert cfg.hydra.sweeper.params.dataset.count(",") == 4
+    if launcher.startswith("submitit"):
+        assert cfg.hydra.launcher.submitit_folder.startswith(str(cfg.paths.output_dir))
     if launcher == "slurm":
         assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1
-        assert cfg.hydra.launcher.submitit_folder.startswith(str(cfg.paths.output_dir))
-    else:
+    if launcher == "joblib":
         assert cfg.hydra.launcher.n_jobs >= 1
 
 
@@ -134,3 +138,54 @@ def test_sigterm_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path, 
     sa = torch.load(a["last_checkpoint"], weights_only=True)["state_dict"]
     sb = torch.load(b["last_checkpoint"], weights_only=True)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    # the curves survive the resume: every epoch once, equal to the uninterrupted run's
+    curve_a, curve_b = val_curve(Path(a["run_dir"])), val_curve(run_dir)
+    assert [e for e, _ in curve_b] == [0, 1, 2] and curve_a == curve_b
+    steps = train_loss_steps(run_dir)
+    assert len(steps) == len(set(steps)) == 3 * 5 and steps == train_loss_steps(Path(a["run_dir"]))
+    tb = EventAccumulator(str(run_dir / "tb"))
+    tb.Reload()
+    tb_steps = [event.step for event in tb.Scalars("val/acc")]
+    assert len(tb_steps) == len(set(tb_steps)) == 3, tb_steps
+
+
+def val_curve(run_dir: Path) -> list[tuple[int, str]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        return [(int(row["epoch"]), row["val/acc"]) for row in csv.DictReader(handle) if row.get("val/acc")]
+
+
+def train_loss_steps(run_dir: Path) -> list[int]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss_step")]
+
+
+class PreemptAfterFirstEpoch(L.Callback):
+    """Stands in for a job killed at its time limit: stops the run once epoch 1's checkpoint exists."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("preempted (test)")
+
+
+def test_submitit_local_grid_runs_collects_and_resumes_a_cut_job(tmp_path, fake_data_dir):
+    """launcher=submitit_local: pickled jobs, job folders, result collection, and a job whose run was
+    cut after its first epoch resuming from last.ckpt (what a requeued SLURM job does)."""
+    common = ("dataset=usps", "method=scratch", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, "trainer.max_epochs=2")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cut = compose("train", overrides=[*common, "seed=1", "+callbacks.preempt._target_=tests.test_sweep.PreemptAfterFirstEpoch"])
+    with pytest.raises(RuntimeError, match="preempted"):
+        train.run(cut)
+    cut_dir = tmp_path / "default" / "usps" / "scratch" / "seed1"
+    assert json.loads((cut_dir / "results.json").read_text())["status"] == "failed" and (cut_dir / "checkpoints" / "last.ckpt").is_file()
+
+    proc = cli("-m", "launcher=submitit_local", *common, "seed=0,1")
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out
+    records = all_results(tmp_path / "default")
+    assert {k: r["status"] for k, r in records.items()} == {"usps/scratch/seed0": "completed", "usps/scratch/seed1": "completed"}
+    fresh, resumed = records["usps/scratch/seed0"], records["usps/scratch/seed1"]
+    assert not fresh.get("resumed_from") and resumed["resumed_from"].endswith("last.ckpt")
+    assert fresh["global_steps"] == resumed["global_steps"] == 2 * 3 and resumed["epochs"] == 2
+    jobs = list((tmp_path / "default" / ".submitit").glob("*/*_result.pkl"))
+    assert len(jobs) == 2, "each grid point ran as a submitit job with its own folder and collected result"

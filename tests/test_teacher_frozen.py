@@ -53,6 +53,11 @@ def test_teacher_weights_and_batchnorm_statistics_do_not_change(cls, fake_data_d
     assert any(k.startswith("net.") for k in saved)
     # and it loads back strictly into a student that has its teacher
     trainer.test(module, datamodule=dm, ckpt_path=str(path), verbose=False)
+    if cls is IKDStudent:  # torn down after fit and test: the (registry's) teacher runs untapped
+        assert not module.teacher_tap.attached and not module.student_tap.attached
+        assert all(not m._forward_hooks for m in module.teacher.modules()) and all(not m._forward_hooks for m in module.net.modules())
+        _, terms = module.loss_terms(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))  # training again taps them again
+        assert module.teacher_tap.attached and float(terms["feat"]) > 0
 
 
 @pytest.mark.parametrize("cls", [RKDStudent, IKDStudent])

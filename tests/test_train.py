@@ -34,7 +34,8 @@ def out_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("method", ["teacher", "scratch", "rkd", "ikd"])
 def test_each_method_trains_checkpoints_logs_and_summarises(method, out_dir, fake_data_dir, monkeypatch, capsys):
-    run_cli(monkeypatch, "dataset=usps", f"method={method}", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={out_dir}", *FAST)
+    export = ["efficiency.export_onnx=true"] if method == "scratch" else []
+    run_cli(monkeypatch, "dataset=usps", f"method={method}", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={out_dir}", *FAST, *export)
     run_dir = out_dir / "default" / "usps" / method / "seed0"
     record = results(run_dir)
     assert record["status"] == "completed" and record["method"] == method and record["seed"] == 0
@@ -48,15 +49,27 @@ def test_each_method_trains_checkpoints_logs_and_summarises(method, out_dir, fak
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "csv" / "metrics.csv").read_text().count("val/acc") == 1
     assert (run_dir / "config.yaml").is_file()
-    assert f"usps {method} seed=0: test acc" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"usps {method} seed=0: test acc" in out and "(best-val ckpt, epoch 1 of 1)" in out  # epochs counted from 1
+    cost = record["efficiency"]  # the best checkpoint's network: the student alone, never teacher or adapters
+    assert cost["params"] == record["params"]["net"] and cost["flops_per_image"] > 0 and cost["latency_ms_b1"]["median"] > 0
+    assert cost["checkpoint_mb"] > 0 and cost["throughput_b64_img_s"] > 0
+    if export:
+        assert (run_dir / "export" / "model.onnx").is_file() and cost["onnx_mb"] > 0
+        assert cost["onnx_check"]["top1_agreement"] == 1.0 and cost["onnx_check"]["max_abs_logit_diff"] < 1e-3
     if method == "teacher":
         entry = teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir))
         assert (entry / "teacher.ckpt").is_file() and json.loads((entry / "teacher.json").read_text())["teacher_key"] == entry.parent.name
-    else:
-        expected_teacher = record["teacher"]["checkpoint"] if record["teacher"] else None
-        assert (expected_teacher is None) == (method == "scratch")
-        if expected_teacher:
-            assert expected_teacher.startswith(str(out_dir / "teachers" / "usps"))
+        assert record["teacher_key"] == entry.parent.name
+    else:  # every student, scratch included, is compared with the registry's teacher (trained above)
+        teacher = record["teacher"]
+        assert teacher["checkpoint"].startswith(str(out_dir / "teachers" / "usps")) and teacher["source"] == "registry"
+        assert teacher["key"] == Path(teacher["checkpoint"]).parts[-3] and 0.0 <= teacher["test_acc"] <= 1.0
+        assert teacher["stale"] is False and teacher["run_dir"] == str(out_dir / "default" / "usps" / "teacher" / "seed0")
+        for stage in ("test_best", "test_last"):
+            assert 0.0 <= record[stage]["agreement"] <= 1.0 and record[stage]["kl_teacher_student"] >= 0.0
+    for stage in ("test_best", "test_last"):
+        assert record[stage]["nll"] > 0.0 and 0.0 <= record[stage]["ece"] <= 1.0
     if method == "ikd":
         metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
         assert all(f"train/{term}_epoch" in metrics for term in ("ce", "kd", "feat", "loss"))

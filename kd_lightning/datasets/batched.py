@@ -6,12 +6,18 @@
 batch lives on, with parameters drawn per sample: every image gets its own angle, uniform in
 ``[-rotation, rotation]`` degrees, and its own independent horizontal / vertical flip coins.
 
-Both halves come from kornia: its augmentation samplers draw the per-sample parameters (from torch's
-global RNG, so checkpointed RNG state replays them on resume), and ``kornia.geometry.transform.rotate``
+Both halves come from kornia: its augmentation samplers draw the per-sample parameters, and
+``kornia.geometry.transform.rotate``
 does the batched warp. With nearest interpolation and zero fill (torchvision's ``RandomRotation``
 defaults) it gives torchvision's per-image ``rotate`` pixel for pixel, counter-clockwise for positive
 angles; the tests check that image by image. Rotation comes before the flips, as in the per-image
 pipeline; then ``x / 255`` and ``(x - mean) / std``.
+
+The training loader draws each batch's parameters with :meth:`BatchAugment.sample_params` from a
+stream of its own (``seed``: run seed, epoch and batch number, :mod:`kd_lightning.seeding`), on the CPU,
+before the batch moves to the device. So every method of one seed sees the same augmentation draws
+(common random numbers), the teacher and the student see the same view within a step, and a resumed
+run draws exactly what an uninterrupted one drew.
 
 :func:`load_as_uint8_tensors` reads a torchvision dataset's raw arrays (``.data`` / ``.targets``)
 into one uint8 ``(N, C, H, W)`` tensor and one int64 label tensor, without going through PIL.
@@ -19,7 +25,8 @@ into one uint8 ``(N, C, H, W)`` tensor and one int64 label tensor, without going
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import kornia.augmentation as K
@@ -27,9 +34,11 @@ import numpy as np
 import torch
 from kornia.geometry.transform import rotate
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, Sampler, Subset, TensorDataset
 
-__all__ = ["AugmentParams", "BatchAugment", "load_as_uint8_tensors"]
+from kd_lightning.seeding import derive_seed, generator
+
+__all__ = ["AugmentParams", "AugmentedBatches", "BatchAugment", "SeededBatchSampler", "load_as_uint8_tensors"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,10 @@ class AugmentParams:
 
     def to(self, device: torch.device | str) -> AugmentParams:
         return AugmentParams(self.angle.to(device), self.hflip.to(device), self.vflip.to(device))
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """Plain tensors, so the batch survives Lightning's device transfer (frozen dataclasses do not)."""
+        return {"angle": self.angle, "hflip": self.hflip, "vflip": self.vflip}
 
     @classmethod
     def identity(cls, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
@@ -77,10 +90,10 @@ class BatchAugment(nn.Module):
         self.rotation = float(rotation)
         self.hflip = float(hflip)
         self.vflip = float(vflip)
-        # kornia's samplers: angle ~ U[-rotation, rotation] for every sample (p=1), flips ~ Bernoulli(p)
-        self.rotation_sampler = K.RandomRotation(degrees=self.rotation, p=1.0)
-        self.hflip_sampler = K.RandomHorizontalFlip(p=self.hflip)
-        self.vflip_sampler = K.RandomVerticalFlip(p=self.vflip)
+        # kornia's samplers: angle ~ U[-rotation, rotation] for every sample (p=1), flips ~ Bernoulli(p).
+        # Kept in a tuple, not as submodules: moving this module to a GPU must not move them, so the
+        # draws are the same (CPU) numbers on every device.
+        self._samplers = (K.RandomRotation(degrees=self.rotation, p=1.0), K.RandomHorizontalFlip(p=self.hflip), K.RandomVerticalFlip(p=self.vflip))
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1), persistent=False)
         self.last_params: AugmentParams | None = None
@@ -99,13 +112,23 @@ class BatchAugment(nn.Module):
         return f"rotation={self.rotation}, hflip={self.hflip}, vflip={self.vflip}, channels={self.mean.shape[1]}"
 
     # -- parameters ----------------------------------------------------------------------------
-    def sample_params(self, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
-        """Independent per-sample parameters from kornia's samplers (torch's global RNG), on ``device``."""
+    def sample_params(self, batch_size: int, device: torch.device | str | None = None, seed: int | None = None) -> AugmentParams:
+        """Independent per-sample parameters from kornia's samplers, drawn on the CPU, returned on ``device``.
+
+        With ``seed`` the draws come from a private generator started at that seed (torch's global
+        stream is left where it was); without, from the global stream.
+        """
         shape = torch.Size([batch_size, int(self.mean.shape[1]), 1, 1])  # the samplers only read N
-        angle = self.rotation_sampler.forward_parameters(shape)["degrees"].to(torch.float32)
-        hflip = self.hflip_sampler.forward_parameters(shape)["batch_prob"] > 0.5
-        vflip = self.vflip_sampler.forward_parameters(shape)["batch_prob"] > 0.5
-        params = AugmentParams(angle, hflip, vflip)
+        rotation, hflip, vflip = self._samplers
+        with contextlib.ExitStack() as stack:
+            if seed is not None:
+                stack.enter_context(torch.random.fork_rng(devices=[]))
+                torch.default_generator.manual_seed(seed)
+            params = AugmentParams(
+                rotation.forward_parameters(shape)["degrees"].to(torch.float32),
+                hflip.forward_parameters(shape)["batch_prob"] > 0.5,
+                vflip.forward_parameters(shape)["batch_prob"] > 0.5,
+            )
         return params.to(device) if device is not None else params
 
     # -- the transform -------------------------------------------------------------------------
@@ -137,6 +160,65 @@ class BatchAugment(nn.Module):
         return self.apply(images, params)
 
 
+# -- the training stream: order and augmentation from the seed, not from the global RNG ----------
+class SeededBatchSampler(Sampler):
+    """Batches of indices whose order is a function of ``(seed, epoch)`` only.
+
+    Yields ``(epoch, batch_number, indices)``. Lightning calls :meth:`set_epoch` before every epoch
+    (also after a resume), so epoch ``e`` is shuffled the same way whichever method trains, however
+    many random numbers were drawn elsewhere, and whether or not the run was interrupted. Unshuffled,
+    it walks the data in order. ``drop_last`` drops the incomplete last batch (a single-sample batch
+    breaks BatchNorm when ``layer4`` is 1x1).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.num_samples, self.batch_size, self.shuffle, self.drop_last, self.seed = num_samples, batch_size, shuffle, drop_last, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        return torch.randperm(self.num_samples, generator=generator(self.seed, "order", self.epoch))
+
+    def __iter__(self) -> Iterator[tuple[int, int, list[int]]]:
+        order = self.order().tolist()
+        for number in range(len(self)):
+            yield self.epoch, number, order[number * self.batch_size : (number + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+
+class AugmentedBatches(Dataset):
+    """uint8 tensors indexed by whole batches from :class:`SeededBatchSampler`.
+
+    ``dataset[(epoch, number, indices)]`` is ``(images, labels)``, plus, when ``augment`` augments,
+    the batch's augmentation parameters (a dict of CPU tensors) drawn from the stream
+    ``(seed, "augment", epoch, number)``. One gather per batch instead of N item lookups and a collate.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, augment: BatchAugment | None = None, seed: int = 0) -> None:
+        self.images, self.labels, self.augment, self.seed = images, labels, augment, seed
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, key: tuple[int, int, list[int]]):
+        epoch, number, indices = key
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images, labels = self.images[index], self.labels[index]
+        if self.augment is None or not self.augment.augments:
+            return images, labels
+        params = self.augment.sample_params(len(indices), seed=derive_seed(self.seed, "augment", epoch, number))
+        return images, labels, params.as_dict()
+
+
 def _check_batch(images: Tensor, channels: int) -> None:
     if images.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 batch (raw pixel values), got {images.dtype}")
@@ -153,7 +235,9 @@ def load_as_uint8_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
     array ``N x H x W``; CIFAR10 / CIFAR100 a numpy uint8 array ``N x H x W x C``. A
     ``torch.utils.data.Subset`` (e.g. the validation split) is followed to its indices.
     """
-    if isinstance(dataset, TensorDataset):  # the DataModule's tensor pipeline already holds them
+    if isinstance(dataset, AugmentedBatches):  # the DataModule's tensor pipeline already holds them
+        return dataset.images, dataset.labels
+    if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
         return images, labels
     if isinstance(dataset, Subset):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
-from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
+from kd_lightning.datasets.batched import AugmentedBatches, AugmentParams, BatchAugment, SeededBatchSampler, load_as_uint8_tensors
 from kd_lightning.datasets.splits import split_official_test
 from kd_lightning.datasets.transforms import eval_transform, train_transform
 
@@ -61,8 +61,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         top_k: Sequence[int] = (1,),
         pipeline: str = "tensor",
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        #: the run seed: with the tensor pipeline, data order and augmentation are functions of it
+        #: (and of the epoch) alone, the same for every method (kd_lightning/seeding.py)
+        self.seed = int(seed)
         self.name = name
         self.num_classes = num_classes
         self.channels = channels
@@ -134,9 +138,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             # uint8 tensors in memory; augmentation and normalisation run batched on the training
             # device in on_after_batch_transfer, so no per-image PIL work sits in the loop
             test_images, test_labels = load_as_uint8_tensors(official_test)
-            self.train_set = TensorDataset(train_images, train_labels)
-            self.val_set = TensorDataset(test_images[val_idx], test_labels[val_idx])
-            self.test_set = TensorDataset(test_images[test_idx], test_labels[test_idx])
+            self.train_set = AugmentedBatches(train_images, train_labels, self.batch_augment, self.seed)
+            self.val_set = AugmentedBatches(test_images[val_idx], test_labels[val_idx])
+            self.test_set = AugmentedBatches(test_images[test_idx], test_labels[test_idx])
             return
         train_raw.transform = train_transform(self.mean, self.std, self.augmentation)
         official_test.transform = eval_transform(self.mean, self.std)
@@ -148,9 +152,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """Tensor pipeline: augment (training) or just normalise (evaluation) the uint8 batch on its device."""
         if self.pipeline != "tensor":
             return batch
+        augment = self.batch_augment.to(batch[0].device)
+        if len(batch) == 3:  # a training batch with its augmentation parameters (AugmentedBatches)
+            images, labels, params = batch
+            return augment.apply(images, AugmentParams(**params)), labels
         images, labels = batch
-        training = self.trainer is not None and self.trainer.training
-        return self.batch_augment.to(images.device).train(training)(images), labels
+        return augment.normalize(images), labels
 
     def _check_matches_config(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         expected = (self.channels, self.image_size, self.image_size)
@@ -177,11 +184,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
             "pin_memory": self.pin_memory,
         }
         if self.pipeline == "tensor":
-            # One gather per batch (tensors[index_list]) instead of N item lookups and a collate. The
-            # sampler pair is the one DataLoader(shuffle=train, drop_last=train) builds, so the batches
-            # (and the RNG draws) are the same; tensor indexing needs no workers.
-            order = RandomSampler(dataset) if train else SequentialSampler(dataset)
-            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last), num_workers=0, **common)
+            # One gather per batch; order and augmentation from the seed's own streams (batched.py).
+            # Tensor indexing needs no workers.
+            sampler = SeededBatchSampler(len(dataset), batch_size, shuffle=train, drop_last=drop_last, seed=self.seed)
+            return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0, **common)
+        # the paper's PIL pipeline: order and augmentation from the global stream, which is seeded
+        # just before the student is built (train.py), so methods of one seed still draw alike
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, num_workers=self.num_workers, **common)
 
     def train_dataloader(self) -> DataLoader:

@@ -15,10 +15,14 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
-from kd_lightning.models import build_resnet
+from kd_lightning.losses import kd_loss
+from kd_lightning.models import build_resnet, frozen_forward
+
+#: bins of the expected calibration error (torchmetrics' default, as in Guo et al. 2017)
+ECE_BINS = 15
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -34,6 +38,46 @@ def classification_metrics(num_classes: int, top_k: Sequence[int]) -> MetricColl
         if k > 1:
             metrics[f"top{k}"] = MulticlassAccuracy(num_classes, top_k=k, average="micro")
     return MetricCollection(metrics)
+
+
+class TestMetrics(nn.Module):
+    """What a test split says about one network beyond accuracy.
+
+    - calibration: ``nll`` (mean cross-entropy, nats) and ``ece`` (expected calibration error,
+      ``ECE_BINS`` equal-width confidence bins, torchmetrics);
+    - fidelity to the teacher (Stanton et al. 2021, "Does knowledge distillation really work?"):
+      ``agreement``, the share of test images where student and teacher agree on the top-1 class, and
+      ``kl_teacher_student``, KL(teacher || student) at temperature 1 in nats per image (the KD loss of
+      ``kd_lightning.losses`` at T = 1). Left out (``None``) when there is no teacher to compare with.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.nll = MeanMetric()
+        self.ece = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
+        self.agreement = MeanMetric()
+        self.kl_teacher_student = MeanMetric()
+
+    def update(self, logits: Tensor, labels: Tensor, teacher_logits: Tensor | None) -> None:
+        logits = logits.float()
+        self.nll.update(F.cross_entropy(logits, labels, reduction="none"))
+        self.ece.update(logits.softmax(-1), labels)
+        if teacher_logits is not None:
+            teacher_logits = teacher_logits.float()
+            self.agreement.update((logits.argmax(-1) == teacher_logits.argmax(-1)).float())
+            self.kl_teacher_student.update(kd_loss(logits, teacher_logits, 1.0), weight=labels.shape[0])
+
+    def compute(self) -> dict[str, float | None]:
+        seen_teacher = bool(self.agreement.update_called)
+        out = {
+            "nll": float(self.nll.compute()),
+            "ece": float(self.ece.compute()),
+            "agreement": float(self.agreement.compute()) if seen_teacher else None,
+            "kl_teacher_student": float(self.kl_teacher_student.compute()) if seen_teacher else None,
+        }
+        for metric in (self.nll, self.ece, self.agreement, self.kl_teacher_student):
+            metric.reset()
+        return out
 
 
 class ClassifierModule(L.LightningModule):
@@ -64,6 +108,10 @@ class ClassifierModule(L.LightningModule):
         self.val_metrics = classification_metrics(num_classes, top_k)
         self.test_metrics = classification_metrics(num_classes, top_k)
         self.test_per_class_f1 = MulticlassF1Score(num_classes, average=None)
+        self.test_extra = TestMetrics(num_classes)
+        #: a teacher to measure fidelity against, for methods that do not train with one (scratch);
+        #: held in a list so it is neither a submodule nor part of this module's checkpoints
+        self._reference_teacher: list[nn.Module] = []
         #: prefix of the metrics logged by the next ``trainer.test`` (``test_best`` / ``test_last``)
         self.test_prefix = "test"
         #: filled at the end of each test run: plain floats, ready for results.json
@@ -78,18 +126,31 @@ class ClassifierModule(L.LightningModule):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 
+    def training_loss(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """Logits, loss terms and their sum: the one place the training loss is assembled
+        (the Lightning loop and the benchmark's bare loop both call it)."""
+        logits, terms = self.loss_terms(images, labels)
+        return logits, terms, torch.stack(list(terms.values())).sum()
+
+    # -- the teacher that test-time fidelity is measured against -------------------------------
+    @property
+    def reference_teacher(self) -> nn.Module | None:
+        return self._reference_teacher[0] if self._reference_teacher else None
+
+    def set_reference_teacher(self, teacher: nn.Module | None) -> None:
+        self._reference_teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+
     # -- shared loop ---------------------------------------------------------------------------
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
-        logits, terms = self.loss_terms(images, labels)
-        loss = torch.stack(list(terms.values())).sum()
+        logits, terms, loss = self.training_loss(images, labels)
         if not torch.isfinite(loss):
             bad = [name for name, value in terms.items() if not torch.isfinite(value)]
             raise NonFiniteLossError(
-                f"non-finite loss term(s) {bad} at global step {self.global_step} (epoch {self.current_epoch}); "
+                f"non-finite loss term(s) {bad} at global step {self.global_step} (epoch {self.current_epoch + 1}, counted from 1); "
                 "lower recipe.optimizer.lr or check the inputs. Checkpoints written so far are kept."
             )
         batch_size = labels.shape[0]
@@ -112,21 +173,27 @@ class ClassifierModule(L.LightningModule):
             return
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True)
 
+    def on_test_start(self) -> None:
+        if self.reference_teacher is not None:
+            self.reference_teacher.to(self.device)
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
         self.log(f"{self.test_prefix}/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=labels.shape[0])
         self.test_metrics.update(logits, labels)
         self.test_per_class_f1.update(logits, labels)
+        teacher = self.reference_teacher
+        self.test_extra.update(logits, labels, frozen_forward(teacher, images) if teacher is not None else None)
 
     def on_test_epoch_end(self) -> None:
-        values = {k: v for k, v in self.test_metrics.compute().items()}
+        values = {k: float(v) for k, v in self.test_metrics.compute().items()}
         per_class = self.test_per_class_f1.compute()
         self.test_metrics.reset()
         self.test_per_class_f1.reset()
-        self.log_dict({f"{self.test_prefix}/{k}": v for k, v in values.items()})
-        self.last_test_results = {k: float(v) for k, v in values.items()}
-        self.last_test_results["per_class_f1"] = [float(v) for v in per_class]
+        extra = self.test_extra.compute()
+        self.log_dict({f"{self.test_prefix}/{k}": v for k, v in {**values, **extra}.items() if v is not None})
+        self.last_test_results = {**values, **extra, "per_class_f1": [float(v) for v in per_class]}
 
     def configure_optimizers(self):
         optimizer = instantiate(dict(self.hparams.optimizer), params=list(self.trainable_parameters()))

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from kd_lightning.hooks import FeatureTap
 from kd_lightning.losses import feature_matching_loss
 from kd_lightning.modules.rkd import RKDStudent
+from kd_lightning.seeding import isolated_rng
 
 
 def adapter_key(stage: str) -> str:
@@ -60,17 +61,22 @@ class IKDStudent(RKDStudent):
         student_shapes = probe_feature_shapes(self.net, self.student_tap, input_shape)
         teacher_shapes = probe_feature_shapes(self.teacher, self.teacher_tap, input_shape)
         adapters = {}
-        for stage in self.stages:
+        for stage in self.stages:  # shapes checked first, then initialised below on a private stream
             s, t = student_shapes[stage], teacher_shapes[stage]
             if s[1:] != t[1:]:
                 raise ValueError(
                     f"method.stages: stage {stage!r} gives student maps {tuple(s)} but teacher maps {tuple(t)}; "
                     "spatial sizes must match (use the same model.stem for teacher and student)."
                 )
-            adapters[adapter_key(stage)] = nn.Conv2d(s[0], t[0], kernel_size=1, bias=False)
-        self.adapters = nn.ModuleDict(adapters)
+            adapters[adapter_key(stage)] = (s[0], t[0])
+        # the adapters' initialisation must not move the global stream the data and the rest of
+        # training draw from: the IKD student of a seed stays paired with its scratch and RKD twins
+        with isolated_rng():
+            self.adapters = nn.ModuleDict({k: nn.Conv2d(cin, cout, kernel_size=1, bias=False) for k, (cin, cout) in adapters.items()})
 
     def loss_terms(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        self.student_tap.attach()  # no-op unless a teardown removed them
+        self.teacher_tap.attach()
         logits, terms = super().loss_terms(images, labels)  # runs both forwards, filling the taps
         student, teacher = self.student_tap.pop(), self.teacher_tap.pop()
         adapted = {stage: self.adapters[adapter_key(stage)](student[stage]) for stage in self.stages}
@@ -84,3 +90,14 @@ class IKDStudent(RKDStudent):
     def test_step(self, batch, batch_idx):
         super().test_step(batch, batch_idx)
         self.student_tap.features.clear()
+        self.teacher_tap.features.clear()
+
+    def teardown(self, stage: str) -> None:
+        """Remove the forward hooks when Lightning is done with the module (after fit, after test):
+        the networks (the registry's teacher above all) run untapped afterwards; a new fit re-attaches."""
+        super().teardown(stage)
+        self.remove_hooks()
+
+    def remove_hooks(self) -> None:
+        self.student_tap.remove()
+        self.teacher_tap.remove()

@@ -42,6 +42,10 @@ class RKDStudent(ClassifierModule):
         self.temperature = temperature
         self.teacher = teacher.eval().requires_grad_(False)
 
+    @property
+    def reference_teacher(self) -> nn.Module:
+        return self.teacher
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()

@@ -1,0 +1,7 @@
+"""``python -m kd_lightning.report <sweep> [--out DIR] [--metric ...]``."""
+
+import sys
+
+from kd_lightning.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""Command line: ``python -m kd_lightning.report <sweep-dir> [--out DIR] [--metric ...]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from kd_lightning.report.runs import DEFAULT_METRIC, METRICS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; prints the path of report.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kd_lightning.report.writer import write_report
+
+    parser = argparse.ArgumentParser(prog="python -m kd_lightning.report", description=(
+        "Summarise a knowledge-distillation sweep (every results.json under SWEEP, except archive/ folders) "
+        "into report.md, PNG figures and CSV tables, with a verdict on each of the paper's claims."))
+    parser.add_argument("sweep", type=Path, help="sweep folder, e.g. outputs/study")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: SWEEP/report)")
+    parser.add_argument("--metric", choices=sorted(METRICS), default=DEFAULT_METRIC,
+                        help="headline metric for figures and claims (both are tabulated); default: %(default)s")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.sweep, args.out, args.metric)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    print(path)
+    return 0

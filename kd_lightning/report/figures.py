@@ -1,0 +1,227 @@
+"""The report's figures (object-oriented matplotlib: no pyplot state, works headless and inline in notebooks).
+
+Each function takes the runs of ONE recipe (``runs.for_recipe``) and returns a ``Figure``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from kd_lightning.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
+from kd_lightning.report.curves import curve_summary
+from kd_lightning.report.formatting import dataset_label, metric_note
+from kd_lightning.report.runs import DEFAULT_METRIC, completed_runs, datasets_in, ordered_datasets, ordered_methods
+from kd_lightning.report.tables import efficiency_table, paired_comparison, summary_table
+
+METHOD_COLORS = {"teacher": "#4C72B0", "scratch": "#8C8C8C", "rkd": "#DD8452", "ikd": "#55A868"}
+
+
+def _no_data(ax: Any, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """A legend only when something is labelled (empty sweeps draw bare axes)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def _bar_positions(n_groups: int, n_bars: int, width: float = 0.8) -> tuple[np.ndarray, float, list[float]]:
+    bar = width / max(n_bars, 1)
+    offsets = [(i - (n_bars - 1) / 2) * bar for i in range(n_bars)]
+    return np.arange(n_groups), bar, offsets
+
+
+def plot_accuracy(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+    """Grouped bars: test accuracy per dataset for teacher and students, seed std as error bars."""
+    summary = summary_table(runs, metric)
+    datasets = ordered_datasets(summary["dataset"])
+    methods = ordered_methods(summary["method"])
+    fig = Figure(figsize=(max(6.0, 1.6 * len(datasets) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    x, bar, offsets = _bar_positions(len(datasets), len(methods))
+    for offset, method in zip(offsets, methods):
+        rows = summary[summary["method"] == method].set_index("dataset").reindex(datasets)
+        ax.bar(x + offset, rows["mean"], bar, yerr=rows["std"].fillna(0), capsize=3,
+               color=METHOD_COLORS.get(method), label=METHOD_LABELS.get(method, method))
+        if rows["paper"].notna().any():
+            ax.scatter(x + offset, rows["paper"], marker="x", color="black", zorder=3,
+                       label="paper (reported)" if method == methods[0] else None)
+    if summary["mean"].notna().any():
+        low = np.nanmin(summary["mean"] - summary["std"].fillna(0))
+        ax.set_ylim(max(0.0, low - 5), 100)
+    else:
+        _no_data(ax)
+    ax.set_xticks(x, [dataset_label(d) for d in datasets])
+    ax.set_xlabel("dataset (simplest → most complex)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Test accuracy by method\n{metric_note(metric)}; mean over seeds, error bars: sample std", fontsize="medium")
+    _legend(ax, loc="lower left", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylabel: str) -> Figure:
+    """Bars of paired differences per dataset, one bar per comparison, 95% CI as error bars, * where Holm resolves."""
+    datasets = ordered_datasets(d for _, frame in pairs for d in frame["dataset"])
+    fig = Figure(figsize=(max(6.0, 1.4 * len(datasets) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    x, bar, offsets = _bar_positions(len(datasets), len(pairs))
+    for offset, (method, frame) in zip(offsets, pairs):
+        rows = frame.set_index("dataset").reindex(datasets)
+        err = np.vstack([rows["diff_mean"] - rows["ci_low"], rows["ci_high"] - rows["diff_mean"]])
+        ax.bar(x + offset, rows["diff_mean"], bar, yerr=np.nan_to_num(err), capsize=3,
+               color=METHOD_COLORS.get(method), label=METHOD_LABELS.get(method, method))
+        for xi, (res, low, high) in enumerate(zip(rows["resolved"].fillna(""), rows["ci_low"], rows["ci_high"])):
+            if res:  # beyond the end of the interval, on the side the difference points to
+                y = high if res == "+" else low
+                ax.annotate("*", (x[xi] + offset, y), ha="center", va="bottom" if res == "+" else "top", fontsize="large")
+    if not any(frame["diff_mean"].notna().any() for _, frame in pairs):
+        _no_data(ax)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [dataset_label(d) for d in datasets])
+    ax.set_xlabel("dataset (simplest → most complex)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    _legend(ax, fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_gain_over_scratch(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+    """RKD and IKD gain over the scratch student per dataset, paired by seed, with 95% CIs."""
+    pairs = [(s, paired_comparison(runs, s, "scratch", metric)) for s in ("rkd", "ikd")]
+    return _difference_bars(pairs, f"Student gain over scratch\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
+                                   "* = resolved after Holm", "student − scratch (percentage points)")
+
+
+def plot_students_vs_teacher(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+    """Each student minus the teacher per dataset: how much of the teacher each student recovers."""
+    pairs = [(s, paired_comparison(runs, s, "teacher", metric)) for s in ("scratch", "rkd", "ikd")]
+    return _difference_bars(pairs, f"Students vs teacher\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
+                                   "* = resolved after Holm", "student − teacher (percentage points)")
+
+
+def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+    """Gain over scratch against the paper's complexity rank (claim 1), with the paper's gains dashed."""
+    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    plotted = False
+    for student in ("rkd", "ikd"):
+        color = METHOD_COLORS[student]
+        frame = paired_comparison(runs, student, "scratch", metric).dropna(subset=["complexity_rank", "diff_mean"])
+        if not frame.empty:
+            err = np.vstack([frame["diff_mean"] - frame["ci_low"], frame["ci_high"] - frame["diff_mean"]])
+            ax.errorbar(frame["complexity_rank"], frame["diff_mean"], yerr=np.nan_to_num(err), marker="o", capsize=3,
+                        color=color, label=f"{METHOD_LABELS[student]} (this sweep)")
+            plotted = True
+        paper = [(r, paper_accuracy(d, student) - paper_accuracy(d, "scratch")) for d, r in COMPLEXITY_RANK.items()]
+        ax.plot(*zip(*paper), linestyle="--", marker=".", color=color, alpha=0.6, label=f"{METHOD_LABELS[student]} (paper)")
+    if not plotted:
+        _no_data(ax, "no ranked datasets with paired runs")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(list(COMPLEXITY_RANK.values()), [f"{r}\n{dataset_label(d)}" for d, r in COMPLEXITY_RANK.items()])
+    ax.set_xlabel("dataset complexity rank (1 = simplest, paper's ordering)")
+    ax.set_ylabel("student − scratch (percentage points)")
+    ax.set_title(f"Distillation gain vs dataset complexity\n{metric_note(metric)}; error bars: 95% CI", fontsize="medium")
+    _legend(ax, fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_training_curves(curves: pd.DataFrame, dataset: str) -> Figure:
+    """Validation accuracy and loss per epoch for every method on one dataset (mean over seeds, ±std band)."""
+    summary = curve_summary(curves[curves["dataset"] == dataset])
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for method in ordered_methods(summary["method"]):
+        rows = summary[summary["method"] == method].sort_values("epoch")
+        epoch = rows["epoch"].to_numpy() + 1
+        for ax, name in ((ax_acc, "val_acc"), (ax_loss, "val_loss")):
+            mean, std = rows[f"{name}_mean"].to_numpy(float), rows[f"{name}_std"].fillna(0).to_numpy(float)
+            ax.plot(epoch, mean, marker=".", color=METHOD_COLORS.get(method), label=f"{METHOD_LABELS.get(method, method)} (n≤{rows['n'].max()})")
+            ax.fill_between(epoch, mean - std, mean + std, color=METHOD_COLORS.get(method), alpha=0.15)
+    for ax, ylabel, title in ((ax_acc, "validation accuracy (%)", "Validation accuracy"),
+                              (ax_loss, "validation loss (cross-entropy, nats)", "Validation loss")):
+        if summary.empty:
+            _no_data(ax, "no metrics.csv found")
+        else:
+            _legend(ax, fontsize="small")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Training curves — {dataset_label(dataset)} (mean over seeds, band: ±1 std)")
+    return fig
+
+
+def plot_per_class_f1(runs: pd.DataFrame, dataset: str, metric: str = DEFAULT_METRIC) -> Figure:
+    """Per-class test F1 on one dataset, methods as grouped bars (mean over seeds, std error bars)."""
+    split = metric.split(".")[0]
+    column = f"{split}.per_class_f1"
+    done = completed_runs(runs)
+    done = done[(done["dataset"] == dataset) & done[column].notna()] if column in done else done.iloc[0:0]
+    methods = ordered_methods(done["method"]) if not done.empty else []
+    n_classes = max((len(v) for v in done[column]), default=0) if not done.empty else 0
+    fig = Figure(figsize=(min(30.0, max(7.0, 0.35 * n_classes * max(len(methods), 1) / 2 + 2)), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    x, bar, offsets = _bar_positions(n_classes, len(methods))
+    for offset, method in zip(offsets, methods):
+        values = np.array([v for v in done.loc[done["method"] == method, column] if len(v) == n_classes], dtype=float) * 100
+        if len(values) == 0:
+            continue
+        std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(n_classes)
+        ax.bar(x + offset, values.mean(axis=0), bar, yerr=std, capsize=2 if n_classes <= 20 else 0,
+               color=METHOD_COLORS.get(method), label=f"{METHOD_LABELS.get(method, method)} (n={len(values)})")
+    if n_classes == 0:
+        _no_data(ax)
+    else:
+        _legend(ax, fontsize="small")
+        ax.set_xticks(x if n_classes <= 20 else x[::5])
+    ax.set_xlabel("class index")
+    ax.set_ylabel("test F1 (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"Per-class test F1 — {dataset_label(dataset)}\n{metric_note(metric)}; mean over seeds, error bars: sample std", fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+COSTS = {"latency_ms_b1": "CPU latency, batch 1 (median ms)", "flops_per_image": "FLOPs per image"}
+
+
+def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost: str = "latency_ms_b1") -> Figure:
+    """Accuracy against cost, one panel per dataset, one point per method (95% t-interval over seeds)."""
+    eff = efficiency_table(runs, metric)
+    datasets = datasets_in(runs) if not eff.empty else []
+    fig = Figure(figsize=(max(5.0, 3.6 * max(len(datasets), 1)), 3.8), layout="constrained")
+    axes = fig.subplots(1, max(len(datasets), 1), squeeze=False)[0]
+    if not datasets:
+        _no_data(axes[0], "no efficiency measurements")
+    for ax, dataset in zip(axes, datasets):
+        rows = eff[eff["dataset"] == dataset]
+        for r in rows.to_dict("records"):
+            err = [[r["acc_mean"] - r["acc_ci_low"]], [r["acc_ci_high"] - r["acc_mean"]]]
+            ax.errorbar(r[cost], r["acc_mean"], yerr=np.nan_to_num(err), marker="o", capsize=3,
+                        color=METHOD_COLORS.get(r["method"]), label=METHOD_LABELS.get(r["method"], r["method"]))
+        ax.set_xscale("log" if cost == "flops_per_image" else "linear")
+        ax.set_title(dataset_label(dataset))
+        ax.set_xlabel(COSTS.get(cost, cost))
+        ax.grid(alpha=0.3)
+        _legend(ax, fontsize="small")
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.suptitle(f"Accuracy vs cost — {metric_note(metric)}; error bars: 95% t-interval over seeds", fontsize="medium")
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """PNG through the Agg renderer (no display needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    return path

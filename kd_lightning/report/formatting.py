@@ -1,0 +1,65 @@
+"""Number and label formatting shared by the claims text, the markdown tables and the figures."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from kd_lightning.paper import METHOD_LABELS
+from kd_lightning.report.runs import dataset_label
+
+__all__ = ["fmt", "fmt_p", "fmt_ci", "fmt_n", "mean_std", "dataset_label", "method_label", "metric_note"]
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
+    """``n/a`` for a missing value, else a fixed-point number (with its sign when ``signed``)."""
+    if _missing(value):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def fmt_p(value: Any) -> str:
+    if _missing(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def fmt_ci(low: Any, high: Any, digits: int = 2) -> str:
+    if _missing(low) or _missing(high):
+        return "[n/a]"
+    return f"[{fmt(low, digits, True)}, {fmt(high, digits, True)}]"
+
+
+def fmt_n(value: Any) -> str:
+    """A count that may be undefined (NaN) or unreachable (inf)."""
+    if _missing(value):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return f"> {100_000}"
+    return str(int(value))
+
+
+def mean_std(mean: Any, std: Any, digits: int = 2) -> str:
+    return "n/a" if _missing(mean) else f"{mean:.{digits}f} ± {fmt(std, digits)}"
+
+
+def method_label(method: Any) -> str:
+    return METHOD_LABELS.get(method, str(method))
+
+
+def metric_note(metric: str) -> str:
+    """Which checkpoint a number comes from, short enough for a title line."""
+    return {"test_best": "best-validation checkpoint", "test_last": "last-epoch checkpoint"}.get(metric.split(".")[0], metric)

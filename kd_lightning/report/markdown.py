@@ -1,0 +1,296 @@
+"""report.md: human-readable tables (strings, percent, ``n/a``) and the document, organised by concern:
+claims first, then the evidence behind them, then runs and their problems."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from kd_lightning.report.claims import ALPHA, MIN_PAIRS, MIN_TREND_DATASETS, Claim
+from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, mean_std, method_label
+from kd_lightning.report.provenance import teacher_check
+from kd_lightning.report.runs import METRICS, SPLITS, completed_runs, ordered_datasets, ordered_methods, recipes_in
+from kd_lightning.report.tables import (
+    FIDELITY_FIELDS,
+    GAP_MIN_PP,
+    TABLES,
+    Comparison,
+    differences_label,
+    summary_table,
+)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """GitHub-flavoured markdown table (pandas' to_markdown needs tabulate, which is not a dependency)."""
+    if frame.empty:
+        return "_(none)_"
+
+    def cell(value: Any) -> str:
+        text = "" if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _recipe_cell(row: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    return {"Recipe": row["recipe"], **out} if "recipe" in row else out
+
+
+def format_comparison(table: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
+    """Human-readable version of a comparison table (strings, percent, 'n/a' where undefined)."""
+    a, b = comparison.first, comparison.second
+    delta = f"Δ {method_label(comparison.treatment)} − {method_label(comparison.control)}"
+    rows = []
+    for r in table.to_dict("records"):
+        ci = fmt_ci(r["ci_low"], r["ci_high"]) if r["n_pairs"] > 1 else "[n/a]"
+        rows.append(_recipe_cell(r, {
+            "Dataset": dataset_label(r["dataset"]),
+            f"{method_label(a)} (n)": f"{mean_std(r[f'{a}_mean'], r[f'{a}_std'])} ({r[f'{a}_n']})",
+            f"{method_label(b)} (n)": f"{mean_std(r[f'{b}_mean'], r[f'{b}_std'])} ({r[f'{b}_n']})",
+            f"{delta} [95% CI] (pairs)": f"{fmt(r['diff_mean'], signed=True)} {ci} ({r['n_pairs']})",
+            "Holm p": fmt_p(r["p_holm"]),
+            "Resolved": r["resolved"] or "no",
+            "MDE (80%)": fmt(r["mde"]),
+            f"Paper {method_label(a)}": fmt(r[f"paper_{a}"]),
+            f"Paper {method_label(b)}": fmt(r[f"paper_{b}"]),
+            "Paper Δ": fmt(r["paper_diff"], signed=True),
+            "Seeds for paper Δ": fmt_n(r["pairs_needed_paper"]),
+            "Differences from the paper's protocol": r["differences"],
+        }))
+    return pd.DataFrame(rows)
+
+
+def table_caption(comparison: Comparison, metric: str) -> str:
+    """One line above a comparison table: which comparison, which metric and checkpoint."""
+    return (f"**{comparison.title}** — {METRICS.get(metric, metric)} (`{metric}`, %). Δ = "
+            f"{method_label(comparison.treatment)} − {method_label(comparison.control)} in percentage points, paired by seed.")
+
+
+def comparisons_note() -> str:
+    """How every comparison table is made (said once per section)."""
+    return (f"Arms: mean ± sample std (ddof=1) over seeds, n seeds in brackets. Δ: treatment − control in percentage "
+            f"points, paired by seed (only seeds present in both arms), 95% t-interval (df = pairs − 1). Holm p: "
+            f"two-sided paired t-test, Holm-adjusted across the datasets of the table; Resolved: +/− when Holm p < "
+            f"{ALPHA}. MDE: the smallest |Δ| a paired t-test with these pairs and this sd detects with 80% power "
+            f"(α = {ALPHA}, two-sided). Seeds for paper Δ: seeds needed to detect the paper's difference with 80% power "
+            f"at the observed sd. Paper columns are filled only where every run of the row is paper-configured (its "
+            f"config values, not the recipe's name, equal the paper's protocol); otherwise the last column lists what "
+            f"differs.")
+
+
+def _summary_wide(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Datasets as rows, methods as columns, 'mean ± std (n)' cells (a recipe column when there are several)."""
+    summary = summary_table(runs, metric)
+    if summary.empty:
+        return summary
+    summary = summary.assign(cell=[f"{mean_std(m, s)} ({n})" for m, s, n in zip(summary["mean"], summary["std"], summary["n"])])
+    index = ["recipe", "dataset"] if "recipe" in summary else ["dataset"]
+    wide = summary.pivot_table(index=index, columns="method", values="cell", aggfunc="first").reset_index()
+    methods = ordered_methods(c for c in wide.columns if c not in index)
+    wide = wide.assign(_k=wide["dataset"].map(ordered_datasets(wide["dataset"]).index))
+    wide = wide.sort_values([*index[:-1], "_k"]).drop(columns="_k")
+    wide["dataset"] = wide["dataset"].map(dataset_label)
+    wide = wide[[*index, *methods]].fillna("n/a")
+    return wide.rename(columns={"dataset": "Dataset", "recipe": "Recipe", **{m: method_label(m) for m in methods}})
+
+
+def format_fidelity(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.to_dict("records"):
+        out = {"Dataset": dataset_label(r["dataset"]), "Method": method_label(r["method"])}
+        for _, name, _, unit in FIDELITY_FIELDS:
+            digits = 3 if unit.startswith("nats") else 2
+            out[f"{name.upper() if name in ('nll', 'ece', 'kl') else name.capitalize()} ({unit})"] = (
+                f"{mean_std(r[f'{name}_mean'], r[f'{name}_std'], digits)} ({r[f'{name}_n']})")
+        rows.append(_recipe_cell(r, out))
+    return pd.DataFrame(rows)
+
+
+def format_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.to_dict("records"):
+        rows.append(_recipe_cell(r, {
+            "Dataset": dataset_label(r["dataset"]), "Student": method_label(r["student"]), "Seeds": r["n_seeds"],
+            "Gain over scratch (pp) [95% CI]": f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}",
+            "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
+            "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
+            "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0) if pd.notna(r["paper_gap_closed"]) else "n/a",
+        }))
+    return pd.DataFrame(rows)
+
+
+def format_evidence(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.to_dict("records"):
+        rows.append(_recipe_cell(r, {
+            "Comparison": f"{method_label(r['treatment'])} − {method_label(r['control'])}",
+            "Dataset": dataset_label(r["dataset"]), "Pairs": r["n_pairs"], "Δ (pp)": fmt(r["diff_mean"], signed=True),
+            "sd of Δ (pp)": fmt(r["diff_std"]), "MDE, 80% power (pp)": fmt(r["mde"]),
+            "Paper Δ (pp)": fmt(r["paper_diff"], signed=True), "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
+        }))
+    return pd.DataFrame(rows)
+
+
+def format_provenance(checks: pd.DataFrame, multi: bool) -> pd.DataFrame:
+    rows = []
+    for r in checks.to_dict("records"):
+        out = {"Dataset": dataset_label(r["dataset"]), "Method": method_label(r["method"]), "Seed": r["seed"],
+               "Teacher used": r["teacher.key"] or "n/a", "Sweep's teacher run": r["sweep_teacher_key"] or "n/a",
+               "Same teacher": r["teacher_match"],
+               "Stale": {True: "yes", False: "no"}.get(r["teacher.stale"], "n/a"),
+               "Source": r["teacher.source"] or "n/a",
+               "Teacher test acc (%)": fmt(100 * r["teacher.test_acc"]) if pd.notna(r["teacher.test_acc"]) else "n/a"}
+        rows.append({"Recipe": r["recipe"], **out} if multi else out)
+    return pd.DataFrame(rows)
+
+
+def format_student_buys(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.to_dict("records"):
+        rows.append(_recipe_cell(r, {
+            "Dataset": dataset_label(r["dataset"]), "Student": method_label(r["student"]),
+            "Accuracy (%)": fmt(r["acc_mean"]), "Teacher (%)": fmt(r["teacher_acc_mean"]),
+            "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
+            "Gap to teacher (pp) [95% CI]": f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}",
+            "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
+            "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×" if pd.notna(r["size_reduction"]) else "n/a",
+            "FLOPs reduction": f"{fmt(r['flops_reduction'], 2)}×" if pd.notna(r["flops_reduction"]) else "n/a",
+        }))
+    return pd.DataFrame(rows)
+
+
+def issues_markdown(issues: pd.DataFrame) -> str:
+    if issues.empty:
+        return "All runs of the grid completed."
+    parts = []
+    cols = [c for c in ("recipe", "dataset", "method", "seed", "detail", "path") if c in issues]
+    for status, group in issues.groupby("status", sort=False):
+        shown = group.assign(dataset=group["dataset"].map(dataset_label))[cols]
+        parts.append(f"**{status}** ({len(group)})\n\n{markdown_table(shown)}")
+    return "\n\n".join(parts)
+
+
+def claims_summary(claims: Sequence[Claim]) -> pd.DataFrame:
+    rows = []
+    for c in claims:
+        row = {"#": c.number, "Claim": c.statement, "Verdict": f"**{c.verdict}**", "Test": c.test}
+        rows.append({"Recipe": c.recipe, **row} if c.recipe else row)
+    return pd.DataFrame(rows)
+
+
+def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
+    lines = [f"Verdicts use the headline metric ({metric}), one recipe at a time; where runs are not paper-configured "
+             "they describe this sweep's recipe, not a replication. Verdicts: **supported** / **contradicted** (shown "
+             f"with error control: ≤ {ALPHA:.0%} false positives when there is no effect), **inconclusive** (the data "
+             f"cannot tell), **not testable** (runs missing: < {MIN_PAIRS} paired seeds, or < {MIN_TREND_DATASETS} "
+             "datasets for a trend). Criteria in `kd_lightning/report/claims.py` and docs/report.md.", "",
+             markdown_table(claims_summary(claims)), ""]
+    for c in claims:
+        where = f" — recipe `{c.recipe}`" if c.recipe else ""
+        lines += [f"### Claim {c.number}: {c.statement}{where}", "", f"**Verdict: {c.verdict}**", "",
+                  f"Criterion: {c.criterion}", "", f"Test: {c.test}", "", c.evidence, ""]
+    return lines
+
+
+def build_markdown(sweep: Path, runs: pd.DataFrame, metric: str, comparisons: dict[str, pd.DataFrame],
+                   claims: list[Claim], issues: pd.DataFrame, figures: list[tuple[str, Path]], out: Path,
+                   tables: dict[str, pd.DataFrame] | None = None) -> str:
+    """Assemble report.md: claims, the numbers behind them, runs and their problems, figures."""
+    tables = tables or {}
+    other = [m for m in METRICS if m != metric]
+    done = completed_runs(runs)
+    multi = len(recipes_in(runs)) > 1
+    counts = tables.get("run_counts", pd.DataFrame())
+    lines = [
+        "# Knowledge distillation study report", "",
+        f"- Sweep: `{sweep}`",
+        f"- Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- Runs found: {len(runs)} results.json ({len(done)} completed); problems listed in "
+        f"[Missing, failed and running runs](#missing-failed-and-running-runs): {len(issues)}",
+        f"- Headline metric: **{metric}** — {METRICS.get(metric, metric)}. Accuracies in percent, differences in "
+        "percentage points (pp).",
+        f"- Recipes (`config.recipe.name`): {', '.join(f'`{r}`' for r in recipes_in(runs)) or 'n/a'}"
+        + (" — tables and claims are per recipe (never pooled)." if multi else ""),
+        f"- Paper-configured completed runs: {int(done['paper_comparable'].sum()) if not done.empty else 0} of {len(done)}"
+        + (f"; differences: {differences_label(done)}" if not done.empty and not done["paper_comparable"].all() else ""),
+        "",
+        "## Claims", "", *claims_markdown(claims, metric),
+        "## Runs", "", "Completed runs per dataset and method (out of the seeds seen anywhere in the sweep).", "",
+        markdown_table(counts.assign(dataset=counts["dataset"].map(dataset_label))) if not counts.empty
+        else "_No results.json found._", "",
+        "## Accuracy per method", "",
+    ]
+    for m in [metric, *other]:
+        lines += [f"{METRICS[m].capitalize()} ({m}, %), mean ± sample std over seeds (n).", "",
+                  markdown_table(_summary_wide(runs, m)), ""]
+    for m in [metric, *other]:
+        lines += [f"## Comparisons — {m} ({METRICS[m]})", "", comparisons_note(), ""]
+        for comparison in TABLES:
+            table = comparisons[f"{comparison.key}_{m.split('.')[0].removeprefix('test_')}"]
+            lines += [table_caption(comparison, m), "", markdown_table(format_comparison(table, comparison)), ""]
+    lines += ["## How much evidence", "",
+              f"For every comparison of the claims ({metric}): the minimum detectable effect (MDE) of a two-sided "
+              f"paired t-test at α = {ALPHA} with 80% power, from the observed sd of the paired differences and the "
+              "number of pairs, and the number of seeds that would detect the paper's difference with 80% power at "
+              "that sd. A true difference smaller than the MDE is likely to come out *inconclusive*; Holm's "
+              "correction across datasets makes the per-dataset test stricter still. n/a: < 2 pairs or no spread.", "",
+              markdown_table(format_evidence(tables.get("evidence", pd.DataFrame()))), "",
+              "## Gap closed", "",
+              "Over the seeds with teacher, scratch and the student: gain = mean paired "
+              "(student − scratch) with its 95% t-interval; teacher − scratch = mean paired gap; gap closed = gain / "
+              f"(teacher − scratch), a ratio of paired means (100% = as good as the teacher, 0% = no better than "
+              f"scratch, > 100% = better than the teacher). n/a when teacher − scratch < {GAP_MIN_PP:g} pp (no room to "
+              "close). The paper's gap closed is shown only for paper-configured rows.", "",
+              *[line for m in [metric, *other] for line in (
+                  f"**{METRICS[m].capitalize()}** (`{m}`)", "",
+                  markdown_table(format_gap_closed(tables.get(f"gap_closed_{m.split('.')[0].removeprefix('test_')}",
+                                                              pd.DataFrame()))), "")],
+              "## Fidelity and calibration", "",
+              "Per dataset and method, mean ± sample std over seeds (n runs carrying the field): test accuracy; NLL = mean "
+              "cross-entropy on the test set (nats); ECE = expected calibration error (%); agreement = top-1 "
+              "teacher–student agreement (%); KL = KL(teacher ‖ student) at T = 1 (nats/sample). Agreement and KL "
+              "are for students with a teacher; n/a where the records do not carry a field.", ""]
+    for split, note in SPLITS.items():
+        lines += [f"**At the {note}** (`{split}`)", "",
+                  markdown_table(format_fidelity(tables.get(f"fidelity_{split.removeprefix('test_')}", pd.DataFrame()))), ""]
+    checks = teacher_check(runs)
+    mismatched = checks[checks["teacher_match"] == "no"]
+    stale = checks[checks["teacher.stale"] == True]  # noqa: E712 (object column)
+    lines += ["## Teacher provenance", "",
+              "Each RKD/IKD run's teacher (`results.json` → `teacher`) against the sweep's teacher run of the same "
+              "dataset and seed (its `teacher_key`). *Same teacher* = no marks a student distilled from another "
+              "teacher than the one its table row compares with; *stale* = the teacher was trained by another code "
+              "commit.", "",
+              f"- Students with another teacher than the sweep's: {len(mismatched)}"
+              + (f" ({', '.join(f'{dataset_label(r.dataset)} {r.method} seed {r.seed}' for r in mismatched.itertuples())})" if len(mismatched) else ""),
+              f"- Students with a stale teacher: {len(stale)}"
+              + (f" ({', '.join(sorted(set(str(k) for k in stale['teacher.key'])))})" if len(stale) else ""), "",
+              markdown_table(format_provenance(checks, multi)) if not checks.empty else "_No distilled students._", ""]
+    buys = tables.get("student_buys", pd.DataFrame())
+    if not buys.empty:
+        lines += ["## What the student buys", "",
+                  f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
+                  "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
+                  "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
+                  "Costs are means over the seeds' measurements (`results.json` → `efficiency`); latencies are "
+                  "comparable only within one machine.", "", markdown_table(format_student_buys(buys)), ""]
+    lines += ["## Figures", ""]
+    for caption, path in figures:
+        lines += [f"### {caption}", "", f"![{caption}]({path.relative_to(out).as_posix()})", ""]
+    lines += ["## Missing, failed and running runs", "",
+              "Expected grid: every dataset × method × seed that appears anywhere in the sweep (per recipe). Teacher "
+              "mismatches and stale teachers are listed here too.", "", issues_markdown(issues), "",
+              "## Files", "", "Tables as CSV under `tables/` (runs, issues, claims, curves, evidence, gap_closed, "
+              "fidelity_<best|last>, provenance, summary_<best|last>, <comparison>_<best|last>, efficiency); figures as "
+              "PNG under `figures/`.", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["markdown_table", "format_comparison", "table_caption", "build_markdown", "claims_markdown",
+           "comparisons_note", "format_fidelity", "format_gap_closed", "format_evidence", "format_provenance", "format_student_buys",
+           "issues_markdown"]

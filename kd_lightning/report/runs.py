@@ -1,0 +1,369 @@
+"""Finding and reading a sweep's ``results.json`` files into one DataFrame, and picking the runs to use.
+
+One row per ``results.json`` (every status), so nothing a run left behind goes unreported. Accuracies
+and the other per-run metrics stay as the record holds them (fractions, nats); tables convert to
+percent. Fields a record does not carry (older records, or a teacher-less student's fidelity) are NaN
+and show as ``n/a``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from itertools import product
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from kd_lightning.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, PAPER_EPOCHS
+from kd_lightning.report.paper_config import paper_differences
+
+RESULTS_FILE = "results.json"
+SKIP_DIRS = frozenset({"archive"})
+KEYS = ["dataset", "method", "seed"]
+#: runs of different recipes are different experiments: one record per recipe/dataset/method/seed
+PICK_KEYS = ["recipe", *KEYS]
+NO_RECIPE = "n/a"
+
+METRICS: dict[str, str] = {
+    "test_best.acc": "test accuracy at the best-validation checkpoint",
+    "test_last.acc": "test accuracy at the last epoch",
+}
+DEFAULT_METRIC = "test_best.acc"
+SPLITS: dict[str, str] = {"test_best": "best-validation checkpoint", "test_last": "last epoch"}
+
+#: scalar per-split fields of results.json: accuracy, macro-F1, top-5 (CIFAR100), NLL (nats), ECE
+#: (fraction), teacher-student top-1 agreement (fraction) and KL(teacher || student) (nats/sample, T=1)
+SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student")
+TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source")
+EFFICIENCY_FIELDS = ("params", "flops_per_image", "checkpoint_mb", "latency_ms_b1", "latency_ms_b1_p90",
+                     "latency_threads", "throughput_b64_img_s")
+
+RUN_COLUMNS = [
+    "dataset", "method", "seed", "status", "path", "recipe", "paper_comparable", "paper_differences",
+    "max_epochs", "paper_epochs", "limit_train_batches", "epochs", "best_epoch", "best_val_acc", "wall_time_s",
+    "started_at", "finished_at", "error_type", "error_message",
+    *(f"{split}.{field}" for split in SPLITS for field in SPLIT_FIELDS),
+    "test_best.per_class_f1", "test_last.per_class_f1",
+    "teacher_key", *(f"teacher.{f}" for f in TEACHER_FIELDS),
+    *(f"efficiency.{f}" for f in EFFICIENCY_FIELDS),
+]
+_OBJECT_COLUMNS = ("max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def find_results(sweep: str | Path) -> list[Path]:
+    """Every results.json under the sweep, except anything kept under an ``archive/`` folder."""
+    root = Path(sweep)
+    found = (p for p in root.rglob(RESULTS_FILE) if not SKIP_DIRS.intersection(p.relative_to(root).parts[:-1]))
+    return sorted(found)
+
+
+def _keys_from_path(path: Path) -> dict[str, Any]:
+    """dataset/method/seed from ``<dataset>/<method>/seed<N>/results.json``, for damaged records."""
+    match = re.fullmatch(r"seed(\d+)", path.parent.name)
+    if not match or len(path.parents) < 3:
+        return {"dataset": None, "method": None, "seed": None}
+    return {"dataset": path.parents[2].name, "method": path.parents[1].name, "seed": int(match.group(1))}
+
+
+def _float(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Flatten one results.json into the columns the tables need."""
+    inferred = _keys_from_path(path)
+    config = _dict(record.get("config"))
+    trainer = _dict(config.get("trainer"))
+    method = record.get("method") or inferred["method"]
+    seed = record.get("seed", inferred["seed"])
+    error = _dict(record.get("error"))
+    differences = paper_differences(config, method)
+    row: dict[str, Any] = {
+        "dataset": record.get("dataset") or inferred["dataset"],
+        "method": method,
+        "seed": int(seed) if seed is not None else None,
+        "status": record.get("status", "unknown"),
+        "path": str(path.parent),
+        "recipe": _dict(config.get("recipe")).get("name") or NO_RECIPE,
+        "paper_comparable": not differences,
+        "paper_differences": "; ".join(differences),
+        "max_epochs": trainer.get("max_epochs"),
+        "paper_epochs": PAPER_EPOCHS.get(method),
+        "limit_train_batches": trainer.get("limit_train_batches"),
+        "epochs": record.get("epochs"),
+        "best_epoch": record.get("best_epoch"),
+        "best_val_acc": _float(record.get("best_val_acc")),
+        "wall_time_s": _float(record.get("wall_time_s")),
+        "started_at": record.get("started_at"),
+        "finished_at": record.get("finished_at"),
+        "error_type": error.get("type"),
+        "error_message": error.get("message"),
+        "teacher_key": record.get("teacher_key") if isinstance(record.get("teacher_key"), str) else None,
+    }
+    for split in SPLITS:
+        metrics = _dict(record.get(split))
+        for field in SPLIT_FIELDS:
+            row[f"{split}.{field}"] = _float(metrics.get(field))
+        per_class = metrics.get("per_class_f1")
+        row[f"{split}.per_class_f1"] = [float(v) for v in per_class] if isinstance(per_class, list) else None
+    teacher = _dict(record.get("teacher"))
+    for field in TEACHER_FIELDS:
+        value = teacher.get(field)
+        row[f"teacher.{field}"] = _float(value) if field == "test_acc" else value
+    eff = _dict(record.get("efficiency"))
+    latency = _dict(eff.get("latency_ms_b1"))
+    row.update({
+        "efficiency.params": _float(eff.get("params")),
+        "efficiency.flops_per_image": _float(eff.get("flops_per_image")),
+        "efficiency.checkpoint_mb": _float(eff.get("checkpoint_mb")),
+        "efficiency.latency_ms_b1": _float(latency.get("median")),
+        "efficiency.latency_ms_b1_p90": _float(latency.get("p90")),
+        "efficiency.latency_threads": _float(latency.get("threads")),
+        "efficiency.throughput_b64_img_s": _float(eff.get("throughput_b64_img_s")),
+    })
+    return row
+
+
+def load_sweep(sweep: str | Path) -> pd.DataFrame:
+    """One row per results.json (every status), so nothing a run left behind goes unreported.
+
+    Unreadable files become rows with status ``unreadable`` and keys taken from their path.
+    """
+    rows = []
+    for path in find_results(sweep):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            rows.append(_run_row(path, record))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            rows.append({**_keys_from_path(path), "status": "unreadable", "path": str(path.parent), "recipe": NO_RECIPE,
+                         "paper_comparable": False, "paper_differences": "record unreadable",
+                         "error_type": type(exc).__name__, "error_message": str(exc)})
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    runs["seed"] = runs["seed"].astype("Int64")
+    for col in _OBJECT_COLUMNS:
+        # object dtype keeps None and int-vs-float (Lightning: 5 = five batches, 1.0 = all of them).
+        runs[col] = pd.Series([row.get(col) for row in rows], dtype=object)
+    return _sort(runs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ordering and selection
+
+
+def dataset_label(dataset: Any) -> str:
+    return DATASET_LABELS.get(dataset, str(dataset))
+
+
+def _dataset_key(name: Any) -> tuple[int, str]:
+    """Paper's complexity order first, anything unknown after, alphabetically."""
+    return (COMPLEXITY_RANK.get(name, len(COMPLEXITY_RANK) + 1), str(name))
+
+
+def _method_key(name: Any) -> tuple[int, str]:
+    return (METHODS.index(name) if name in METHODS else len(METHODS), str(name))
+
+
+def ordered_datasets(names: Iterable[Any]) -> list[str]:
+    """Datasets simplest first (the paper's complexity ranking)."""
+    return sorted({n for n in names if isinstance(n, str)}, key=_dataset_key)
+
+
+def ordered_methods(names: Iterable[Any]) -> list[str]:
+    """teacher, scratch, rkd, ikd, then anything else."""
+    return sorted({n for n in names if isinstance(n, str)}, key=_method_key)
+
+
+def datasets_in(runs: pd.DataFrame) -> list[str]:
+    return ordered_datasets(runs["dataset"].dropna().unique()) if "dataset" in runs else []
+
+
+def methods_in(runs: pd.DataFrame) -> list[str]:
+    return ordered_methods(runs["method"].dropna().unique()) if "method" in runs else []
+
+
+def recipes_in(runs: pd.DataFrame) -> list[str]:
+    """Recipe names of the sweep (``config.recipe.name``), sorted; one entry for a plain frame."""
+    if "recipe" not in runs or runs.empty:
+        return [NO_RECIPE] if "recipe" not in runs else []
+    return sorted({str(r) if isinstance(r, str) else NO_RECIPE for r in runs["recipe"]})
+
+
+def _sort(frame: pd.DataFrame) -> pd.DataFrame:
+    """Datasets by complexity, methods in the paper's order, then seed: the order every table uses."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    n = len(frame)
+    paths = frame["path"].astype(str).tolist() if "path" in frame else [""] * n
+    recipes = frame["recipe"].astype(str).tolist() if "recipe" in frame else [""] * n
+    seeds = [-1 if s is None or pd.isna(s) else int(s) for s in frame["seed"].tolist()] if "seed" in frame else [-1] * n
+    keys = [(rc, _dataset_key(d), _method_key(m), s, p)
+            for rc, d, m, s, p in zip(recipes, frame["dataset"].tolist(), frame["method"].tolist(), seeds, paths)]
+    return frame.iloc[sorted(range(n), key=keys.__getitem__)].reset_index(drop=True)
+
+
+def _with_recipe(runs: pd.DataFrame) -> pd.DataFrame:
+    if "recipe" in runs:
+        return runs.assign(recipe=runs["recipe"].where(runs["recipe"].map(lambda r: isinstance(r, str)), NO_RECIPE))
+    return runs.assign(recipe=NO_RECIPE)
+
+
+def pick_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One record per recipe/dataset/method/seed: completed beats anything else, then the latest finished.
+
+    Returns (kept, superseded) so superseded duplicates can be listed rather than silently dropped.
+    A plain frame without ``status`` counts as completed.
+    """
+    if runs.empty:
+        return runs, runs
+    runs = _with_recipe(runs)
+    status = runs["status"] if "status" in runs else pd.Series("completed", index=runs.index)
+    finished = runs["finished_at"] if "finished_at" in runs else pd.Series("", index=runs.index)
+    path = runs["path"] if "path" in runs else pd.Series("", index=runs.index)
+    ranked = runs.assign(_completed=(status == "completed").astype(int), _finished=finished.fillna("").astype(str),
+                         _path=path.fillna("").astype(str))
+    ranked = ranked.sort_values(["_completed", "_finished", "_path"], ascending=False, kind="stable")
+    keyed = ranked[ranked[KEYS].notna().all(axis=1)]
+    duplicated = keyed.duplicated(subset=PICK_KEYS, keep="first")
+    kept = pd.concat([keyed[~duplicated], ranked[ranked[KEYS].isna().any(axis=1)]])
+    drop = ["_completed", "_finished", "_path"]
+    return _sort(kept.drop(columns=drop)), _sort(keyed[duplicated].drop(columns=drop))
+
+
+def completed_runs(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """Completed runs (one per recipe/dataset/method/seed) that carry ``metric`` when one is named."""
+    kept, _ = pick_runs(runs)
+    if kept.empty:
+        return kept
+    done = kept[kept["status"] == "completed"] if "status" in kept else kept
+    if metric is not None:
+        done = done[pd.to_numeric(done[metric], errors="coerce").notna()] if metric in done else done.iloc[0:0]
+    return done.reset_index(drop=True)
+
+
+def metric_values(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """Completed runs as a plain frame: recipe, dataset, method, seed, value (``metric`` in percent).
+
+    Accepts the frame of :func:`load_sweep` or any frame with columns dataset, method, seed and the
+    metric (as a fraction), which is what the claim functions need.
+    """
+    done = completed_runs(runs, metric)
+    cols = ["recipe", "dataset", "method", "seed", "value"]
+    if done.empty:
+        return pd.DataFrame(columns=cols)
+    out = done[["recipe", "dataset", "method", "seed"]].copy()
+    out["seed"] = out["seed"].astype(int)
+    out["value"] = pd.to_numeric(done[metric], errors="coerce").astype(float).to_numpy() * 100.0
+    return out[cols].reset_index(drop=True)
+
+
+def for_recipe(runs: pd.DataFrame, recipe: str) -> pd.DataFrame:
+    """The runs of one recipe (a frame without a recipe column is one recipe)."""
+    runs = _with_recipe(runs)
+    return runs[runs["recipe"] == recipe]
+
+
+def per_recipe(runs: pd.DataFrame, build, *args: Any, **kwargs: Any) -> pd.DataFrame:
+    """``build(runs_of_one_recipe, ...)`` per recipe, side by side with a leading ``recipe`` column when the
+    sweep holds more than one recipe (runs of different recipes are never pooled)."""
+    recipes = recipes_in(runs)
+    if len(recipes) <= 1:
+        return build(runs, *args, **kwargs)
+    frames = [build(for_recipe(runs, r), *args, **kwargs) for r in recipes]
+    frames = [f.drop(columns="recipe", errors="ignore").assign(recipe=r) for f, r in zip(frames, recipes) if not f.empty]
+    if not frames:
+        return build(runs.iloc[0:0], *args, **kwargs)
+    out = pd.concat(frames, ignore_index=True)
+    return out[["recipe", *[c for c in out.columns if c != "recipe"]]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Inventory and problems
+
+
+def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    """Completed runs per dataset x method out of the seeds seen anywhere in the sweep (per recipe)."""
+    def build(sub: pd.DataFrame) -> pd.DataFrame:
+        seeds = sub["seed"].dropna().unique()
+        done = completed_runs(sub)
+        table = pd.DataFrame(index=pd.Index(datasets_in(sub), name="dataset"))
+        for method in methods_in(sub):
+            counts = done[done["method"] == method].groupby("dataset").size() if not done.empty else pd.Series(dtype=int)
+            table[method] = [f"{int(counts.get(d, 0))}/{len(seeds)}" for d in table.index]
+        return table.reset_index()
+
+    return per_recipe(runs, build)
+
+
+def one_line(text: Any, limit: int = 200) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that did not yield a result (failed, running, interrupted, unreadable, duplicate, missing) and
+    runs whose result needs a caveat (teacher mismatch, stale teacher).
+
+    Missing = dataset x method x seed combinations of the grid seen anywhere in the sweep (per recipe)
+    that have no results.json at all.
+    """
+    from kd_lightning.report.provenance import teacher_check  # provenance reads the picked runs
+
+    cols = ["recipe", "dataset", "method", "seed", "status", "detail", "path"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    if "status" not in runs:  # a plain frame: every row is a completed run
+        runs = runs.assign(status="completed")
+    for col in ("path", "error_type", "error_message", "started_at", "test_best.acc", "test_last.acc"):
+        if col not in runs:
+            runs = runs.assign(**{col: "" if col == "path" else None})
+    kept, superseded = pick_runs(runs)
+    rows = []
+    for row in kept.to_dict("records"):
+        if row["status"] == "completed":
+            continue
+        if row["status"] in ("failed", "unreadable"):
+            detail = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
+        else:
+            detail = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": row["status"], "detail": detail, "path": row["path"]})
+    for row in kept[kept["status"] == "completed"].to_dict("records"):
+        if pd.isna(row["test_best.acc"]) and pd.isna(row["test_last.acc"]):
+            rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "completed (no test metrics)",
+                         "detail": "results.json has neither test_best nor test_last", "path": row["path"]})
+    for row in superseded.to_dict("records"):
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": f"duplicate ({row['status']}, ignored)",
+                     "detail": "another record for the same recipe/dataset/method/seed is used", "path": row["path"]})
+    for recipe in recipes_in(kept):
+        sub = for_recipe(runs, recipe)
+        present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
+        grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
+        for key in grid:
+            if key not in present:
+                rows.append({"recipe": recipe, "dataset": key[0], "method": key[1], "seed": key[2], "status": "missing",
+                             "detail": "no results.json", "path": ""})
+    checks = teacher_check(runs)
+    for row in checks[checks["teacher_match"] == "no"].to_dict("records"):
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "teacher mismatch",
+                     "detail": f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
+                               f"dataset and seed is {row['sweep_teacher_key']}", "path": row["path"]})
+    for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "stale teacher",
+                     "detail": f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code "
+                               f"commit: {row['teacher.checkpoint']}", "path": row["path"]})
+    issues = pd.DataFrame(rows, columns=cols)
+    issues["seed"] = issues["seed"].astype("Int64")
+    issues = _sort(issues)
+    return issues if len(recipes_in(runs)) > 1 else issues.drop(columns="recipe")

@@ -1,0 +1,161 @@
+"""A run folder's bookkeeping, in one place: skip, resume, archive, conflict, failure record, results I/O.
+
+A run folder holds one experiment (:mod:`kd_lightning.identity`). Rules:
+
+- a completed run of the same fingerprint is skipped (its record is returned as it is);
+- a completed run of another fingerprint is never overwritten: :class:`RunConflictError`, unless
+  ``force=true``, which first moves the old outputs to ``archive/<time>/``;
+- an unfinished run of the same fingerprint resumes from ``checkpoints/last.ckpt``; its training curves
+  are cut back to that checkpoint first, so every epoch appears exactly once after any number of
+  interruptions (CSV rows trimmed here; TensorBoard hides later events through ``purge_step``);
+- anything else already in the folder (an unfinished run of another config, outputs whose record was
+  deleted) is archived before the fresh run starts: nothing written is ever lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kd_lightning.records import RESULTS_FILE, atomic_write_text, environment, read_results, write_json
+
+#: what a run writes into its folder (besides Hydra's .hydra/ and the log)
+RUN_OUTPUTS = (RESULTS_FILE, "checkpoints", "tb", "csv", "config.yaml", "export")
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+CSV_METRICS = Path("csv") / "metrics.csv"
+
+
+class RunConflictError(RuntimeError):
+    """The run folder already holds a completed run of a different config."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to do in a run folder: return ``completed`` as it is, or train (from ``resume`` when set)."""
+
+    run_dir: Path
+    fingerprint: str
+    completed: dict[str, Any] | None = None
+    resume: Path | None = None
+    #: global step of the resume checkpoint: TensorBoard hides events logged at or after it
+    resume_step: int | None = None
+
+
+def archive(run_dir: Path) -> Path:
+    """Move a run folder's outputs into ``archive/<time>/``: nothing is deleted."""
+    target = run_dir / "archive" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target.mkdir(parents=True)
+    for item in run_dir.iterdir():
+        if item.name not in ("archive", ".hydra") and item.suffix != ".log":
+            shutil.move(str(item), target / item.name)
+    return target
+
+
+def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = None) -> RunPlan:
+    """Decide skip / conflict / resume / fresh for ``run_dir`` (archiving whatever must make way)."""
+    run_dir = Path(run_dir)
+    prior = read_results(run_dir)
+    say = log.info if log is not None else (lambda *a: None)
+    if prior and prior.get("status") == "completed":
+        if not force:
+            if prior.get("fingerprint") == fingerprint:
+                say("already completed, skipping (force=true reruns): %s", run_dir)
+                return RunPlan(run_dir, fingerprint, completed=prior)
+            raise RunConflictError(
+                f"{run_dir} holds a completed run of a different config (fingerprint {prior.get('fingerprint')} vs {fingerprint}). "
+                "Give this run another name (name=...), or force=true to archive the old outputs and rerun."
+            )
+        say("force=true: archived the previous outputs to %s", archive(run_dir))
+        prior = None
+    last = run_dir / LAST_CHECKPOINT
+    if prior and prior.get("fingerprint") == fingerprint and last.is_file():
+        epoch, step = checkpoint_position(last)
+        trim_curves(run_dir, epoch, step)
+        return RunPlan(run_dir, fingerprint, resume=last, resume_step=step)
+    if any((run_dir / leftover).exists() for leftover in RUN_OUTPUTS):
+        say("earlier outputs in %s archived to %s", run_dir, archive(run_dir))
+    return RunPlan(run_dir, fingerprint)
+
+
+def checkpoint_position(path: Path) -> tuple[int, int]:
+    """(epoch index, global step) stored in a Lightning checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint["epoch"]), int(checkpoint["global_step"])
+
+
+def trim_curves(run_dir: Path, epoch: int, global_step: int) -> int:
+    """Drop CSV rows logged after the checkpoint of ``epoch`` (0-based) at ``global_step``; returns rows kept.
+
+    Lightning logs a finished epoch's metrics at step ``global_step - 1`` and the next epoch's learning
+    rate (no epoch column) at ``global_step``: rows of later epochs, or without an epoch from that step
+    on, belong to the interrupted part and are logged again by the resumed run.
+    """
+    path = run_dir / CSV_METRICS
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames or [], list(reader)
+
+    def before_checkpoint(row: dict[str, str]) -> bool:
+        if row.get("epoch"):
+            return int(float(row["epoch"])) <= epoch and int(float(row.get("step") or 0)) < global_step
+        return int(float(row.get("step") or 0)) < global_step
+
+    kept = [row for row in rows if before_checkpoint(row)]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write_text(path, out.getvalue())
+    return len(kept)
+
+
+def start_record(run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+    """Write the ``running`` record (with config, identity, versions and git commit) and return it."""
+    record: dict[str, Any] = {
+        "status": "running",
+        **keys,
+        "run_dir": str(run_plan.run_dir),
+        "fingerprint": run_plan.fingerprint,
+        "identity": identity,
+        "started_at": now(),
+        "resumed_from": str(run_plan.resume) if run_plan.resume else None,
+        "config": config,
+        "environment": environment(),
+    }
+    write_json(run_plan.run_dir / RESULTS_FILE, record)
+    return record
+
+
+def complete(record: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Mark the record completed with ``fields`` and write it."""
+    record.update(status="completed", finished_at=now(), **fields)
+    write_json(Path(record["run_dir"]) / RESULTS_FILE, record)
+    return record
+
+
+def record_failure(run_dir: str | Path, keys: dict[str, Any], exc: BaseException) -> None:
+    """Turn the run's record into ``failed`` (or ``interrupted``) with the error; a completed one stays."""
+    run_dir = Path(run_dir)
+    record = read_results(run_dir) or {**keys, "run_dir": str(run_dir)}
+    if record.get("status") == "completed":
+        return
+    record.update(
+        status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
+        finished_at=now(),
+        error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc(limit=20)},
+    )
+    write_json(run_dir / RESULTS_FILE, record)
