@@ -13,3 +13,6 @@ __version__ = "0.1.0"
 # ${kd_project_root:} in conf/paths/default.yaml: outputs and data default to the checkout, wherever
 # the command is launched from.
 OmegaConf.register_new_resolver("kd_project_root", lambda: str(Path(__file__).resolve().parents[1]), replace=True)
+# ${kd_num_classes:${dataset.num_classes},${dataset.factors.classes}} in conf/model/*.yaml: a network
+# outputs one logit per class the run trains on (dataset.factors.classes restricts them).
+OmegaConf.register_new_resolver("kd_num_classes", lambda n, classes=None: int(n) if classes is None else len(classes), replace=True)

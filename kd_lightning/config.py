@@ -63,8 +63,24 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("teacher_model.stem", lambda v: v in STEMS, f"one of {list(STEMS)}"),
     ("teacher_missing", lambda v: v in ("train", "fail"), "'train' or 'fail'"),
     ("force", lambda v: isinstance(v, bool), "true or false"),
+    ("recipe.augmentation.translate", lambda v: isinstance(v, int) and v >= 0, "a whole number of pixels >= 0"),
+    ("recipe.augmentation.scale", lambda v: 0.0 <= float(v) < 1.0, "a number in [0, 1)"),
+    ("recipe.augmentation.hflip", lambda v: 0.0 <= float(v) <= 1.0, "a probability in [0, 1]"),
+    ("recipe.augmentation.vflip", lambda v: 0.0 <= float(v) <= 1.0, "a probability in [0, 1]"),
     *((f"efficiency.{k}", lambda v: isinstance(v, bool), "true or false") for k in ("measure", "quick", "export_onnx")),
 ]
+
+
+def _factor_problems(cfg: DictConfig) -> list[str]:
+    """Data factors checked against the dataset's metadata (kd_lightning/datasets/factors.py), before any data is read."""
+    from kd_lightning.datasets.factors import validate_factors
+
+    factors = _get(cfg, "dataset.factors")
+    try:
+        meta = [int(_get(cfg, f"dataset.{k}")) for k in ("num_classes", "channels", "image_size")]
+    except (TypeError, ValueError):
+        return []  # reported by the rules above
+    return validate_factors(factors, *meta, pipeline=_get(cfg, "dataset.pipeline"))
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -91,6 +107,7 @@ def validate_config(cfg: DictConfig) -> None:
     if any(float(s) <= 0 for s in _get(cfg, "dataset.std") or []):
         problems.append(f"dataset.std={list(_get(cfg, 'dataset.std'))}: every value must be > 0")
     problems += _stage_problems(cfg)
+    problems += _factor_problems(cfg)
     teacher_ckpt = _get(cfg, "teacher_ckpt")
     if teacher_ckpt is not None and not Path(teacher_ckpt).is_file():
         problems.append(f"teacher_ckpt={teacher_ckpt!r}: no such file")

@@ -26,6 +26,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kd_lightning.datasets.factors import factor_identity
+
 #: every config key whose value can change a run's numbers (dotted paths into the resolved config)
 IDENTITY_KEYS: tuple[str, ...] = (
     "seed",
@@ -68,6 +70,11 @@ def identity(cfg: DictConfig, teacher: str | None = None, include_seed: bool = T
             value = OmegaConf.to_container(value, resolve=True)
         if key == "dataset" and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in DATASET_KEYS_NOT_IN_IDENTITY}
+            # data factors in canonical form; the paper's data ({}) leaves no key, so runs and teachers
+            # from before data factors existed keep their identity
+            factors = factor_identity(value.pop("factors", None), value.get("image_size"))
+            if factors:
+                value["factors"] = factors
         out[key] = value
     if teacher is not None:
         out["teacher"] = teacher

@@ -148,6 +148,29 @@ def _deployment_cost(cfg: DictConfig, run_dir: Path, best_checkpoint: str) -> di
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _publishes_teacher(cfg: DictConfig) -> bool:
+    return bool(get_class(cfg.method._target_).publishes_teacher)
+
+
+def _data_complexity(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, Any] | None:
+    """Measured complexity of the training data this run saw (kd_lightning/complexity.py), computed once
+    per data configuration (cached under ``paths.output_dir/complexity``); recorded by teacher runs."""
+    if not (cfg.get("complexity") or {}).get("measure", False):
+        return None
+    from kd_lightning.complexity import dataset_complexity
+
+    data = {k: v for k, v in identity(cfg)["dataset"].items() if k not in ("batch_size", "augmentation", "pipeline", "top_k")}
+    try:
+        result = dataset_complexity(
+            datamodule.train_set.images, datamodule.train_set.labels, data, Path(cfg.paths.output_dir) / "complexity",
+            eval_images=datamodule.val_set.images, eval_labels=datamodule.val_set.labels,
+        )
+    except Exception as exc:  # noqa: BLE001 - a by-product: the run's accuracy stands
+        log.warning("could not measure the data's complexity: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {k: v for k, v in result.items() if k != "cache_hit"}
+
+
 def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None, teacher_record: dict[str, Any] | None) -> dict[str, Any]:
     needs_teacher = get_class(cfg.method._target_).requires_teacher
     run_identity = identity(cfg, teachers.teacher_reference(cfg) if needs_teacher else None)
@@ -162,7 +185,7 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None, teacher_record: dic
     datamodule.prepare_data()  # fails here, before any model is built, when files are missing
     teacher = teacher_info = None
     if teacher_ckpt is not None:  # on a private random stream: the student's is untouched
-        teacher, teacher_info = teachers.load_teacher(teacher_ckpt, cfg.dataset.name, cfg.dataset.num_classes, cfg.dataset.channels)
+        teacher, teacher_info = teachers.load_teacher(teacher_ckpt, cfg.dataset.name, int(cfg.student_model.num_classes), cfg.dataset.channels)
         teacher_info = {**teacher_info, **(teacher_record or {})}
     L.seed_everything(cfg.seed, workers=True)  # the student's stream: the same for every method of this seed
     module = build_module(cfg, teacher, teacher_info)
@@ -182,6 +205,8 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None, teacher_record: dic
         train_images_per_s=meter.images_per_second if meter else None,
         params={"net": count_parameters(module.net), "teacher": count_parameters(teacher) if teacher is not None else None, "total_trainable": sum(p.numel() for p in module.trainable_parameters())},
         teacher=teacher_record,
+        data_factors=datamodule.factor_info,
+        data_complexity=_data_complexity(cfg, datamodule) if _publishes_teacher(cfg) else None,
         efficiency=_deployment_cost(cfg, plan.run_dir, tests["best_checkpoint"]),
         **tests,
     )

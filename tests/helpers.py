@@ -22,6 +22,7 @@ FAST = [
     "dataset.num_workers=0",
     "efficiency.quick=true",
     "efficiency.export_onnx=false",
+    "complexity.measure=false",
 ]
 
 

@@ -171,3 +171,4 @@ def test_recipes_are_never_pooled(tmp_path):
     text = report.write_report(tmp_path).read_text()
     assert "| Recipe |" in text and "recipe `strong`" in text
     assert (tmp_path / "report" / "figures" / "accuracy_strong.png").is_file()
+    assert (tmp_path / "report" / "figures" / "gain_by_recipe.png").is_file() and "KD gain over scratch under each recipe" in text

@@ -12,20 +12,17 @@ from omegaconf import OmegaConf
 from kd_lightning import report
 from kd_lightning.paper import PAPER_EPOCHS
 from kd_lightning.report import paper_config
+from tests.helpers import compose_cfg
 from tests.test_report import paper_config as config_for
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def test_reference_values_are_the_project_configs():
-    """The report's reference values equal conf/recipe/paper.yaml, the method yamls and the model yamls."""
-    files = {"recipe": CONF / "recipe" / "paper.yaml", "student_model": CONF / "model" / "resnet18.yaml",
-             "teacher_model": CONF / "model" / "resnet50.yaml"}
-    confs = {k: OmegaConf.to_container(OmegaConf.load(v)) for k, v in files.items()}
-    train = OmegaConf.to_container(OmegaConf.load(CONF / "train.yaml"))
+    """The report's reference values equal the composed paper-recipe configs (conf/recipe/paper.yaml, the
+    method yamls and the model yamls, resolved as a run resolves them)."""
     for method in PAPER_EPOCHS:
-        tree = {**confs, "method": OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")),
-                "dataset": train["dataset"], "trainer": {"max_epochs": confs["recipe"]["epochs"][method]}}
+        tree = OmegaConf.to_container(compose_cfg([f"method={method}"], fast=False), resolve=True)
         for path, value in paper_config.reference_values(method).items():
             node = tree
             for part in path.split("."):

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import kornia.augmentation as K
 import numpy as np
 import torch
-from kornia.geometry.transform import rotate
+from kornia.geometry.transform import get_affine_matrix2d, rotate, warp_affine
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler, Subset, TensorDataset
 
@@ -43,21 +43,31 @@ __all__ = ["AugmentParams", "AugmentedBatches", "BatchAugment", "SeededBatchSamp
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Per-sample parameters of one call: angle in degrees (float), and the two flip decisions (bool)."""
+    """Per-sample parameters of one call: angle in degrees (float), the two flip decisions (bool), and
+    (optional) a shift in pixels ``(N, 2)`` (x, y) and an isotropic scale ``(N,)``."""
 
     angle: Tensor
     hflip: Tensor
     vflip: Tensor
+    shift: Tensor | None = None
+    scale: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.angle.shape[0])
 
     def to(self, device: torch.device | str) -> AugmentParams:
-        return AugmentParams(self.angle.to(device), self.hflip.to(device), self.vflip.to(device))
+        return AugmentParams(*(None if t is None else t.to(device) for t in (self.angle, self.hflip, self.vflip, self.shift, self.scale)))
 
     def as_dict(self) -> dict[str, Tensor]:
         """Plain tensors, so the batch survives Lightning's device transfer (frozen dataclasses do not)."""
-        return {"angle": self.angle, "hflip": self.hflip, "vflip": self.vflip}
+        out = {"angle": self.angle, "hflip": self.hflip, "vflip": self.vflip}
+        out.update({k: v for k, v in (("shift", self.shift), ("scale", self.scale)) if v is not None})
+        return out
+
+    @property
+    def is_affine(self) -> bool:
+        """Whether a shift or a scale other than 1 is present (else a plain rotation does)."""
+        return (self.shift is not None and bool((self.shift != 0).any())) or (self.scale is not None and bool((self.scale != 1).any()))
 
     @classmethod
     def identity(cls, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
@@ -72,14 +82,31 @@ class AugmentParams:
 class BatchAugment(nn.Module):
     """uint8 ``(N, C, H, W)`` batch -> augmented, normalised float32 batch, on the batch's device.
 
-    ``rotation`` is the maximum angle in degrees; ``hflip`` / ``vflip`` are flip probabilities (the
-    keys of ``recipe.augmentation``). In training mode (the default for a new module) :meth:`forward`
+    ``rotation`` is the maximum angle in degrees; ``hflip`` / ``vflip`` are flip probabilities;
+    ``translate`` is the maximum shift in whole pixels, drawn per sample and axis from
+    ``{-t, ..., t}`` with zero fill (``translate=4`` on 32 px = torchvision's ``RandomCrop(32, padding=4)``);
+    ``scale`` is the maximum relative zoom, drawn from ``U[1 - scale, 1 + scale]`` (the keys of
+    ``recipe.augmentation``). In training mode (the default for a new module) :meth:`forward`
     augments; in eval mode (``.eval()``) it only normalises, exactly like ``eval_transform``. The
     parameters of the last call are kept in :attr:`last_params`.
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], rotation: float = 15.0, hflip: float = 0.5, vflip: float = 0.5) -> None:
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        rotation: float = 15.0,
+        hflip: float = 0.5,
+        vflip: float = 0.5,
+        translate: int = 0,
+        scale: float = 0.0,
+    ) -> None:
         super().__init__()
+        if translate < 0 or int(translate) != translate:
+            raise ValueError(f"translate must be a whole number of pixels >= 0, got {translate}")
+        if not 0.0 <= scale < 1.0:
+            raise ValueError(f"scale must be in [0, 1) (zoom range 1 +- scale), got {scale}")
+        self.translate, self.scale = int(translate), float(scale)
         if len(mean) != len(std):
             raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
         if rotation < 0:
@@ -102,14 +129,18 @@ class BatchAugment(nn.Module):
     def from_config(cls, mean: Sequence[float], std: Sequence[float], augmentation: Mapping | None) -> BatchAugment:
         """Same argument as :func:`~kd_lightning.datasets.transforms.train_transform` (``None`` = no augmentation)."""
         aug = dict(augmentation or {})
-        return cls(mean, std, float(aug.get("rotation", 0) or 0), float(aug.get("hflip", 0) or 0), float(aug.get("vflip", 0) or 0))
+        return cls(
+            mean, std, *(float(aug.get(k, 0) or 0) for k in ("rotation", "hflip", "vflip")),
+            translate=int(aug.get("translate", 0) or 0), scale=float(aug.get("scale", 0) or 0),
+        )
 
     @property
     def augments(self) -> bool:
-        return self.rotation > 0 or self.hflip > 0 or self.vflip > 0
+        return self.rotation > 0 or self.hflip > 0 or self.vflip > 0 or self.translate > 0 or self.scale > 0
 
     def extra_repr(self) -> str:
-        return f"rotation={self.rotation}, hflip={self.hflip}, vflip={self.vflip}, channels={self.mean.shape[1]}"
+        return (f"rotation={self.rotation}, hflip={self.hflip}, vflip={self.vflip}, translate={self.translate}, "
+                f"scale={self.scale}, channels={self.mean.shape[1]}")
 
     # -- parameters ----------------------------------------------------------------------------
     def sample_params(self, batch_size: int, device: torch.device | str | None = None, seed: int | None = None) -> AugmentParams:
@@ -129,6 +160,11 @@ class BatchAugment(nn.Module):
                 hflip.forward_parameters(shape)["batch_prob"] > 0.5,
                 vflip.forward_parameters(shape)["batch_prob"] > 0.5,
             )
+            # drawn after the paper's three, and only when on: the paper recipe's draws are unchanged
+            if self.translate:
+                params = replace(params, shift=torch.randint(-self.translate, self.translate + 1, (batch_size, 2)).to(torch.float32))
+            if self.scale:
+                params = replace(params, scale=torch.empty(batch_size).uniform_(1.0 - self.scale, 1.0 + self.scale))
         return params.to(device) if device is not None else params
 
     # -- the transform -------------------------------------------------------------------------
@@ -144,7 +180,14 @@ class BatchAugment(nn.Module):
             raise ValueError(f"params are for {len(params)} samples but the batch holds {images.shape[0]}")
         params = params.to(images.device)
         x = images.to(torch.float32)  # exact: uint8 values 0..255; nearest sampling keeps them integral
-        if bool((params.angle != 0).any()):
+        if params.is_affine:  # rotation, zoom and shift in one resampling (about the image centre)
+            n, _, h, w = x.shape
+            centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=x.device).expand(n, 2)
+            shift = params.shift if params.shift is not None else torch.zeros(n, 2, device=x.device)
+            zoom = (params.scale if params.scale is not None else torch.ones(n, device=x.device)).view(n, 1).expand(n, 2)
+            matrix = get_affine_matrix2d(shift, centre, zoom, params.angle)
+            x = warp_affine(x, matrix[:, :2], (h, w), mode="nearest", padding_mode="zeros")
+        elif bool((params.angle != 0).any()):
             x = rotate(x, params.angle, mode="nearest", padding_mode="zeros")
         x = torch.where(params.hflip.view(-1, 1, 1, 1), x.flip(-1), x)
         x = torch.where(params.vflip.view(-1, 1, 1, 1), x.flip(-2), x)

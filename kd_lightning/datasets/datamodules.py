@@ -17,6 +17,7 @@ from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
 from kd_lightning.datasets.batched import AugmentedBatches, AugmentParams, BatchAugment, SeededBatchSampler, load_as_uint8_tensors
+from kd_lightning.datasets.factors import DataFactors, apply_eval_factors, apply_train_factors
 from kd_lightning.datasets.splits import split_official_test
 from kd_lightning.datasets.transforms import eval_transform, train_transform
 
@@ -62,6 +63,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         top_k: Sequence[int] = (1,),
         pipeline: str = "tensor",
         seed: int = 0,
+        factors: Mapping | None = None,
     ) -> None:
         super().__init__()
         #: the run seed: with the tensor pipeline, data order and augmentation are functions of it
@@ -87,6 +89,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"dataset.pipeline={pipeline!r}: choose one of {PIPELINES}")
         self.pipeline = pipeline
         self.batch_augment = BatchAugment.from_config(self.mean, self.std, self.augmentation)
+        #: controlled data factors (kd_lightning/datasets/factors.py); the defaults are the paper's data
+        self.factors = DataFactors.from_config(factors)
+        if not self.factors.is_paper_data and pipeline != "tensor":
+            raise ValueError("dataset.factors act on the tensor pipeline's uint8 images: set dataset.pipeline=tensor")
+        #: what the factors did to the training split (sizes, class counts, realised noise): for results.json
+        self.factor_info: dict | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -138,9 +146,16 @@ class ImageClassificationDataModule(L.LightningDataModule):
             # uint8 tensors in memory; augmentation and normalisation run batched on the training
             # device in on_after_batch_transfer, so no per-image PIL work sits in the loop
             test_images, test_labels = load_as_uint8_tensors(official_test)
+            # factors: the training split subsampled / relabelled; evaluation only restricted to the
+            # same classes and given the same image content, so every level is scored on the same images
+            val, test = (test_images[val_idx], test_labels[val_idx]), (test_images[test_idx], test_labels[test_idx])
+            if self.factors.is_paper_data:
+                self.factor_info = {"identity": {}, "num_train": int(train_labels.shape[0])}
+            else:
+                train_images, train_labels, self.factor_info = apply_train_factors(train_images, train_labels, self.factors, self.num_classes)
+                val, test = (apply_eval_factors(*split, self.factors, self.num_classes) for split in (val, test))
             self.train_set = AugmentedBatches(train_images, train_labels, self.batch_augment, self.seed)
-            self.val_set = AugmentedBatches(test_images[val_idx], test_labels[val_idx])
-            self.test_set = AugmentedBatches(test_images[test_idx], test_labels[test_idx])
+            self.val_set, self.test_set = AugmentedBatches(*val), AugmentedBatches(*test)
             return
         train_raw.transform = train_transform(self.mean, self.std, self.augmentation)
         official_test.transform = eval_transform(self.mean, self.std)

@@ -40,6 +40,10 @@ def classification_metrics(num_classes: int, top_k: Sequence[int]) -> MetricColl
     return MetricCollection(metrics)
 
 
+#: the paper's KD temperature (Eq. 4), at which every run's soft-label entropy is measured
+SOFT_LABEL_TEMPERATURE = 4.0
+
+
 class TestMetrics(nn.Module):
     """What a test split says about one network beyond accuracy.
 
@@ -48,7 +52,10 @@ class TestMetrics(nn.Module):
     - fidelity to the teacher (Stanton et al. 2021, "Does knowledge distillation really work?"):
       ``agreement``, the share of test images where student and teacher agree on the top-1 class, and
       ``kl_teacher_student``, KL(teacher || student) at temperature 1 in nats per image (the KD loss of
-      ``kd_lightning.losses`` at T = 1). Left out (``None``) when there is no teacher to compare with.
+      ``kd_lightning.losses`` at T = 1). Left out (``None``) when there is no teacher to compare with;
+    - ``soft_label_entropy``: mean entropy (nats) of the network's own softmax at the paper's distillation
+      temperature (``SOFT_LABEL_TEMPERATURE``): for a teacher run, how much "dark knowledge" its soft
+      labels carry (a complexity measure of the teacher side, docs/factors.md).
     """
 
     def __init__(self, num_classes: int) -> None:
@@ -57,11 +64,14 @@ class TestMetrics(nn.Module):
         self.ece = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
         self.agreement = MeanMetric()
         self.kl_teacher_student = MeanMetric()
+        self.soft_label_entropy = MeanMetric()
 
     def update(self, logits: Tensor, labels: Tensor, teacher_logits: Tensor | None) -> None:
         logits = logits.float()
         self.nll.update(F.cross_entropy(logits, labels, reduction="none"))
         self.ece.update(logits.softmax(-1), labels)
+        soft = (logits / SOFT_LABEL_TEMPERATURE).log_softmax(-1)
+        self.soft_label_entropy.update(-(soft.exp() * soft).sum(-1))
         if teacher_logits is not None:
             teacher_logits = teacher_logits.float()
             self.agreement.update((logits.argmax(-1) == teacher_logits.argmax(-1)).float())
@@ -74,8 +84,9 @@ class TestMetrics(nn.Module):
             "ece": float(self.ece.compute()),
             "agreement": float(self.agreement.compute()) if seen_teacher else None,
             "kl_teacher_student": float(self.kl_teacher_student.compute()) if seen_teacher else None,
+            "soft_label_entropy": float(self.soft_label_entropy.compute()),
         }
-        for metric in (self.nll, self.ece, self.agreement, self.kl_teacher_student):
+        for metric in (self.nll, self.ece, self.agreement, self.kl_teacher_student, self.soft_label_entropy):
             metric.reset()
         return out
 
@@ -196,8 +207,15 @@ class ClassifierModule(L.LightningModule):
         self.last_test_results = {**values, **extra, "per_class_f1": [float(v) for v in per_class]}
 
     def configure_optimizers(self):
+        """The recipe's optimizer and schedule. A scheduler config may say ``interval: step`` (stepped
+        every optimizer step instead of every epoch) and ``total_steps: auto`` (the run's number of
+        optimizer steps, ``trainer.estimated_stepping_batches``: what a one-cycle schedule spans)."""
         optimizer = instantiate(dict(self.hparams.optimizer), params=list(self.trainable_parameters()))
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = instantiate(dict(self.hparams.scheduler), optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        settings = dict(self.hparams.scheduler)
+        interval = settings.pop("interval", "epoch")
+        if settings.get("total_steps") == "auto":
+            settings["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(settings, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -24,7 +24,13 @@ Building blocks (``stats.py`` has the formulas):
   datasets with >= 2 paired seeds; one-sided exact permutation test over the datasets' orderings.
   Grows: p(rho >= observed) < 0.05; shrinks: p(rho <= observed) < 0.05. A bootstrap-over-seeds 95%
   interval for rho is shown beside it (descriptive).
-- **Conjunctions** (claims 1 and 2 have two parts): ``supported`` when every part is supported at 0.05
+- **Factor trend** (one claim per factor a single-factor sweep varies, numbered from 101): for each of
+  RKD and IKD, Spearman's rho between the factor's difficulty (the level signed so that larger is
+  harder: less data, more label noise, more classes, lower resolution, no colour, more imbalance) and the
+  paired gain over scratch at every (level, seed), one-sided permutation test over the points (the
+  levels are exchangeable when the gain does not depend on them); >= 3 levels and >= 6 points, else not
+  testable. ``tests/test_factor_report.py`` measures its null false-positive rate.
+- **Conjunctions** (claims 1 and 2 and the factor claims have two parts): ``supported`` when every part is supported at 0.05
   (an intersection-union test: no correction needed); ``contradicted`` when some part is contradicted
   at 0.05 / (number of parts) (Bonferroni over the parts); else ``not testable`` when some part is;
   else ``inconclusive``.
@@ -36,10 +42,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from kd_lightning.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report import stats
+from kd_lightning.report.factors import DIFFICULTY_SIGN, FACTOR_TEXT, STUDENTS, complexity_evidence, factor_points, paired_by_level
 from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, method_label
 from kd_lightning.report.runs import DEFAULT_METRIC, for_recipe, metric_values, recipes_in
 from kd_lightning.report.tables import paired_from_values, paired_values, wide_values
@@ -263,3 +271,52 @@ def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
     """Claims as a table (for CSV and the notebook)."""
     cols = ["recipe", "number", "statement", "criterion", "verdict", "test", "evidence"]
     return pd.DataFrame([{k: v for k, v in asdict(c).items() if k != "parts"} for c in claims], columns=cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# Single-factor sweeps (issue 12): does the gain grow as the data gets harder along one factor?
+
+FACTOR_MIN_LEVELS = 3
+FACTOR_MIN_POINTS = 6
+
+
+def _difficulty(factor: str, levels: pd.Series) -> np.ndarray:
+    return DIFFICULTY_SIGN[factor] * levels.to_numpy(dtype=float)
+
+
+def factor_trend_part(points: pd.DataFrame, factor: str, student: str, n_parts: int = 2) -> Part:
+    """Does the student's paired gain over scratch grow as the data gets harder along ``factor``?"""
+    paired = paired_by_level(points, student, "scratch")
+    name = f"{method_label(student)} − {method_label('scratch')} as {FACTOR_TEXT[factor]}"
+    levels = paired.groupby("level")["diff"]
+    per_level = ", ".join(f"{factor}={lv:g}: {fmt(d.mean(), signed=True)} (n={len(d)})" for lv, d in levels) or "none"
+    n_levels, n = paired["level"].nunique(), len(paired)
+    if n_levels < FACTOR_MIN_LEVELS or n < FACTOR_MIN_POINTS:
+        return Part(name, NOT_TESTABLE, f"{name}: {n_levels} level(s), {n} paired points; needs ≥ {FACTOR_MIN_LEVELS} levels and ≥ {FACTOR_MIN_POINTS} points",
+                    f"- {name}: mean paired gain (pp) per level {per_level}.")
+    res = stats.trend_test(_difficulty(factor, paired["level"]), paired["diff"].to_numpy())
+    if res["p_greater"] < ALPHA:
+        verdict = SUPPORTED
+    elif res["p_less"] < ALPHA / n_parts:
+        verdict = CONTRADICTED
+    else:
+        verdict = INCONCLUSIVE
+    test = (f"{name}: Spearman rho {fmt(res['rho'], signed=True)} over {n} (level, seed) points, permutation p "
+            f"{fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)")
+    return Part(name, verdict, test, f"- {name}: mean paired gain (pp) per level {per_level}; rho = {fmt(res['rho'], signed=True)}.")
+
+
+def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> list[Claim]:
+    """One claim per (dataset, recipe, factor) the sweep varies."""
+    points = factor_points(runs, metric)
+    claims = []
+    for number, ((dataset, recipe, factor), sub) in enumerate(points.groupby(["dataset", "base_recipe", "factor"], sort=False), start=1):
+        parts = [factor_trend_part(sub, factor, s) for s in STUDENTS]
+        statement = f"On {dataset_label(dataset)}, the gain from distillation over scratch grows as {FACTOR_TEXT[factor]} (RKD and IKD)."
+        criterion = (f"For each of RKD and IKD: Spearman's rho between difficulty along {factor} and the paired gain over scratch "
+                     f"at every (level, seed), one-sided permutation test; ≥ {FACTOR_MIN_LEVELS} levels and ≥ {FACTOR_MIN_POINTS} points. "
+                     f"Supported: p(growth) < {ALPHA} for both. Contradicted: p(decline) < {ALPHA / 2} for either.")
+        evidence = "\n".join([p.evidence for p in parts] + [line for s in STUDENTS for line in complexity_evidence(sub, s)])
+        claims.append(Claim(100 + number, statement, criterion, combine(parts), "; ".join(p.test for p in parts), evidence,
+                            recipe, tuple(parts)))
+    return claims

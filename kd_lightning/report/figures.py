@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from kd_lightning.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
 from kd_lightning.report.curves import curve_summary
 from kd_lightning.report.formatting import dataset_label, metric_note
-from kd_lightning.report.runs import DEFAULT_METRIC, completed_runs, datasets_in, ordered_datasets, ordered_methods
+from kd_lightning.report.runs import DEFAULT_METRIC, completed_runs, datasets_in, for_recipe, ordered_datasets, ordered_methods, recipes_in
 from kd_lightning.report.tables import efficiency_table, paired_comparison, summary_table
 
 METHOD_COLORS = {"teacher": "#4C72B0", "scratch": "#8C8C8C", "rkd": "#DD8452", "ikd": "#55A868"}
@@ -217,6 +217,52 @@ def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost
         _legend(ax, fontsize="small")
     axes[0].set_ylabel("test accuracy (%)")
     fig.suptitle(f"Accuracy vs cost — {metric_note(metric)}; error bars: 95% t-interval over seeds", fontsize="medium")
+    return fig
+
+
+def plot_gain_by_recipe(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+    """RKD and IKD gain over scratch per dataset under each recipe side by side (e.g. paper vs strong):
+    does what KD buys survive well-trained networks? Paired by seed, 95% CIs."""
+    recipes = [r for r in recipes_in(runs) if "·" not in r]  # data-factor conditions have their own figure
+    fig = Figure(figsize=(5.0 * max(len(recipes), 1), 4.5), layout="constrained")
+    axes = fig.subplots(1, max(len(recipes), 1), sharey=True, squeeze=False)[0]
+    for ax, recipe in zip(axes, recipes):
+        sub = for_recipe(runs, recipe)
+        datasets = datasets_in(sub)
+        x, bar, offsets = _bar_positions(len(datasets), 2)
+        for offset, student in zip(offsets, ("rkd", "ikd")):
+            rows = paired_comparison(sub, student, "scratch", metric).set_index("dataset").reindex(datasets)
+            err = np.vstack([rows["diff_mean"] - rows["ci_low"], rows["ci_high"] - rows["diff_mean"]])
+            ax.bar(x + offset, rows["diff_mean"], bar, yerr=np.nan_to_num(err), capsize=3, color=METHOD_COLORS[student], label=METHOD_LABELS[student])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(x, [dataset_label(d) for d in datasets])
+        ax.set_title(f"recipe {recipe}", fontsize="medium")
+        ax.grid(axis="y", alpha=0.3)
+        _legend(ax, fontsize="small")
+    axes[0].set_ylabel("student − scratch (pp), 95% CI")
+    fig.suptitle(f"KD gain over scratch per recipe — {metric_note(metric)}", fontsize="medium")
+    return fig
+
+
+def plot_factor_gain(table: pd.DataFrame, dataset: str, factor: str) -> Figure:
+    """One factor sweep: the students' gain over scratch (paired, 95% CI) and their agreement with the
+    teacher against the factor's level (``factors.factor_table`` rows of one dataset and factor)."""
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    gain_ax, agree_ax = fig.subplots(1, 2)
+    rows = table[(table["dataset"] == dataset) & (table["factor"] == factor)].sort_values("level")
+    for student, sub in rows.groupby("student", sort=False):
+        color = METHOD_COLORS.get(student)
+        err = np.vstack([sub["gain"] - sub["gain_ci_low"], sub["gain_ci_high"] - sub["gain"]])
+        gain_ax.errorbar(sub["level"], sub["gain"], yerr=np.nan_to_num(err), marker="o", capsize=3, color=color, label=METHOD_LABELS[student])
+        agree_ax.plot(sub["level"], 100 * sub["agreement"], marker="o", color=color, label=METHOD_LABELS[student])
+    if rows.empty:
+        _no_data(gain_ax)
+    gain_ax.axhline(0, color="black", linewidth=0.8)
+    gain_ax.set(xlabel=factor, ylabel="student − scratch (pp)", title=f"{dataset_label(dataset)}: gain over scratch vs {factor}\n"
+                "paired by seed, error bars: 95% CI")
+    agree_ax.set(xlabel=factor, ylabel="top-1 agreement with teacher (%)", title="Fidelity vs " + factor)
+    for ax in (gain_ax, agree_ax):
+        _legend(ax)
     return fig
 
 

@@ -164,6 +164,23 @@ def format_student_buys(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def format_factors(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in table.to_dict("records"):
+        rows.append({
+            "Dataset": dataset_label(r["dataset"]), "Recipe": r["recipe"], "Factor": r["factor"], "Level": f"{r['level']:g}",
+            "Student": method_label(r["student"]), "Teacher": fmt(r["teacher"]), "Scratch": fmt(r["scratch"]),
+            "Student acc": fmt(r["student_acc"]), "n": fmt_n(r["n_pairs"]),
+            "Gain (pp, 95% CI)": f"{fmt(r['gain'], signed=True)} {fmt_ci(r['gain_ci_low'], r['gain_ci_high'])}",
+            "Gap closed": f"{fmt(100 * r['gap_closed'], 0)}%" if pd.notna(r["gap_closed"]) else "n/a",
+            "Agreement": f"{fmt(100 * r['agreement'], 1)}%" if pd.notna(r["agreement"]) else "n/a",
+            "Probe acc": fmt(r.get("complexity.probe_acc"), 3), "N3": fmt(r.get("complexity.n3"), 3),
+            "1/(1+F1)": fmt(r.get("complexity.f1_inv"), 3), "ID": fmt(r.get("complexity.intrinsic_dim"), 1),
+            "CSG": fmt(r.get("complexity.csg"), 2), "Teacher H(T=4)": fmt(r.get("teacher_soft_label_entropy"), 3),
+        })
+    return pd.DataFrame(rows)
+
+
 def issues_markdown(issues: pd.DataFrame) -> str:
     if issues.empty:
         return "All runs of the grid completed."
@@ -279,6 +296,15 @@ def build_markdown(sweep: Path, runs: pd.DataFrame, metric: str, comparisons: di
                   "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
                   "Costs are means over the seeds' measurements (`results.json` → `efficiency`); latencies are "
                   "comparable only within one machine.", "", markdown_table(format_student_buys(buys)), ""]
+    factors = tables.get("factors", pd.DataFrame())
+    if not factors.empty:
+        lines += ["## Data factors", "",
+                  f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
+                  "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
+                  f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
+                  "complexity (teacher runs' `data_complexity`: linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
+                  "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy at T = 4 (nats). Verdicts are the claims numbered from 101.", "",
+                  markdown_table(format_factors(factors)), ""]
     lines += ["## Figures", ""]
     for caption, path in figures:
         lines += [f"### {caption}", "", f"![{caption}]({path.relative_to(out).as_posix()})", ""]

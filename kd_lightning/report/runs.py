@@ -21,6 +21,8 @@ from kd_lightning.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, PAPER_E
 from kd_lightning.report.paper_config import paper_differences
 
 RESULTS_FILE = "results.json"
+#: measured complexity of a run's training data (teacher runs' ``data_complexity``, kd_lightning/complexity.py)
+COMPLEXITY_MEASURES = ("probe_acc", "n3", "f1_inv", "intrinsic_dim", "csg")
 SKIP_DIRS = frozenset({"archive"})
 KEYS = ["dataset", "method", "seed"]
 #: runs of different recipes are different experiments: one record per recipe/dataset/method/seed
@@ -36,7 +38,7 @@ SPLITS: dict[str, str] = {"test_best": "best-validation checkpoint", "test_last"
 
 #: scalar per-split fields of results.json: accuracy, macro-F1, top-5 (CIFAR100), NLL (nats), ECE
 #: (fraction), teacher-student top-1 agreement (fraction) and KL(teacher || student) (nats/sample, T=1)
-SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student")
+SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student", "soft_label_entropy")
 TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source")
 EFFICIENCY_FIELDS = ("params", "flops_per_image", "checkpoint_mb", "latency_ms_b1", "latency_ms_b1_p90",
                      "latency_threads", "throughput_b64_img_s")
@@ -49,8 +51,9 @@ RUN_COLUMNS = [
     "test_best.per_class_f1", "test_last.per_class_f1",
     "teacher_key", *(f"teacher.{f}" for f in TEACHER_FIELDS),
     *(f"efficiency.{f}" for f in EFFICIENCY_FIELDS),
+    "base_recipe", "factors", "image_size", *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
 ]
-_OBJECT_COLUMNS = ("max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
+_OBJECT_COLUMNS = ("factors", "max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,13 +92,21 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     seed = record.get("seed", inferred["seed"])
     error = _dict(record.get("error"))
     differences = paper_differences(config, method)
+    factors = _dict(_dict(record.get("data_factors")).get("identity"))
+    if factors:
+        differences.append(f"data factors {factor_label(factors)}")
+    base_recipe = _dict(config.get("recipe")).get("name") or NO_RECIPE
     row: dict[str, Any] = {
         "dataset": record.get("dataset") or inferred["dataset"],
         "method": method,
         "seed": int(seed) if seed is not None else None,
         "status": record.get("status", "unknown"),
         "path": str(path.parent),
-        "recipe": _dict(config.get("recipe")).get("name") or NO_RECIPE,
+        # each data-factor level is its own condition, never pooled with another (like a recipe)
+        "recipe": f"{base_recipe} · {factor_label(factors)}" if factors else base_recipe,
+        "base_recipe": base_recipe,
+        "factors": factors,
+        "image_size": _dict(config.get("dataset")).get("image_size"),
         "paper_comparable": not differences,
         "paper_differences": "; ".join(differences),
         "max_epochs": trainer.get("max_epochs"),
@@ -132,7 +143,15 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "efficiency.latency_threads": _float(latency.get("threads")),
         "efficiency.throughput_b64_img_s": _float(eff.get("throughput_b64_img_s")),
     })
+    measures = _dict(_dict(record.get("data_complexity")).get("measures"))
+    row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
     return row
+
+
+def factor_label(factors: dict[str, Any]) -> str:
+    """``train_fraction=0.1`` for a run's data-factor identity (its seed and noise kind left out unless needed)."""
+    shown = {k: v for k, v in factors.items() if k != "factor_seed" and not (k == "noise_kind" and v == "symmetric")}
+    return ",".join(f"{k}={v}" for k, v in shown.items())
 
 
 def load_sweep(sweep: str | Path) -> pd.DataFrame:

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_lightning.report.claims import Claim, claims_frame, evaluate_claims
+from kd_lightning.report.claims import Claim, claims_frame, evaluate_claims, factor_claims
+from kd_lightning.report.factors import factor_table
 from kd_lightning.report.curves import curve_summary, load_curves
 from kd_lightning.report.figures import (
     plot_accuracy,
     plot_accuracy_vs_cost,
+    plot_factor_gain,
+    plot_gain_by_recipe,
     plot_gain_over_scratch,
     plot_gain_vs_complexity,
     plot_per_class_f1,
@@ -74,6 +77,13 @@ def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, metric: str, figures
         for dataset in datasets_in(sub):
             made.append((f"Per-class F1 — {dataset}{where}",
                          save_figure(plot_per_class_f1(sub, dataset, metric), figures / f"per_class_f1_{dataset}{tag}.png")))
+    if len([r for r in recipes if "·" not in r]) > 1:
+        made.append(("KD gain over scratch under each recipe", save_figure(plot_gain_by_recipe(runs, metric), figures / "gain_by_recipe.png")))
+    factors = factor_table(runs, metric)
+    if not factors.empty:
+        for (dataset, factor), _ in factors.groupby(["dataset", "factor"], sort=False):
+            made.append((f"KD gain and fidelity vs {factor} — {dataset}",
+                         save_figure(plot_factor_gain(factors, dataset, factor), figures / f"factor_{factor}_{dataset}.png")))
     return made
 
 
@@ -97,7 +107,8 @@ def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, issues: pd.DataFrame,
             comparisons[key].to_csv(tables / f"{key}.csv", index=False)
     other = {"run_counts": run_counts(runs), "evidence": evidence_table(runs, metric),
              "provenance": teacher_check(runs),
-             "efficiency": efficiency_table(runs, metric), "student_buys": student_buys_table(runs, metric)}
+             "efficiency": efficiency_table(runs, metric), "student_buys": student_buys_table(runs, metric),
+             "factors": factor_table(runs, metric)}
     for split in SPLITS:
         other[f"fidelity_{_short(split)}"] = fidelity_table(runs, split)
     for m in METRICS:
@@ -120,7 +131,7 @@ def write_report(sweep: str | Path, out: str | Path | None = None, metric: str =
     runs = load_sweep(sweep)
     curves = load_curves(runs)
     issues = find_issues(runs)
-    claims = evaluate_claims(runs, metric)
+    claims = evaluate_claims(runs, metric) + factor_claims(runs, metric)
     comparisons, other = write_tables(runs, curves, issues, claims, metric, out / "tables")
     figures = write_figures(runs, curves, metric, out / "figures")
     report = out / "report.md"

@@ -1,0 +1,52 @@
+"""Fidelity, calibration and soft-label entropy of a test split, against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kd_lightning.modules import base
+from kd_lightning.modules.base import ECE_BINS, SOFT_LABEL_TEMPERATURE
+
+STUDENT = np.array([[3.0, 0, 0], [0, 2, 0], [0, 0, 1], [1, 0, 0]])
+TEACHER = np.array([[2.0, 0, 0], [0, 0, 2], [0, 0, 1], [0, 1, 0]])
+LABELS = np.array([0, 1, 1, 2])
+
+
+def softmax(z: np.ndarray, t: float = 1.0) -> np.ndarray:
+    e = np.exp(z / t - (z / t).max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_metrics_on_tiny_logits_equal_hand_computed_values():
+    metrics = base.TestMetrics(3)
+    # two batches: the metrics accumulate over the split
+    for rows in (slice(0, 3), slice(3, 4)):
+        metrics.update(torch.tensor(STUDENT[rows], dtype=torch.float32), torch.tensor(LABELS[rows]), torch.tensor(TEACHER[rows], dtype=torch.float32))
+    out = metrics.compute()
+
+    p_s, p_t = softmax(STUDENT), softmax(TEACHER)
+    assert out["agreement"] == pytest.approx(0.5)  # argmax 0,1,2,0 vs 0,2,2,1
+    assert out["kl_teacher_student"] == pytest.approx(np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), 1)), rel=1e-5)
+    assert out["nll"] == pytest.approx(-np.mean(np.log(p_s[np.arange(4), LABELS])), rel=1e-5)
+    # ECE: confidences .909 (right), .787 (right), .576 (wrong), .576 (wrong), in 15 equal-width bins
+    confidence, correct = p_s.max(1), (p_s.argmax(1) == LABELS).astype(float)
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    ece = sum(np.sum(bins == b) / 4 * abs(correct[bins == b].mean() - confidence[bins == b].mean()) for b in set(bins))
+    assert ece == pytest.approx((1 - 0.9094) / 4 + (1 - 0.7870) / 4 + 2 * 0.5761 / 4, abs=1e-3)
+    assert out["ece"] == pytest.approx(ece, rel=1e-5)
+    soft = softmax(STUDENT, SOFT_LABEL_TEMPERATURE)
+    assert out["soft_label_entropy"] == pytest.approx(np.mean(-np.sum(soft * np.log(soft), 1)), rel=1e-5)
+    assert out["soft_label_entropy"] <= math.log(3)
+
+
+def test_without_a_teacher_fidelity_is_left_out_and_state_resets():
+    metrics = base.TestMetrics(3)
+    metrics.update(torch.tensor(STUDENT, dtype=torch.float32), torch.tensor(LABELS), None)
+    first = metrics.compute()
+    assert first["agreement"] is None and first["kl_teacher_student"] is None
+    metrics.update(torch.tensor(STUDENT[:1], dtype=torch.float32), torch.tensor(LABELS[:1]), None)
+    assert metrics.compute()["nll"] == pytest.approx(-math.log(softmax(STUDENT[:1])[0, 0]), rel=1e-5)
