@@ -150,6 +150,15 @@ def _paper_rho(treatment: str, control: str) -> float:
                               [paper_accuracy(d, treatment) - paper_accuracy(d, control) for d in ds])
 
 
+def trend_verdict(res: dict[str, float], n_parts: int) -> str:
+    """Growth at ALPHA supports; decline at ALPHA / n_parts contradicts (one part of a conjunction)."""
+    if res["p_greater"] < ALPHA:
+        return SUPPORTED
+    if res["p_less"] < ALPHA / n_parts:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
 def trend_part(values: pd.DataFrame, treatment: str, control: str, n_parts: int = 1, bootstrap: bool = True) -> Part:
     """Does ``treatment - control`` grow with the paper's complexity rank? (see the module docstring)"""
     diffs = {d: s for d, s in paired_values(values, treatment, control).items()
@@ -166,12 +175,7 @@ def trend_part(values: pd.DataFrame, treatment: str, control: str, n_parts: int 
                     f"- {name}: mean paired difference (pp) {used}; paper's rho {fmt(_paper_rho(treatment, control))}.")
     res = stats.trend_test(ranks, means)
     low, high = stats.bootstrap_rho(ranks, [s.to_numpy() for s in diffs.values()]) if bootstrap else (math.nan, math.nan)
-    if res["p_greater"] < ALPHA:
-        verdict = SUPPORTED
-    elif res["p_less"] < ALPHA / n_parts:
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = trend_verdict(res, n_parts)
     test = (f"{name}: Spearman rho {fmt(res['rho'], signed=True)} over {n} datasets, exact permutation p "
             f"{fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)")
     boot = f", bootstrap-over-seeds 95% interval {fmt_ci(low, high)}" if bootstrap else ""
@@ -295,12 +299,7 @@ def factor_trend_part(points: pd.DataFrame, factor: str, student: str, n_parts: 
         return Part(name, NOT_TESTABLE, f"{name}: {n_levels} level(s), {n} paired points; needs ≥ {FACTOR_MIN_LEVELS} levels and ≥ {FACTOR_MIN_POINTS} points",
                     f"- {name}: mean paired gain (pp) per level {per_level}.")
     res = stats.trend_test(_difficulty(factor, paired["level"]), paired["diff"].to_numpy())
-    if res["p_greater"] < ALPHA:
-        verdict = SUPPORTED
-    elif res["p_less"] < ALPHA / n_parts:
-        verdict = CONTRADICTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = trend_verdict(res, n_parts)
     test = (f"{name}: Spearman rho {fmt(res['rho'], signed=True)} over {n} (level, seed) points, permutation p "
             f"{fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)")
     return Part(name, verdict, test, f"- {name}: mean paired gain (pp) per level {per_level}; rho = {fmt(res['rho'], signed=True)}.")
