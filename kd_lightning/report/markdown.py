@@ -294,7 +294,7 @@ def build_markdown(sweep: Path, runs: pd.DataFrame, metric: str, comparisons: di
                   f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
                   "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
                   "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
-                  "Costs are means over the seeds' measurements (`results.json` → `efficiency`); latencies are "
+                  "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) (`results.json` → `efficiency`); latencies are "
                   "comparable only within one machine.", "", markdown_table(format_student_buys(buys)), ""]
     factors = tables.get("factors", pd.DataFrame())
     if not factors.empty:

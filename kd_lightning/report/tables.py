@@ -310,7 +310,8 @@ def has_efficiency(runs: pd.DataFrame) -> bool:
 
 
 def efficiency_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    """Per dataset x method: accuracy (mean, std) and cost (mean over seeds): parameters, FLOPs per image,
+    """Per dataset x method: accuracy (mean, std) and cost (median over seeds: a timing slowed by another
+    process on the machine must not move it): parameters, FLOPs per image,
     checkpoint size (MB), CPU latency at batch 1 (median ms) and throughput at batch 64 (img/s)."""
     def build(sub: pd.DataFrame) -> pd.DataFrame:
         done = completed_runs(sub, metric)
@@ -323,7 +324,7 @@ def efficiency_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.Dat
             row = {"dataset": dataset, "method": method, "n": s["n"], "acc_mean": s["mean"], "acc_std": s["std"],
                    "acc_ci_low": s["ci_low"], "acc_ci_high": s["ci_high"]}
             for col, name in EFFICIENCY_COLUMNS.items():
-                row[name] = float(pd.to_numeric(arm[col], errors="coerce").mean()) if col in arm else math.nan
+                row[name] = float(pd.to_numeric(arm[col], errors="coerce").median()) if col in arm else math.nan
             rows.append(row)
         return pd.DataFrame(rows)
 
