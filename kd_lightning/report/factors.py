@@ -104,7 +104,7 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
                     "dataset": dataset, "recipe": recipe, "factor": factor, "level": level, "student": student,
                     "teacher": teacher, "scratch": scratch, "student_acc": kd, "n_pairs": t["n"],
                     "gain": t["mean"], "gain_ci_low": t["ci_low"], "gain_ci_high": t["ci_high"],
-                    "gap_closed": (kd - scratch) / gap if abs(gap) >= GAP_MIN_PP else math.nan,
+                    "gap_closed": (kd - scratch) / gap if gap >= GAP_MIN_PP else math.nan,  # no room to close otherwise
                     "agreement": at.loc[at["method"] == student, "agreement"].mean(),
                     "teacher_soft_label_entropy": at.loc[at["method"] == "teacher", "soft_label_entropy"].mean(),
                     **{f"complexity.{m}": v for m, v in complexity.items()},
