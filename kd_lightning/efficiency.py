@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from kd_lightning.models import count_parameters  # re-exported: one parameter count for runs and costs
+
 __all__ = [
     "PRECISIONS",
     "checkpoint_size_mb",
@@ -74,11 +76,6 @@ MIN_REPEATS = 3
 
 
 # -- size ----------------------------------------------------------------------------------------
-def count_parameters(net: nn.Module) -> int:
-    """Number of parameter elements of ``net`` (trainable or frozen; buffers excluded)."""
-    return int(sum(p.numel() for p in net.parameters()))
-
-
 def checkpoint_size_mb(path: str | os.PathLike) -> float:
     """Size of the file at ``path`` in MB (10^6 bytes)."""
     return os.path.getsize(path) / 1e6
