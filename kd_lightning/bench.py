@@ -46,12 +46,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from kd_lightning.config import compose_run_config
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import write_dataset
 from kd_lightning.efficiency import count_flops
@@ -60,7 +60,6 @@ from kd_lightning.records import PROJECT_ROOT, write_json
 
 METHODS = ("teacher", "scratch", "rkd", "ikd")
 DATASETS = ("usps", "mnist", "fashion_mnist", "cifar10", "cifar100")
-CONF_DIR = PROJECT_ROOT / "conf"
 PATHS = ("bare", "lightning", "model")
 PATH_LABELS = {"bare": "1 bare PyTorch", "lightning": "2 Lightning", "model": "3 model only"}
 #: targets reported (never asserted): name -> (threshold, description)
@@ -80,10 +79,7 @@ log = logging.getLogger("kd_lightning.bench")
 # -- config --------------------------------------------------------------------------------------
 def compose_config(dataset: str, method: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The run config ``python -m kd_lightning.train dataset=<dataset> method=<method>`` would get."""
-    import kd_lightning.config  # noqa: F401  (registers the ${kd_project_root:} resolver)
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"dataset={dataset}", f"method={method}", *overrides])
+    return compose_run_config([f"dataset={dataset}", f"method={method}", *overrides])
 
 
 @contextlib.contextmanager

@@ -78,6 +78,7 @@ __all__ = [
     "complexity_cache_key",
     "complexity_measures",
     "compute_complexity",
+    "config_complexity",
     "cumulative_spectral_gradient",
     "dataset_complexity",
     "fisher_f1",
@@ -374,6 +375,19 @@ def dataset_complexity(
         record["seconds"] = round(time.perf_counter() - start, 3)
         _write_json_atomic(path, record)
     return {**record, "cache_hit": False}
+
+
+def config_complexity(cfg: Any, datamodule: Any, recompute: bool = False) -> dict[str, Any]:
+    """:func:`dataset_complexity` of the training data a composed run config describes, from its set-up
+    DataModule (tensor pipeline), cached in ``paths.complexity_dir`` under the config's
+    :func:`kd_lightning.identity.data_identity`; the validation split (clean labels) scores the probe."""
+    from kd_lightning.identity import data_identity, identity
+
+    return dataset_complexity(
+        datamodule.train_set.images, datamodule.train_set.labels, data_identity(identity(cfg)["dataset"]),
+        cfg.paths.complexity_dir, eval_images=datamodule.val_set.images, eval_labels=datamodule.val_set.labels,
+        recompute=recompute,
+    )
 
 
 # -- teacher-side measures ------------------------------------------------------------------------------

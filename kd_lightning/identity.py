@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -57,6 +58,8 @@ IDENTITY_KEYS: tuple[str, ...] = (
 )
 #: dataset keys that say where files are or how they are loaded, never what is computed
 DATASET_KEYS_NOT_IN_IDENTITY: tuple[str, ...] = ("data_dir", "num_workers", "download", "pin_memory", "eval_batch_size")
+#: dataset identity keys that change how the data is trained on, not which images and labels it holds
+TRAINING_ONLY_DATASET_KEYS: tuple[str, ...] = ("batch_size", "augmentation", "pipeline", "top_k")
 
 
 def identity(cfg: DictConfig, teacher: str | None = None, include_seed: bool = True) -> dict[str, Any]:
@@ -79,6 +82,13 @@ def identity(cfg: DictConfig, teacher: str | None = None, include_seed: bool = T
     if teacher is not None:
         out["teacher"] = teacher
     return json.loads(json.dumps(out, default=str))  # plain JSON values: what is hashed is what is stored
+
+
+def data_identity(dataset_identity: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes two data configurations the same data (files, split, factors): a run identity's
+    ``dataset`` entry without :data:`TRAINING_ONLY_DATASET_KEYS`. Keys the complexity cache
+    (:mod:`kd_lightning.complexity`), so runs of any method, batch size or augmentation share it."""
+    return {k: v for k, v in dataset_identity.items() if k not in TRAINING_ONLY_DATASET_KEYS}
 
 
 def digest(values: dict[str, Any], length: int = 10) -> str:

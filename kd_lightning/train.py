@@ -25,16 +25,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kd_lightning import rundir, teachers
 from kd_lightning.callbacks import ThroughputMeter
-from kd_lightning.config import to_plain, validate_config
+from kd_lightning.config import CONF_DIR, to_plain, validate_config
 from kd_lightning.identity import fingerprint, identity
 from kd_lightning.models import count_parameters
-from kd_lightning.records import PROJECT_ROOT, OutputError, read_results, write_json
+from kd_lightning.records import OutputError, read_results, write_json
 from kd_lightning.rundir import RunConflictError  # noqa: F401  (re-exported: part of the entry point's API)
 from kd_lightning.sweep import report_failed_run
 
 log = logging.getLogger("kd_lightning")
-#: absolute, so the entry point works however it is imported (python -m, tests, notebooks)
-CONF_DIR = PROJECT_ROOT / "conf"
 #: method-config keys that describe the method rather than being LightningModule arguments
 _METHOD_META_KEYS = ("name",)
 
@@ -154,17 +152,13 @@ def _publishes_teacher(cfg: DictConfig) -> bool:
 
 def _data_complexity(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, Any] | None:
     """Measured complexity of the training data this run saw (kd_lightning/complexity.py), computed once
-    per data configuration (cached under ``paths.output_dir/complexity``); recorded by teacher runs."""
+    per data configuration (cached under ``paths.complexity_dir``); recorded by teacher runs."""
     if not (cfg.get("complexity") or {}).get("measure", False):
         return None
-    from kd_lightning.complexity import dataset_complexity
+    from kd_lightning.complexity import config_complexity
 
-    data = {k: v for k, v in identity(cfg)["dataset"].items() if k not in ("batch_size", "augmentation", "pipeline", "top_k")}
     try:
-        result = dataset_complexity(
-            datamodule.train_set.images, datamodule.train_set.labels, data, Path(cfg.paths.output_dir) / "complexity",
-            eval_images=datamodule.val_set.images, eval_labels=datamodule.val_set.labels,
-        )
+        result = config_complexity(cfg, datamodule)
     except Exception as exc:  # noqa: BLE001 - a by-product: the run's accuracy stands
         log.warning("could not measure the data's complexity: %s: %s", type(exc).__name__, exc)
         return {"error": f"{type(exc).__name__}: {exc}"}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from kd_lightning.config import compose_run_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -32,5 +33,4 @@ def compose_cfg(overrides: list[str] | tuple[str, ...] = (), data_dir: Path | No
         args.append(f"paths.data_dir={data_dir}")
     if out_dir is not None:
         args.append(f"paths.output_dir={out_dir}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=args + list(overrides))
+    return compose_run_config(args + list(overrides))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -87,3 +88,7 @@ def test_results_json_factors_reach_the_report(tmp_path):
     report = write_report(tmp_path).read_text()
     assert "## Data factors" in report and "grows as training data shrinks" in report
     assert (tmp_path / "report" / "figures" / "factor_train_fraction_usps.png").is_file()
+    # per-level figures get file names a Markdown link (and a shell) can hold
+    assert (tmp_path / "report" / "figures" / "accuracy_paper_train_fraction-0.1.png").is_file()
+    links = re.findall(r"\]\((figures/[^)]*)\)", report)
+    assert links and all(" " not in link and (tmp_path / "report" / link).is_file() for link in links)

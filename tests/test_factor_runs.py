@@ -60,3 +60,47 @@ def test_bad_factor_values_stop_before_any_data_is_read(override, key, tmp_path)
     cfg = compose_cfg([override], data_dir=tmp_path / "no-data-here", out_dir=tmp_path)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         train.run(cfg)
+
+
+def _fake_run(folder: Path, method: str, dataset_identity: dict, complexity_dir: Path) -> None:
+    folder.mkdir(parents=True)
+    record = {"dataset": "usps", "method": method, "seed": 0, "status": "completed", "test_best": {"acc": 0.9},
+              "identity": {"dataset": dataset_identity}, "config": {"recipe": {"name": "paper"}, "paths": {"complexity_dir": str(complexity_dir)}}}
+    (folder / "results.json").write_text(json.dumps(record))
+
+
+def test_complexity_measured_without_training_is_cached_and_reaches_runs_that_lack_it(fake_data_dir, tmp_path, capsys):
+    """`python -m kd_lightning.measure_complexity` writes the cache teacher runs use; the report gives every run
+    without its own measures those of its data configuration (and none to runs of other data)."""
+    from kd_lightning import measure_complexity
+    from kd_lightning.identity import data_identity
+    from kd_lightning.report.runs import load_sweep
+
+    args = [f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", "dataset.factors.train_fraction=0.5"]
+    assert measure_complexity.main(args) == 0
+    first = capsys.readouterr().out
+    assert "computed in" in first and "n3" in first
+    entries = list((tmp_path / "complexity").glob("complexity-*.json"))
+    assert len(entries) == 1
+    entry = json.loads(entries[0].read_text())
+    cfg = compose_cfg(["method=ikd", "dataset.factors.train_fraction=0.5"], data_dir=fake_data_dir, out_dir=tmp_path)
+    assert entry["identity"] == data_identity(identity(cfg)["dataset"])
+    # another method, batch size and augmentation train on the same data: the same entry, read back
+    assert measure_complexity.main([*args, "method=rkd", "recipe.batch_size=8", "recipe.augmentation.rotation=0"]) == 0
+    assert "(cache;" in capsys.readouterr().out and len(list((tmp_path / "complexity").glob("*.json"))) == 1
+
+    sweep = tmp_path / "sweep"
+    _fake_run(sweep / "usps" / "teacher" / "seed0", "teacher", identity(cfg)["dataset"], tmp_path / "complexity")
+    other = compose_cfg(["dataset.factors.train_fraction=0.25"], data_dir=fake_data_dir)
+    _fake_run(sweep / "usps" / "scratch" / "seed0", "scratch", identity(other)["dataset"], tmp_path / "complexity")
+    runs = load_sweep(sweep).set_index("method")
+    assert runs.loc["teacher", "complexity.n3"] == pytest.approx(entry["measures"]["n3"])
+    assert runs.loc["teacher", "complexity.probe_acc"] == pytest.approx(entry["measures"]["probe_acc"])
+    assert runs.loc["scratch", ["complexity.n3", "complexity.probe_acc"]].isna().all()
+
+
+def test_measure_complexity_checks_its_config_before_reading_data(tmp_path):
+    from kd_lightning import measure_complexity
+
+    with pytest.raises(ConfigError, match=r"dataset\.factors\.label_noise"):
+        measure_complexity.measure([f"paths.data_dir={tmp_path / 'no-data-here'}", "dataset.factors.label_noise=1.5"])

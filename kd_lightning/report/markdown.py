@@ -302,7 +302,7 @@ def build_markdown(sweep: Path, runs: pd.DataFrame, metric: str, comparisons: di
                   f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
                   "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
                   f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
-                  "complexity (teacher runs' `data_complexity`: linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
+                  "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
                   "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy at T = 4 (nats). Verdicts are the claims numbered from 101.", "",
                   markdown_table(format_factors(factors)), ""]
     lines += ["## Figures", ""]

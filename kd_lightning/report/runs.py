@@ -21,7 +21,8 @@ from kd_lightning.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, PAPER_E
 from kd_lightning.report.paper_config import paper_differences
 
 RESULTS_FILE = "results.json"
-#: measured complexity of a run's training data (teacher runs' ``data_complexity``, kd_lightning/complexity.py)
+#: measured complexity of a run's training data (kd_lightning/complexity.py): the run's own ``data_complexity``
+#: (teacher runs record it), else the sweep's cache entry for the same data (:func:`fill_complexity`)
 COMPLEXITY_MEASURES = ("probe_acc", "n3", "f1_inv", "intrinsic_dim", "csg")
 SKIP_DIRS = frozenset({"archive"})
 KEYS = ["dataset", "method", "seed"]
@@ -145,7 +146,46 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     })
     measures = _dict(_dict(record.get("data_complexity")).get("measures"))
     row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
+    # where to look up the complexity of this run's data when the run did not record it (fill_complexity)
+    paths = _dict(config.get("paths"))
+    row["_data_identity"] = _dict(_dict(record.get("identity")).get("dataset")) or None
+    row["_complexity_dir"] = paths.get("complexity_dir") or (f"{paths['output_dir']}/complexity" if paths.get("output_dir") else None)
     return row
+
+
+def _cached_complexity(folders: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Measures of every ``complexity-*.json`` in ``folders``, by their data identity (canonical JSON)."""
+    found: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("complexity-*.json")) if folder.is_dir() else ():
+            try:
+                entry = json.loads(path.read_text())
+                found.setdefault(json.dumps(entry["identity"], sort_keys=True), _dict(entry["measures"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged cache entry is just not used
+    return found
+
+
+def fill_complexity(rows: list[dict[str, Any]], sweep: Path) -> None:
+    """Give every row without measured complexity the cached measures of its data configuration.
+
+    Teacher runs record the complexity of their data and write it to ``paths.complexity_dir``; students,
+    and teachers trained before the measures existed, get the entry whose data identity
+    (:func:`kd_lightning.identity.data_identity`) equals theirs, from the folder their config names or a
+    ``complexity/`` folder in the sweep or beside it (``python -m kd_lightning.measure_complexity``
+    fills one without training)."""
+    missing = [r for r in rows if r.get("_data_identity") and all(math.isnan(r[f"complexity.{m}"]) for m in COMPLEXITY_MEASURES)]
+    if not missing:
+        return
+    from kd_lightning.identity import data_identity
+
+    folders = dict.fromkeys([sweep / "complexity", sweep.parent / "complexity",
+                             *(Path(r["_complexity_dir"]) for r in missing if r.get("_complexity_dir"))])
+    cached = _cached_complexity(folders)
+    for row in missing:
+        measures = cached.get(json.dumps(data_identity(row["_data_identity"]), sort_keys=True))
+        if measures:
+            row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
 
 
 def factor_label(factors: dict[str, Any]) -> str:
@@ -170,6 +210,7 @@ def load_sweep(sweep: str | Path) -> pd.DataFrame:
             rows.append({**_keys_from_path(path), "status": "unreadable", "path": str(path.parent), "recipe": NO_RECIPE,
                          "paper_comparable": False, "paper_differences": "record unreadable",
                          "error_type": type(exc).__name__, "error_message": str(exc)})
+    fill_complexity(rows, Path(sweep))
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs["seed"] = runs["seed"].astype("Int64")
     for col in _OBJECT_COLUMNS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +49,12 @@ from kd_lightning.report.tables import (
 )
 
 
+def file_tag(recipe: str) -> str:
+    """A recipe label as a file-name part: ``paper · train_fraction=0.1`` -> ``paper_train_fraction-0.1``
+    (no spaces or symbols that break Markdown links or shells)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", recipe.replace("=", "-")).strip("_")
+
+
 def _short(metric: str) -> str:
     return metric.split(".")[0].removeprefix("test_")
 
@@ -59,7 +66,7 @@ def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, metric: str, figures
     for recipe in recipes:
         sub = for_recipe(runs, recipe)
         sub_curves = curves[curves["recipe"] == recipe] if "recipe" in curves else curves
-        tag, where = (f"_{recipe}", f" — recipe {recipe}") if len(recipes) > 1 else ("", "")
+        tag, where = (f"_{file_tag(recipe)}", f" — recipe {recipe}") if len(recipes) > 1 else ("", "")
         made += [
             (f"Test accuracy per dataset and method{where}", save_figure(plot_accuracy(sub, metric), figures / f"accuracy{tag}.png")),
             (f"Student gain over scratch{where}", save_figure(plot_gain_over_scratch(sub, metric), figures / f"gain_over_scratch{tag}.png")),
