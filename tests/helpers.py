@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 from omegaconf import DictConfig
 
 from kd_lightning.config import compose_run_config
@@ -34,3 +35,11 @@ def compose_cfg(overrides: list[str] | tuple[str, ...] = (), data_dir: Path | No
     if out_dir is not None:
         args.append(f"paths.output_dir={out_dir}")
     return compose_run_config(args + list(overrides))
+
+
+class PreemptAfterFirstEpoch(L.Callback):
+    """Stands in for a job killed at its time limit: stops the run once epoch 1's checkpoint exists."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("preempted (test)")

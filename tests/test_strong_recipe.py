@@ -102,3 +102,22 @@ def test_a_strong_run_trains_with_its_step_schedule(fake_data_dir, tmp_path):
     assert record["status"] == "completed" and "/strong/usps/scratch/seed0" in record["run_dir"]
     state = torch.load(record["last_checkpoint"], weights_only=False)["lr_schedulers"][0]
     assert state["total_steps"] == record["global_steps"] and state["last_epoch"] == record["global_steps"]
+
+
+@pytest.mark.slow
+def test_a_strong_run_cut_after_an_epoch_resumes_to_the_uninterrupted_weights(fake_data_dir, tmp_path):
+    """The per-batch one-cycle schedule and the digit jitter (drawn from seed, epoch and batch) are exact
+    under resume: an RKD run cut after its first epoch and rerun ends with the uninterrupted run's weights."""
+    common = ["dataset=usps", "recipe=strong", "method=rkd", "recipe.batch_size=16", "trainer.max_epochs=2"]
+    full = train.run(compose_cfg([*common, "name=full"], data_dir=fake_data_dir, out_dir=tmp_path))
+    cut = compose_cfg([*common, "name=cut", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"], data_dir=fake_data_dir, out_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="preempted"):
+        train.run(cut)
+    resumed = train.run(compose_cfg([*common, "name=cut"], data_dir=fake_data_dir, out_dir=tmp_path))
+    assert resumed["resumed_from"].endswith("last.ckpt") and resumed["teacher"]["key"] == full["teacher"]["key"]
+    a = torch.load(full["last_checkpoint"], weights_only=False)
+    b = torch.load(resumed["last_checkpoint"], weights_only=False)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == full["global_steps"]
+    assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"]
+    assert full["test_best"] == resumed["test_best"]

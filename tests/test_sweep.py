@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -160,20 +159,12 @@ def train_loss_steps(run_dir: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss_step")]
 
 
-class PreemptAfterFirstEpoch(L.Callback):
-    """Stands in for a job killed at its time limit: stops the run once epoch 1's checkpoint exists."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == 1:
-            raise RuntimeError("preempted (test)")
-
-
 def test_submitit_local_grid_runs_collects_and_resumes_a_cut_job(tmp_path, fake_data_dir):
     """launcher=submitit_local: pickled jobs, job folders, result collection, and a job whose run was
     cut after its first epoch resuming from last.ckpt (what a requeued SLURM job does)."""
     common = ("dataset=usps", "method=scratch", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, "trainer.max_epochs=2")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cut = compose("train", overrides=[*common, "seed=1", "+callbacks.preempt._target_=tests.test_sweep.PreemptAfterFirstEpoch"])
+        cut = compose("train", overrides=[*common, "seed=1", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"])
     with pytest.raises(RuntimeError, match="preempted"):
         train.run(cut)
     cut_dir = tmp_path / "default" / "usps" / "scratch" / "seed1"
