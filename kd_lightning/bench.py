@@ -53,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kd_lightning.config import compose_run_config
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
+from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.datasets.synthetic import write_dataset
 from kd_lightning.efficiency import count_flops
 from kd_lightning.models import build_resnet
@@ -96,13 +97,6 @@ def unverified_cifar(active: bool) -> Iterator[None]:
         yield
     finally:
         CIFAR10._check_integrity = original
-
-
-def data_dir_candidates(explicit: str | None) -> list[Path]:
-    if explicit:
-        return [Path(explicit)]
-    found = [os.environ.get("KD_DATA_DIR"), PROJECT_ROOT / "data", PROJECT_ROOT.parent / "shared" / "datasets"]
-    return [Path(c) for c in found if c]
 
 
 def make_datamodule(cfg: DictConfig, data_dir: Path) -> L.LightningDataModule:

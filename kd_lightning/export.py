@@ -40,11 +40,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kd_lightning.config import CONF_DIR
+from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.efficiency import count_parameters, percentile
 from kd_lightning.models import build_resnet
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATASET_CONF_DIR = PROJECT_ROOT / "conf" / "dataset"
+DATASET_CONF_DIR = CONF_DIR / "dataset"
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -219,7 +220,7 @@ def dataset_config(info: Mapping[str, Any], run_config: Mapping[str, Any] | None
         file = DATASET_CONF_DIR / f"{name}.yaml"
         if not file.is_file():
             raise ExportError(f"{info['checkpoint']}: unknown dataset {name!r}: no {file}. Choose one of {sorted(DATAMODULES)} with --dataset.")
-        cfg, origin = dict(OmegaConf.to_container(OmegaConf.load(file), resolve=True)), str(file.relative_to(PROJECT_ROOT))
+        cfg, origin = dict(OmegaConf.to_container(OmegaConf.load(file), resolve=True)), str(file.relative_to(CONF_DIR.parent))
     net = info["net"]
     problems = []
     if int(cfg["num_classes"]) != int(net["num_classes"]):
@@ -245,17 +246,6 @@ def label_names(name: str, data_dir: Path | None, classes: Sequence[int] | None 
     if names is not None and classes:
         names = [names[int(c)] for c in sorted(classes)] if all(0 <= int(c) < len(names) for c in classes) else None
     return names
-
-
-def _data_dir_candidates(explicit: str | os.PathLike | None, run_ds: Mapping[str, Any]) -> list[Path]:
-    if explicit:
-        return [Path(explicit)]
-    found = [run_ds.get("data_dir"), os.environ.get("KD_DATA_DIR"), PROJECT_ROOT / "data", PROJECT_ROOT.parent / "shared" / "datasets"]
-    unique: list[Path] = []
-    for c in found:
-        if c and Path(c) not in unique:
-            unique.append(Path(c))
-    return unique
 
 
 def make_datamodule(cfg: Mapping[str, Any], data_dir: Path):
@@ -291,7 +281,7 @@ def load_eval_data(cfg: Mapping[str, Any], data_dir: str | os.PathLike | None, r
     from kd_lightning.datasets import DatasetError
 
     tried = []
-    for candidate in _data_dir_candidates(data_dir, run_ds):
+    for candidate in data_dir_candidates(data_dir, run_ds.get("data_dir")):
         try:
             dm = make_datamodule(cfg, candidate)
             with warnings.catch_warnings():
