@@ -184,3 +184,20 @@ def test_a_timing_slowed_by_another_process_does_not_move_the_cost(tmp_path):
             (tmp_path / "paper" / "usps" / method / f"seed{seed}" / "results.json").write_text(json.dumps(record))
     table = report.efficiency_table(report.load_sweep(tmp_path)).set_index("method")
     assert table.loc["teacher", "latency_ms_b1"] == pytest.approx(11.0) and table.loc["scratch", "latency_ms_b1"] == pytest.approx(4.0)
+
+
+def test_sweeps_of_two_recipes_in_two_folders_report_as_one(tmp_path):
+    """`python -m kd_lightning.report A B`: runs of each folder, side by side per recipe, one report."""
+    for folder, recipe, shift in (("paper_sweep", "paper", 0.0), ("strong_sweep", "strong", 0.05)):
+        for method, values in ACC.items():
+            for seed, acc in enumerate(values):
+                _write(tmp_path / folder, "usps", method, seed, acc + shift, recipe=recipe)
+    from kd_lightning.report.cli import main
+
+    assert main([str(tmp_path / "paper_sweep"), str(tmp_path / "strong_sweep"), "--out", str(tmp_path / "both")]) == 0
+    text = (tmp_path / "both" / "report.md").read_text()
+    assert "strong_sweep" in text and "paper_sweep" in text and "recipe `strong`" in text and "recipe `paper`" in text
+    runs = report.load_sweep([tmp_path / "paper_sweep", tmp_path / "strong_sweep"])
+    assert len(runs) == 2 * sum(len(v) for v in ACC.values()) and report.recipes_in(runs) == ["paper", "strong"]
+    with pytest.raises(SystemExit):  # a missing folder is named, not skipped
+        main([str(tmp_path / "paper_sweep"), str(tmp_path / "nowhere")])

@@ -214,7 +214,7 @@ def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
     return lines
 
 
-def build_markdown(sweep: Path, runs: pd.DataFrame, metric: str, comparisons: dict[str, pd.DataFrame],
+def build_markdown(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, comparisons: dict[str, pd.DataFrame],
                    claims: list[Claim], issues: pd.DataFrame, figures: list[tuple[str, Path]], out: Path,
                    tables: dict[str, pd.DataFrame] | None = None) -> str:
     """Assemble report.md: claims, the numbers behind them, runs and their problems, figures."""
@@ -225,7 +225,7 @@ def build_markdown(sweep: Path, runs: pd.DataFrame, metric: str, comparisons: di
     counts = tables.get("run_counts", pd.DataFrame())
     lines = [
         "# Knowledge distillation study report", "",
-        f"- Sweep: `{sweep}`",
+        f"- Sweep{'s' if len(sweeps) > 1 else ''}: {', '.join(f'`{s}`' for s in sweeps)}",
         f"- Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- Runs found: {len(runs)} results.json ({len(done)} completed); problems listed in "
         f"[Missing, failed and running runs](#missing-failed-and-running-runs): {len(issues)}",

@@ -13,7 +13,8 @@ import math
 import re
 from itertools import product
 from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -194,13 +195,15 @@ def factor_label(factors: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in shown.items())
 
 
-def load_sweep(sweep: str | Path) -> pd.DataFrame:
-    """One row per results.json (every status), so nothing a run left behind goes unreported.
+def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """One row per results.json (every status) under one sweep folder or several (e.g. one per recipe),
+    so nothing a run left behind goes unreported.
 
     Unreadable files become rows with status ``unreadable`` and keys taken from their path.
     """
+    folders = [Path(sweep)] if isinstance(sweep, (str, Path)) else [Path(s) for s in sweep]
     rows = []
-    for path in find_results(sweep):
+    for path in (p for folder in folders for p in find_results(folder)):
         try:
             record = json.loads(path.read_text())
             if not isinstance(record, dict):
@@ -210,7 +213,8 @@ def load_sweep(sweep: str | Path) -> pd.DataFrame:
             rows.append({**_keys_from_path(path), "status": "unreadable", "path": str(path.parent), "recipe": NO_RECIPE,
                          "paper_comparable": False, "paper_differences": "record unreadable",
                          "error_type": type(exc).__name__, "error_message": str(exc)})
-    fill_complexity(rows, Path(sweep))
+    for folder in folders:
+        fill_complexity(rows, folder)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs["seed"] = runs["seed"].astype("Int64")
     for col in _OBJECT_COLUMNS:

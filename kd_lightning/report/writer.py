@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -126,21 +127,24 @@ def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, issues: pd.DataFrame,
     return comparisons, other
 
 
-def write_report(sweep: str | Path, out: str | Path | None = None, metric: str = DEFAULT_METRIC) -> Path:
-    """Write report.md, figures/*.png and tables/*.csv for a sweep; returns the path of report.md."""
+def write_report(sweep: str | Path | Sequence[str | Path], out: str | Path | None = None, metric: str = DEFAULT_METRIC) -> Path:
+    """Write report.md, figures/*.png and tables/*.csv for a sweep folder, or several read as one (e.g.
+    the paper recipe's and the strong recipe's); returns the path of report.md (default
+    ``<first sweep>/report``)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, not {metric!r}")
-    sweep = Path(sweep).resolve()
-    if not sweep.is_dir():
-        raise FileNotFoundError(f"sweep folder not found: {sweep}")
-    out = Path(out).resolve() if out is not None else sweep / "report"
+    sweeps = [Path(s).resolve() for s in ([sweep] if isinstance(sweep, (str, Path)) else sweep)]
+    for folder in sweeps:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"sweep folder not found: {folder}")
+    out = Path(out).resolve() if out is not None else sweeps[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_sweep(sweep)
+    runs = load_sweep(sweeps)
     curves = load_curves(runs)
     issues = find_issues(runs)
     claims = evaluate_claims(runs, metric) + factor_claims(runs, metric)
     comparisons, other = write_tables(runs, curves, issues, claims, metric, out / "tables")
     figures = write_figures(runs, curves, metric, out / "figures")
     report = out / "report.md"
-    report.write_text(build_markdown(sweep, runs, metric, comparisons, claims, issues, figures, out, other))
+    report.write_text(build_markdown(sweeps, runs, metric, comparisons, claims, issues, figures, out, other))
     return report
