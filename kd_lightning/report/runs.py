@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from itertools import product
 from pathlib import Path
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
