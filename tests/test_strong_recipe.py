@@ -24,7 +24,7 @@ def test_strong_recipe_composes_for_every_dataset(dataset, fake_data_dir):
     validate_config(cfg)
     aug = OmegaConf.to_container(cfg.recipe.augmentation, resolve=True)
     assert cfg.recipe.optimizer.nesterov and cfg.recipe.optimizer.weight_decay > 0 and cfg.recipe.scheduler.interval == "step"
-    assert cfg.student_model.stem == cfg.teacher_model.stem == ("imagenet" if dataset in DIGITS else "cifar")
+    assert cfg.student_model.stem == cfg.teacher_model.stem == ("imagenet" if dataset == "mnist" else "cifar")
     if dataset in DIGITS:
         assert aug["hflip"] == aug["vflip"] == 0 and aug["translate"] > 0
     else:
