@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kd_lightning import report
@@ -201,3 +202,16 @@ def test_sweeps_of_two_recipes_in_two_folders_report_as_one(tmp_path):
     assert len(runs) == 2 * sum(len(v) for v in ACC.values()) and report.recipes_in(runs) == ["paper", "strong"]
     with pytest.raises(SystemExit):  # a missing folder is named, not skipped
         main([str(tmp_path / "paper_sweep"), str(tmp_path / "nowhere")])
+
+
+def test_differences_say_whose_they_are_when_only_some_methods_have_them():
+    from kd_lightning.report.tables import differences_label
+
+    arms = pd.DataFrame({"method": ["teacher", "teacher", "scratch"],
+                         "paper_differences": ["trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)",
+                                               "trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)",
+                                               "trainer.max_epochs=3 (paper 10); recipe.optimizer.lr=0.1 (paper 0.001)"]})
+    assert differences_label(arms) == ("teacher: trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001); "
+                                       "scratch: trainer.max_epochs=3 (paper 10)")
+    assert differences_label(arms.assign(paper_differences="")) == "paper-configured"
+    assert differences_label(arms[arms["method"] == "teacher"]) == "trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)"

@@ -119,7 +119,7 @@ def test_one_changed_run_takes_the_paper_columns_off_its_rows(tmp_path):
     assert table5["paper_comparable"] and table5["paper_teacher"] == 90.22
     assert table5["differences"] == "paper-configured"
     assert not table6["paper_comparable"] and math.isnan(table6["paper_rkd"]) and math.isnan(table6["paper_diff"])
-    assert table6["differences"] == "method.alpha=0.5 (paper 0.7)"
+    assert table6["differences"] == "rkd: method.alpha=0.5 (paper 0.7)"  # only the RKD arm differs
     summary = report.summary_table(runs).set_index("method")
     assert summary.loc["scratch", "paper"] == 86.07 and math.isnan(summary.loc["rkd", "paper"])
     text = report.write_report(tmp_path).read_text()

@@ -154,15 +154,21 @@ def summary_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
 
 
 def differences_label(arms: pd.DataFrame) -> str:
-    """How the runs of a table row differ from the paper's protocol ("paper-configured" when they do not)."""
+    """How the runs of a table row differ from the paper's protocol ("paper-configured" when they do not).
+
+    A difference only some methods' runs have is prefixed with them (``teacher: trainer.max_epochs=3
+    (paper 20)``), so per-method values such as epochs say whose they are."""
     if arms.empty or "paper_differences" not in arms:
         return "n/a"
-    found: list[str] = []
-    for text in arms["paper_differences"].fillna(""):
+    methods = arms["method"].astype(str) if "method" in arms else pd.Series("", index=arms.index)
+    owners: dict[str, list[str]] = {}
+    for method, text in zip(methods, arms["paper_differences"].fillna("")):
         for part in str(text).split("; "):
-            if part and part not in found:
-                found.append(part)
-    return "; ".join(found) if found else "paper-configured"
+            if part and method not in owners.setdefault(part, []):
+                owners[part].append(method)
+    every = list(dict.fromkeys(methods))
+    labels = [part if len(every) < 2 or set(who) == set(every) else f"{'/'.join(who)}: {part}" for part, who in owners.items()]
+    return "; ".join(labels) if labels else "paper-configured"
 
 
 def comparison_table(runs: pd.DataFrame, comparison: Comparison, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
