@@ -45,11 +45,9 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from kd_lightning.config import compose_run_config
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors

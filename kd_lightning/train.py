@@ -28,7 +28,7 @@ from kd_lightning.callbacks import ThroughputMeter
 from kd_lightning.config import CONF_DIR, to_plain, validate_config
 from kd_lightning.identity import fingerprint, identity
 from kd_lightning.models import count_parameters
-from kd_lightning.records import OutputError, read_results, write_json
+from kd_lightning.records import OutputError, write_json
 from kd_lightning.rundir import RunConflictError  # noqa: F401  (re-exported: part of the entry point's API)
 from kd_lightning.sweep import report_failed_run
 

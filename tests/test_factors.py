@@ -28,8 +28,8 @@ from kd_lightning.datasets.factors import (
     validate_factors,
 )
 from kd_lightning.datasets.synthetic import synthetic_images
+from tests.helpers import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 K = 10
 
 

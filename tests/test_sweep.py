@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kd_lightning import train
+from kd_lightning.config import compose_run_config
 from tests.fakedata import write_all
 from tests.helpers import CONF_DIR, FAST
 
@@ -163,8 +164,7 @@ def test_submitit_local_grid_runs_collects_and_resumes_a_cut_job(tmp_path, fake_
     """launcher=submitit_local: pickled jobs, job folders, result collection, and a job whose run was
     cut after its first epoch resuming from last.ckpt (what a requeued SLURM job does)."""
     common = ("dataset=usps", "method=scratch", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, "trainer.max_epochs=2")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cut = compose("train", overrides=[*common, "seed=1", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"])
+    cut = compose_run_config([*common, "seed=1", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"])
     with pytest.raises(RuntimeError, match="preempted"):
         train.run(cut)
     cut_dir = tmp_path / "default" / "usps" / "scratch" / "seed1"
