@@ -24,7 +24,7 @@ def test_strong_recipe_composes_for_every_dataset(dataset, fake_data_dir):
     validate_config(cfg)
     aug = OmegaConf.to_container(cfg.recipe.augmentation, resolve=True)
     assert cfg.recipe.optimizer.nesterov and cfg.recipe.optimizer.weight_decay > 0 and cfg.recipe.scheduler.interval == "step"
-    assert cfg.student_model.stem == cfg.teacher_model.stem == ("imagenet" if dataset == "mnist" else "cifar")
+    assert cfg.student_model.stem == cfg.teacher_model.stem == ("imagenet" if dataset in DIGITS else "cifar")
     if dataset in DIGITS:
         assert aug["hflip"] == aug["vflip"] == 0 and aug["translate"] > 0
     else:
@@ -33,15 +33,15 @@ def test_strong_recipe_composes_for_every_dataset(dataset, fake_data_dir):
 
 
 def test_epochs_come_from_the_dataset_budget_and_one_method_can_differ():
+    """A CPU user shortens one dataset for every method with recipe.dataset_epochs.<name>=N."""
     methods = ("teacher", "scratch", "rkd", "ikd")
 
     def epochs(dataset: str, *overrides: str) -> dict[str, int]:
         return {m: compose_cfg([f"dataset={dataset}", "recipe=strong", f"method={m}", *overrides], fast=False).trainer.max_epochs for m in methods}
 
-    assert epochs("usps") == dict.fromkeys(methods, 10)  # the cifar-stem budget (conf/recipe/strong.yaml)
-    assert epochs("cifar10") == dict.fromkeys(methods, 30)
+    assert epochs("usps") == epochs("cifar10") == dict.fromkeys(methods, 30)
     assert epochs("usps", "recipe.dataset_epochs.usps=4") == dict.fromkeys(methods, 4)
-    assert epochs("usps", "recipe.epochs.ikd=2") == {**dict.fromkeys(methods, 10), "ikd": 2}
+    assert epochs("usps", "recipe.epochs.ikd=2") == {**dict.fromkeys(methods, 30), "ikd": 2}
 
 
 @pytest.mark.parametrize("dataset", DIGITS)
