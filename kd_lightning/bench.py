@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from kd_lightning.config import compose_run_config
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.locations import data_dir_candidates
-from kd_lightning.datasets.synthetic import write_dataset
+from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.efficiency import count_flops
 from kd_lightning.models import build_resnet
 from kd_lightning.records import PROJECT_ROOT, write_json
@@ -79,22 +79,6 @@ log = logging.getLogger("kd_lightning.bench")
 def compose_config(dataset: str, method: str, overrides: Sequence[str] = ()) -> DictConfig:
     """The run config ``python -m kd_lightning.train dataset=<dataset> method=<method>`` would get."""
     return compose_run_config([f"dataset={dataset}", f"method={method}", *overrides])
-
-
-@contextlib.contextmanager
-def unverified_cifar(active: bool) -> Iterator[None]:
-    """Synthetic CIFAR files cannot match torchvision's MD5s of the real archives: skip that check."""
-    if not active:
-        yield
-        return
-    from torchvision.datasets import CIFAR10
-
-    original = CIFAR10._check_integrity
-    CIFAR10._check_integrity = lambda self: True  # CIFAR100 inherits it
-    try:
-        yield
-    finally:
-        CIFAR10._check_integrity = original
 
 
 def make_datamodule(cfg: DictConfig, data_dir: Path) -> L.LightningDataModule:

@@ -44,6 +44,7 @@ from kd_lightning.models import count_parameters  # re-exported: one parameter c
 
 __all__ = [
     "PRECISIONS",
+    "lightning_precision",
     "checkpoint_size_mb",
     "count_flops",
     "count_parameters",
@@ -65,7 +66,19 @@ PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
     "16-mixed": (torch.float16, True),
     "bf16-true": (torch.bfloat16, False),
     "16-true": (torch.float16, False),
+    "16": (torch.float16, True),  # Lightning reads the short names as the mixed ones
+    "bf16": (torch.bfloat16, True),
 }
+
+
+def lightning_precision(value: str | int | None) -> str:
+    """``trainer.precision`` as a key of :data:`PRECISIONS` (``None``: Lightning's default, ``32-true``).
+
+    Raises ``ValueError`` naming the key for a precision this module cannot time."""
+    name = "32-true" if value is None else str(value)
+    if name not in PRECISIONS:
+        raise ValueError(f"trainer.precision={value!r}: choose one of {sorted(PRECISIONS)}")
+    return name
 
 #: (warmup, repeats) of the full and of the quick measurement
 LATENCY_REPEATS = {False: (10, 50), True: (1, 3)}
@@ -310,7 +323,7 @@ def measure_efficiency(
     quick: bool = False,
     *,
     threads: int | None = None,
-    precision: str = "32-true",
+    precision: str | int | None = "32-true",
     gpu: bool | None = None,
     budget_s: float | None = DEFAULT_BUDGET_S,
 ) -> dict[str, Any]:
@@ -330,6 +343,7 @@ def measure_efficiency(
     ``net`` is not modified: it is timed on a copy, and its train/eval mode is restored.
     """
     shape = _check_shape(input_shape)
+    precision = lightning_precision(precision)  # checked before any timing, on CPU-only machines too
     lat_warmup, lat_repeats = LATENCY_REPEATS[bool(quick)]
     tp_warmup, tp_repeats = THROUGHPUT_REPEATS[bool(quick)]
     cpu_net = copy.deepcopy(net).to("cpu").float() if _device_of(net).type != "cpu" else net

@@ -135,7 +135,7 @@ def _deployment_cost(cfg: DictConfig, run_dir: Path, best_checkpoint: str) -> di
     try:
         net, _ = load_network(best_checkpoint)
         shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
-        cost = measure_efficiency(net, shape, checkpoint=best_checkpoint, quick=bool(settings.get("quick", False)), precision=str(cfg.trainer.precision))
+        cost = measure_efficiency(net, shape, checkpoint=best_checkpoint, quick=bool(settings.get("quick", False)), precision=cfg.trainer.precision)
         if settings.get("export_onnx", False):
             exported = export_onnx(best_checkpoint, run_dir / "export" / "model.onnx", data_dir=cfg.paths.data_dir, latency_repeats=10)
             cost["onnx_mb"] = exported.get("out_mb")

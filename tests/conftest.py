@@ -4,9 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torchvision.datasets.cifar
-from torchvision.datasets import CIFAR10
 
+from kd_lightning.datasets.synthetic import unverified_cifar
 from tests.fakedata import write_all
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -19,11 +18,11 @@ def fake_data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _skip_cifar_md5(monkeypatch):
+def _skip_cifar_md5(request):
     """torchvision checks CIFAR files against the real archives' MD5s; fake files cannot pass that
-    (torchvision's own tests patch the same check)."""
-    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    (torchvision's own tests patch the same check). Tests marked ``cifar_md5`` keep the check."""
+    with unverified_cifar(request.node.get_closest_marker("cifar_md5") is None):
+        yield
 
 
 @pytest.fixture(autouse=True)

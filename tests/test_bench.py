@@ -14,7 +14,7 @@ from torchvision import datasets
 
 from kd_lightning import bench
 from kd_lightning.datasets.batched import load_as_uint8_tensors
-from kd_lightning.datasets.synthetic import write_dataset
+from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.efficiency import count_flops
 from kd_lightning.models import build_resnet
 from kd_lightning.records import PROJECT_ROOT
@@ -29,6 +29,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.mark.cifar_md5
+@pytest.mark.parametrize("name, reader", [("cifar10", datasets.CIFAR10), ("cifar100", datasets.CIFAR100)])
+def test_synthetic_cifar_reads_only_while_the_md5_checks_are_off(tmp_path, name, reader):
+    """torchvision checks the data files and, separately, the label-name file against the real MD5s."""
+    write_dataset(tmp_path, name, 20, 5)
+    with pytest.raises(RuntimeError, match="corrupted"):
+        reader(tmp_path, train=True)
+    with unverified_cifar(True):
+        assert len(reader(tmp_path, train=True)) == 20 and len(reader(tmp_path, train=False)) == 5
+    with pytest.raises(RuntimeError, match="corrupted"):  # restored on exit
+        reader(tmp_path, train=True)
+
+
+@pytest.mark.cifar_md5
+def test_smoke_run_on_synthetic_cifar_with_torchvisions_checks_in_place(tmp_path, one_thread):
+    """The bench switches the checks off for its own synthetic copies only (it once failed on a GPU machine)."""
+    out = tmp_path / "bench.json"
+    bench.run(["--smoke", "--dataset", "cifar10", "--methods", "scratch", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["dataset"]["shape"] == [3, 32, 32] and report["dataset"]["data"]["source"] == "synthetic"
+    assert report["results"]["scratch"]["lightning"]["images_per_s"] > 0
 
 
 def test_smoke_run_writes_every_field(tmp_path, capsys):

@@ -9,12 +9,14 @@ from torch import nn
 
 from kd_lightning import efficiency
 from kd_lightning.efficiency import (
+    PRECISIONS,
     checkpoint_size_mb,
     count_flops,
     count_parameters,
     cpu_latency,
     cpu_throughput,
     flops_per_image,
+    lightning_precision,
     measure_efficiency,
     percentile,
     weights_size_mb,
@@ -146,3 +148,19 @@ def test_gpu_timing_needs_cuda():
     with pytest.raises(RuntimeError, match="CUDA"):
         efficiency.gpu_latency(tiny(), (1, 8, 8))
     assert measure_efficiency(tiny(), (1, 8, 8), quick=True)["gpu"] is None
+
+
+def test_trainer_precision_is_read_as_lightning_reads_it():
+    """trainer.precision is null in conf/trainer/default.yaml: that is Lightning's 32-true, not 'None'."""
+    assert lightning_precision(None) == "32-true"
+    assert lightning_precision(32) == "32" and PRECISIONS["32"] == PRECISIONS["32-true"]
+    assert PRECISIONS[lightning_precision("bf16")] == PRECISIONS["bf16-mixed"]
+    with pytest.raises(ValueError, match=r"trainer\.precision='None'"):
+        lightning_precision("None")
+
+
+def test_measure_efficiency_checks_the_precision_before_timing_on_any_machine():
+    """A bad precision used to surface only on a GPU machine, after training, as a recorded error."""
+    with pytest.raises(ValueError, match="trainer.precision"):
+        measure_efficiency(tiny(), (1, 8, 8), quick=True, gpu=False, precision="64-true")
+    assert measure_efficiency(tiny(), (1, 8, 8), quick=True, gpu=False, precision=None)["device"] == "cpu"
