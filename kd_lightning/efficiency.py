@@ -80,6 +80,7 @@ def lightning_precision(value: str | int | None) -> str:
         raise ValueError(f"trainer.precision={value!r}: choose one of {sorted(PRECISIONS)}")
     return name
 
+
 #: (warmup, repeats) of the full and of the quick measurement
 LATENCY_REPEATS = {False: (10, 50), True: (1, 3)}
 THROUGHPUT_REPEATS = {False: (2, 10), True: (1, 2)}
