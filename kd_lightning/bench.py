@@ -53,7 +53,7 @@ from kd_lightning.config import compose_run_config
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
-from kd_lightning.efficiency import count_flops
+from kd_lightning.efficiency import PRECISIONS, count_flops, lightning_precision
 from kd_lightning.models import build_resnet
 from kd_lightning.records import PROJECT_ROOT, write_json
 
@@ -68,7 +68,8 @@ TARGETS = {
     "ikd_vs_rkd_step_time": (1.15, "IKD step time <= 1.15 x RKD step time (path 2)"),
 }
 #: trainer.precision values the bare loop reproduces -> whether it autocasts to bfloat16
-BARE_PRECISIONS = {"32-true": False, "32": False, "bf16-mixed": True}
+# the precisions the bare loop can mirror: fp32, and bf16 autocast (fp16 would also need a GradScaler)
+BARE_PRECISIONS = {name for name, mode in PRECISIONS.items() if mode in ((torch.float32, False), (torch.bfloat16, True))}
 SMOKE = {"batch_size": 8, "warmup": 1, "steps": 2, "windows": 2, "synthetic": 48, "num_workers": 0, "threads": 1}
 DEFAULT_SYNTHETIC = 2048
 
@@ -192,10 +193,10 @@ class BareStep:
         self.optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
         # the same speed switches and precision as the Lightning path (callbacks.speedups, trainer.precision)
         instantiate(cfg.callbacks.speedups).apply(self.module)
-        precision = str(cfg.trainer.precision or "32-true")  # null: Lightning's default, fp32
+        precision = lightning_precision(cfg.trainer.precision)
         if precision not in BARE_PRECISIONS:
             raise ValueError(f"trainer.precision={precision}: the bare loop mirrors only {sorted(BARE_PRECISIONS)}")
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=BARE_PRECISIONS[precision])
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=PRECISIONS[precision][1])
 
     def loss(self, images: Tensor, labels: Tensor) -> Tensor:
         return self.module.training_loss(images, labels)[2]

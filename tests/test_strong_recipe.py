@@ -32,6 +32,17 @@ def test_strong_recipe_composes_for_every_dataset(dataset, fake_data_dir):
     assert cfg.method.alpha == 0.7 and cfg.method.temperature == 4.0  # the paper's KD hyperparameters
 
 
+def test_every_method_trains_30_epochs_and_one_method_can_differ():
+    methods = ("teacher", "scratch", "rkd", "ikd")
+
+    def epochs(dataset: str, *overrides: str) -> dict[str, int]:
+        return {m: compose_cfg([f"dataset={dataset}", "recipe=strong", f"method={m}", *overrides], fast=False).trainer.max_epochs for m in methods}
+
+    assert epochs("usps") == epochs("cifar10") == dict.fromkeys(methods, 30)
+    assert epochs("usps", "recipe.epochs.ikd=2") == {**dict.fromkeys(methods, 30), "ikd": 2}
+    assert epochs("usps", "trainer.max_epochs=4") == dict.fromkeys(methods, 4)
+
+
 @pytest.mark.parametrize("dataset", DIGITS)
 def test_digit_augmentation_never_flips_and_shifts_whole_pixels(dataset, fake_data_dir):
     cfg = compose_cfg([f"dataset={dataset}", "recipe=strong"], data_dir=fake_data_dir)
