@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from kd_lightning import rundir, teachers
 from kd_lightning.callbacks import ThroughputMeter
 from kd_lightning.config import CONF_DIR, to_plain, validate_config
+from kd_lightning.datasets.factors import factor_identity
 from kd_lightning.identity import fingerprint, identity
 from kd_lightning.models import count_parameters
 from kd_lightning.records import OutputError, write_json
@@ -79,7 +80,14 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> L.Trainer:
 
 # -- one run -----------------------------------------------------------------------------------------
 def _run_keys(cfg: DictConfig) -> dict[str, Any]:
-    return {"dataset": OmegaConf.select(cfg, "dataset.name"), "method": OmegaConf.select(cfg, "method.name"), "seed": OmegaConf.select(cfg, "seed")}
+    """What every record of the run carries, a failed one included: which run, recipe and data condition."""
+    keys = {k: OmegaConf.select(cfg, key, default=None) for k, key in
+            (("dataset", "dataset.name"), ("method", "method.name"), ("seed", "seed"), ("recipe", "recipe.name"))}
+    try:
+        factors = factor_identity(OmegaConf.select(cfg, "dataset.factors"), OmegaConf.select(cfg, "dataset.image_size"))
+    except Exception:  # noqa: BLE001 - a malformed factor is reported by validate_config; the record still gets written
+        factors = {}
+    return {**keys, "data_factors": {"identity": factors}}
 
 
 def _test_both(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from kd_lightning.report.markdown import (
     table_caption,
 )
 from kd_lightning.report.paper_config import paper_differences
+from kd_lightning.report.problems import find_issues
 from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
@@ -60,7 +61,6 @@ from kd_lightning.report.runs import (
     RUN_COLUMNS,
     SPLITS,
     completed_runs,
-    find_issues,
     find_results,
     for_recipe,
     load_sweep,

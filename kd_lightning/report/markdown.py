@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from kd_lightning.report.claims import ALPHA, MIN_PAIRS, MIN_TREND_DATASETS, Claim
+from kd_lightning.report.claims import ALPHA, FACTOR_MIN_LEVELS, MIN_PAIRS, MIN_TREND_DATASETS, Claim, family_sizes
 from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, mean_std, method_label
 from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import METRICS, SPLITS, completed_runs, ordered_datasets, ordered_methods, recipes_in
@@ -201,11 +201,19 @@ def claims_summary(claims: Sequence[Claim]) -> pd.DataFrame:
 
 
 def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
-    lines = [f"Verdicts use the headline metric ({metric}), one recipe at a time; where runs are not paper-configured "
-             "they describe this sweep's recipe, not a replication. Verdicts: **supported** / **contradicted** (shown "
-             f"with error control: ≤ {ALPHA:.0%} false positives when there is no effect), **inconclusive** (the data "
-             f"cannot tell), **not testable** (runs missing: < {MIN_PAIRS} paired seeds, or < {MIN_TREND_DATASETS} "
-             "datasets for a trend). Criteria in `kd_lightning/report/claims.py` and docs/report.md.", "",
+    n_support, n_contradict = family_sizes(claims)
+    lines = [f"Verdicts use the headline metric ({metric}), one recipe (and data-factor level) at a time; where runs "
+             "are not paper-configured they describe this sweep's recipe, not a replication. Verdicts: **supported** / "
+             f"**contradicted** (shown with error control), **inconclusive** (the data cannot tell), **not testable** "
+             f"(runs missing: < {MIN_PAIRS} paired seeds, < {MIN_TREND_DATASETS} datasets for a trend over datasets, "
+             f"< {FACTOR_MIN_LEVELS} levels for a trend over a factor's levels). Criteria in "
+             "`kd_lightning/report/claims.py` and docs/report.md.", "",
+             f"**Family.** The {len(claims)} claims below are one family: Holm's step-down procedure at α = {ALPHA} over "
+             f"the {n_support} claim(s) testable for support and, separately, the {n_contradict} testable for the "
+             f"opposite, so the chance of any false *supported* (or any false *contradicted*) in this report is at most "
+             f"{ALPHA:.0%}, however many recipes and levels it holds. Each claim's test line ends with its "
+             "Holm-adjusted p-values. Factor trends count the **level** as the unit of replication (a level's seeds "
+             "share its condition), the grayscale contrast the seed.", "",
              markdown_table(claims_summary(claims)), ""]
     for c in claims:
         where = f" — recipe `{c.recipe}`" if c.recipe else ""

@@ -41,12 +41,3 @@ def teacher_check(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["seed"] = out["seed"].astype("Int64")
     return out
-
-
-def teacher_match_column(runs: pd.DataFrame) -> pd.Series:
-    """``teacher_match`` aligned with ``runs`` (students only; ``""`` for other rows)."""
-    checks = teacher_check(runs)
-    lookup = {(r["recipe"], r["dataset"], r["method"], int(r["seed"])): r["teacher_match"] for r in checks.to_dict("records")}
-    recipe = runs["recipe"] if "recipe" in runs else pd.Series("n/a", index=runs.index)
-    return pd.Series([lookup.get((rc, d, m, int(s)) if pd.notna(s) else None, "")
-                      for rc, d, m, s in zip(recipe, runs["dataset"], runs["method"], runs["seed"])], index=runs.index)

@@ -12,7 +12,6 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ RUN_COLUMNS = [
     "test_best.per_class_f1", "test_last.per_class_f1",
     "teacher_key", *(f"teacher.{f}" for f in TEACHER_FIELDS),
     *(f"efficiency.{f}" for f in EFFICIENCY_FIELDS),
-    "base_recipe", "factors", "image_size", *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
+    "base_recipe", "factors", "image_size", "num_classes", *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
 ]
 _OBJECT_COLUMNS = ("factors", "max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
 
@@ -94,10 +93,12 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     seed = record.get("seed", inferred["seed"])
     error = _dict(record.get("error"))
     differences = paper_differences(config, method)
-    factors = _dict(_dict(record.get("data_factors")).get("identity"))
+    # a failed or interrupted run knows its data factors too: they are written when the run starts
+    factors = (_dict(_dict(record.get("data_factors")).get("identity"))
+               or _dict(_dict(_dict(record.get("identity")).get("dataset")).get("factors")))
     if factors:
         differences.append(f"data factors {factor_label(factors)}")
-    base_recipe = _dict(config.get("recipe")).get("name") or NO_RECIPE
+    base_recipe = _dict(config.get("recipe")).get("name") or record.get("recipe") or NO_RECIPE
     row: dict[str, Any] = {
         "dataset": record.get("dataset") or inferred["dataset"],
         "method": method,
@@ -105,10 +106,11 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "status": record.get("status", "unknown"),
         "path": str(path.parent),
         # each data-factor level is its own condition, never pooled with another (like a recipe)
-        "recipe": f"{base_recipe} · {factor_label(factors)}" if factors else base_recipe,
+        "recipe": f"{base_recipe} · {factor_label(factors, seed)}" if factors else base_recipe,
         "base_recipe": base_recipe,
         "factors": factors,
         "image_size": _dict(config.get("dataset")).get("image_size"),
+        "num_classes": _dict(config.get("dataset")).get("num_classes"),
         "paper_comparable": not differences,
         "paper_differences": "; ".join(differences),
         "max_epochs": trainer.get("max_epochs"),
@@ -189,9 +191,15 @@ def fill_complexity(rows: list[dict[str, Any]], sweep: Path) -> None:
             row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
 
 
-def factor_label(factors: dict[str, Any]) -> str:
-    """``train_fraction=0.1`` for a run's data-factor identity (its seed and noise kind left out unless needed)."""
-    shown = {k: v for k, v in factors.items() if k != "factor_seed" and not (k == "noise_kind" and v == "symmetric")}
+def factor_label(factors: dict[str, Any], seed: Any = None) -> str:
+    """``train_fraction=0.1`` for a run's data-factor identity: every key that makes it another condition.
+
+    ``factor_seed`` is left out when it is the run's own seed (the default: each seed draws its own
+    subsample and flips), and shown otherwise, so runs of one seed on different data draws are never
+    taken for the same condition; ``noise_kind`` is left out when it is the default (symmetric)."""
+    shown = {k: v for k, v in factors.items()
+             if not (k == "factor_seed" and (seed is None or pd.isna(seed) or int(v) == int(seed)))
+             and not (k == "noise_kind" and v == "symmetric")}
     return ",".join(f"{k}={v}" for k, v in shown.items())
 
 
@@ -369,65 +377,3 @@ def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
         return table.reset_index()
 
     return per_recipe(runs, build)
-
-
-def one_line(text: Any, limit: int = 200) -> str:
-    flat = " ".join(str(text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs that did not yield a result (failed, running, interrupted, unreadable, duplicate, missing) and
-    runs whose result needs a caveat (teacher mismatch, stale teacher).
-
-    Missing = dataset x method x seed combinations of the grid seen anywhere in the sweep (per recipe)
-    that have no results.json at all.
-    """
-    from kd_lightning.report.provenance import teacher_check  # provenance reads the picked runs
-
-    cols = ["recipe", "dataset", "method", "seed", "status", "detail", "path"]
-    if runs.empty:
-        return pd.DataFrame(columns=cols)
-    if "status" not in runs:  # a plain frame: every row is a completed run
-        runs = runs.assign(status="completed")
-    for col in ("path", "error_type", "error_message", "started_at", "test_best.acc", "test_last.acc"):
-        if col not in runs:
-            runs = runs.assign(**{col: "" if col == "path" else None})
-    kept, superseded = pick_runs(runs)
-    rows = []
-    for row in kept.to_dict("records"):
-        if row["status"] == "completed":
-            continue
-        if row["status"] in ("failed", "unreadable"):
-            detail = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
-        else:
-            detail = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": row["status"], "detail": detail, "path": row["path"]})
-    for row in kept[kept["status"] == "completed"].to_dict("records"):
-        if pd.isna(row["test_best.acc"]) and pd.isna(row["test_last.acc"]):
-            rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "completed (no test metrics)",
-                         "detail": "results.json has neither test_best nor test_last", "path": row["path"]})
-    for row in superseded.to_dict("records"):
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": f"duplicate ({row['status']}, ignored)",
-                     "detail": "another record for the same recipe/dataset/method/seed is used", "path": row["path"]})
-    for recipe in recipes_in(kept):
-        sub = for_recipe(runs, recipe)
-        present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
-        grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
-        for key in grid:
-            if key not in present:
-                rows.append({"recipe": recipe, "dataset": key[0], "method": key[1], "seed": key[2], "status": "missing",
-                             "detail": "no results.json", "path": ""})
-    checks = teacher_check(runs)
-    for row in checks[checks["teacher_match"] == "no"].to_dict("records"):
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "teacher mismatch",
-                     "detail": f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
-                               f"dataset and seed is {row['sweep_teacher_key']}", "path": row["path"]})
-    for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "stale teacher",
-                     "detail": f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code "
-                               f"commit: {row['teacher.checkpoint']}", "path": row["path"]})
-    issues = pd.DataFrame(rows, columns=cols)
-    issues["seed"] = issues["seed"].astype("Int64")
-    issues = _sort(issues)
-    return issues if len(recipes_in(runs)) > 1 else issues.drop(columns="recipe")

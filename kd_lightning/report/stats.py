@@ -16,6 +16,14 @@ Everything uses scipy.stats distributions (no hand-written critical values):
   n <= 8 (vectorised), ``scipy.stats.permutation_test`` with random orderings beyond. Valid when, with no
   trend, every ordering of the per-dataset values is equally likely. The smallest attainable one-sided
   p-value is 1/n!: 0.167 with 3 datasets, 0.042 with 4, 0.0083 with 5.
+- **Trend over the levels of a data factor** (the level is the unit): one value per level (its mean
+  paired gain over the seeds), ordinary least squares of it on the level's difficulty rank x = 1..L,
+  slope b = Sxy / Sxx, residual sd s = sqrt(RSS / (L - 2)), t = b / (s / sqrt(Sxx)) on L - 2 degrees of
+  freedom, one-sided p-values. When every level has the same number of seeds this is the exact test of
+  the slope in the random-level-effects model y_ls = a + b x_l + u_l + e_ls: the level means carry both
+  variances (var u + var e / seeds), so a level's chance offset cannot pass for a trend (a Wald test of
+  a mixed model with 3-5 groups would be anti-conservative). Power is the noncentral t's:
+  ncp = b sqrt(Sxx) / sigma on L - 2 df; with equally spaced ranks Sxx = L (L^2 - 1) / 12.
 - **Bootstrap interval for rho**: resampling seeds with replacement within each dataset (stratified),
   recomputing the per-dataset means and rho; percentile interval. Descriptive only (with 3 seeds a
   dataset has only 10 distinct resamples), never used for a verdict.
@@ -31,7 +39,7 @@ import functools
 import itertools
 import math
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import optimize, stats
@@ -70,10 +78,12 @@ def paired_t(diffs: Sequence[float], confidence: float = CONFIDENCE) -> dict[str
     out = mean_ci(d, confidence)
     n, sd = out["n"], out["std"]
     if n < 2 or not sd > 0:
-        return {**out, "se": math.nan, "t": math.nan, "p": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+        return {**out, "se": math.nan, "t": math.nan, "p": math.nan, "p_greater": math.nan, "p_less": math.nan,
+                "ci_low": math.nan, "ci_high": math.nan}
     se = sd / math.sqrt(n)
     t = out["mean"] / se
-    return {**out, "se": se, "t": t, "p": float(2 * stats.t.sf(abs(t), n - 1))}
+    return {**out, "se": se, "t": t, "p": float(2 * stats.t.sf(abs(t), n - 1)),
+            "p_greater": float(stats.t.sf(t, n - 1)), "p_less": float(stats.t.cdf(t, n - 1))}
 
 
 def t_interval(mean: float, se: float, n: int, confidence: float) -> tuple[float, float]:
@@ -159,6 +169,71 @@ def trend_test(ranks: Sequence[float], values: Sequence[float], n_resamples: int
                                      n_resamples=n_resamples, alternative=alternative, rng=np.random.default_rng(seed))
         out[f"p_{alternative}"] = float(res.pvalue)
     return out
+
+
+def slope_test(x: Sequence[float], y: np.ndarray) -> dict[str, np.ndarray | float]:
+    """OLS slope of ``y`` on ``x`` with its one-sided t-tests on ``len(x) - 2`` df (module docstring).
+
+    Vectorised over the leading axes of ``y`` (simulations); NaN where the test is undefined (fewer than
+    3 points, no spread in ``x``, or a perfect fit: no residual scatter to judge the slope against).
+    """
+    xv = np.asarray(x, dtype=float)
+    yv = np.asarray(y, dtype=float)
+    n = xv.shape[-1]
+    xc = xv - xv.mean()
+    sxx = float((xc**2).sum())
+    nan = np.full(yv.shape[:-1], math.nan)
+    out: dict[str, np.ndarray | float] = {"n": n, "df": n - 2, "slope": nan, "resid_sd": nan, "t": nan,
+                                          "p_greater": nan, "p_less": nan}
+    if n < 3 or not sxx > 0:
+        return _scalars(out)
+    slope = (xc * (yv - yv.mean(axis=-1, keepdims=True))).sum(axis=-1) / sxx
+    resid = yv - yv.mean(axis=-1, keepdims=True) - slope[..., None] * xc
+    resid_sd = np.sqrt((resid**2).sum(axis=-1) / (n - 2))
+    scale = np.maximum(1.0, np.abs(yv).max(axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(resid_sd > 1e-9 * scale, slope / (resid_sd / math.sqrt(sxx)), math.nan)
+    out.update(slope=slope, resid_sd=resid_sd, t=t, p_greater=stats.t.sf(t, n - 2), p_less=stats.t.cdf(t, n - 2))
+    return _scalars(out)
+
+
+def _scalars(out: dict[str, Any]) -> dict[str, Any]:
+    return {k: float(v) if np.ndim(v) == 0 and isinstance(v, (np.ndarray, np.floating)) else v for k, v in out.items()}
+
+
+def ranks_sxx(n_levels: int) -> float:
+    """Sxx of the equally spaced ranks 1..L: L (L^2 - 1) / 12."""
+    return n_levels * (n_levels**2 - 1) / 12.0
+
+
+def slope_power(slope: float, sd: float, n_levels: int, alpha: float = ALPHA) -> float:
+    """Power of the one-sided slope t-test over ``n_levels`` equally spaced ranks at residual sd ``sd``."""
+    df = n_levels - 2
+    if df < 1 or not sd > 0 or math.isnan(slope):
+        return math.nan
+    ncp = slope * math.sqrt(ranks_sxx(n_levels)) / sd
+    return float(stats.nct.sf(stats.t.ppf(1 - alpha, df), df, ncp))
+
+
+def slope_mde(sd: float, n_levels: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest growth per level step that the one-sided slope test detects with ``power``."""
+    if n_levels < 3 or not sd > 0:
+        return math.nan
+    hi = sd
+    while slope_power(hi, sd, n_levels, alpha) < power:
+        hi *= 2
+    return float(optimize.brentq(lambda b: slope_power(b, sd, n_levels, alpha) - power, 0.0, hi, xtol=1e-10 * sd))
+
+
+def levels_needed(slope: float, sd: float, alpha: float = ALPHA, power: float = POWER, most: int = 200) -> float:
+    """Fewest equally spaced levels at which a growth of ``slope`` per step is detected with ``power``
+    (same residual sd); inf beyond ``most``, NaN for no growth or no sd."""
+    if not slope > 0 or not sd > 0:
+        return math.nan
+    for n_levels in range(3, most + 1):
+        if slope_power(slope, sd, n_levels, alpha) >= power:
+            return float(n_levels)
+    return math.inf
 
 
 @functools.lru_cache(maxsize=None)

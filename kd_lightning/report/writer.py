@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_lightning.report.claims import Claim, claims_frame, evaluate_claims, factor_claims
+from kd_lightning.report.claims import Claim, claims_frame, report_claims
 from kd_lightning.report.factors import factor_table
 from kd_lightning.report.curves import curve_summary, load_curves
 from kd_lightning.report.figures import (
@@ -25,13 +25,13 @@ from kd_lightning.report.figures import (
     save_figure,
 )
 from kd_lightning.report.markdown import build_markdown
+from kd_lightning.report.problems import find_issues
 from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     METRICS,
     SPLITS,
     datasets_in,
-    find_issues,
     for_recipe,
     load_sweep,
     recipes_in,
@@ -142,7 +142,7 @@ def write_report(sweep: str | Path | Sequence[str | Path], out: str | Path | Non
     runs = load_sweep(sweeps)
     curves = load_curves(runs)
     issues = find_issues(runs)
-    claims = evaluate_claims(runs, metric) + factor_claims(runs, metric)
+    claims = report_claims(runs, metric)
     comparisons, other = write_tables(runs, curves, issues, claims, metric, out / "tables")
     figures = write_figures(runs, curves, metric, out / "figures")
     report = out / "report.md"

@@ -1,0 +1,73 @@
+"""What went wrong in a sweep: runs that did not yield a result (failed, running, interrupted, unreadable,
+duplicate, missing) and results that need a caveat (teacher mismatch, stale teacher), each with the
+reason, so no run is ever dropped from the report without being listed."""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Any
+
+import pandas as pd
+
+from kd_lightning.report.provenance import teacher_check
+from kd_lightning.report.runs import KEYS, PICK_KEYS, _sort, datasets_in, for_recipe, methods_in, pick_runs, recipes_in
+
+
+def one_line(text: Any, limit: int = 200) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that did not yield a result (failed, running, interrupted, unreadable, duplicate, missing) and
+    runs whose result needs a caveat (teacher mismatch, stale teacher).
+
+    Missing = dataset x method x seed combinations of the grid seen anywhere in the sweep (per recipe)
+    that have no results.json at all.
+    """
+    cols = ["recipe", "dataset", "method", "seed", "status", "detail", "path"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    if "status" not in runs:  # a plain frame: every row is a completed run
+        runs = runs.assign(status="completed")
+    for col in ("path", "error_type", "error_message", "started_at", "test_best.acc", "test_last.acc"):
+        if col not in runs:
+            runs = runs.assign(**{col: "" if col == "path" else None})
+    kept, superseded = pick_runs(runs)
+    rows = []
+    for row in kept.to_dict("records"):
+        if row["status"] == "completed":
+            continue
+        if row["status"] in ("failed", "unreadable"):
+            detail = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
+        else:
+            detail = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": row["status"], "detail": detail, "path": row["path"]})
+    for row in kept[kept["status"] == "completed"].to_dict("records"):
+        if pd.isna(row["test_best.acc"]) and pd.isna(row["test_last.acc"]):
+            rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "completed (no test metrics)",
+                         "detail": "results.json has neither test_best nor test_last", "path": row["path"]})
+    for row in superseded.to_dict("records"):
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": f"duplicate ({row['status']}, ignored)",
+                     "detail": "another record for the same recipe/dataset/method/seed is used", "path": row["path"]})
+    for recipe in recipes_in(kept):
+        sub = for_recipe(runs, recipe)
+        present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
+        grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
+        for key in grid:
+            if key not in present:
+                rows.append({"recipe": recipe, "dataset": key[0], "method": key[1], "seed": key[2], "status": "missing",
+                             "detail": "no results.json", "path": ""})
+    checks = teacher_check(runs)
+    for row in checks[checks["teacher_match"] == "no"].to_dict("records"):
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "teacher mismatch",
+                     "detail": f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
+                               f"dataset and seed is {row['sweep_teacher_key']}", "path": row["path"]})
+    for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)
+        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "stale teacher",
+                     "detail": f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code "
+                               f"commit: {row['teacher.checkpoint']}", "path": row["path"]})
+    issues = pd.DataFrame(rows, columns=cols)
+    issues["seed"] = issues["seed"].astype("Int64")
+    issues = _sort(issues)
+    return issues if len(recipes_in(runs)) > 1 else issues.drop(columns="recipe")
