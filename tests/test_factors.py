@@ -28,7 +28,7 @@ from kd_lightning.datasets.factors import (
     validate_factors,
 )
 from kd_lightning.datasets.synthetic import synthetic_images
-from tests.helpers import CONF_DIR
+from tests.helpers import CONF_DIR, compose_run_config
 
 K = 10
 
@@ -51,19 +51,25 @@ def evalset() -> tuple[torch.Tensor, torch.Tensor]:
 # -- paper data ------------------------------------------------------------------------------------
 def test_defaults_are_the_paper_data(train, evalset):
     images, labels = train
-    for factors in (None, DataFactors(), {}, OmegaConf.load(CONF_DIR / "factors" / "none.yaml")):
+    composed = compose_run_config(["seed=3"]).dataset.factors  # none.yaml as a run sees it
+    for factors in (None, DataFactors(), {}, composed):
         assert factor_identity(factors) == {}
         out_images, out_labels, info = apply_train_factors(images, labels, factors, K)
         assert out_images is images and out_labels is labels
         assert info["num_train"] == len(labels) and info["num_flipped"] == 0
         ev_images, ev_labels = apply_eval_factors(*evalset, factors, K)
         assert ev_images is evalset[0] and ev_labels is evalset[1]
-    assert validate_factors(OmegaConf.load(CONF_DIR / "factors" / "none.yaml"), K, 1, 16) == []
+    assert validate_factors(composed, K, 1, 16) == []
 
 
 def test_none_yaml_lists_every_factor_with_its_default():
-    assert OmegaConf.to_container(OmegaConf.load(CONF_DIR / "factors" / "none.yaml")) == DataFactors().to_dict()
+    """Every factor is off; the data draw follows the run seed (each seed draws its own subsample/flips)."""
+    for seed in (0, 3):
+        factors = OmegaConf.to_container(compose_run_config([f"seed={seed}"]).dataset.factors, resolve=True)
+        assert factors == {**DataFactors().to_dict(), "factor_seed": seed}
     assert set(DataFactors().to_dict()) == set(FACTOR_KEYS)
+    explicit = compose_run_config(["seed=3", "dataset.factors.factor_seed=7"]).dataset.factors
+    assert explicit.factor_seed == 7  # a fixed draw for every seed is still possible, and then part of the label
 
 
 def test_identity_is_canonical():
@@ -308,7 +314,7 @@ def wired_conf(tmp_path_factory) -> Path:
         ("factor_resolution", "factor_level=r8", "factor_level", "factor_resolution/r8", "resolution", 8),
         ("factor_resolution", "factor_level=native", "factor_level", "factor_resolution/native", "resolution", None),
         ("factor_classes", "factor_level=k2", "factor_level", "factor_classes/k2", "classes", [0, 1]),
-        ("factor_sweep", "dataset.factors.label_noise=0.1", None, "factor_sweep/f1.0-nsymmetric0.1-cNone-rNone-gFalse-i1.0-s0", "label_noise", 0.1),
+        ("factor_sweep", "dataset.factors.label_noise=0.1", None, "factor_sweep/f1.0-nsymmetric0.1-cNone-rNone-gFalse-i1.0", "label_noise", 0.1),
     ],
 )
 def test_factor_experiments_give_each_level_its_own_folder(wired_conf, experiment, override, sweep_key, folder, factor, value):

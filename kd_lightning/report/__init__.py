@@ -12,6 +12,7 @@ writes ``report.md`` (GitHub-readable), ``figures/*.png`` and ``tables/*.csv``. 
 - ``curves``       per-epoch curves from csv/metrics.csv
 - ``figures``      matplotlib figures
 - ``markdown``     formatting and the report.md document
+- ``problems``     runs without a result and results that need a caveat, each with its reason
 - ``writer``       writing the report folder; ``cli`` the command line
 
 Everything the notebook and the tests use is re-exported here.
@@ -26,7 +27,10 @@ from kd_lightning.report.claims import (
     Claim,
     claims_for_values,
     claims_frame,
+    control_family,
     evaluate_claims,
+    factor_claims,
+    report_claims,
 )
 from kd_lightning.report.cli import main
 from kd_lightning.report.curves import curve_summary, load_curves, read_metrics_csv
