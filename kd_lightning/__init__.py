@@ -16,3 +16,12 @@ OmegaConf.register_new_resolver("kd_project_root", lambda: str(Path(__file__).re
 # ${kd_num_classes:${dataset.num_classes},${dataset.factors.classes}} in conf/model/*.yaml: a network
 # outputs one logit per class the run trains on (dataset.factors.classes restricts them).
 OmegaConf.register_new_resolver("kd_num_classes", lambda n, classes=None: int(n) if classes is None else len(classes), replace=True)
+# ${kd_gpu_jobs:${hydra.callbacks.gpu_slots.gpus},${hydra.callbacks.gpu_slots.slots_per_gpu}} in
+# conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot (kd_lightning/gpu_slots.py).
+def _gpu_jobs(gpus: int | str, slots_per_gpu: int) -> int:
+    from kd_lightning.gpu_slots import pool_size  # imported on use: it imports torch
+
+    return pool_size(gpus, slots_per_gpu)
+
+
+OmegaConf.register_new_resolver("kd_gpu_jobs", _gpu_jobs, replace=True)

@@ -96,6 +96,68 @@ def _factor_problems(cfg: DictConfig) -> list[str]:
     return validate_factors(factors, *meta, pipeline=_get(cfg, "dataset.pipeline"))
 
 
+#: what a multi-device run would get wrong, and what scales the grid instead (docs/multi-gpu.md)
+_ONE_DEVICE = (
+    "a run trains on one device (trainer.devices=1, trainer.num_nodes=1, trainer.strategy=auto). Multi-device runs "
+    "are refused because they would be silently wrong: evaluation padded with duplicate batches, the effective batch "
+    "multiplied at the same learning rate. The grid scales by jobs instead: launcher=gpu_node on a machine with "
+    "several GPUs, launcher=slurm on a cluster (docs/multi-gpu.md)"
+)
+_SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")
+
+
+def _requested_devices(devices: Any, accelerator: Any) -> int | None:
+    """How many devices ``trainer.devices`` selects, as Lightning reads it (``2`` / ``"2"``: two devices,
+    ``[0, 1]`` / ``"0,1"``: those indices, ``-1`` / ``"auto"``: every one visible); None when unreadable.
+    GPUs are counted with ``torch.cuda.device_count()``, which reads NVML and does not initialise CUDA."""
+    accelerator = str(accelerator).lower()
+
+    def every_visible() -> int:
+        if accelerator in ("auto", "gpu", "cuda"):
+            return max(torch.cuda.device_count(), 1 if accelerator == "auto" else 0)
+        return 1  # cpu ("auto" is one process; -1 Lightning refuses itself), mps
+
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return every_visible() if devices == -1 else devices
+    if isinstance(devices, str):
+        text = devices.strip().lower()
+        if text == "auto" or text == "-1":
+            return every_visible()
+        if "," in text:
+            return len([d for d in text.split(",") if d.strip()])
+        return int(text) if text.isdigit() else None
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices)
+    return None
+
+
+def _distribution_problems(cfg: DictConfig) -> list[str]:
+    """trainer.devices / num_nodes / strategy that would make a run distributed (see ``_ONE_DEVICE``)."""
+    problems = []
+    devices = _get(cfg, "trainer.devices")
+    count = _requested_devices(devices, _get(cfg, "trainer.accelerator"))
+    if count is None or count > 1:
+        resolved = "" if count is None or str(devices) == str(count) else f" (resolves to {count} devices)"
+        problems.append(f"trainer.devices={devices!r}{resolved}: must select one device; {_ONE_DEVICE}")
+    nodes = _get(cfg, "trainer.num_nodes")
+    if nodes is not None and nodes != 1:
+        problems.append(f"trainer.num_nodes={nodes!r}: must be 1; {_ONE_DEVICE}")
+    strategy = _get(cfg, "trainer.strategy")
+    if strategy is not None and not _single_device_strategy(strategy):
+        allowed = list(_SINGLE_DEVICE_STRATEGIES)
+        problems.append(f"trainer.strategy={strategy!r}: must be one of {allowed}; {_ONE_DEVICE}")
+    return problems
+
+
+def _single_device_strategy(strategy: Any) -> bool:
+    if isinstance(strategy, str):
+        return strategy.strip().lower() in _SINGLE_DEVICE_STRATEGIES
+    target = OmegaConf.select(strategy, "_target_") if OmegaConf.is_dict(strategy) else None
+    return isinstance(target, str) and target.endswith(".SingleDeviceStrategy")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every bad value; silent when the config is usable."""
     problems = []
@@ -119,6 +181,7 @@ def validate_config(cfg: DictConfig) -> None:
             problems.append(f"{key}={values!r}: give one value per channel (dataset.channels={_get(cfg, 'dataset.channels')})")
     if any(float(s) <= 0 for s in _get(cfg, "dataset.std") or []):
         problems.append(f"dataset.std={list(_get(cfg, 'dataset.std'))}: every value must be > 0")
+    problems += _distribution_problems(cfg)
     problems += _stage_problems(cfg)
     problems += _factor_problems(cfg)
     teacher_ckpt = _get(cfg, "teacher_ckpt")

@@ -74,7 +74,10 @@ def git_commit() -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
+    """Where a run ran: versions, device, CPU threads, GPU slot and code version (none of it is part of its identity)."""
     import torch
+
+    from kd_lightning.gpu_slots import held_slot
 
     versions = {}
     for name in _PACKAGES:
@@ -87,5 +90,8 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cpu_threads": torch.get_num_threads(),
+        "gpu_slot": held_slot(),  # launcher=gpu_node: which GPU slot this run's process held (kd_lightning/gpu_slots.py)
         "git": git_commit(),
     }

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kd_lightning import rundir, teachers
+from kd_lightning import gpu_slots, rundir, teachers
 from kd_lightning.callbacks import ThroughputMeter
 from kd_lightning.config import CONF_DIR, to_plain, validate_config
 from kd_lightning.datasets.factors import factor_identity
@@ -219,6 +219,7 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None, teacher_record: dic
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one config to completion (training its teacher first if needed) and return its record."""
     try:
+        gpu_slots.raise_if_claim_failed()  # launcher=gpu_node: a job without a GPU slot must not train on GPU 0
         validate_config(cfg)
         module_cls = get_class(cfg.method._target_)
         if module_cls.publishes_teacher:

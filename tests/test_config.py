@@ -1,4 +1,5 @@
 import pytest
+import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
@@ -97,3 +98,60 @@ def test_teacher_config_is_the_student_config_with_method_teacher(fake_data_dir)
     assert tcfg.method.name == "teacher" and tcfg.method.net.arch == "resnet50"
     assert tcfg.recipe.optimizer.lr == 0.02 and tcfg.paths.run_dir.endswith("usps/teacher/seed0")
     assert OmegaConf.to_container(cfg.method)["name"] == "ikd"  # the student's config is untouched
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "gpus"),
+    [
+        (["trainer.devices=2"], "trainer.devices=2", 0),
+        (["trainer.devices=[0,1]"], "trainer.devices=[0, 1]", 0),
+        (["trainer.devices='0,1'"], "trainer.devices='0,1'", 0),
+        (["trainer.devices=-1"], "trainer.devices=-1 (resolves to 4 devices)", 4),
+        (["trainer.devices=auto"], "trainer.devices='auto' (resolves to 4 devices)", 4),
+        (["trainer=gpu", "trainer.devices=auto"], "trainer.devices='auto' (resolves to 2 devices)", 2),
+        (["trainer.num_nodes=2"], "trainer.num_nodes=2", 0),
+        (["trainer.strategy=ddp"], "trainer.strategy='ddp'", 0),
+        (["trainer.strategy=fsdp"], "trainer.strategy='fsdp'", 0),
+    ],
+)
+def test_multi_device_runs_are_refused_naming_the_key_and_the_launchers(
+    overrides, key, gpus, fake_data_dir, monkeypatch
+):
+    """Several devices per run would pad evaluation with duplicate batches and grow the batch: the grid scales by jobs."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    cfg = compose_cfg(overrides, data_dir=fake_data_dir)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    message = str(info.value)
+    assert key in message, message
+    assert "launcher=gpu_node" in message and "launcher=slurm" in message and "duplicate batches" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "gpus"),
+    [
+        ([], 0),
+        ([], 4),
+        (["trainer.devices=auto"], 1),
+        (["trainer=cpu", "trainer.devices=auto"], 4),
+        (["trainer.devices=[3]"], 4),
+        (["trainer.devices='1,'"], 4),
+        (["trainer.strategy=single_device"], 1),
+    ],
+)
+def test_one_device_runs_are_accepted(overrides, gpus, fake_data_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    validate_config(compose_cfg(overrides, data_dir=fake_data_dir))
+
+
+def test_lightning_floor_forwards_set_epoch_to_the_seeded_batch_sampler():
+    """pyproject's lightning>=2.6.1: the distributed wrapper passes each epoch on to the seeded batch sampler."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from kd_lightning.datasets.batched import SeededBatchSampler
+
+    sampler = SeededBatchSampler(40, 8, shuffle=True, drop_last=False, seed=0)
+    wrapper = DistributedSamplerWrapper(sampler, num_replicas=2, rank=0, shuffle=False)
+    wrapper.set_epoch(3)
+    assert sampler.epoch == 3
+    assert {epoch for epoch, _, _ in wrapper} == {3}
