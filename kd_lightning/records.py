@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kd_lightning.gpu_slots import held_slot
+
 RESULTS_FILE = "results.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "kd-lightning")
@@ -76,8 +78,6 @@ def git_commit() -> dict[str, Any]:
 def environment() -> dict[str, Any]:
     """Where a run ran: versions, device, CPU threads, GPU slot and code version (none of it is part of its identity)."""
     import torch
-
-    from kd_lightning.gpu_slots import held_slot
 
     versions = {}
     for name in _PACKAGES:
