@@ -44,12 +44,29 @@ EXPORT_FILE = Path("export") / "model.onnx"
 LABEL_NAMES: dict[str, list[str]] = {
     "mnist": [str(i) for i in range(10)],
     "usps": [str(i) for i in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 }
 
 
-def measure(cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path, tests: Mapping[str, Any]) -> dict[str, Any]:
+def measure(
+    cfg: DictConfig,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    run_dir: Path,
+    tests: Mapping[str, Any],
+) -> dict[str, Any]:
     """``{"data_complexity", "efficiency"}`` of a tested run (``tests``: what ``_test_both`` returned)."""
     publishes = bool(getattr(type(module), "publishes_teacher", False))
     return {
@@ -60,7 +77,12 @@ def measure(cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningD
 
 # -- the deployable network ------------------------------------------------------------------------
 def deployment_cost(
-    cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path, best_checkpoint: str, best_epoch: int
+    cfg: DictConfig,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    run_dir: Path,
+    best_checkpoint: str,
+    best_epoch: int,
 ) -> dict[str, Any] | None:
     """Size and speed of the best network (``module.net`` once the best checkpoint is loaded), and its
     ONNX export checked against PyTorch on the test split."""
@@ -70,9 +92,17 @@ def deployment_cost(
     try:
         net = network_copy(module.net, module.hparams["net"])
         shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
-        cost = measure_efficiency(net, shape, checkpoint=best_checkpoint, quick=bool(settings.get("quick", False)), precision=cfg.trainer.precision)
+        cost = measure_efficiency(
+            net,
+            shape,
+            checkpoint=best_checkpoint,
+            quick=bool(settings.get("quick", False)),
+            precision=cfg.trainer.precision,
+        )
         if settings.get("export_onnx", False):
-            exported = export_run(cfg, net, module.hparams["net"], datamodule, Path(run_dir) / EXPORT_FILE, best_checkpoint, best_epoch)
+            exported = export_run(
+                cfg, net, module.hparams["net"], datamodule, Path(run_dir) / EXPORT_FILE, best_checkpoint, best_epoch
+            )
             cost["onnx_mb"] = exported.get("out_mb")
             cost["onnx_check"] = exported.get("verification")
         return cost
@@ -113,7 +143,13 @@ def doc_string(method: str | None, arch: str, dataset: str) -> str:
 
 
 def export_run(
-    cfg: DictConfig, net: nn.Module, net_cfg: Mapping[str, Any], datamodule: L.LightningDataModule, out: Path, checkpoint: str, epoch: int
+    cfg: DictConfig,
+    net: nn.Module,
+    net_cfg: Mapping[str, Any],
+    datamodule: L.LightningDataModule,
+    out: Path,
+    checkpoint: str,
+    epoch: int,
 ) -> dict[str, Any]:
     """:func:`kd_lightning.measure.onnx.export_checked` of a run's network on the test split its DataModule holds."""
     if out.exists():
@@ -125,13 +161,27 @@ def export_run(
     num_classes = int(net_cfg["num_classes"])
     names = label_names(str(ds.name), Path(datamodule.data_dir), (factors or {}).get("classes"))
     metadata = onnx.onnx_metadata(
-        dataset=str(ds.name), num_classes=num_classes, input_shape=list(images.shape[1:]), mean=list(ds.mean), std=list(ds.std),
-        net=net_cfg, method=str(cfg.method.name), source_checkpoint=str(checkpoint), epoch=epoch,
-        label_names=names if names is not None and len(names) == num_classes else None, factors=factors,
+        dataset=str(ds.name),
+        num_classes=num_classes,
+        input_shape=list(images.shape[1:]),
+        mean=list(ds.mean),
+        std=list(ds.std),
+        net=net_cfg,
+        method=str(cfg.method.name),
+        source_checkpoint=str(checkpoint),
+        epoch=epoch,
+        label_names=names if names is not None and len(names) == num_classes else None,
+        factors=factors,
     )
     return onnx.export_checked(
-        net, out, images, labels, metadata=metadata, doc_string=doc_string(str(cfg.method.name), str(net_cfg["arch"]), str(ds.name)),
-        data="test split", data_note=f"test split ({len(images)} images from {datamodule.data_dir})",
+        net,
+        out,
+        images,
+        labels,
+        metadata=metadata,
+        doc_string=doc_string(str(cfg.method.name), str(net_cfg["arch"]), str(ds.name)),
+        data="test split",
+        data_note=f"test split ({len(images)} images from {datamodule.data_dir})",
     )
 
 
@@ -175,7 +225,12 @@ def dataset_complexity(
             return {**json.loads(path.read_text()), "cache_hit": True}
         start = time.perf_counter()
         result = complexity.compute_complexity(images, labels, eval_images, eval_labels, **params)
-        record = {"key": key, "version": complexity.COMPLEXITY_VERSION, "identity": json.loads(json.dumps(identity, default=str)), **result}
+        record = {
+            "key": key,
+            "version": complexity.COMPLEXITY_VERSION,
+            "identity": json.loads(json.dumps(identity, default=str)),
+            **result,
+        }
         record["seconds"] = round(time.perf_counter() - start, 3)
         write_json(path, record, sort_keys=True)
     return {**record, "cache_hit": False}
@@ -188,8 +243,12 @@ def config_complexity(cfg: Any, datamodule: Any, recompute: bool = False) -> dic
     from kd_lightning.identity import data_identity, identity
 
     return dataset_complexity(
-        datamodule.train_set.images, datamodule.train_set.labels, data_identity(identity(cfg)["dataset"]),
-        cfg.paths.complexity_dir, eval_images=datamodule.val_set.images, eval_labels=datamodule.val_set.labels,
+        datamodule.train_set.images,
+        datamodule.train_set.labels,
+        data_identity(identity(cfg)["dataset"]),
+        cfg.paths.complexity_dir,
+        eval_images=datamodule.val_set.images,
+        eval_labels=datamodule.val_set.labels,
         recompute=recompute,
     )
 
@@ -198,12 +257,21 @@ def config_complexity(cfg: Any, datamodule: Any, recompute: bool = False) -> dic
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
     """One row per run in TensorBoard's HParams view."""
     params = {
-        "dataset": cfg.dataset.name, "method": cfg.method.name, "seed": cfg.seed, "lr": cfg.recipe.optimizer.lr,
-        "batch_size": cfg.recipe.batch_size, "max_epochs": cfg.trainer.max_epochs,
+        "dataset": cfg.dataset.name,
+        "method": cfg.method.name,
+        "seed": cfg.seed,
+        "lr": cfg.recipe.optimizer.lr,
+        "batch_size": cfg.recipe.batch_size,
+        "max_epochs": cfg.trainer.max_epochs,
     }
     for key in ("alpha", "temperature", "feature_weight"):
         params[key] = cfg.method.get(key, "n/a")
-    metrics = {f"hparams/{stage}_{k}": v for stage in ("test_best", "test_last") for k, v in record[stage].items() if isinstance(v, float)}
+    metrics = {
+        f"hparams/{stage}_{k}": v
+        for stage in ("test_best", "test_last")
+        for k, v in record[stage].items()
+        if isinstance(v, float)
+    }
     metrics["hparams/best_val_acc"] = record["best_val_acc"]
     cost = record.get("efficiency") or {}
     for key in ("params", "flops_per_image", "checkpoint_mb", "onnx_mb", "throughput_b64_img_s"):

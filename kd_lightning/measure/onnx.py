@@ -41,7 +41,9 @@ VERIFIED_KEYS = ("data", "images", "max_abs_logit_diff", "top1_agreement", "accu
 
 
 # -- the network as a file ----------------------------------------------------------------------
-def torch_export(net: nn.Module, input_shape: Sequence[int], path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> None:
+def torch_export(
+    net: nn.Module, input_shape: Sequence[int], path: str | os.PathLike, opset: int = DEFAULT_OPSET
+) -> None:
     """``net`` (eval mode, on the CPU) to ONNX at ``path``, with a dynamic batch axis; constants folded."""
     example = torch.zeros(2, *input_shape)
     with warnings.catch_warnings():
@@ -233,8 +235,11 @@ def export_checked(
         reference, onnx_out = torch_logits(net, images), ort_logits(session(tmp), images)
         verification = compare_logits(reference, onnx_out, atol, rtol)
         verification.update(
-            images=len(images), data=data, data_note=data_note,
-            accuracy_pytorch=accuracy(reference, labels), accuracy_onnx=accuracy(onnx_out, labels),
+            images=len(images),
+            data=data,
+            data_note=data_note,
+            accuracy_pytorch=accuracy(reference, labels),
+            accuracy_onnx=accuracy(onnx_out, labels),
         )
         result["verification"] = verification
         result["ok"] = bool(verification["ok"])
@@ -250,7 +255,15 @@ def export_checked(
             if calibration is None:
                 raise ValueError("int8_out needs calibration images")
             result["int8"] = int8_copy(
-                tmp, Path(int8_out), calibration, calibrated_on, images, labels, onnx_out, full_metadata, latency_repeats
+                tmp,
+                Path(int8_out),
+                calibration,
+                calibrated_on,
+                images,
+                labels,
+                onnx_out,
+                full_metadata,
+                latency_repeats,
             )
         tmp.replace(out)
         result["out_mb"] = round(out.stat().st_size / 1e6, 3)
@@ -279,8 +292,13 @@ def quantize_int8(fp32_path: Path, out: Path, calibration: Tensor, batch: int = 
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
             quantize_static(
-                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                str(pre),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
             )
     finally:
         pre.unlink(missing_ok=True)
@@ -310,10 +328,14 @@ def int8_copy(
         logits = ort_logits(session(tmp), images)
         agreement = float((logits.argmax(1) == fp32_logits.argmax(1)).mean())
         verified = {
-            "data": metadata["verified"]["data"], "images": len(images),
-            "top1_agreement_with_fp32": agreement, "accuracy_onnx": accuracy(logits, labels),
+            "data": metadata["verified"]["data"],
+            "images": len(images),
+            "top1_agreement_with_fp32": agreement,
+            "accuracy_onnx": accuracy(logits, labels),
         }
-        set_metadata(model, {**metadata, "quantization": f"{method}; calibrated on {calibrated_on}", "verified": verified})
+        set_metadata(
+            model, {**metadata, "quantization": f"{method}; calibrated on {calibrated_on}", "verified": verified}
+        )
         onnx.save(model, str(tmp))
         warmup = max(1, repeats // 5)
         result = {
@@ -328,7 +350,10 @@ def int8_copy(
             "latency_ms_b1_int8": ort_latency(tmp, input_shape, warmup, repeats),
         }
         tmp.replace(out)
-        result["fp32_mb"], result["int8_mb"] = round(fp32_path.stat().st_size / 1e6, 3), round(out.stat().st_size / 1e6, 3)
+        result["fp32_mb"], result["int8_mb"] = (
+            round(fp32_path.stat().st_size / 1e6, 3),
+            round(out.stat().st_size / 1e6, 3),
+        )
         return result
     finally:
         tmp.unlink(missing_ok=True)
