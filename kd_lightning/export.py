@@ -40,7 +40,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from kd_lightning import models
@@ -49,11 +49,15 @@ from kd_lightning.config import CONF_DIR
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.measure import onnx
 from kd_lightning.measure.efficiency import count_parameters
-from kd_lightning.measure.onnx import folded_parameter_count, initializer_count, read_metadata  # noqa: F401  (the export's API)
+from kd_lightning.measure.onnx import (  # noqa: F401  (the export's API)
+    folded_parameter_count,
+    initializer_count,
+    read_metadata,
+)
 
 DATASET_CONF_DIR = CONF_DIR / "dataset"
 METHOD_CONF_DIR = CONF_DIR / "method"
-#: DataModule arguments for evaluation: the test split as it is, read in one process
+#: DataModule arguments for evaluation: tensor pipeline, no download, no augmentation, no workers
 EVAL_LOADING = {
     "download": False, "pipeline": "tensor", "num_workers": 0, "augmentation": None,
     "batch_size": onnx.EVAL_BATCH, "eval_batch_size": onnx.EVAL_BATCH, "pin_memory": False,
@@ -68,8 +72,6 @@ class ExportError(RuntimeError):
 
 # -- finding and reading the checkpoint ----------------------------------------------------------
 def _read_yaml_or_json(path: Path) -> dict[str, Any] | None:
-    from omegaconf import OmegaConf
-
     try:
         if path.suffix == ".json":
             return json.loads(path.read_text())
@@ -185,7 +187,9 @@ def dataset_config(info: Mapping[str, Any], run_config: Mapping[str, Any] | None
         file = DATASET_CONF_DIR / f"{name}.yaml"
         if not file.is_file():
             raise ExportError(f"{info['checkpoint']}: unknown dataset {name!r}: no {file}. Choose one of {known} with --dataset.")
-        cfg, origin = OmegaConf.to_container(_composed(name).dataset, resolve=True), str(file.relative_to(CONF_DIR.parent))
+        composed = OmegaConf.to_container(_composed(name).dataset, resolve=True)
+        # a checkpoint without its run config does not say which data factors it was trained with
+        cfg, origin = {k: v for k, v in composed.items() if k != "factors"}, str(file.relative_to(CONF_DIR.parent))
     net = info["net"]
     problems = []
     if int(cfg["num_classes"]) != int(net["num_classes"]):
@@ -203,17 +207,14 @@ def _composed(dataset: str) -> DictConfig:
     return compose_run_config([f"dataset={dataset}"])
 
 
-def eval_datamodule(ds_cfg: Mapping[str, Any], data_dir: Path, seed: int = 0) -> L.LightningDataModule:
-    """The project's DataModule for a run's dataset config on ``data_dir``, for evaluation: tensor pipeline,
-    no download, no augmentation, no workers. The config is ``kd_lightning.train``'s for that dataset with
-    the run's own values on top (normalisation, split, data factors)."""
-    from kd_lightning.train import build_datamodule
-
+def eval_config(ds_cfg: Mapping[str, Any], seed: int = 0) -> DictConfig:
+    """``kd_lightning.train``'s config for the dataset of ``ds_cfg``, with the run's own dataset values on
+    top (normalisation, split, data factors): what :func:`kd_lightning.train.build_datamodule` takes."""
     cfg = _composed(str(ds_cfg["name"]))
-    run_values = {k: v for k, v in ds_cfg.items() if k != "_target_" or v}
-    cfg.dataset = OmegaConf.merge(cfg.dataset, OmegaConf.create(run_values))
-    cfg.seed = int(seed)
-    return build_datamodule(cfg, **{**EVAL_LOADING, "data_dir": str(data_dir)})
+    with open_dict(cfg):
+        cfg.dataset = OmegaConf.merge(cfg.dataset, OmegaConf.create(dict(ds_cfg)))
+        cfg.seed = int(seed)
+    return cfg
 
 
 def load_eval_data(
@@ -225,12 +226,15 @@ def load_eval_data(
     (run config's data_dir, $KD_DATA_DIR, <project>/data, <project>/../shared/datasets) are tried in turn.
     """
     from kd_lightning.datasets import DatasetError
+    from kd_lightning.train import build_datamodule
 
+    cfg = eval_config(ds_cfg, int((run_config or {}).get("seed") or 0))
     run_ds = (run_config or {}).get("dataset") or {}
     tried = []
     for candidate in data_dir_candidates(data_dir, run_ds.get("data_dir")):
         try:
-            dm = eval_datamodule(ds_cfg, candidate, int((run_config or {}).get("seed") or 0))
+            # for evaluation: the test split as it is, read in this process
+            dm = build_datamodule(cfg, **EVAL_LOADING, data_dir=str(candidate))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 dm.prepare_data()
