@@ -30,7 +30,6 @@ import contextlib
 import gc
 import logging
 import os
-import platform
 import re
 import statistics
 import sys
@@ -39,25 +38,35 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from kd_lightning.config import compose_run_config
+from kd_lightning.config import CONF_DIR, compose_run_config
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
-from kd_lightning.efficiency import PRECISIONS, count_flops, lightning_precision
+from kd_lightning.measure.efficiency import PRECISIONS, count_flops, lightning_precision
 from kd_lightning.models import build_resnet
-from kd_lightning.records import PROJECT_ROOT, write_json
+from kd_lightning.records import PROJECT_ROOT, device_info, package_versions, write_json
 
-METHODS = ("teacher", "scratch", "rkd", "ikd")
+
+def _methods() -> tuple[str, ...]:
+    """The methods of conf/method/: the teacher first, then students without a teacher, then those
+    distilling from one; a method built on another (IKD on RKD) after it."""
+    found = []
+    for file in (CONF_DIR / "method").glob("*.yaml"):
+        cls = get_class(OmegaConf.load(file)._target_)
+        found.append(((not cls.publishes_teacher, cls.requires_teacher, len(cls.__mro__), file.stem), file.stem))
+    return tuple(name for _, name in sorted(found))
+
+
+METHODS = _methods()
 DATASETS = ("usps", "mnist", "fashion_mnist", "cifar10", "cifar100")
 PATHS = ("bare", "lightning", "model")
 PATH_LABELS = {"bare": "1 bare PyTorch", "lightning": "2 Lightning", "model": "3 model only"}
@@ -82,17 +91,14 @@ def compose_config(dataset: str, method: str, overrides: Sequence[str] = ()) -> 
     return compose_run_config([f"dataset={dataset}", f"method={method}", *overrides])
 
 
-def make_datamodule(cfg: DictConfig, data_dir: Path) -> L.LightningDataModule:
-    return instantiate(cfg.dataset, data_dir=str(data_dir), _convert_="all")
-
-
 def locate_data(cfg: DictConfig, args: argparse.Namespace, tmp: Path) -> tuple[L.LightningDataModule, dict[str, Any]]:
     """The DataModule on real files when found, else on a synthetic copy written to ``tmp``."""
     from kd_lightning.datasets import DatasetError
+    from kd_lightning.train import build_datamodule
 
     if not args.synthetic:
         for candidate in data_dir_candidates(args.data_dir):
-            dm = make_datamodule(cfg, candidate)
+            dm = build_datamodule(cfg, data_dir=str(candidate))
             try:
                 dm.prepare_data()
             except DatasetError:
@@ -102,7 +108,7 @@ def locate_data(cfg: DictConfig, args: argparse.Namespace, tmp: Path) -> tuple[L
     n_train = int(args.synthetic or DEFAULT_SYNTHETIC)
     n_test = max(n_train // 4, 16)
     write_dataset(tmp / "data", str(cfg.dataset.name), n_train, n_test)
-    dm = make_datamodule(cfg, tmp / "data")
+    dm = build_datamodule(cfg, data_dir=str(tmp / "data"))
     with unverified_cifar(str(cfg.dataset.name).startswith("cifar")):
         dm.prepare_data()
     return dm, {"source": "synthetic", "data_dir": str(tmp / "data"), "synthetic_train_images": n_train, "synthetic_test_images": n_test}
@@ -172,7 +178,7 @@ def build_benchmark_module(cfg: DictConfig) -> L.LightningModule:
     from kd_lightning.train import build_module
 
     teacher = teacher_info = None
-    if str(cfg.method.name) in ("rkd", "ikd"):
+    if get_class(cfg.method._target_).requires_teacher:
         teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True))
         teacher_info = {"source": "random init (benchmark only)", "arch": str(cfg.teacher_model.arch)}
     return build_module(cfg, teacher, teacher_info)
@@ -266,32 +272,6 @@ def _device_slug(device: torch.device) -> str:
     if device.type != "cuda":
         return "cpu"
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    out["cuda"] = torch.version.cuda
-    out["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
-    return out
-
-
-def _device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"type": device.type, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(name=props.name, memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}")
-    else:
-        info["name"] = f"cpu ({os.cpu_count()} cores)"
-    try:
-        info["load_average_at_start"] = list(os.getloadavg())
-    except OSError:
-        pass
-    return info
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -495,8 +475,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m kd_lightning.bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "note": args.note,
-        "device": _device_info(device),
-        "versions": _versions(),
+        "device": device_info(device),
+        "versions": {"python": sys.version.split()[0], **package_versions()},
         "dataset": {
             "name": args.dataset,
             "shape": [int(base.dataset.channels), int(base.dataset.image_size), int(base.dataset.image_size)],

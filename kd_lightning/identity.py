@@ -87,7 +87,7 @@ def identity(cfg: DictConfig, teacher: str | None = None, include_seed: bool = T
 def data_identity(dataset_identity: Mapping[str, Any]) -> dict[str, Any]:
     """What makes two data configurations the same data (files, split, factors): a run identity's
     ``dataset`` entry without :data:`TRAINING_ONLY_DATASET_KEYS`. Keys the complexity cache
-    (:mod:`kd_lightning.complexity`), so runs of any method, batch size or augmentation share it."""
+    (:mod:`kd_lightning.measure.complexity`), so runs of any method, batch size or augmentation share it."""
     return {k: v for k, v in dataset_identity.items() if k not in TRAINING_ONLY_DATASET_KEYS}
 
 

@@ -16,8 +16,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from kd_lightning.complexity import MEASURES, config_complexity
+from kd_lightning.after_test import config_complexity
 from kd_lightning.config import compose_run_config, validate_config
+from kd_lightning.measure.complexity import MEASURES
 
 
 def measure(overrides: Sequence[str]) -> dict:

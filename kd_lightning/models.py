@@ -3,9 +3,18 @@
 Only the first convolution (input channels, optional CIFAR stem) and the classifier
 (``num_classes``) change; the stage modules keep torchvision's names (``layer1`` ... ``layer4``)
 so forward hooks can find them by path.
+
+:func:`load_network` is the one reader of a kd-lightning checkpoint's network (the teacher registry,
+the ONNX export and the after-test measures all use it); :func:`network_copy` gives the same clean
+network from one held in memory.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +22,11 @@ from torchvision import models
 
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101")
 STEMS = ("imagenet", "cifar")
+#: the keys of ``hyper_parameters["net"]``: build_resnet's arguments
+NET_KEYS = ("arch", "num_classes", "in_channels", "stem")
+NET_PREFIX = "net."
+#: what torch.compile puts in front of a wrapped module's parameter names
+COMPILED_PREFIX = "_orig_mod."
 
 
 def build_resnet(arch: str, num_classes: int, in_channels: int = 3, stem: str = "imagenet") -> nn.Module:
@@ -53,3 +67,75 @@ def frozen_forward(model: nn.Module, images: Tensor) -> Tensor:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class CheckpointError(ValueError):
+    """A file that is not a kd-lightning module checkpoint, or whose ``net.*`` weights do not fit its network."""
+
+
+def network_from_state(net_cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``build_resnet(**net_cfg)`` loaded strictly with ``state`` (a compiled network's ``_orig_mod.``
+    dropped), in eval mode. Built on a private random stream: the caller's stream does not move.
+
+    Raises :class:`CheckpointError` when ``net_cfg`` is not a network or ``state`` does not fit it.
+    """
+    from kd_lightning.seeding import isolated_rng
+
+    try:
+        with isolated_rng():
+            net = build_resnet(**{k: net_cfg[k] for k in NET_KEYS if k in net_cfg})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"hyper_parameters['net']={dict(net_cfg)} does not describe a kd-lightning network ({exc})") from None
+    try:
+        net.load_state_dict({k.replace(COMPILED_PREFIX, ""): v for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"its net.* weights do not fit {dict(net_cfg)} ({str(exc).splitlines()[0]})") from None
+    return net.eval()
+
+
+def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network of a kd-lightning checkpoint (its ``net.*`` weights), on the CPU in eval mode, and
+    ``{"checkpoint", "net", "dataset", "epoch", "global_step", "hyper_parameters", "skipped_keys"}``.
+
+    Works for teacher, scratch, RKD and IKD checkpoints and the teacher registry's ``teacher.ckpt``; other
+    weights in the file (IKD's adapters) are listed in ``skipped_keys`` and not loaded. Raises
+    :class:`CheckpointError` (its message starts with the path) for anything else.
+    """
+    path = Path(checkpoint)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds; all mean "not a checkpoint"
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(
+            f"{path}: not readable as a PyTorch checkpoint with weights_only=True ({type(exc).__name__}: {first_line}). "
+            "Pass a .ckpt written by kd_lightning.train."
+        ) from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
+    net_cfg = hparams.get("net") if isinstance(hparams, Mapping) else None
+    state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
+    if not isinstance(net_cfg, Mapping) or not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"{path}: not a kd-lightning run checkpoint (it has no hyper_parameters['net'] and state_dict). Use a "
+            "checkpoint written by kd_lightning.train (a run's checkpoints/*.ckpt or a registry teacher.ckpt)."
+        )
+    weights = {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
+    try:
+        net = network_from_state(net_cfg, weights)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    info = {
+        "checkpoint": str(path),
+        "net": dict(net_cfg),
+        "dataset": hparams.get("dataset"),
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+        "hyper_parameters": dict(hparams),
+        "skipped_keys": sorted({k.split(".")[0] for k in state if not k.startswith(NET_PREFIX)}),
+    }
+    return net, info
+
+
+def network_copy(net: nn.Module, net_cfg: Mapping[str, Any]) -> nn.Module:
+    """A fresh CPU fp32 network, eval mode, with ``net``'s weights: without the compile wrapper, forward
+    hooks, device or memory format the training left on ``net`` (what the deployment measures time)."""
+    return network_from_state(net_cfg, {k: v.detach().cpu() for k, v in net.state_dict().items()})

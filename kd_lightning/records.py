@@ -1,4 +1,9 @@
-"""What a run leaves behind: results.json, written atomically, with versions and git commit."""
+"""What a run leaves behind: results.json, written atomically, with versions and git commit.
+
+The one atomic JSON writer (:func:`write_json`) and the one environment record (:func:`environment`,
+:func:`package_versions`, :func:`device_info`) of the project: runs, the teacher registry, the
+complexity cache and the benchmark all write through them.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from kd_lightning.gpu_slots import held_slot
 
 RESULTS_FILE = "results.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "kd-lightning")
+_PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy", "kd-lightning")
 
 
 class OutputError(OSError):
@@ -48,8 +53,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> None:
+    """``data`` as indented JSON (values JSON does not know written as ``str``), by :func:`atomic_write_text`."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def read_results(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -75,20 +81,49 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def environment() -> dict[str, Any]:
-    """Where a run ran: versions, device, CPU threads, GPU slot and code version (none of it is part of its identity)."""
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on, and of CUDA and cuDNN (``None``: not there)."""
     import torch
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    versions["cuda"] = torch.version.cuda
+    versions["cudnn"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    return versions
+
+
+def device_info(device: Any) -> dict[str, Any]:
+    """The machine a measurement ran on: device type and name, CPU, core count, load average (and a
+    GPU's memory and compute capability)."""
+    import torch
+
+    device = torch.device(device)
+    info: dict[str, Any] = {"type": device.type, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(name=props.name, memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}")
+    else:
+        info["name"] = f"cpu ({os.cpu_count()} cores)"
+    try:
+        info["load_average_at_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+def environment() -> dict[str, Any]:
+    """Where a run ran, for results.json: Python, platform, package versions, device, CPU threads, GPU slot
+    and code version (none of it is part of its identity)."""
+    import torch
+
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "versions": versions,
+        "versions": package_versions(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpu_threads": torch.get_num_threads(),

@@ -23,15 +23,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from kd_lightning.identity import digest, identity
-from kd_lightning.models import build_resnet
+from kd_lightning.models import CheckpointError, load_network
 from kd_lightning.records import PROJECT_ROOT, RESULTS_FILE, git_commit, write_json
-from kd_lightning.seeding import isolated_rng
 
 TEACHER_METHOD_FILE = PROJECT_ROOT / "conf" / "method" / "teacher.yaml"
 CHECKPOINT_FILE = "teacher.ckpt"
@@ -164,16 +162,15 @@ def describe(path: str | Path, source: str, key: str | None = None) -> dict[str,
 def load_teacher(path: str | Path, dataset: str, num_classes: int, channels: int) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a teacher network from a teacher-run checkpoint and check it fits the student's data.
 
-    The network is built on a private random stream: loading a teacher never moves the student's.
+    The network is built on a private random stream (:func:`kd_lightning.models.load_network`): loading
+    a teacher never moves the student's. The student's module freezes it (eval mode, no gradients).
     """
     path = Path(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        net_cfg = dict(checkpoint["hyper_parameters"]["net"])
-        state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    except Exception as exc:
-        raise TeacherError(f"teacher_ckpt {path}: not a readable kd-lightning teacher checkpoint ({type(exc).__name__}: {exc})") from exc
-    trained_on = checkpoint["hyper_parameters"].get("dataset")
+        net, info = load_network(path)
+    except CheckpointError as exc:
+        raise TeacherError(f"teacher_ckpt {path}: not a readable kd-lightning teacher checkpoint ({exc})") from exc
+    net_cfg, trained_on = info["net"], info["dataset"]
     mismatches = []
     if trained_on is not None and trained_on != dataset:
         mismatches.append(f"trained on dataset {trained_on!r}, this run uses {dataset!r}")
@@ -183,7 +180,4 @@ def load_teacher(path: str | Path, dataset: str, num_classes: int, channels: int
         mismatches.append(f"{net_cfg['in_channels']} input channels, dataset has {channels}")
     if mismatches:
         raise TeacherError(f"teacher_ckpt {path} does not fit this run: " + "; ".join(mismatches))
-    with isolated_rng():
-        net = build_resnet(**net_cfg)
-    net.load_state_dict(state)
     return net, {"net": net_cfg, "dataset": trained_on}

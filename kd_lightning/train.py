@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kd_lightning import gpu_slots, rundir, teachers
+from kd_lightning import after_test, gpu_slots, rundir, teachers
 from kd_lightning.callbacks import ThroughputMeter
 from kd_lightning.config import CONF_DIR, to_plain, validate_config
 from kd_lightning.datasets.factors import factor_identity
@@ -39,9 +39,10 @@ _METHOD_META_KEYS = ("name",)
 
 
 # -- builders (public: the benchmark builds the same objects) ---------------------------------------
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    """The dataset's DataModule; its shuffling and augmentation streams belong to ``cfg.seed``."""
-    return instantiate(cfg.dataset, seed=int(cfg.seed), _convert_="all")
+def build_datamodule(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
+    """The dataset's DataModule; its shuffling and augmentation streams belong to ``cfg.seed``.
+    ``overrides``: DataModule arguments that replace the config's (tools: data folder, loading)."""
+    return instantiate(cfg.dataset, seed=int(cfg.seed), _convert_="all", **overrides)
 
 
 def build_module(cfg: DictConfig, teacher: torch.nn.Module | None = None, teacher_info: dict | None = None) -> L.LightningModule:
@@ -111,68 +112,6 @@ def _test_both(trainer: L.Trainer, module: L.LightningModule, datamodule: L.Ligh
     return out
 
 
-def _log_hparams(trainer: L.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
-    """One row per run in TensorBoard's HParams view."""
-    params = {"dataset": cfg.dataset.name, "method": cfg.method.name, "seed": cfg.seed, "lr": cfg.recipe.optimizer.lr, "batch_size": cfg.recipe.batch_size, "max_epochs": cfg.trainer.max_epochs}
-    for key in ("alpha", "temperature", "feature_weight"):
-        params[key] = cfg.method.get(key, "n/a")
-    metrics = {f"hparams/{stage}_{k}": v for stage in ("test_best", "test_last") for k, v in record[stage].items() if isinstance(v, float)}
-    metrics["hparams/best_val_acc"] = record["best_val_acc"]
-    cost = record.get("efficiency") or {}
-    for key in ("params", "flops_per_image", "checkpoint_mb", "onnx_mb", "throughput_b64_img_s"):
-        if isinstance(cost.get(key), (int, float)):
-            metrics[f"hparams/{key}"] = float(cost[key])
-    if isinstance(cost.get("latency_ms_b1"), dict):
-        metrics["hparams/latency_ms_b1"] = float(cost["latency_ms_b1"]["median"])
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics)
-
-
-def _deployment_cost(cfg: DictConfig, run_dir: Path, best_checkpoint: str) -> dict[str, Any] | None:
-    """Size and speed of the best checkpoint's network, and its ONNX export checked against PyTorch.
-
-    Measured after the accuracy numbers are final; a failure here is logged and recorded, never
-    allowed to lose a finished run."""
-    settings = cfg.get("efficiency") or {}
-    if not settings.get("measure", True):
-        return None
-    from kd_lightning.efficiency import measure_efficiency
-    from kd_lightning.export import export_onnx, load_network
-
-    try:
-        net, _ = load_network(best_checkpoint)
-        shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
-        cost = measure_efficiency(net, shape, checkpoint=best_checkpoint, quick=bool(settings.get("quick", False)), precision=cfg.trainer.precision)
-        if settings.get("export_onnx", False):
-            exported = export_onnx(best_checkpoint, run_dir / "export" / "model.onnx", data_dir=cfg.paths.data_dir, latency_repeats=10)
-            cost["onnx_mb"] = exported.get("out_mb")
-            cost["onnx_check"] = exported.get("verification")
-        return cost
-    except Exception as exc:  # noqa: BLE001 - costing is a by-product; the run's accuracy stands
-        log.warning("could not measure or export %s: %s: %s", best_checkpoint, type(exc).__name__, exc)
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def _publishes_teacher(cfg: DictConfig) -> bool:
-    return bool(get_class(cfg.method._target_).publishes_teacher)
-
-
-def _data_complexity(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, Any] | None:
-    """Measured complexity of the training data this run saw (kd_lightning/complexity.py), computed once
-    per data configuration (cached under ``paths.complexity_dir``); recorded by teacher runs."""
-    if not (cfg.get("complexity") or {}).get("measure", False):
-        return None
-    from kd_lightning.complexity import config_complexity
-
-    try:
-        result = config_complexity(cfg, datamodule)
-    except Exception as exc:  # noqa: BLE001 - a by-product: the run's accuracy stands
-        log.warning("could not measure the data's complexity: %s: %s", type(exc).__name__, exc)
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    return {k: v for k, v in result.items() if k != "cache_hit"}
-
-
 def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None, teacher_record: dict[str, Any] | None) -> dict[str, Any]:
     needs_teacher = get_class(cfg.method._target_).requires_teacher
     run_identity = identity(cfg, teachers.teacher_reference(cfg) if needs_teacher else None)
@@ -208,11 +147,10 @@ def _fit_and_test(cfg: DictConfig, teacher_ckpt: str | None, teacher_record: dic
         params={"net": count_parameters(module.net), "teacher": count_parameters(teacher) if teacher is not None else None, "total_trainable": sum(p.numel() for p in module.trainable_parameters())},
         teacher=teacher_record,
         data_factors=datamodule.factor_info,
-        data_complexity=_data_complexity(cfg, datamodule) if _publishes_teacher(cfg) else None,
-        efficiency=_deployment_cost(cfg, plan.run_dir, tests["best_checkpoint"]),
+        **after_test.measure(cfg, module, datamodule, plan.run_dir, tests),  # the best weights, the test split in memory
         **tests,
     )
-    _log_hparams(trainer, cfg, record)
+    after_test.log_hparams(trainer, cfg, record)
     return record
 
 

@@ -15,7 +15,7 @@ from torchvision import datasets
 from kd_lightning import bench
 from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
-from kd_lightning.efficiency import count_flops
+from kd_lightning.measure.efficiency import count_flops
 from kd_lightning.models import build_resnet
 from kd_lightning.records import PROJECT_ROOT
 

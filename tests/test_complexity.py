@@ -1,30 +1,28 @@
-"""Complexity measures (kd_lightning/complexity.py) against data whose answer is known, and the cache."""
+"""Complexity measures (kd_lightning/measure/complexity.py) against data whose answer is known, and the cache."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from kd_lightning import complexity
-from kd_lightning.complexity import (
+from kd_lightning.after_test import dataset_complexity
+from kd_lightning.datasets.synthetic import synthetic_images
+from kd_lightning.measure import complexity
+from kd_lightning.measure.complexity import (
     MEASURES,
     complexity_cache_key,
     complexity_measures,
     compute_complexity,
     cumulative_spectral_gradient,
-    dataset_complexity,
     fisher_f1,
     mle_intrinsic_dimension,
     n3_error,
     pixel_features,
     stratified_subsample,
-    teacher_measures,
 )
-from kd_lightning.datasets.synthetic import synthetic_images
 
 K = 5
 
@@ -176,21 +174,3 @@ def test_cache_key_ignores_key_order_and_defaults():
     assert a == complexity_cache_key({"factors": {"b": 2, "a": 1}, "dataset": "usps"})
     assert a == complexity_cache_key({"dataset": "usps", "factors": {"a": 1, "b": 2}}, {"n_subsample": complexity.DEFAULT_PARAMS["n_subsample"]})
     assert a != complexity_cache_key({"dataset": "mnist", "factors": {"a": 1, "b": 2}})
-
-
-def test_teacher_measures_known_values():
-    # always 80 % sure of class 0, right half the time: accuracy 0.5, ECE |0.8 - 0.5| = 0.3
-    logits = torch.tensor([[math.log(4.0), 0.0]]).repeat(10, 1)
-    labels = torch.tensor([0, 1] * 5)
-    out = teacher_measures(logits, labels, temperature=1.0)
-    assert out["teacher_test_acc"] == pytest.approx(0.5) and out["teacher_ece"] == pytest.approx(0.3, abs=1e-6)
-    expected_h = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
-    assert out["soft_label_entropy"] == pytest.approx(expected_h, rel=1e-5)
-    assert out["soft_label_entropy_normalised"] == pytest.approx(expected_h / math.log(2), rel=1e-5)
-    # a higher temperature softens the labels; uniform logits have the maximum entropy at any T
-    assert teacher_measures(logits, labels, temperature=4.0)["soft_label_entropy"] > out["soft_label_entropy"]
-    assert teacher_measures(torch.zeros(6, 10), torch.arange(6), 4.0)["soft_label_entropy_normalised"] == pytest.approx(1.0)
-    confident = teacher_measures(torch.eye(10) * 30, torch.arange(10), temperature=4.0)
-    assert confident["teacher_test_acc"] == 1.0 and confident["teacher_ece"] < 1e-6
-    with pytest.raises(ValueError, match="temperature"):
-        teacher_measures(logits, labels, temperature=0.0)

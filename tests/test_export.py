@@ -16,7 +16,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kd_lightning import export
 from kd_lightning.datasets.synthetic import write_dataset
-from kd_lightning.export import ExportError, export_onnx, folded_parameter_count, initializer_count, load_network, main, read_metadata
+from kd_lightning.export import (
+    ExportError,
+    export_onnx,
+    folded_parameter_count,
+    initializer_count,
+    load_network,
+    main,
+    read_metadata,
+)
+from kd_lightning.measure import onnx as onnx_measure
 from kd_lightning.models import build_resnet
 from kd_lightning.modules import IKDStudent, ScratchStudent
 
@@ -142,7 +151,7 @@ def test_run_folder_with_the_cli(ikd_checkpoint, usps_dir, tmp_path, capsys):
     shutil.copyfile(ikd_checkpoint, ckpt)
     config = {"dataset": {**USPS_CONFIG, "data_dir": str(usps_dir), "mean": [0.25], "std": [0.4]}, "method": {"name": "ikd"}}
     (run / "results.json").write_text(json.dumps({"status": "completed", "best_checkpoint": "/elsewhere/moved/best-epoch000.ckpt", "config": config}))
-    assert main([str(run), "--format", "onnx"]) == 0
+    assert main([str(run)]) == 0
     out = run / "export" / "model.onnx"
     meta = read_metadata(out)
     assert json.loads(meta["mean"]) == [0.25] and json.loads(meta["std"]) == [0.4]  # the run's own normalisation
@@ -213,8 +222,8 @@ def test_missing_source_and_unwritable_output(tmp_path, capsys, ikd_checkpoint):
 
 
 def test_disagreement_is_reported_and_nothing_written(ikd_checkpoint, tmp_path, monkeypatch, capsys):
-    real = export._ort_logits
-    monkeypatch.setattr(export, "_ort_logits", lambda session, images: real(session, images) + np.linspace(0, 1, 10, dtype=np.float32))
+    real = onnx_measure.ort_logits
+    monkeypatch.setattr(onnx_measure, "ort_logits", lambda session, images: real(session, images) + np.linspace(0, 1, 10, dtype=np.float32))
     out = tmp_path / "bad.onnx"
     assert main([str(ikd_checkpoint), "--out", str(out), "--random-inputs"]) == 1
     assert "FAILED" in capsys.readouterr().out

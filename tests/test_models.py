@@ -65,3 +65,27 @@ def test_ikd_adapters_map_student_to_teacher_shape(dataset):
         assert (adapter.in_channels, adapter.out_channels) == (s[stage].shape[1], t[stage].shape[1])
         assert adapter(s[stage]).shape == t[stage].shape
     assert [student.adapters[k].out_channels for k in student.adapters] == [256, 512, 1024, 2048]
+
+
+def test_load_network_reads_net_weights_on_a_private_stream(tmp_path):
+    """The one checkpoint reader: net.* only (a compiled module's _orig_mod. dropped), eval mode, and the
+    caller's random stream untouched (a teacher loaded before the student is built must not move it)."""
+    from kd_lightning.models import CheckpointError, load_network, network_copy
+
+    cfg = {"arch": "resnet18", "num_classes": 10, "in_channels": 1, "stem": "imagenet"}
+    source = build_resnet(**cfg)
+    state = {f"net._orig_mod.{k}": v for k, v in source.state_dict().items()} | {"adapters.0.weight": torch.zeros(1)}
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"net": cfg, "dataset": "usps"}, "epoch": 3}, path)
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    net, info = load_network(path)
+    assert torch.equal(torch.rand(1), expected)  # the caller's stream did not move
+    assert not net.training and info["skipped_keys"] == ["adapters"] and info["epoch"] == 3 and info["dataset"] == "usps"
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x), source.eval()(x)) and torch.equal(network_copy(source, cfg)(x), source(x))
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": cfg}}, path)
+    with pytest.raises(CheckpointError, match=r"m\.ckpt: its net\.\* weights do not fit"):
+        load_network(path)

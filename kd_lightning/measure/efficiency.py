@@ -9,8 +9,7 @@ the report, so every number of the kind "the student is N x cheaper" comes from 
   (BatchNorm, ReLU, pooling, residual adds) and convolution / linear biases are not. For a ResNet that
   is ``sum over conv/linear layers of 2 * Cin/groups * kH * kW * Cout * Hout * Wout`` (the tests check
   exactly that). ``flops_per_image`` is the forward pass of one image in eval mode without gradients.
-- :func:`checkpoint_size_mb` - size of a file on disk in MB (10^6 bytes); :func:`weights_size_mb` - the
-  size ``torch.save(net.state_dict())`` would take (weights only, no optimizer state).
+- :func:`checkpoint_size_mb` - size of a file on disk in MB (10^6 bytes).
 - :func:`cpu_latency` / :func:`cpu_throughput` - wall-clock time of the forward pass on the CPU, under
   ``torch.inference_mode`` in eval mode, timed with ``time.perf_counter`` after warm-up calls: median
   and 90th percentile per call (batch 1), and images/s at batch 64 (median batch time).
@@ -18,17 +17,17 @@ the report, so every number of the kind "the student is N x cheaper" comes from 
   (Lightning's precision names: ``32-true``, ``bf16-mixed``, ``16-mixed``, ``bf16-true``, ``16-true``),
   with ``torch.cuda.synchronize()`` around every timed call.
 - :func:`measure_efficiency` - all of the above in the dict stored in ``results.json``.
+- :func:`time_calls` - the one timing loop (warm-up, synchronise, ``perf_counter``), also used for
+  onnxruntime's latency (:mod:`kd_lightning.measure.onnx`).
 
-Timings depend on the machine and on what else runs on it (see FIELD-NOTES §7: the same run differs by
-up to 4x between machines of one kind). Compare numbers measured in one process on one machine, and
-quote the thread count recorded beside them.
+Timings depend on the machine and on what else runs on it: compare numbers measured in one process on
+one machine, and quote the thread count recorded beside them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import math
 import os
 import statistics
@@ -55,7 +54,7 @@ __all__ = [
     "gpu_throughput",
     "measure_efficiency",
     "percentile",
-    "weights_size_mb",
+    "time_calls",
 ]
 
 #: Lightning precision name -> (dtype, autocast?) used by the GPU timings
@@ -93,13 +92,6 @@ MIN_REPEATS = 3
 def checkpoint_size_mb(path: str | os.PathLike) -> float:
     """Size of the file at ``path`` in MB (10^6 bytes)."""
     return os.path.getsize(path) / 1e6
-
-
-def weights_size_mb(net: nn.Module) -> float:
-    """Size of ``torch.save(net.state_dict())`` in MB (10^6 bytes): the weights alone, no optimizer state."""
-    buffer = io.BytesIO()
-    torch.save(net.state_dict(), buffer)
-    return buffer.getbuffer().nbytes / 1e6
 
 
 # -- FLOPs ---------------------------------------------------------------------------------------
@@ -173,7 +165,13 @@ def _num_threads(threads: int | None) -> Iterator[int]:
             torch.set_num_threads(previous)
 
 
-def _time_calls(call: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None], budget_s: float | None) -> list[float]:
+def _no_sync() -> None:
+    pass
+
+
+def time_calls(
+    call: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] = _no_sync, budget_s: float | None = None
+) -> list[float]:
     """Seconds per call of ``repeats`` timed calls after ``warmup`` untimed ones; stops early past ``budget_s``."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
@@ -193,7 +191,8 @@ def _time_calls(call: Callable[[], Any], warmup: int, repeats: int, sync: Callab
     return times
 
 
-def _summary(times: list[float], threads: int) -> dict[str, Any]:
+def latency_summary(times: list[float], threads: int) -> dict[str, Any]:
+    """Seconds per call -> milliseconds: ``{"median", "p90", "threads", "repeats"}``."""
     ms = [t * 1e3 for t in times]
     return {"median": statistics.median(ms), "p90": percentile(ms, 90), "threads": int(threads), "repeats": len(ms)}
 
@@ -228,7 +227,7 @@ def _timed_forward(
             model(x)
 
     with eval_mode(model), torch.inference_mode():
-        return _time_calls(call, warmup, repeats, sync, budget_s)
+        return time_calls(call, warmup, repeats, sync, budget_s)
 
 
 # -- CPU -----------------------------------------------------------------------------------------
@@ -250,7 +249,7 @@ def cpu_latency(
     """
     with _num_threads(threads) as used:
         times = _timed_forward(net, input_shape, batch_size, warmup, repeats, torch.device("cpu"), "32-true", budget_s)
-    return _summary(times, used)
+    return latency_summary(times, used)
 
 
 def cpu_throughput(

@@ -1,93 +1,35 @@
-"""Measured dataset complexity, one number per measure and data configuration, computed once and cached.
+"""How hard a labelled image set is: linear probe, N3, Fisher's F1, intrinsic dimension, CSG.
 
-Why measure instead of ranking datasets by hand: issue 12 asks whether what KD buys tracks how hard the
-data is, and a factor sweep (``kd_lightning.datasets.factors``) changes the difficulty along one axis.
-Each configuration gets the same measures, in the same embedding, on the same-sized samples:
-
-**Embedding (fixed procedure).** Pixels flattened and scaled to ``[0, 1]`` (uint8 / 255), then PCA to
-``n_components = 50`` dimensions (scikit-learn ``PCA``, randomized SVD with a fixed ``random_state``),
-fitted on the training subsample and applied to the evaluation images. Every measure below runs in
-this 50-D space.
-
-**Subsampling, and why.** The classical complexity measures need an ``n x n`` distance matrix
-(problexity's N1/T1/LSC would need ~29 GB at 60k images; pymfe's complexity group runs out of memory
-from ~20k samples), so each configuration is measured on a *stratified* subsample of the training
-split (``n_subsample``, default 3,000 images, per-class counts proportional to the split's by the
-largest-remainder method), repeated for several subsample seeds (default 0, 1, 2) and averaged; the
-per-seed values and their standard deviation are kept. N3 and the MLE intrinsic dimension only need
-nearest neighbours and could run on the full set, but use the same subsample so all measures describe
-the same points. Subsampling also makes sizes comparable: a ``train_fraction=0.1`` set and the full set
-are measured on equally many points (as long as both hold ``n_subsample``).
-
-**Measures** (``y`` = the training labels as trained on, so label noise counts):
-
-- ``probe_acc`` -- linear probe: multinomial logistic regression (scikit-learn ``LogisticRegression``,
-  L2, C = 1, lbfgs, on standardised PCA features) fitted on the subsample and scored on the
-  evaluation images when given (the test split, clean labels), else on a stratified held-out 25 % of
-  the subsample. High = linearly easy.
-- ``n3`` -- error rate of the leave-one-out 1-nearest-neighbour classifier (Ho & Basu 2002, N3):
-  ``N3 = (1/n) * sum_i [y_NN(i) != y_i]``, ``NN(i)`` the nearest *other* point (Euclidean). 0 for
-  separated classes, ``(K-1)/K`` for K balanced indistinguishable classes.
-- ``f1`` -- Fisher's maximum discriminant ratio (Ho & Basu 2002, "Complexity measures of supervised
-  classification problems", IEEE TPAMI 24(3); multi-class form of Mollineda et al. 2005 as in
-  Lorena et al. 2019, "How complex is your classification problem?", ACM CSUR 52(5)):
-  ``f_j = sum_c n_c (mu_cj - mu_j)^2 / sum_c sum_{i in c} (x_ij - mu_cj)^2``, ``F1 = max_j f_j``.
-  High = some direction separates the classes. ``f1_inv = 1 / (1 + F1)`` is Lorena et al.'s
-  bounded form (low = easy).
-- ``intrinsic_dim`` -- maximum-likelihood intrinsic dimension (Levina & Bickel, NeurIPS 2004) with
-  ``k = 20`` neighbours: per point ``m_k(x) = [ 1/(k-1) * sum_{j=1}^{k-1} ln(T_k(x) / T_j(x)) ]^-1``
-  (``T_j`` the distance to the j-th neighbour), combined as ``m = [ mean_x 1/m_k(x) ]^-1`` (MacKay &
-  Ghahramani 2005's correction; scikit-dimension's ``MLE`` with ``comb="mle"`` computes the same).
-  Implemented here with scikit-learn's ``NearestNeighbors`` (exact duplicate points are dropped first,
-  since a zero distance makes the log infinite); the tests check it against ``skdim.id.MLE`` when
-  scikit-dimension is installed. Capped by the embedding's 50 dimensions.
-- ``csg`` -- cumulative spectral gradient (Branchaud-Charron, Achkar & Jodoin, "Spectral Metric for
-  Dataset Complexity", CVPR 2019, arXiv 1905.07299): ``M`` (default 100) points per class; ``p(C_j | x)``
-  = share of class ``j`` among the ``k = 10`` nearest other sampled points; ``S_ij = mean_{x in C_i}
-  p(C_j | x)``; ``W_ij = 1 - BrayCurtis(S_i, S_j)`` (0 on the diagonal); Laplacian ``L = D - W`` with
-  eigenvalues ``lambda_0 <= ... <= lambda_{K-1}``; ``CSG = sum_i cummax_i((lambda_{i+1} - lambda_i) /
-  (K - i))``. 0 for separated classes, ``K - 1`` for indistinguishable ones. Difference from the
-  authors' code: ``p(C_j | x)`` is the plain k-NN class share, without their Parzen-window volume
-  normalisation (a product of 50 per-axis widths, numerically meaningless in 50-D).
-
-Teacher-side measures (:func:`teacher_measures`): test accuracy, expected calibration error
-(torchmetrics ``MulticlassCalibrationError``, 15 equal-width bins, L1; Guo et al. 2017) and the mean
-entropy of the soft labels at the distillation temperature ``T``, ``H_T = mean_x -sum_c p_c log p_c``
-with ``p = softmax(z / T)``, in nats and normalised by ``log K``.
+Numbers in, numbers out: images and labels in, a dict of measures out. Why these measures, the fixed
+embedding (pixels -> PCA-50), the stratified subsampling and every formula with its reference are in
+docs/factors.md ("Measured complexity"); the one-line formula of each measure is in its docstring. The
+per-configuration cache (one JSON per data identity) is :func:`kd_lightning.after_test.dataset_complexity`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 __all__ = [
     "COMPLEXITY_VERSION",
     "DEFAULT_PARAMS",
+    "MEASURES",
     "complexity_cache_key",
     "complexity_measures",
     "compute_complexity",
-    "config_complexity",
     "cumulative_spectral_gradient",
-    "dataset_complexity",
     "fisher_f1",
     "linear_probe_accuracy",
     "mle_intrinsic_dimension",
     "n3_error",
     "pixel_features",
     "stratified_subsample",
-    "teacher_measures",
 ]
 
 #: bump when a measure's definition changes: old cache entries are then not reused
@@ -184,7 +126,7 @@ def mle_intrinsic_dimension(x: np.ndarray, k: int = 20) -> float:
 
 
 def cumulative_spectral_gradient(x: np.ndarray, y: np.ndarray, per_class: int = 100, k: int = 10, seed: int = 0) -> float:
-    """CSG of Branchaud-Charron et al. 2019 (k-NN class shares, no Parzen volume; see the module docstring)."""
+    """CSG of Branchaud-Charron et al. 2019 (k-NN class shares, no Parzen-window volume: docs/factors.md)."""
     from sklearn.neighbors import NearestNeighbors
 
     y = np.asarray(y)
@@ -324,94 +266,8 @@ def compute_complexity(
     }
 
 
-# -- the cache -----------------------------------------------------------------------------------------
+# -- the cache key ---------------------------------------------------------------------------------------
 def complexity_cache_key(identity: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> str:
     """16-hex SHA-256 of the data identity, the measure parameters and :data:`COMPLEXITY_VERSION`."""
     blob = {"identity": identity, "params": _params(params or {}), "version": COMPLEXITY_VERSION}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def dataset_complexity(
-    images: Tensor | np.ndarray,
-    labels: Tensor | np.ndarray,
-    identity: Mapping[str, Any],
-    cache_dir: str | os.PathLike,
-    eval_images: Tensor | np.ndarray | None = None,
-    eval_labels: Tensor | np.ndarray | None = None,
-    recompute: bool = False,
-    **params: Any,
-) -> dict[str, Any]:
-    """:func:`compute_complexity`, cached in ``cache_dir/complexity-<key>.json``.
-
-    ``identity`` is what makes two data configurations the same (e.g. ``{"dataset": "usps",
-    "split_seed": 1234, "val_fraction": 0.7, "factors": factor_identity(f, image_size)}``); the key
-    hashes it with the measure parameters. A file lock makes concurrent runs of one configuration
-    compute it once; the file is written by rename. The returned dict has ``cache_hit`` (not stored).
-    """
-    from filelock import FileLock
-
-    p = _params(params)
-    key = complexity_cache_key(identity, p)
-    path = Path(cache_dir) / f"complexity-{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.is_file() and not recompute:
-            return {**json.loads(path.read_text()), "cache_hit": True}
-        start = time.perf_counter()
-        result = compute_complexity(images, labels, eval_images, eval_labels, **p)
-        record = {"key": key, "version": COMPLEXITY_VERSION, "identity": json.loads(json.dumps(identity, default=str)), **result}
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        _write_json_atomic(path, record)
-    return {**record, "cache_hit": False}
-
-
-def config_complexity(cfg: Any, datamodule: Any, recompute: bool = False) -> dict[str, Any]:
-    """:func:`dataset_complexity` of the training data a composed run config describes, from its set-up
-    DataModule (tensor pipeline), cached in ``paths.complexity_dir`` under the config's
-    :func:`kd_lightning.identity.data_identity`; the validation split (clean labels) scores the probe."""
-    from kd_lightning.identity import data_identity, identity
-
-    return dataset_complexity(
-        datamodule.train_set.images, datamodule.train_set.labels, data_identity(identity(cfg)["dataset"]),
-        cfg.paths.complexity_dir, eval_images=datamodule.val_set.images, eval_labels=datamodule.val_set.labels,
-        recompute=recompute,
-    )
-
-
-# -- teacher-side measures ------------------------------------------------------------------------------
-def teacher_measures(logits: Tensor, labels: Tensor, temperature: float, n_bins: int = 15) -> dict[str, float]:
-    """Teacher logits ``(N, K)`` on the test split and labels ``(N,)`` -> accuracy, ECE (at T = 1), and the
-    mean soft-label entropy at the distillation temperature ``T`` (nats and / log K)."""
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    z = torch.as_tensor(logits).detach().float().cpu()
-    y = torch.as_tensor(labels).detach().long().cpu()
-    if z.ndim != 2 or y.shape != (z.shape[0],):
-        raise ValueError(f"need logits (N, K) and labels (N,), got {tuple(z.shape)} and {tuple(y.shape)}")
-    k = z.shape[1]
-    probs = z.softmax(1)
-    soft = (z / temperature).log_softmax(1)
-    entropy = -(soft.exp() * soft).sum(1).mean().item()
-    return {
-        "teacher_test_acc": float((probs.argmax(1) == y).float().mean()),
-        "teacher_ece": float(multiclass_calibration_error(probs, y, num_classes=k, n_bins=n_bins, norm="l1")),
-        "teacher_nll": float(torch.nn.functional.cross_entropy(z, y)),
-        "soft_label_entropy": entropy,
-        "soft_label_entropy_normalised": entropy / math.log(k),
-        "temperature": float(temperature),
-        "n": int(len(y)),
-    }

@@ -1,0 +1,10 @@
+"""What a network or a dataset measures: pure functions, modules and arrays in, plain dicts out.
+
+- :mod:`~kd_lightning.measure.efficiency`: parameters, FLOPs, file size, latency and throughput;
+- :mod:`~kd_lightning.measure.onnx`: ONNX export of a network, checked against PyTorch, int8 copy;
+- :mod:`~kd_lightning.measure.complexity`: how hard a labelled image set is (docs/complexity.md).
+
+Nothing here reads configs, checkpoints or run folders: :mod:`kd_lightning.after_test` applies these to a
+finished run, and the command-line tools (``kd_lightning.export``, ``kd_lightning.bench``,
+``kd_lightning.measure_complexity``) to what they are pointed at.
+"""
