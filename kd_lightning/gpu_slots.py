@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -76,6 +75,8 @@ def visible_devices(gpus: int | str = "auto") -> list[str]:
     (``torch.cuda.device_count()`` reads NVML and does not initialise CUDA); an integer takes the first
     ``gpus`` of them.
     """
+    import torch  # here, not at the top: results.json's environment record imports this module, the report reads it
+
     env = _STARTUP_VISIBLE
     listed = [d.strip() for d in env.split(",") if d.strip()] if env is not None else None
     if gpus == "auto":
@@ -176,6 +177,8 @@ def _try_acquire(lock: FileLock) -> bool:
 
 def apply(slot: Slot) -> None:
     """Give this process the slot's GPU and thread budget (before CUDA initialises: afterwards the GPU cannot change)."""
+    import torch
+
     os.environ[VISIBLE_ENV] = slot.device
     for name in THREAD_ENV:  # read by OpenMP/MKL in child processes (DataLoader workers, exporters)
         os.environ[name] = str(slot.threads)
@@ -190,6 +193,8 @@ def claim_for_process(
     A process whose CUDA is already initialised keeps its device (a claim in another pool is restricted
     to it), since CUDA_VISIBLE_DEVICES no longer takes effect there.
     """
+    import torch
+
     global _held
     pool = str(Path(pool_dir))
     bound = _held[0].device if _held is not None else None

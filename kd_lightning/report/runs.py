@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from kd_lightning.records import RESULTS_FILE
 from kd_lightning.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, PAPER_EPOCHS
 from kd_lightning.report.paper_config import paper_differences
 
-RESULTS_FILE = "results.json"
-#: measured complexity of a run's training data (kd_lightning/complexity.py): the run's own ``data_complexity``
+#: measured complexity of a run's training data (kd_lightning/measure/complexity.py): the run's own ``data_complexity``
 #: (teacher runs record it), else the sweep's cache entry for the same data (:func:`fill_complexity`)
 COMPLEXITY_MEASURES = ("probe_acc", "n3", "f1_inv", "intrinsic_dim", "csg")
 SKIP_DIRS = frozenset({"archive"})
