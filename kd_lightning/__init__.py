@@ -9,17 +9,19 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
+#: the checkout (conf/, outputs/, data/): every entry point finds its files from here, wherever it is launched
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # ${kd_project_root:} in conf/paths/default.yaml: outputs and data default to the checkout, wherever
 # the command is launched from.
-OmegaConf.register_new_resolver("kd_project_root", lambda: str(Path(__file__).resolve().parents[1]), replace=True)
+OmegaConf.register_new_resolver("kd_project_root", lambda: str(PROJECT_ROOT), replace=True)
 # ${kd_num_classes:${dataset.num_classes},${dataset.factors.classes}} in conf/model/*.yaml: a network
 # outputs one logit per class the run trains on (dataset.factors.classes restricts them).
 OmegaConf.register_new_resolver("kd_num_classes", lambda n, classes=None: int(n) if classes is None else len(classes), replace=True)
 # ${kd_gpu_jobs:${hydra.callbacks.gpu_slots.gpus},${hydra.callbacks.gpu_slots.slots_per_gpu}} in
-# conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot (kd_lightning/gpu_slots.py).
+# conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot (kd_lightning/run/gpu_slots.py).
 def _gpu_jobs(gpus: int | str, slots_per_gpu: int) -> int:
-    from kd_lightning.gpu_slots import pool_size  # imported on use: it imports torch
+    from kd_lightning.run.gpu_slots import pool_size  # imported on use: it imports torch
 
     return pool_size(gpus, slots_per_gpu)
 

@@ -47,13 +47,14 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from kd_lightning.config import CONF_DIR, compose_run_config
+from kd_lightning.run.compose import CONF_DIR, compose_run_config
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.measure.efficiency import PRECISIONS, count_flops, lightning_precision
 from kd_lightning.models import build_resnet
-from kd_lightning.records import PROJECT_ROOT, device_info, package_versions, write_json
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.run.records import device_info, package_versions, write_json
 
 
 def _methods() -> tuple[str, ...]:

@@ -19,7 +19,7 @@ channel, calibrated on validation images) with its accuracy and batch-1 latency 
 
 This file is the command line: finding the checkpoint, its run config and its data. The export and the
 check are :mod:`kd_lightning.measure.onnx`; a training run exports itself the same way, in memory
-(:mod:`kd_lightning.after_test`).
+(:mod:`kd_lightning.run.after_test`).
 
 Exit codes: 0 exported and verified, 1 the check failed (nothing written), 2 bad input (missing file,
 not a kd-lightning checkpoint, output exists without ``--force``, unwritable output).
@@ -44,8 +44,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from kd_lightning import models
-from kd_lightning.after_test import doc_string, label_names, normalised_split
-from kd_lightning.config import CONF_DIR
+from kd_lightning.run.after_test import doc_string, label_names, normalised_split
+from kd_lightning.run.compose import CONF_DIR, compose_run_config
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.measure import onnx
 from kd_lightning.measure.efficiency import count_parameters
@@ -202,8 +202,6 @@ def dataset_config(info: Mapping[str, Any], run_config: Mapping[str, Any] | None
 
 
 def _composed(dataset: str) -> DictConfig:
-    from kd_lightning.config import compose_run_config
-
     return compose_run_config([f"dataset={dataset}"])
 
 

@@ -3,7 +3,7 @@
     python -m kd_lightning.measure_complexity dataset=usps dataset.factors.train_fraction=0.1
 
 Takes the same overrides as ``kd_lightning.train`` (the method, recipe and seed do not matter: the data
-identity does, :func:`kd_lightning.identity.data_identity`), checks them before any data is read, and
+identity does, :func:`kd_lightning.run.identity.data_identity`), checks them before any data is read, and
 writes the measures to the cache every teacher run uses (``paths.complexity_dir``); a second call reads
 them back. ``force=true`` recomputes. The report gives each run the cached measures of its data when the
 run did not record them itself, e.g. teachers trained before the measures existed, or levels whose
@@ -16,8 +16,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from kd_lightning.after_test import config_complexity
-from kd_lightning.config import compose_run_config, validate_config
+from kd_lightning.run.after_test import config_complexity
+from kd_lightning.run.compose import compose_run_config
+from kd_lightning.run.config import validate_config
 from kd_lightning.measure.complexity import MEASURES
 
 

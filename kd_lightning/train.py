@@ -2,8 +2,8 @@
 
 One run = one dataset x one method x one seed, in ``paths.run_dir``. It reads as a straight line:
 build (data, teacher, module, trainer), fit, test, record. The run folder's bookkeeping (skip, resume,
-archive, conflict, failure record) is :mod:`kd_lightning.rundir`; which runs are the same experiment is
-:mod:`kd_lightning.identity`; which teacher a student uses is :mod:`kd_lightning.teachers`.
+archive, conflict, failure record) is :mod:`kd_lightning.run.rundir`; which runs are the same experiment is
+:mod:`kd_lightning.run.identity`; which teacher a student uses is :mod:`kd_lightning.run.teachers`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kd_lightning import after_test, gpu_slots, rundir, teachers
-from kd_lightning.callbacks import ThroughputMeter
-from kd_lightning.config import CONF_DIR, to_plain, validate_config
+from kd_lightning.run import after_test, gpu_slots, rundir, teachers
+from kd_lightning.run.callbacks import ThroughputMeter
+from kd_lightning.run.compose import CONF_DIR
+from kd_lightning.run.config import to_plain, validate_config
 from kd_lightning.datasets.factors import factor_identity
-from kd_lightning.identity import fingerprint, identity
+from kd_lightning.run.identity import fingerprint, identity
 from kd_lightning.models import count_parameters
-from kd_lightning.records import OutputError, write_json
-from kd_lightning.rundir import RunConflictError  # noqa: F401  (re-exported: part of the entry point's API)
-from kd_lightning.sweep import report_failed_run
+from kd_lightning.run.records import OutputError, write_json
+from kd_lightning.run.rundir import RunConflictError  # noqa: F401  (re-exported: part of the entry point's API)
+from kd_lightning.run.failures import report_failed_run
 
 log = logging.getLogger("kd_lightning")
 #: method-config keys that describe the method rather than being LightningModule arguments

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig
 
-from kd_lightning.config import CONF_DIR, compose_run_config  # noqa: F401  (CONF_DIR: for tests that compose by hand)
+from kd_lightning.run.compose import CONF_DIR, compose_run_config  # noqa: F401  (CONF_DIR: for tests that compose by hand)
 
 #: one epoch, a handful of batches of 16 images: enough to exercise every code path
 FAST = [

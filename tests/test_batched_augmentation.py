@@ -17,7 +17,7 @@ from kd_lightning.datasets.batched import (
     load_as_uint8_tensors,
 )
 from kd_lightning.datasets.transforms import eval_transform
-from kd_lightning.records import PROJECT_ROOT
+from kd_lightning import PROJECT_ROOT
 
 DATASETS = {
     "mnist": lambda root, train: datasets.MNIST(str(root), train=train),

@@ -17,7 +17,7 @@ from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.measure.efficiency import count_flops
 from kd_lightning.models import build_resnet
-from kd_lightning.records import PROJECT_ROOT
+from kd_lightning import PROJECT_ROOT
 
 PATH_FIELDS = {"images_per_s", "best_images_per_s", "windows_images_per_s", "spread", "step_ms"}
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from kd_lightning import report
-from kd_lightning.paper import COMPLEXITY_ORDER
+from kd_lightning.report.paper import COMPLEXITY_ORDER
 from kd_lightning.report.claims import claims_for_values
 
 METHODS = ("teacher", "scratch", "rkd", "ikd")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_lightning.after_test import dataset_complexity
+from kd_lightning.run.after_test import dataset_complexity
 from kd_lightning.datasets.synthetic import synthetic_images
 from kd_lightning.measure import complexity
 from kd_lightning.measure.complexity import (

@@ -3,8 +3,8 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from kd_lightning import teachers
-from kd_lightning.config import ConfigError, validate_config
+from kd_lightning.run import teachers
+from kd_lightning.run.config import ConfigError, validate_config
 from tests.helpers import compose_cfg
 
 DATASETS = ["mnist", "fashion_mnist", "usps", "cifar10", "cifar100"]
@@ -45,7 +45,7 @@ def test_paper_defaults():
         ("recipe.optimizer.lr=-0.1", "recipe.optimizer.lr"),
         ("recipe.batch_size=0", "recipe.batch_size"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
-        ("recipe.epochs.teacher=0", "trainer.max_epochs"),
+        ("recipe.method_epochs.teacher=0", "trainer.max_epochs"),
         ("dataset.val_fraction=1.0", "dataset.val_fraction"),
         ("dataset.val_fraction=0", "dataset.val_fraction"),
         ("dataset.num_workers=-1", "dataset.num_workers"),
@@ -62,7 +62,7 @@ def test_paper_defaults():
 def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):
     overrides = override.split(" ")
     data_dir = None if override.startswith("paths.data_dir") else fake_data_dir
-    cfg = compose_cfg(overrides, data_dir=data_dir, fast="recipe.epochs" not in override)
+    cfg = compose_cfg(overrides, data_dir=data_dir, fast="epochs" not in override)
     with pytest.raises(ConfigError) as info:
         validate_config(cfg)
     assert key in str(info.value)

@@ -19,7 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy.stats import rankdata
 
-from kd_lightning.config import CONF_DIR
+from kd_lightning.run.compose import CONF_DIR, compose_run_config
 from kd_lightning.report import stats
 from kd_lightning.report.claims import (
     CONTRADICTED,
@@ -32,7 +32,7 @@ from kd_lightning.report.claims import (
     report_claims,
 )
 from kd_lightning.report.markdown import claims_markdown
-from kd_lightning.report.factors import (
+from kd_lightning.report.factor_sweeps import (
     DEFAULT_LEVEL,
     DIFFICULTY_SIGN,
     FACTOR_TEXT,
@@ -271,8 +271,7 @@ def test_every_column_comes_from_the_checkpoint_the_metric_names(tmp_path):
 def test_a_failed_run_is_reported_at_its_own_level(tmp_path):
     """Seen on a real sweep: an IKD run stopped on a non-finite loss was listed under the plain recipe."""
     from kd_lightning import train
-    from kd_lightning.config import compose_run_config
-    from kd_lightning.rundir import record_failure
+    from kd_lightning.run.rundir import record_failure
 
     cfg = compose_run_config(["dataset=usps", "method=ikd", "seed=1", "dataset.factors.train_fraction=0.05"])
     record_failure(tmp_path / "f0.05" / "usps" / "ikd" / "seed1", train._run_keys(cfg), FloatingPointError("non-finite loss"))

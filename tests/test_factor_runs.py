@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning import teachers, train
-from kd_lightning.config import ConfigError
-from kd_lightning.identity import identity
+from kd_lightning import train
+from kd_lightning.run import teachers
+from kd_lightning.run.config import ConfigError
+from kd_lightning.run.identity import identity
 from tests.helpers import compose_cfg
 
 FACTORS = ["dataset.factors.train_fraction=0.5", "dataset.factors.classes=[0,1,2]"]
@@ -73,7 +74,7 @@ def test_complexity_measured_without_training_is_cached_and_reaches_runs_that_la
     """`python -m kd_lightning.measure_complexity` writes the cache teacher runs use; the report gives every run
     without its own measures those of its data configuration (and none to runs of other data)."""
     from kd_lightning import measure_complexity
-    from kd_lightning.identity import data_identity
+    from kd_lightning.run.identity import data_identity
     from kd_lightning.report.runs import load_sweep
 
     args = [f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", "dataset.factors.train_fraction=0.5"]

@@ -17,8 +17,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from joblib.externals.loky import get_reusable_executor
 
-from kd_lightning import gpu_slots, train
-from kd_lightning.gpu_slots import GpuSlotError, GpuSlots
+from kd_lightning import train
+from kd_lightning.run import gpu_slots
+from kd_lightning.run.gpu_slots import GpuSlotError, GpuSlots
 from tests.helpers import CONF_DIR, FAST, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def test_a_waiting_job_gets_the_slot_a_finished_job_frees(tmp_path):
 
 def test_a_killed_jobs_slot_is_not_lost(tmp_path):
     """The OS releases a dead process's file lock: a crashed job frees its slot."""
-    script = f"import time; from kd_lightning.gpu_slots import claim; held = claim({str(tmp_path)!r}, ['0'], 1); print('held', flush=True); time.sleep(600)"
+    script = f"import time; from kd_lightning.run.gpu_slots import claim; held = claim({str(tmp_path)!r}, ['0'], 1); print('held', flush=True); time.sleep(600)"
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -151,7 +152,7 @@ def test_gpu_node_launcher_composes_n_jobs_from_gpus_and_slots():
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.launcher.n_jobs == 6 and cfg.hydra.launcher.backend == "loky"
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
-    assert cfg.hydra.callbacks.gpu_slots._target_ == "kd_lightning.gpu_slots.GpuSlots"
+    assert cfg.hydra.callbacks.gpu_slots._target_ == "kd_lightning.run.gpu_slots.GpuSlots"
     assert "failed_runs" in cfg.hydra.callbacks  # the multirun still exits 1 when a run failed
 
 

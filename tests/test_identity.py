@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kd_lightning import teachers, train
-from kd_lightning.identity import IDENTITY_KEYS, fingerprint
+from kd_lightning import train
+from kd_lightning.run import teachers
+from kd_lightning.run.identity import IDENTITY_KEYS, fingerprint
 from tests.helpers import FAST, compose_cfg
 
 pytestmark = pytest.mark.slow
@@ -69,7 +70,7 @@ def test_the_rule_is_an_explicit_list_and_students_carry_their_teacher(fake_data
     rkd = compose_cfg(["method=rkd"], data_dir=fake_data_dir)
     # the student's KD settings do not change its teacher, but its teacher's recipe changes the student
     assert teachers.teacher_key(compose_cfg(["method=ikd", "method.alpha=0.2"], data_dir=fake_data_dir)) == teachers.teacher_key(rkd)
-    paper, longer_teacher = (compose_cfg(["method=rkd", *extra], data_dir=fake_data_dir, fast=False) for extra in ([], ["recipe.epochs.teacher=7"]))
+    paper, longer_teacher = (compose_cfg(["method=rkd", *extra], data_dir=fake_data_dir, fast=False) for extra in ([], ["recipe.method_epochs.teacher=7"]))
     assert teachers.teacher_key(longer_teacher) != teachers.teacher_key(paper)
     assert fingerprint(longer_teacher, teachers.teacher_reference(longer_teacher)) != fingerprint(paper, teachers.teacher_reference(paper))
     # the seed is a folder below the key: same key, another seed folder

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 from hydra.utils import get_class
 
-from kd_lightning import teachers
-from kd_lightning.config import compose_run_config
-from kd_lightning.identity import fingerprint
+from kd_lightning.run import teachers
+from kd_lightning.run.compose import compose_run_config
+from kd_lightning.run.identity import fingerprint
 
 PINNED = [
     # (overrides, run fingerprint, teacher key)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kd_lightning.records import (
+from kd_lightning.run.records import (
     OutputError,
     atomic_write_text,
     read_results,

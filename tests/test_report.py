@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from kd_lightning import report
-from kd_lightning.paper import PAPER_ACCURACY
+from kd_lightning.report.paper import PAPER_ACCURACY
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "study.ipynb"
@@ -47,7 +47,7 @@ PAPER_EPOCHS = {"teacher": 20, "scratch": 10, "rkd": 10, "ikd": 10}
 def paper_config(method: str, **overrides) -> dict:
     """A resolved config as results.json holds it, trained the paper's way; ``overrides`` by dotted path."""
     config = {
-        "recipe": {"name": "paper", "batch_size": 64, "epochs": dict(PAPER_EPOCHS),
+        "recipe": {"name": "paper", "batch_size": 64, "epochs": 10, "method_epochs": {"teacher": 20},
                    "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0},
                    "scheduler": None, "augmentation": {"rotation": 15, "hflip": 0.5, "vflip": 0.5}},
         "dataset": {"name": "usps", "val_fraction": 0.7, "split_seed": 1234},
@@ -341,11 +341,11 @@ def test_unreadable_and_duplicate_records_are_listed(tmp_path):
 
 
 def test_shortened_epochs_are_not_set_beside_the_paper(tmp_path):
-    """recipe.epochs.teacher=3 keeps the recipe name "paper" but is not the paper's 20-epoch protocol."""
+    """recipe.method_epochs.teacher=3 keeps the recipe name "paper" but is not the paper's 20-epoch protocol."""
     for epochs, expected in ((3, False), (20, True)):
         run = tmp_path / f"e{epochs}" / "usps" / "teacher" / "seed0"
         run.mkdir(parents=True)
-        config = paper_config("teacher", **{"recipe.epochs.teacher": epochs, "trainer.max_epochs": epochs})
+        config = paper_config("teacher", **{"recipe.method_epochs.teacher": epochs, "trainer.max_epochs": epochs})
         (run / "results.json").write_text(json.dumps({"status": "completed", "dataset": "usps", "method": "teacher", "seed": 0, "config": config, "test_best": {"acc": 0.9}, "test_last": {"acc": 0.9}}))
         runs = report.load_sweep(tmp_path / f"e{epochs}")
         assert bool(runs["paper_comparable"].iloc[0]) is expected

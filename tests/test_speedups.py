@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from kd_lightning.callbacks import Speedups
+from kd_lightning.run.callbacks import Speedups
 from kd_lightning.models import build_resnet
 from kd_lightning.modules.ikd import IKDStudent
 

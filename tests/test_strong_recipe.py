@@ -9,8 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kd_lightning import teachers, train
-from kd_lightning.config import ConfigError, validate_config
+from kd_lightning import train
+from kd_lightning.run import teachers
+from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.datasets.batched import BatchAugment
 from tests.helpers import compose_cfg
 
@@ -39,7 +40,7 @@ def test_every_method_trains_30_epochs_and_one_method_can_differ():
         return {m: compose_cfg([f"dataset={dataset}", "recipe=strong", f"method={m}", *overrides], fast=False).trainer.max_epochs for m in methods}
 
     assert epochs("usps") == epochs("cifar10") == dict.fromkeys(methods, 30)
-    assert epochs("usps", "recipe.epochs.ikd=2") == {**dict.fromkeys(methods, 30), "ikd": 2}
+    assert epochs("usps", "+recipe.method_epochs.ikd=2") == {**dict.fromkeys(methods, 30), "ikd": 2}
     assert epochs("usps", "trainer.max_epochs=4") == dict.fromkeys(methods, 4)
 
 

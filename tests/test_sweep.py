@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kd_lightning import train
-from kd_lightning.config import compose_run_config
+from kd_lightning.run.compose import compose_run_config
 from tests.fakedata import write_all
 from tests.helpers import CONF_DIR, FAST
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning import teachers, train
+from kd_lightning import train
+from kd_lightning.run import teachers
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
 from kd_lightning.train import RunConflictError
 from tests.helpers import FAST, compose_cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kd_lightning.records import PROJECT_ROOT
+from kd_lightning import PROJECT_ROOT
 
 
 def data_dir_candidates(explicit: str | os.PathLike | None = None, *preferred: str | os.PathLike | None) -> list[Path]:

@@ -98,7 +98,7 @@ class ClassifierModule(L.LightningModule):
     with ``torch.load(weights_only=True)`` and carry what is needed to rebuild the network.
     """
 
-    #: whether the run must supply a trained teacher (see kd_lightning/teachers.py)
+    #: whether the run must supply a trained teacher (see kd_lightning/run/teachers.py)
     requires_teacher: ClassVar[bool] = False
     #: whether a finished run publishes its best checkpoint to the teacher registry
     publishes_teacher: ClassVar[bool] = False

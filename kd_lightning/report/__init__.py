@@ -55,7 +55,7 @@ from kd_lightning.report.markdown import (
     markdown_table,
     table_caption,
 )
-from kd_lightning.report.paper_config import paper_differences
+from kd_lightning.report.paper import paper_differences
 from kd_lightning.report.problems import find_issues
 from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import (

@@ -57,9 +57,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from kd_lightning.paper import COMPLEXITY_RANK, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report import stats
-from kd_lightning.report.factors import (
+from kd_lightning.report.factor_sweeps import (
     DIFFICULTY_SIGN,
     FACTOR_TEXT,
     STUDENTS,

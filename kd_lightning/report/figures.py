@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kd_lightning.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
 from kd_lightning.report.curves import curve_summary
 from kd_lightning.report.formatting import dataset_label, metric_note
 from kd_lightning.report.runs import DEFAULT_METRIC, completed_runs, datasets_in, for_recipe, ordered_datasets, ordered_methods, recipes_in

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.paper import METHOD_LABELS
+from kd_lightning.report.paper import METHOD_LABELS
 from kd_lightning.report.runs import dataset_label
 
 __all__ = ["fmt", "fmt_p", "fmt_ci", "fmt_n", "mean_std", "dataset_label", "method_label", "metric_note"]

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.records import RESULTS_FILE
-from kd_lightning.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, PAPER_EPOCHS
-from kd_lightning.report.paper_config import paper_differences
+from kd_lightning.run.records import RESULTS_FILE
+from kd_lightning.report.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, paper_epochs
+from kd_lightning.report.paper import paper_differences
 
 #: measured complexity of a run's training data (kd_lightning/measure/complexity.py): the run's own ``data_complexity``
 #: (teacher runs record it), else the sweep's cache entry for the same data (:func:`fill_complexity`)
@@ -114,7 +114,7 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "paper_comparable": not differences,
         "paper_differences": "; ".join(differences),
         "max_epochs": trainer.get("max_epochs"),
-        "paper_epochs": PAPER_EPOCHS.get(method),
+        "paper_epochs": paper_epochs(method),
         "limit_train_batches": trainer.get("limit_train_batches"),
         "epochs": record.get("epochs"),
         "best_epoch": record.get("best_epoch"),
@@ -174,13 +174,13 @@ def fill_complexity(rows: list[dict[str, Any]], sweep: Path) -> None:
 
     Teacher runs record the complexity of their data and write it to ``paths.complexity_dir``; students,
     and teachers trained before the measures existed, get the entry whose data identity
-    (:func:`kd_lightning.identity.data_identity`) equals theirs, from the folder their config names or a
+    (:func:`kd_lightning.run.identity.data_identity`) equals theirs, from the folder their config names or a
     ``complexity/`` folder in the sweep or beside it (``python -m kd_lightning.measure_complexity``
     fills one without training)."""
     missing = [r for r in rows if r.get("_data_identity") and all(math.isnan(r[f"complexity.{m}"]) for m in COMPLEXITY_MEASURES)]
     if not missing:
         return
-    from kd_lightning.identity import data_identity
+    from kd_lightning.run.identity import data_identity
 
     folders = dict.fromkeys([sweep / "complexity", sweep.parent / "complexity",
                              *(Path(r["_complexity_dir"]) for r in missing if r.get("_complexity_dir"))])

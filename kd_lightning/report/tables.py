@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kd_lightning.paper import COMPLEXITY_RANK, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report import stats
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,

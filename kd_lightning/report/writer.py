@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from kd_lightning.report.claims import Claim, claims_frame, report_claims
-from kd_lightning.report.factors import factor_table
+from kd_lightning.report.factor_sweeps import factor_table
 from kd_lightning.report.curves import curve_summary, load_curves
 from kd_lightning.report.figures import (
     plot_accuracy,

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from kd_lightning.records import write_json
+from kd_lightning.run.records import write_json
 
 MARKER_FOLDER = ".failed-runs"
 log = logging.getLogger("kd_lightning")

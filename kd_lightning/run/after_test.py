@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from kd_lightning.measure import complexity, onnx
 from kd_lightning.measure.efficiency import measure_efficiency
 from kd_lightning.models import network_copy
-from kd_lightning.records import write_json
+from kd_lightning.run.records import write_json
 
 log = logging.getLogger("kd_lightning")
 #: where a run's ONNX export goes, relative to its run folder
@@ -239,8 +239,8 @@ def dataset_complexity(
 def config_complexity(cfg: Any, datamodule: Any, recompute: bool = False) -> dict[str, Any]:
     """:func:`dataset_complexity` of the training data a composed run config describes, from its set-up
     DataModule (tensor pipeline), cached in ``paths.complexity_dir`` under the config's
-    :func:`kd_lightning.identity.data_identity`; the validation split (clean labels) scores the probe."""
-    from kd_lightning.identity import data_identity, identity
+    :func:`kd_lightning.run.identity.data_identity`; the validation split (clean labels) scores the probe."""
+    from kd_lightning.run.identity import data_identity, identity
 
     return dataset_complexity(
         datamodule.train_set.images,

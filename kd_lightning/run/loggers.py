@@ -2,7 +2,7 @@
 
 Lightning's CSVLogger deletes ``metrics.csv`` when it opens a folder that already holds one, so a run
 resumed from ``last.ckpt`` lost the curves of every epoch before the interruption. This one appends:
-:func:`kd_lightning.rundir.trim_curves` first cuts the file back to the resume checkpoint, then the
+:func:`kd_lightning.run.rundir.trim_curves` first cuts the file back to the resume checkpoint, then the
 resumed run adds its epochs after the kept ones, and every epoch appears exactly once.
 """
 

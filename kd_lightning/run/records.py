@@ -17,10 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kd_lightning.gpu_slots import held_slot
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.run.gpu_slots import held_slot
 
 RESULTS_FILE = "results.json"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy", "kd-lightning")
 
 
@@ -127,6 +127,6 @@ def environment() -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpu_threads": torch.get_num_threads(),
-        "gpu_slot": held_slot(),  # launcher=gpu_node: which GPU slot this run's process held (kd_lightning/gpu_slots.py)
+        "gpu_slot": held_slot(),  # launcher=gpu_node: which GPU slot this run's process held (kd_lightning/run/gpu_slots.py)
         "git": git_commit(),
     }

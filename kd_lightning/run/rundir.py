@@ -1,6 +1,6 @@
 """A run folder's bookkeeping, in one place: skip, resume, archive, conflict, failure record, results I/O.
 
-A run folder holds one experiment (:mod:`kd_lightning.identity`). Rules:
+A run folder holds one experiment (:mod:`kd_lightning.run.identity`). Rules:
 
 - a completed run of the same fingerprint is skipped (its record is returned as it is);
 - a completed run of another fingerprint is never overwritten: :class:`RunConflictError`, unless
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from kd_lightning.records import RESULTS_FILE, atomic_write_text, environment, read_results, write_json
+from kd_lightning.run.records import RESULTS_FILE, atomic_write_text, environment, read_results, write_json
 
 #: what a run writes into its folder (besides Hydra's .hydra/ and the log)
 RUN_OUTPUTS = (RESULTS_FILE, "checkpoints", "tb", "csv", "config.yaml", "export")

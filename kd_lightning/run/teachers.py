@@ -1,7 +1,7 @@
 """The teacher registry: teachers are trained once and found by their identity.
 
 **Which teacher a student uses**: the teacher that ``method=teacher`` with the student's own overrides
-would train (same data, split, recipe, trainer limits and seed; :mod:`kd_lightning.identity`), found in
+would train (same data, split, recipe, trainer limits and seed; :mod:`kd_lightning.run.identity`), found in
 the registry by its key, trained into the registry first when missing, unless ``teacher_ckpt=`` names
 one explicitly.
 
@@ -27,9 +27,10 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from kd_lightning.identity import digest, identity
+from kd_lightning.run.identity import digest, identity
 from kd_lightning.models import CheckpointError, load_network
-from kd_lightning.records import PROJECT_ROOT, RESULTS_FILE, git_commit, write_json
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.run.records import RESULTS_FILE, git_commit, write_json
 
 TEACHER_METHOD_FILE = PROJECT_ROOT / "conf" / "method" / "teacher.yaml"
 CHECKPOINT_FILE = "teacher.ckpt"

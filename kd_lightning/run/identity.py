@@ -12,7 +12,7 @@ logger, workers, output paths, ``name``) can never change an identity by acciden
   precision, accumulation, clipping, deterministic kernels;
 - what selects the checkpoint (``callbacks.model_checkpoint.monitor`` / ``mode``);
 - the seed;
-- for a distilled student, the identity of its teacher (:func:`kd_lightning.teachers.teacher_reference`).
+- for a distilled student, the identity of its teacher (:func:`kd_lightning.run.teachers.teacher_reference`).
 
 The code version is not part of it: a teacher trained by earlier code is reused, and the record says so.
 The run fingerprint and the teacher key are both hashes of :func:`identity`.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,23 +10,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
-from kd_lightning.records import PROJECT_ROOT
-
-#: absolute, so every entry point works however it is imported (python -m, tests, notebooks)
-CONF_DIR = PROJECT_ROOT / "conf"
 
 
 class ConfigError(ValueError):
     """A config value is out of range or inconsistent; the message names key, value and what is allowed."""
-
-
-def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The config ``python -m kd_lightning.train <overrides>`` would get, composed without a Hydra run
-    (no run folder, no logging set-up): for tools that read a run's settings (bench, complexity)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

@@ -1,0 +1,12 @@
+"""Run bookkeeping: everything between the command line and a run's ``results.json``.
+
+- ``config``      composing and checking a run's config before anything is built
+- ``identity``    which runs (and teachers) are the same experiment
+- ``teachers``    the teacher registry and ``resolve_teacher(cfg)``: which teacher a student learns from
+- ``rundir``      a run folder: skip, resume, archive, conflict, failure record; the writer of results.json
+- ``records``     atomic JSON, the environment record, the git commit
+- ``callbacks``, ``loggers``  what the Trainer is given besides the module
+- ``after_test``  what a run measures once its accuracy is final (cost, ONNX, data complexity, HParams)
+- ``failures``    the Hydra callback that makes a multirun with failed runs exit 1
+- ``gpu_slots``   the Hydra callback that gives each job of ``launcher=gpu_node`` its own GPU slot
+"""
