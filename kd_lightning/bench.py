@@ -3,7 +3,7 @@
 For each method (teacher, scratch, rkd, ikd) on one dataset's shapes:
 
 1. **bare** - a plain PyTorch loop over the project's own LightningModule (built by
-   :func:`kd_lightning.train.build_module`): its ``training_loss`` and ``configure_optimizers``, the
+   :func:`kd_lightning.run.build.build_module`): its ``training_loss`` and ``configure_optimizers``, the
    same batch size, on the dataset's images held in memory as uint8 tensors, augmented on the device
    with :class:`~kd_lightning.datasets.batched.BatchAugment` (the same recipe), without the Trainer;
 2. **lightning** - the project's LightningModule, built as ``kd_lightning.train`` builds it (frozen
@@ -55,6 +55,8 @@ from kd_lightning.measure.efficiency import PRECISIONS, count_flops, lightning_p
 from kd_lightning.models import build_resnet
 from kd_lightning import PROJECT_ROOT
 from kd_lightning.run.records import device_info, package_versions, write_json
+from kd_lightning.run.build import build_datamodule, build_module
+from kd_lightning.datasets import DatasetError
 
 
 def _methods() -> tuple[str, ...]:
@@ -94,9 +96,6 @@ def compose_config(dataset: str, method: str, overrides: Sequence[str] = ()) -> 
 
 def locate_data(cfg: DictConfig, args: argparse.Namespace, tmp: Path) -> tuple[L.LightningDataModule, dict[str, Any]]:
     """The DataModule on real files when found, else on a synthetic copy written to ``tmp``."""
-    from kd_lightning.datasets import DatasetError
-    from kd_lightning.train import build_datamodule
-
     if not args.synthetic:
         for candidate in data_dir_candidates(args.data_dir):
             dm = build_datamodule(cfg, data_dir=str(candidate))
@@ -176,8 +175,6 @@ def timed_loop(step: Callable[[Tensor, Tensor], Any], batches: Iterator[tuple[Te
 def build_benchmark_module(cfg: DictConfig) -> L.LightningModule:
     """The method's LightningModule as ``kd_lightning.train`` builds it, with a frozen random-init
     teacher for the KD methods (the benchmark measures speed, not what a trained teacher knows)."""
-    from kd_lightning.train import build_module
-
     teacher = teacher_info = None
     if get_class(cfg.method._target_).requires_teacher:
         teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True))

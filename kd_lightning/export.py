@@ -44,7 +44,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from kd_lightning import models
+from kd_lightning.datasets import DatasetError
 from kd_lightning.run.after_test import doc_string, label_names, normalised_split
+from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.compose import CONF_DIR, compose_run_config
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.measure import onnx
@@ -207,7 +209,7 @@ def _composed(dataset: str) -> DictConfig:
 
 def eval_config(ds_cfg: Mapping[str, Any], seed: int = 0) -> DictConfig:
     """``kd_lightning.train``'s config for the dataset of ``ds_cfg``, with the run's own dataset values on
-    top (normalisation, split, data factors): what :func:`kd_lightning.train.build_datamodule` takes."""
+    top (normalisation, split, data factors): what :func:`kd_lightning.run.build.build_datamodule` takes."""
     cfg = _composed(str(ds_cfg["name"]))
     with open_dict(cfg):
         cfg.dataset = OmegaConf.merge(cfg.dataset, OmegaConf.create(dict(ds_cfg)))
@@ -223,9 +225,6 @@ def load_eval_data(
     An explicit ``data_dir`` that does not hold the data is an error; the automatic candidates
     (run config's data_dir, $KD_DATA_DIR, <project>/data, <project>/../shared/datasets) are tried in turn.
     """
-    from kd_lightning.datasets import DatasetError
-    from kd_lightning.train import build_datamodule
-
     cfg = eval_config(ds_cfg, int((run_config or {}).get("seed") or 0))
     run_ds = (run_config or {}).get("dataset") or {}
     tried = []

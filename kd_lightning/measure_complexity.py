@@ -20,12 +20,11 @@ from kd_lightning.run.after_test import config_complexity
 from kd_lightning.run.compose import compose_run_config
 from kd_lightning.run.config import validate_config
 from kd_lightning.measure.complexity import MEASURES
+from kd_lightning.run.build import build_datamodule
 
 
 def measure(overrides: Sequence[str]) -> dict:
     """The (cached) complexity record of the training data ``overrides`` describe."""
-    from kd_lightning.train import build_datamodule
-
     # images held as tensors: the pipeline changes how a run loads data, not the data itself
     cfg = compose_run_config([*overrides, "dataset.pipeline=tensor"])
     validate_config(cfg)

@@ -21,7 +21,6 @@ from kd_lightning.datasets.factors import (
     apply_eval_factors,
     apply_train_factors,
     degrade_resolution,
-    effective_num_classes,
     factor_identity,
     plan_train_factors,
     to_grayscale,
@@ -80,7 +79,6 @@ def test_identity_is_canonical():
     assert factor_identity({"factor_seed": 5, "grayscale": True, "noise_kind": "pairs"}) == {"grayscale": True}
     assert factor_identity({"train_fraction": 0.5, "factor_seed": 5}) == {"train_fraction": 0.5, "factor_seed": 5}
     assert factor_identity({"imbalance": 10}) == factor_identity({"imbalance": 10.0})
-    assert effective_num_classes({"classes": [4, 2, 9]}, K) == 3 and effective_num_classes(None, K) == K
 
 
 # -- train_fraction --------------------------------------------------------------------------------

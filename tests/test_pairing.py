@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kd_lightning.run import build
 from kd_lightning import train
 from kd_lightning.seeding import isolated_rng
 from tests.helpers import compose_cfg
@@ -62,7 +63,7 @@ def test_students_of_one_seed_have_identical_state_after_training_steps(fake_dat
 def epoch_batches(method: str, seed: int, epoch: int, data_dir: Path) -> list[tuple[torch.Tensor, ...]]:
     """The training batches (indices, augmentation parameters, augmented images) of one epoch."""
     cfg = compose_cfg([f"method={method}", f"seed={seed}", "recipe.augmentation.vflip=0.5"], data_dir=data_dir)
-    datamodule = train.build_datamodule(cfg)
+    datamodule = build.build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
@@ -105,7 +106,7 @@ def test_adapters_are_initialised_off_the_student_stream(fake_data_dir):
         cfg = compose_cfg([f"method={method}"], data_dir=fake_data_dir)
         teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True)) if method != "scratch" else None
         torch.manual_seed(0)
-        net = train.build_module(cfg, teacher, {} if teacher is not None else None).net.state_dict()
+        net = build.build_module(cfg, teacher, {} if teacher is not None else None).net.state_dict()
         built[method] = (net, torch.get_rng_state())
     for method in ("rkd", "ikd"):
         assert all(torch.equal(built["scratch"][0][k], built[method][0][k]) for k in built["scratch"][0]), method

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from kd_lightning.run import build
 from kd_lightning import train
 from kd_lightning.run import teachers
 from kd_lightning.run.config import ConfigError, validate_config
@@ -73,7 +74,7 @@ def one_cycle(step: int, total: int, peak: float, pct: float, div: float, final_
 
 def test_schedule_learning_rate_equals_the_formula(fake_data_dir):
     cfg = compose_cfg(["dataset=usps", "recipe=strong", "method=scratch"], data_dir=fake_data_dir)
-    module = train.build_module(cfg)
+    module = build.build_module(cfg)
 
     class FakeTrainer:
         estimated_stepping_batches = 200

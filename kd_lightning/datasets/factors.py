@@ -96,7 +96,6 @@ __all__ = [
     "apply_content_factors",
     "apply_eval_factors",
     "apply_train_factors",
-    "effective_num_classes",
     "eval_positions",
     "factor_identity",
     "plan_train_factors",
@@ -349,12 +348,6 @@ def factor_identity(factors: DataFactors | Mapping[str, Any] | None, image_size:
     if f.train_fraction != 1.0 or f.label_noise != 0.0 or f.imbalance != 1.0:
         out["factor_seed"] = int(f.factor_seed)
     return out
-
-
-def effective_num_classes(factors: DataFactors | Mapping[str, Any] | None, num_classes: int) -> int:
-    """Classes the model must output: ``len(classes)`` when restricted, else ``num_classes``."""
-    f = DataFactors.from_config(factors)
-    return num_classes if f.classes is None else len(f.classes)
 
 
 # -- random streams and exact allocations ---------------------------------------------------------

@@ -62,13 +62,13 @@ from kd_lightning.report import stats
 from kd_lightning.report.factor_sweeps import (
     DIFFICULTY_SIGN,
     FACTOR_TEXT,
-    STUDENTS,
     TWO_LEVEL_FACTORS,
     complexity_evidence,
     difficulty_ranks,
     draw_design,
     factor_points,
     paired_by_level,
+    students_of,
 )
 from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, method_label
 from kd_lightning.report.provenance import teacher_check
@@ -417,19 +417,20 @@ def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> list[Clai
     for number, ((dataset, recipe, factor), sub) in enumerate(groups, start=1):
         contrast = factor in TWO_LEVEL_FACTORS
         part = factor_contrast_part if contrast else factor_trend_part
-        parts = [part(sub, factor, s) for s in STUDENTS]
+        students = students_of(sub)
+        parts = [part(sub, factor, s, n_parts=len(students)) for s in students]
         statement = (f"On {dataset_label(dataset)}, the gain from distillation over scratch grows as "
-                     f"{FACTOR_TEXT[factor]} (RKD and IKD).")
+                     f"{FACTOR_TEXT[factor]} ({' and '.join(map(method_label, students)) or 'no distilling student ran'}).")
         if contrast:
-            criterion = (f"For each of RKD and IKD, per seed: gain over scratch on the harder condition minus on the "
-                         f"easier one; one-sided t-test over seeds (the unit). Supported: p(growth) < {ALPHA} for both. "
-                         f"Contradicted: p(decline) < {ALPHA / 2} for either. Then Holm over the report's family.")
+            criterion = (f"For each distilling student, per seed: gain over scratch on the harder condition minus on the "
+                         f"easier one; one-sided t-test over seeds (the unit). Supported: p(growth) < {ALPHA} for each. "
+                         f"Contradicted: p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family.")
         else:
-            criterion = (f"For each of RKD and IKD: the per-level mean paired gain over scratch regressed on the level's "
+            criterion = (f"For each distilling student: the per-level mean paired gain over scratch regressed on the level's "
                          f"difficulty rank; one-sided t-test of the slope on L − 2 df (the unit is the level, "
-                         f"≥ {FACTOR_MIN_LEVELS} levels). Supported: p(growth) < {ALPHA} for both. Contradicted: "
-                         f"p(decline) < {ALPHA / 2} for either. Then Holm over the report's family.")
-        complexity = [line for s in STUDENTS for line in complexity_evidence(sub, s)]
+                         f"≥ {FACTOR_MIN_LEVELS} levels). Supported: p(growth) < {ALPHA} for each. Contradicted: "
+                         f"p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family.")
+        complexity = [line for s in students for line in complexity_evidence(sub, s)]
         claims.append(_claim(100 + number, statement, criterion, parts, recipe, extra_evidence=complexity))
     return claims
 

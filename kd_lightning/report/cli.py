@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kd_lightning.report.runs import DEFAULT_METRIC, METRICS
+from kd_lightning.report.writer import write_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -14,8 +15,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from kd_lightning.report.writer import write_report
-
     parser = argparse.ArgumentParser(prog="python -m kd_lightning.report", description=(
         "Summarise a knowledge-distillation sweep (every results.json under SWEEP, except archive/ folders) "
         "into report.md, PNG figures and CSV tables, with a verdict on each of the paper's claims."))

@@ -29,10 +29,9 @@ from scipy.stats import rankdata
 from kd_lightning.report import stats
 from kd_lightning.report.formatting import fmt, fmt_ci, method_label
 from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import COMPLEXITY_MEASURES, DEFAULT_METRIC, completed_runs
+from kd_lightning.report.runs import COMPLEXITY_MEASURES, DEFAULT_METRIC, completed_runs, distilling_methods
 from kd_lightning.report.tables import GAP_MIN_PP
 
-STUDENTS = ("rkd", "ikd")
 PAIRS_NOISE = "label_noise (pairs)"
 #: +1: a larger level is harder data; -1: a smaller level is harder
 DIFFICULTY_SIGN = {"train_fraction": -1, "label_noise": +1, PAIRS_NOISE: +1, "classes": +1, "resolution": -1,
@@ -49,7 +48,7 @@ FACTOR_TEXT = {
     PAIRS_NOISE: "pair-flip label noise grows", "classes": "the number of classes grows",
     "resolution": "resolution drops", "grayscale": "colour is removed", "imbalance": "class imbalance grows",
 }
-POINT_COLUMNS = ["dataset", "base_recipe", "factor", "level", "method", "seed", "factor_seed", "value", "agreement",
+POINT_COLUMNS = ["dataset", "base_recipe", "factor", "level", "method", "distils", "seed", "factor_seed", "value", "agreement",
                  "soft_label_entropy", "teacher_match", *COMPLEXITY_MEASURES]
 
 
@@ -89,6 +88,7 @@ def factor_points(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
     if "factors" not in runs or runs.empty:
         return pd.DataFrame(columns=POINT_COLUMNS)
     done = completed_runs(runs, metric)
+    done = done.assign(distils=done["method"].isin(distilling_methods(done)))
     split = split_of(metric)
     checks = teacher_check(runs)
     mismatch = {(r["recipe"], r["dataset"], r["method"], int(r["seed"])): r["teacher_match"]
@@ -102,7 +102,7 @@ def factor_points(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
             if level is None:
                 continue
             rows.append({"dataset": row["dataset"], "base_recipe": row.get("base_recipe"), "factor": factor,
-                         "level": level, "method": row["method"], "seed": int(row["seed"]),
+                         "level": level, "method": row["method"], "distils": row["distils"], "seed": int(row["seed"]),
                          "factor_seed": factors.get("factor_seed", -1), "value": 100.0 * float(row[metric]),
                          "agreement": row.get(f"{split}.agreement"),
                          "soft_label_entropy": row.get(f"{split}.soft_label_entropy"),
@@ -130,6 +130,11 @@ def paired_by_level(sub: pd.DataFrame, treatment: str, control: str) -> pd.DataF
         return pd.DataFrame(columns=[*keys, "diff"])
     diff = (wide[treatment] - wide[control]).dropna()
     return diff.rename("diff").reset_index()
+
+
+def students_of(points: pd.DataFrame) -> list[str]:
+    """The distilling students a factor's points hold (each is compared with scratch)."""
+    return distilling_methods(points) if len(points) else []
 
 
 def difficulty_ranks(factor: str, levels: Any) -> np.ndarray:
@@ -164,7 +169,7 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
         for level, at in sub.groupby("level"):
             means = at.groupby("method")["value"].mean()
             complexity = {m: pd.to_numeric(at[m], errors="coerce").mean() for m in COMPLEXITY_MEASURES}
-            for student in STUDENTS:
+            for student in students_of(at):
                 paired = paired_by_level(at, student, "scratch")
                 t = stats.paired_t(paired["diff"].to_numpy())
                 teacher, scratch, kd = means.get("teacher", math.nan), means.get("scratch", math.nan), means.get(student, math.nan)

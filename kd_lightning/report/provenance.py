@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kd_lightning.report.runs import PICK_KEYS, completed_runs
+from kd_lightning.report.runs import PICK_KEYS, completed_runs, distils
 
-STUDENTS_WITH_TEACHER = ("rkd", "ikd")
 COLUMNS = [*PICK_KEYS, "teacher.key", "sweep_teacher_key", "teacher_match", "teacher.stale", "teacher.source",
            "teacher.test_acc", "teacher.checkpoint", "teacher.run_dir", "path"]
 
@@ -29,7 +28,7 @@ def teacher_check(runs: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame(columns=COLUMNS)
     teachers = done[done["method"] == "teacher"].set_index(["recipe", "dataset", "seed"])["teacher_key"]
-    students = done[done["method"].isin(STUDENTS_WITH_TEACHER)].copy()
+    students = done[distils(done)].copy()
     rows = []
     for row in students.to_dict("records"):
         key = (row["recipe"], row["dataset"], row["seed"])

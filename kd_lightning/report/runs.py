@@ -29,6 +29,8 @@ KEYS = ["dataset", "method", "seed"]
 #: runs of different recipes are different experiments: one record per recipe/dataset/method/seed
 PICK_KEYS = ["recipe", *KEYS]
 NO_RECIPE = "n/a"
+#: see :func:`distils`
+LEGACY_DISTILLING = ("rkd", "ikd")
 
 METRICS: dict[str, str] = {
     "test_best.acc": "test accuracy at the best-validation checkpoint",
@@ -52,9 +54,9 @@ RUN_COLUMNS = [
     "test_best.per_class_f1", "test_last.per_class_f1",
     "teacher_key", *(f"teacher.{f}" for f in TEACHER_FIELDS),
     *(f"efficiency.{f}" for f in EFFICIENCY_FIELDS),
-    "base_recipe", "factors", "image_size", "num_classes", *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
+    "base_recipe", "factors", "image_size", "num_classes", "distils", *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
 ]
-_OBJECT_COLUMNS = ("factors", "max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
+_OBJECT_COLUMNS = ("factors", "distils", "max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,6 +113,8 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "factors": factors,
         "image_size": _dict(config.get("dataset")).get("image_size"),
         "num_classes": _dict(config.get("dataset")).get("num_classes"),
+        # a distilling student's identity names its teacher (kd_lightning/run/identity.py); None: not recorded
+        "distils": ("teacher" in record["identity"]) if isinstance(record.get("identity"), dict) else None,
         "paper_comparable": not differences,
         "paper_differences": "; ".join(differences),
         "max_epochs": trainer.get("max_epochs"),
@@ -233,6 +237,22 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------------
 # Ordering and selection
+
+
+def distils(runs: pd.DataFrame) -> pd.Series:
+    """Which runs are students that distil from a teacher, from what each record says of itself (its
+    identity names a teacher). Records from before run identities existed (and plain frames) do not say:
+    for them the paper's distilling students, RKD and IKD, stand in."""
+    legacy = runs["method"].isin(LEGACY_DISTILLING) if "method" in runs else pd.Series(False, index=runs.index)
+    if "distils" not in runs:
+        return legacy
+    return pd.Series([bool(d) if isinstance(d, bool) else bool(lg) for d, lg in zip(runs["distils"], legacy)],
+                     index=runs.index)
+
+
+def distilling_methods(runs: pd.DataFrame) -> list[str]:
+    """The distilling students of a frame, in the paper's order then alphabetically."""
+    return ordered_methods(runs.loc[distils(runs), "method"].unique()) if len(runs) else []
 
 
 def dataset_label(dataset: Any) -> str:

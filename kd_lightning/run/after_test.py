@@ -36,6 +36,7 @@ from kd_lightning.measure import complexity, onnx
 from kd_lightning.measure.efficiency import measure_efficiency
 from kd_lightning.models import network_copy
 from kd_lightning.run.records import write_json
+from kd_lightning.run.identity import data_identity, identity
 
 log = logging.getLogger("kd_lightning")
 #: where a run's ONNX export goes, relative to its run folder
@@ -240,8 +241,6 @@ def config_complexity(cfg: Any, datamodule: Any, recompute: bool = False) -> dic
     """:func:`dataset_complexity` of the training data a composed run config describes, from its set-up
     DataModule (tensor pipeline), cached in ``paths.complexity_dir`` under the config's
     :func:`kd_lightning.run.identity.data_identity`; the validation split (clean labels) scores the probe."""
-    from kd_lightning.run.identity import data_identity, identity
-
     return dataset_complexity(
         datamodule.train_set.images,
         datamodule.train_set.labels,

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
+from kd_lightning.datasets.factors import validate_factors
 
 
 class ConfigError(ValueError):
@@ -73,8 +74,6 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 def _factor_problems(cfg: DictConfig) -> list[str]:
     """Data factors checked against the dataset's metadata (kd_lightning/datasets/factors.py), before any data is read."""
-    from kd_lightning.datasets.factors import validate_factors
-
     factors = _get(cfg, "dataset.factors")
     try:
         meta = [int(_get(cfg, f"dataset.{k}")) for k in ("num_classes", "channels", "image_size")]

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
+from kd_lightning.datasets.factors import factor_identity
 from kd_lightning.run.records import RESULTS_FILE, atomic_write_text, environment, read_results, write_json
 
 #: what a run writes into its folder (besides Hydra's .hydra/ and the log)
@@ -123,6 +125,23 @@ def trim_curves(run_dir: Path, epoch: int, global_step: int) -> int:
     return len(kept)
 
 
+def write_results(run_dir: str | Path, record: dict[str, Any]) -> None:
+    """The one writer of a run's ``results.json`` (atomic: a reader never sees half a file)."""
+    write_json(Path(run_dir) / RESULTS_FILE, record)
+
+
+def record_keys(cfg: Any) -> dict[str, Any]:
+    """What every record of a run carries, a failed one included: which run, recipe and data condition,
+    so the report lists a run that stopped early at its own level."""
+    keys = {k: OmegaConf.select(cfg, path, default=None) for k, path in
+            (("dataset", "dataset.name"), ("method", "method.name"), ("seed", "seed"), ("recipe", "recipe.name"))}
+    try:
+        factors = factor_identity(OmegaConf.select(cfg, "dataset.factors"), OmegaConf.select(cfg, "dataset.image_size"))
+    except Exception:  # noqa: BLE001 - a malformed factor is reported by validate_config; the record still gets written
+        factors = {}
+    return {**keys, "data_factors": {"identity": factors}}
+
+
 def start_record(run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
     """Write the ``running`` record (with config, identity, versions and git commit) and return it."""
     record: dict[str, Any] = {
@@ -136,14 +155,14 @@ def start_record(run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any]
         "config": config,
         "environment": environment(),
     }
-    write_json(run_plan.run_dir / RESULTS_FILE, record)
+    write_results(run_plan.run_dir, record)
     return record
 
 
 def complete(record: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """Mark the record completed with ``fields`` and write it."""
     record.update(status="completed", finished_at=now(), **fields)
-    write_json(Path(record["run_dir"]) / RESULTS_FILE, record)
+    write_results(record["run_dir"], record)
     return record
 
 
@@ -158,4 +177,4 @@ def record_failure(run_dir: str | Path, keys: dict[str, Any], exc: BaseException
         finished_at=now(),
         error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc(limit=20)},
     )
-    write_json(run_dir / RESULTS_FILE, record)
+    write_results(run_dir, record)

@@ -20,14 +20,18 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from kd_lightning.run.identity import digest, identity
+from kd_lightning.run import rundir
+from kd_lightning.run.identity import digest, fingerprint, identity
 from kd_lightning.models import CheckpointError, load_network
 from kd_lightning import PROJECT_ROOT
 from kd_lightning.run.records import RESULTS_FILE, git_commit, write_json
@@ -61,9 +65,9 @@ def teacher_key(cfg: DictConfig) -> str:
     return f"{tcfg.method.net.arch}-{digest(identity(tcfg, include_seed=False), length=8)}"
 
 
-def entry_dir(cfg: DictConfig) -> Path:
-    tcfg = teacher_config(cfg)
-    return Path(tcfg.paths.teachers_dir) / str(tcfg.dataset.name) / teacher_key(cfg) / f"seed{tcfg.seed}"
+def entry_dir(cfg: DictConfig, key: str | None = None) -> Path:
+    """The registry entry of this run's teacher (``key``: its :func:`teacher_key`, when already known)."""
+    return Path(cfg.paths.teachers_dir) / str(cfg.dataset.name) / (key or teacher_key(cfg)) / f"seed{cfg.seed}"
 
 
 def file_digest(path: str | Path) -> str:
@@ -75,13 +79,14 @@ def file_digest(path: str | Path) -> str:
     return sha.hexdigest()
 
 
-def teacher_reference(cfg: DictConfig) -> str | None:
-    """What a student's identity records of its teacher: the registry key, or the explicit file's hash."""
+def teacher_reference(cfg: DictConfig, key: str | None = None) -> str | None:
+    """What a student's identity records of its teacher: the registry key (``key``, when already known)
+    and seed, or the explicit file's hash."""
     if cfg.method.name == "teacher":
         return None
     if cfg.get("teacher_ckpt"):
         return "sha256:" + file_digest(cfg.teacher_ckpt)[:16]
-    return teacher_key(cfg) + f"/seed{cfg.seed}"
+    return f"{key or teacher_key(cfg)}/seed{cfg.seed}"
 
 
 def lock(entry: Path) -> FileLock:
@@ -182,3 +187,92 @@ def load_teacher(path: str | Path, dataset: str, num_classes: int, channels: int
     if mismatches:
         raise TeacherError(f"teacher_ckpt {path} does not fit this run: " + "; ".join(mismatches))
     return net, {"net": net_cfg, "dataset": trained_on}
+
+
+# -- which teacher a run uses, and registering the teachers it trains ---------------------------------
+@dataclass(frozen=True)
+class TeacherChoice:
+    """The teacher a student distils from (``reference`` set: part of its identity), or that a scratch
+    student is compared with for fidelity (``reference`` None)."""
+
+    checkpoint: str
+    record: dict[str, Any]  # :func:`describe`: key, checkpoint, source, test accuracy, producing run, code version
+    reference: str | None
+
+
+def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> TeacherChoice | None:
+    """``teacher_ckpt=``, else the registry's teacher of this run's data, recipe and seed.
+
+    A distilling student (``requires_teacher``) whose teacher is missing has it trained first by
+    ``train`` in the entry's own run folder (or fails with the command, ``teacher_missing=fail``); a
+    scratch student only uses a teacher that exists; a teacher run has none.
+    """
+    method = get_class(cfg.method._target_)
+    if method.publishes_teacher:
+        return None
+    distils = bool(method.requires_teacher)
+    if cfg.get("teacher_ckpt"):
+        path = str(cfg.teacher_ckpt)
+        record = describe(path, "teacher_ckpt")
+        return TeacherChoice(path, _warn_if_stale(record) if distils else record, teacher_reference(cfg) if distils else None)
+    key = teacher_key(cfg)
+    entry = entry_dir(cfg, key)
+    if read_entry(entry) is None and distils:
+        if cfg.teacher_missing == "fail":
+            raise TeacherError(
+                f"no teacher for dataset={cfg.dataset.name} seed={cfg.seed} in {entry}. Train it with:\n  {train_command(cfg)}\n"
+                "or pass teacher_ckpt=<path>, or teacher_missing=train to train it here first."
+            )
+        log.info("teacher missing from the registry: training it first, in %s", entry / RUN_FOLDER)
+        tcfg = teacher_config(cfg)
+        with open_dict(tcfg):
+            tcfg.paths.run_dir = str(entry / RUN_FOLDER)
+            tcfg.force = False
+        train(tcfg)
+    if read_entry(entry) is None:
+        log.info("no teacher in the registry for %s seed=%s: fidelity metrics are left empty", cfg.dataset.name, cfg.seed)
+        return None
+    record = describe(entry / CHECKPOINT_FILE, "registry", key)
+    return TeacherChoice(str(entry / CHECKPOINT_FILE), _warn_if_stale(record) if distils else record,
+                         teacher_reference(cfg, key) if distils else None)
+
+
+def _warn_if_stale(description: dict[str, Any]) -> dict[str, Any]:
+    if description["stale"]:
+        commit = (description.get("code_version") or {}).get("commit")
+        log.warning("teacher %s was trained by other code (commit %s); it is used as it is "
+                    "(force=true on the teacher run retrains it)", description["checkpoint"], commit)
+    return description
+
+
+def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, Any]]) -> dict[str, Any]:
+    """A teacher run: train it with ``fit`` and register it, or record the registry's identical teacher in
+    this folder instead of training it again. Holds the entry's lock, so it is trained once."""
+    key = teacher_key(cfg)
+    entry = entry_dir(cfg, key)
+    with lock(entry):
+        existing = read_entry(entry)
+        fp = fingerprint(cfg)
+        if existing is not None and not cfg.force:
+            plan = rundir.plan(cfg.paths.run_dir, fp, False, log)
+            if plan.completed is not None:
+                return plan.completed
+            if plan.resume is not None:  # an unfinished copy of a teacher the registry already holds
+                rundir.archive(plan.run_dir)
+            log.info("teacher already in the registry (%s); recording it instead of training again", entry)
+            record = {
+                **existing,
+                "run_dir": str(cfg.paths.run_dir),
+                "fingerprint": fp,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "best_checkpoint": str(entry / CHECKPOINT_FILE),
+                "reused_from": str(entry),
+            }
+            rundir.write_results(cfg.paths.run_dir, record)
+            return record
+        record = fit(cfg, None)
+        record["teacher_key"] = key
+        rundir.write_results(record["run_dir"], record)
+        publish(entry, Path(record["best_checkpoint"]), record, key, identity(cfg, include_seed=False))
+        log.info("teacher registered at %s", entry)
+        return record
