@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from scipy.stats import rankdata
 
 from kd_lightning.run.compose import CONF_DIR, compose_run_config
+from kd_lightning.run.rundir import record_failure, record_keys
 from kd_lightning.report import stats
 from kd_lightning.report.claims import (
     CONTRADICTED,
@@ -270,11 +271,9 @@ def test_every_column_comes_from_the_checkpoint_the_metric_names(tmp_path):
 
 def test_a_failed_run_is_reported_at_its_own_level(tmp_path):
     """Seen on a real sweep: an IKD run stopped on a non-finite loss was listed under the plain recipe."""
-    from kd_lightning import train
-    from kd_lightning.run.rundir import record_failure
 
     cfg = compose_run_config(["dataset=usps", "method=ikd", "seed=1", "dataset.factors.train_fraction=0.05"])
-    record_failure(tmp_path / "f0.05" / "usps" / "ikd" / "seed1", train._run_keys(cfg), FloatingPointError("non-finite loss"))
+    record_failure(tmp_path / "f0.05" / "usps" / "ikd" / "seed1", record_keys(cfg), FloatingPointError("non-finite loss"))
     for method in ("teacher", "scratch", "rkd"):
         write_run(tmp_path, "f0.05", method, 1, 0.3, {"train_fraction": 0.05, "factor_seed": 1})
     runs = load_sweep(tmp_path)
