@@ -10,15 +10,23 @@ from omegaconf import DictConfig
 
 from kd_lightning.config import CONF_DIR, compose_run_config  # noqa: F401  (CONF_DIR: for tests that compose by hand)
 
+#: SGD without momentum keeps no momentum buffers: checkpoints half the size (~45 MB for a ResNet18), and
+#: writing them was a third of a FAST run's time. Tests that resume the optimizer state, and every recipe=strong
+#: run (Nesterov needs momentum), put it back with MOMENTUM.
+NO_MOMENTUM = "recipe.optimizer.momentum=0"
+#: the momentum of both recipes (conf/recipe/paper.yaml, strong.yaml), after FAST's NO_MOMENTUM
+MOMENTUM = "recipe.optimizer.momentum=0.9"
+
 #: the teacher network of test runs: ~45 MB checkpoints instead of ResNet50's ~190 MB, and several times
 #: faster to train; IKD's 1x1 adapters match any pair of stage widths. Tests about the production default
 #: (ResNet50) compose without FAST.
 TINY_TEACHER = "model@teacher_model=resnet18"
 
-#: one epoch, three training batches of 8 images (one to validate, one to test), a ResNet18 teacher (production: ResNet50, pinned by
-#: tests/test_identity_pinned.py), and none of the by-products a run measures after training (deployment
-#: cost and ONNX export: kd_lightning/efficiency.py, export.py; data complexity: complexity.py): enough to
-#: exercise every code path of a run. Tests about those by-products switch them back on.
+#: one epoch, three training batches of 8 images (one to validate, one to test), SGD without momentum, a ResNet18
+#: teacher (production: ResNet50, pinned by tests/test_identity_pinned.py), and none of the by-products a run
+#: measures after training (deployment cost and ONNX export: kd_lightning/efficiency.py, export.py; data
+#: complexity: complexity.py): enough to exercise every code path of a run. Tests about those by-products switch
+#: them back on.
 FAST = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
@@ -35,10 +43,8 @@ FAST = [
     "efficiency.export_onnx=false",
     "complexity.measure=false",
     TINY_TEACHER,
+    NO_MOMENTUM,
 ]
-#: SGD without momentum keeps no momentum buffers: checkpoints half the size, for tests with many runs that
-#: never read the optimizer state (not for resume tests, nor recipe=strong: Nesterov needs momentum)
-NO_MOMENTUM = "recipe.optimizer.momentum=0"
 #: overrides that put the deployment costing back into a FAST run (quick timings, no ONNX unless asked)
 MEASURE_EFFICIENCY = ["efficiency.measure=true"]
 

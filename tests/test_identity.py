@@ -11,7 +11,7 @@ import pytest
 
 from kd_lightning import teachers, train
 from kd_lightning.identity import IDENTITY_KEYS, fingerprint
-from tests.helpers import FAST, NO_MOMENTUM, compose_cfg
+from tests.helpers import FAST, compose_cfg
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_the_rule_is_an_explicit_list_and_students_carry_their_teacher(fake_data
 
 def test_short_student_after_a_full_teacher_trains_its_own_teacher_in_the_registry(fake_data_dir, tmp_path, monkeypatch):
     """Failure 1: a student with shortened trainer flags after a teacher run used to hit RunConflictError."""
-    common = ("dataset=usps", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, NO_MOMENTUM)  # 5 runs: half-size checkpoints
+    common = ("dataset=usps", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
     run_cli(monkeypatch, "method=teacher", *common)
     sweep_teacher = tmp_path / "default" / "usps" / "teacher" / "seed0"
     before = results(sweep_teacher)

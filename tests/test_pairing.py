@@ -14,12 +14,12 @@ import torch
 
 from kd_lightning import train
 from kd_lightning.seeding import isolated_rng
-from tests.helpers import NO_MOMENTUM, compose_cfg
+from tests.helpers import compose_cfg
 
 STUDENTS = ("scratch", "rkd", "ikd")
 #: a learning rate too small to move fp32 weights: what stays is the initial state plus the
 #: BatchNorm statistics of the batches the student saw
-NEGLIGIBLE_LR = ["recipe.optimizer.lr=1e-12", "trainer.limit_train_batches=4", NO_MOMENTUM]  # no momentum: half-size checkpoints
+NEGLIGIBLE_LR = ["recipe.optimizer.lr=1e-12", "trainer.limit_train_batches=4"]
 
 
 def student_state(run_dir: Path) -> dict[str, torch.Tensor]:
