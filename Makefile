@@ -14,11 +14,12 @@ endif
 # Fetch missing datasets with torchvision unless the offline copy is there (present files are always used).
 DOWNLOAD ?= $(if $(SHARED_DATA),false,true)
 
-.PHONY: help setup train study report bench test test-fast tensorboard clean-venv
+.PHONY: help setup train study report bench test test-fast lint tensorboard clean-venv
 
 help:
 	@echo "make train   # teacher, scratch, RKD and IKD on DATASET=$(DATASET) seed $(SEED) (ARGS='trainer.max_epochs=1' to shorten)"
 	@echo "make test    # the whole test suite"
+	@echo "make lint    # ruff check and ruff format --check (settings: pyproject.toml [tool.ruff])"
 	@echo "make study   # the paper's grid: 5 datasets x 4 methods x 3 seeds (needs all datasets)"
 	@echo "make report SWEEP=outputs/study   # tables, figures and claims from a sweep"
 	@echo "make bench   # training throughput vs a bare PyTorch loop"
@@ -48,6 +49,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs

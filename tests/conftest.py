@@ -3,10 +3,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# One intra-op thread, in this process and in the runs tests start as subprocesses (they inherit it): the test
+# networks are tiny, and on a CPU shared with other jobs two OpenMP threads spin on each other (a training
+# step measured 0.05 s with one thread, 0.2-1.5 s with two, on a loaded 2-core machine). Set
+# OMP_NUM_THREADS to choose another count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from kd_lightning.datasets.synthetic import unverified_cifar
-from tests.fakedata import write_all
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+from kd_lightning.datasets.synthetic import unverified_cifar  # noqa: E402
+from tests.fakedata import write_all  # noqa: E402
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

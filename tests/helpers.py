@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -9,21 +10,43 @@ from omegaconf import DictConfig
 
 from kd_lightning.run.compose import CONF_DIR, compose_run_config  # noqa: F401  (CONF_DIR: for tests that compose by hand)
 
-#: one epoch, a handful of batches of 16 images: enough to exercise every code path
+#: SGD without momentum keeps no momentum buffers: checkpoints half the size (~45 MB for a ResNet18), and
+#: writing them was a third of a FAST run's time. Tests that resume the optimizer state, and every recipe=strong
+#: run (Nesterov needs momentum), put it back with MOMENTUM.
+NO_MOMENTUM = "recipe.optimizer.momentum=0"
+#: the momentum of both recipes (conf/recipe/paper.yaml, strong.yaml), after FAST's NO_MOMENTUM
+MOMENTUM = "recipe.optimizer.momentum=0.9"
+
+#: the teacher network of test runs: ~45 MB checkpoints instead of ResNet50's ~190 MB, and several times
+#: faster to train; IKD's 1x1 adapters match any pair of stage widths. Tests about the production default
+#: (ResNet50) compose without FAST.
+TINY_TEACHER = "model@teacher_model=resnet18"
+
+#: one epoch, three training batches of 8 images (one to validate, one to test), SGD without momentum, a ResNet18
+#: teacher (production: ResNet50, pinned by tests/test_identity_pinned.py), and none of the by-products a run
+#: measures after training (deployment cost and ONNX export: kd_lightning/efficiency.py, export.py; data
+#: complexity: complexity.py): enough to exercise every code path of a run. Tests about those by-products switch
+#: them back on.
 FAST = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
-    "recipe.batch_size=16",
+    "recipe.batch_size=8",
     "dataset.num_workers=0",
+    "efficiency.measure=false",
     "efficiency.quick=true",
     "efficiency.export_onnx=false",
     "complexity.measure=false",
+    TINY_TEACHER,
+    NO_MOMENTUM,
 ]
+#: overrides that put the deployment costing back into a FAST run (quick timings, no ONNX unless asked)
+MEASURE_EFFICIENCY = ["efficiency.measure=true"]
 
 
 def compose_cfg(overrides: list[str] | tuple[str, ...] = (), data_dir: Path | None = None, out_dir: Path | None = None, fast: bool = True) -> DictConfig:
@@ -41,3 +64,10 @@ class PreemptAfterFirstEpoch(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == 1:
             raise RuntimeError("preempted (test)")
+
+
+def remove_unless_failed(request, path: Path) -> None:
+    """End of a module- or session-scoped fixture: delete its run folders (checkpoints!) unless a test of the
+    session failed, as pyproject's tmp_path_retention_policy = "failed" does for each test's tmp_path."""
+    if request.session.testsfailed == 0:
+        shutil.rmtree(path, ignore_errors=True)

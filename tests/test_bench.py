@@ -148,7 +148,7 @@ def test_verdicts():
 
 @pytest.mark.parametrize("method", ["scratch", "rkd", "ikd"])
 def test_bare_step_is_the_same_math_as_the_module(method, one_thread):
-    """Path 1 drives the module train.build_module builds: its loss (checked against the paper's
+    """Path 1 drives the module run.build.build_module builds: its loss (checked against the paper's
     formula written out here) and its optimizer, which never holds the teacher."""
     torch.manual_seed(0)
     cfg = bench.compose_config("usps", method, ["recipe.batch_size=4"])

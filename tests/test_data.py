@@ -38,7 +38,7 @@ def test_datamodule_reads_torchvision_format_and_splits_70_30(name, fake_data_di
     images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # uint8 -> augmented, normalised
     size, channels = SIZES[name], cfg.dataset.channels
     assert images.dtype == torch.float32
-    assert images.shape == (16, channels, size, size)
+    assert images.shape == (cfg.dataset.batch_size, channels, size, size)
     assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < CLASSES[name]
     assert dm.num_classes == CLASSES[name]
 

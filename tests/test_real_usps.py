@@ -25,7 +25,7 @@ def test_real_usps_splits_match_table_4():
 def test_short_teacher_run_on_real_usps_is_well_above_chance(tmp_path):
     overrides = [
         "method=teacher",
-        "trainer.limit_train_batches=60",
+        "trainer.limit_train_batches=30",
         "trainer.limit_val_batches=4",
         "trainer.limit_test_batches=null",
         "recipe.batch_size=64",
@@ -38,5 +38,6 @@ def test_short_teacher_run_on_real_usps_is_well_above_chance(tmp_path):
     ]
     record = train.run(compose_cfg(overrides, data_dir=USPS_ROOT, out_dir=tmp_path))
     assert record["status"] == "completed"
-    # chance is 0.18 (the largest class); 60 Adam steps of a ResNet50 from scratch reach about 0.5
+    # chance is 0.18 (the largest class); 30 Adam steps of FAST's ResNet18 teacher from scratch reach about 0.75
+    # (60 steps of the default ResNet50 reached about 0.5)
     assert record["test_best"]["acc"] > 0.35, record["test_best"]

@@ -15,7 +15,7 @@ OPTIMIZER = {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9}
 
 def ikd_student() -> IKDStudent:
     torch.manual_seed(0)
-    return IKDStudent(net=NET, optimizer=OPTIMIZER, teacher=build_resnet("resnet50", 10, 3), input_shape=[3, 32, 32], stages=["layer2", "layer4"])
+    return IKDStudent(net=NET, optimizer=OPTIMIZER, teacher=build_resnet("resnet18", 10, 3), input_shape=[3, 32, 32], stages=["layer2", "layer4"])
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:

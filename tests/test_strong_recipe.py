@@ -14,15 +14,17 @@ from kd_lightning import train
 from kd_lightning.run import teachers
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.datasets.batched import BatchAugment
-from tests.helpers import compose_cfg
+from tests.helpers import MOMENTUM, compose_cfg
 
 DATASETS = ("mnist", "fashion_mnist", "usps", "cifar10", "cifar100")
 DIGITS = ("mnist", "usps")
+#: recipe=strong after FAST: Nesterov SGD needs the momentum FAST switches off
+STRONG = ("recipe=strong", MOMENTUM)
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_strong_recipe_composes_for_every_dataset(dataset, fake_data_dir):
-    cfg = compose_cfg([f"dataset={dataset}", "recipe=strong", "method=ikd"], data_dir=fake_data_dir)
+    cfg = compose_cfg([f"dataset={dataset}", *STRONG, "method=ikd"], data_dir=fake_data_dir)
     validate_config(cfg)
     aug = OmegaConf.to_container(cfg.recipe.augmentation, resolve=True)
     assert cfg.recipe.optimizer.nesterov and cfg.recipe.optimizer.weight_decay > 0 and cfg.recipe.scheduler.interval == "step"
@@ -47,7 +49,7 @@ def test_every_method_trains_30_epochs_and_one_method_can_differ():
 
 @pytest.mark.parametrize("dataset", DIGITS)
 def test_digit_augmentation_never_flips_and_shifts_whole_pixels(dataset, fake_data_dir):
-    cfg = compose_cfg([f"dataset={dataset}", "recipe=strong"], data_dir=fake_data_dir)
+    cfg = compose_cfg([f"dataset={dataset}", *STRONG], data_dir=fake_data_dir)
     augment = BatchAugment.from_config(cfg.dataset.mean, cfg.dataset.std, cfg.recipe.augmentation)
     params = augment.sample_params(4096, seed=0)
     assert not params.hflip.any() and not params.vflip.any()
@@ -73,7 +75,7 @@ def one_cycle(step: int, total: int, peak: float, pct: float, div: float, final_
 
 
 def test_schedule_learning_rate_equals_the_formula(fake_data_dir):
-    cfg = compose_cfg(["dataset=usps", "recipe=strong", "method=scratch"], data_dir=fake_data_dir)
+    cfg = compose_cfg(["dataset=usps", *STRONG, "method=scratch"], data_dir=fake_data_dir)
     module = build.build_module(cfg)
 
     class FakeTrainer:
@@ -97,21 +99,21 @@ def test_schedule_learning_rate_equals_the_formula(fake_data_dir):
 
 def test_strong_and_paper_runs_get_different_teachers_and_folders(fake_data_dir):
     paper = compose_cfg(["dataset=usps", "method=rkd"], data_dir=fake_data_dir)
-    strong = compose_cfg(["dataset=usps", "method=rkd", "recipe=strong"], data_dir=fake_data_dir)
+    strong = compose_cfg(["dataset=usps", "method=rkd", *STRONG], data_dir=fake_data_dir)
     assert teachers.teacher_key(paper) != teachers.teacher_key(strong)
     assert teachers.entry_dir(paper) != teachers.entry_dir(strong)
     assert paper.paths.run_dir != strong.paths.run_dir and "/strong/usps/rkd/seed0" in strong.paths.run_dir
 
 
 def test_bad_augmentation_values_name_the_key(fake_data_dir):
-    cfg = compose_cfg(["dataset=usps", "recipe=strong", "recipe.augmentations.usps.translate=-1"], data_dir=fake_data_dir)
+    cfg = compose_cfg(["dataset=usps", *STRONG, "recipe.augmentations.usps.translate=-1"], data_dir=fake_data_dir)
     with pytest.raises(ConfigError, match=r"recipe\.augmentation\.translate"):
         validate_config(cfg)
 
 
 @pytest.mark.slow
 def test_a_strong_run_trains_with_its_step_schedule(fake_data_dir, tmp_path):
-    record = train.run(compose_cfg(["dataset=usps", "recipe=strong", "method=scratch", "recipe.batch_size=16"], data_dir=fake_data_dir, out_dir=tmp_path))
+    record = train.run(compose_cfg(["dataset=usps", *STRONG, "method=scratch", "recipe.batch_size=16"], data_dir=fake_data_dir, out_dir=tmp_path))
     assert record["status"] == "completed" and "/strong/usps/scratch/seed0" in record["run_dir"]
     state = torch.load(record["last_checkpoint"], weights_only=False)["lr_schedulers"][0]
     assert state["total_steps"] == record["global_steps"] and state["last_epoch"] == record["global_steps"]
@@ -121,7 +123,7 @@ def test_a_strong_run_trains_with_its_step_schedule(fake_data_dir, tmp_path):
 def test_a_strong_run_cut_after_an_epoch_resumes_to_the_uninterrupted_weights(fake_data_dir, tmp_path):
     """The per-batch one-cycle schedule and the digit jitter (drawn from seed, epoch and batch) are exact
     under resume: an RKD run cut after its first epoch and rerun ends with the uninterrupted run's weights."""
-    common = ["dataset=usps", "recipe=strong", "method=rkd", "recipe.batch_size=16", "trainer.max_epochs=2"]
+    common = ["dataset=usps", *STRONG, "method=rkd", "recipe.batch_size=16", "trainer.max_epochs=2"]
     full = train.run(compose_cfg([*common, "name=full"], data_dir=fake_data_dir, out_dir=tmp_path))
     cut = compose_cfg([*common, "name=cut", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"], data_dir=fake_data_dir, out_dir=tmp_path)
     with pytest.raises(RuntimeError, match="preempted"):

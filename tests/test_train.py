@@ -13,7 +13,7 @@ from kd_lightning import train
 from kd_lightning.run import teachers
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
 from kd_lightning.train import RunConflictError
-from tests.helpers import FAST, compose_cfg
+from tests.helpers import FAST, MEASURE_EFFICIENCY, compose_cfg, remove_unless_failed
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +29,16 @@ def results(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def out_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("outputs")
+def out_dir(tmp_path_factory, request) -> Path:
+    path = tmp_path_factory.mktemp("outputs")
+    yield path
+    remove_unless_failed(request, path)
 
 
 @pytest.mark.parametrize("method", ["teacher", "scratch", "rkd", "ikd"])
 def test_each_method_trains_checkpoints_logs_and_summarises(method, out_dir, fake_data_dir, monkeypatch, capsys):
     export = ["efficiency.export_onnx=true"] if method == "scratch" else []
-    run_cli(monkeypatch, "dataset=usps", f"method={method}", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={out_dir}", *FAST, *export)
+    run_cli(monkeypatch, "dataset=usps", f"method={method}", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={out_dir}", *FAST, *MEASURE_EFFICIENCY, *export)
     run_dir = out_dir / "default" / "usps" / method / "seed0"
     record = results(run_dir)
     assert record["status"] == "completed" and record["method"] == method and record["seed"] == 0
