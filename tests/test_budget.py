@@ -1,0 +1,89 @@
+"""The training budget (recipe.min_steps, kd_lightning/run/budget.py): a floor on optimizer steps that scales
+the epochs of small training sets, spans the one-cycle schedule, survives resume, is part of identity (only
+when set) and is recorded in results.json and stated in the report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kd_lightning import train
+from kd_lightning.run import teachers
+from kd_lightning.run.budget import budget_epochs
+from kd_lightning.run.config import ConfigError, validate_config
+from kd_lightning.run.identity import fingerprint, identity
+from tests.helpers import compose_cfg
+
+#: a small teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split
+RUN = ["method=teacher", "model@teacher_model=resnet18", "recipe=strong", "recipe.batch_size=8",
+       "trainer.limit_train_batches=null", "trainer.limit_val_batches=1", "trainer.max_epochs=1",
+       "efficiency.measure=false"]
+
+
+def test_the_rule():
+    assert budget_epochs(30, 56, None) == 30  # no floor: the configured epochs
+    assert budget_epochs(30, 56, 1680) == 30  # full USPS at the strong recipe: the floor does not bind
+    assert budget_epochs(30, 2, 1680) == 840  # train_fraction 0.05 (365 images, 2 steps an epoch)
+    assert budget_epochs(30, 3, 100) == 34  # ceil: at least min_steps steps
+    assert budget_epochs(30, 0, 100) == 30  # no full batch: nothing to scale
+
+
+def test_unset_floor_leaves_identity_as_before_and_a_floor_changes_run_and_teacher(fake_data_dir):
+    paper = compose_cfg(["method=rkd"], data_dir=fake_data_dir)
+    assert paper.recipe.min_steps is None and "recipe.min_steps" not in identity(paper)
+    strong = compose_cfg(["method=rkd", "recipe=strong"], data_dir=fake_data_dir)
+    unset = compose_cfg(["method=rkd", "recipe=strong", "recipe.min_steps=null"], data_dir=fake_data_dir)
+    removed = compose_cfg(["method=rkd", "recipe=strong", "~recipe.min_steps"], data_dir=fake_data_dir)
+    assert fingerprint(unset) == fingerprint(removed) and teachers.teacher_key(unset) == teachers.teacher_key(removed)
+    assert identity(strong)["recipe.min_steps"] == 1680
+    assert fingerprint(strong) != fingerprint(unset) and teachers.teacher_key(strong) != teachers.teacher_key(unset)
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5", "true"])
+def test_bad_floor_is_named(bad, fake_data_dir):
+    with pytest.raises(ConfigError, match=r"recipe\.min_steps"):
+        validate_config(compose_cfg([f"recipe.min_steps={bad}"], data_dir=fake_data_dir))
+
+
+def _steps_on_record(record: dict) -> tuple[int, dict]:
+    budget = record["budget"]
+    assert budget["optimizer_steps"] == budget["epochs"] * budget["steps_per_epoch"] == record["global_steps"]
+    assert record["epochs"] == budget["epochs"]
+    state = torch.load(record["last_checkpoint"], weights_only=False)["lr_schedulers"][0]
+    assert state["total_steps"] == state["last_epoch"] == record["global_steps"]  # the one-cycle spans the run
+    return record["global_steps"], budget
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_two_fractions_get_the_stated_optimizer_steps(fraction, fake_data_dir, tmp_path):
+    cfg = compose_cfg([*RUN, f"dataset.factors.train_fraction={fraction}", "recipe.min_steps=24"],
+                      data_dir=fake_data_dir, out_dir=tmp_path)
+    record = train.run(cfg)
+    steps, budget = _steps_on_record(record)
+    per_epoch = record["data_factors"]["num_train"] // 8  # drop_last
+    assert budget == {"min_steps": 24, "steps_per_epoch": per_epoch, "configured_epochs": 1,
+                      "epochs": math.ceil(24 / per_epoch), "optimizer_steps": math.ceil(24 / per_epoch) * per_epoch}
+    assert 24 <= steps < 24 + per_epoch
+
+
+def test_the_floor_is_not_applied_when_the_data_give_enough_steps(fake_data_dir, tmp_path):
+    """limit_train_batches=3 and accumulate_grad_batches=2: ceil(3 / 2) = 2 optimizer steps an epoch."""
+    cfg = compose_cfg([*RUN, "trainer.limit_train_batches=3", "trainer.accumulate_grad_batches=2",
+                       "trainer.max_epochs=3", "recipe.min_steps=5"], data_dir=fake_data_dir, out_dir=tmp_path)
+    steps, budget = _steps_on_record(train.run(cfg))
+    assert budget == {"min_steps": 5, "steps_per_epoch": 2, "configured_epochs": 3, "epochs": 3, "optimizer_steps": 6}
+
+
+def test_a_run_cut_after_its_first_epoch_resumes_to_the_same_budget(fake_data_dir, tmp_path):
+    common = [*RUN, "trainer.limit_train_batches=2", "recipe.min_steps=6"]  # 3 epochs of 2 steps
+    full = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "full"))
+    cut = compose_cfg([*common, "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"],
+                      data_dir=fake_data_dir, out_dir=tmp_path / "cut")  # its own teacher registry too
+    with pytest.raises(RuntimeError, match="preempted"):
+        train.run(cut)
+    resumed = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "cut"))
+    assert resumed["resumed_from"].endswith("last.ckpt")
+    assert _steps_on_record(resumed) == _steps_on_record(full) == (6, resumed["budget"])
+    assert resumed["budget"]["epochs"] == 3
