@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 from kd_lightning import train
 from kd_lightning.run import teachers
@@ -17,7 +18,7 @@ from kd_lightning.run.identity import fingerprint, identity
 from tests.helpers import compose_cfg
 
 #: a small teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split
-RUN = ["method=teacher", "model@teacher_model=resnet18", "recipe=strong", "recipe.batch_size=8",
+RUN = ["method=teacher", "model@teacher_model=resnet18", "recipe=strong", "recipe.batch_size=16",
        "trainer.limit_train_batches=null", "trainer.limit_val_batches=1", "trainer.max_epochs=1",
        "efficiency.measure=false"]
 
@@ -33,12 +34,23 @@ def test_the_rule():
 def test_unset_floor_leaves_identity_as_before_and_a_floor_changes_run_and_teacher(fake_data_dir):
     paper = compose_cfg(["method=rkd"], data_dir=fake_data_dir)
     assert paper.recipe.min_steps is None and "recipe.min_steps" not in identity(paper)
-    strong = compose_cfg(["method=rkd", "recipe=strong"], data_dir=fake_data_dir)
-    unset = compose_cfg(["method=rkd", "recipe=strong", "recipe.min_steps=null"], data_dir=fake_data_dir)
-    removed = compose_cfg(["method=rkd", "recipe=strong", "~recipe.min_steps"], data_dir=fake_data_dir)
-    assert fingerprint(unset) == fingerprint(removed) and teachers.teacher_key(unset) == teachers.teacher_key(removed)
-    assert identity(strong)["recipe.min_steps"] == 1680
-    assert fingerprint(strong) != fingerprint(unset) and teachers.teacher_key(strong) != teachers.teacher_key(unset)
+    full = compose_cfg(["method=rkd", "recipe=strong"], data_dir=fake_data_dir)  # the strong floor: subsamples only
+    removed = compose_cfg(["method=rkd", "recipe=strong"], data_dir=fake_data_dir)
+    with open_dict(removed):
+        del removed.recipe["min_steps"]  # the recipe as it was before the key existed
+    assert full.recipe.min_steps is None and fingerprint(full) == fingerprint(removed)
+    assert teachers.teacher_key(full) == teachers.teacher_key(removed)
+    floored = compose_cfg(["method=rkd", "recipe=strong", "recipe.min_steps=1680"], data_dir=fake_data_dir)
+    assert identity(floored)["recipe.min_steps"] == 1680
+    assert fingerprint(floored) != fingerprint(full) and teachers.teacher_key(floored) != teachers.teacher_key(full)
+
+
+@pytest.mark.parametrize(("factor", "floor"), [("train_fraction=0.05", 1680), ("imbalance=10", 1680),
+                                                ("train_fraction=1.0", None), ("label_noise=0.2", None)])
+def test_the_strong_recipe_floors_subsampled_training_sets_only(factor, floor, fake_data_dir):
+    strong = compose_cfg(["recipe=strong", f"dataset.factors.{factor}"], data_dir=fake_data_dir)
+    assert strong.recipe.min_steps == floor
+    assert compose_cfg([f"dataset.factors.{factor}"], data_dir=fake_data_dir).recipe.min_steps is None  # paper
 
 
 @pytest.mark.parametrize("bad", ["0", "-5", "1.5", "true"])
@@ -58,14 +70,14 @@ def _steps_on_record(record: dict) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("fraction", [0.5, 1.0])
 def test_two_fractions_get_the_stated_optimizer_steps(fraction, fake_data_dir, tmp_path):
-    cfg = compose_cfg([*RUN, f"dataset.factors.train_fraction={fraction}", "recipe.min_steps=24"],
+    cfg = compose_cfg([*RUN, f"dataset.factors.train_fraction={fraction}", "recipe.min_steps=9"],
                       data_dir=fake_data_dir, out_dir=tmp_path)
     record = train.run(cfg)
     steps, budget = _steps_on_record(record)
-    per_epoch = record["data_factors"]["num_train"] // 8  # drop_last
-    assert budget == {"min_steps": 24, "steps_per_epoch": per_epoch, "configured_epochs": 1,
-                      "epochs": math.ceil(24 / per_epoch), "optimizer_steps": math.ceil(24 / per_epoch) * per_epoch}
-    assert 24 <= steps < 24 + per_epoch
+    per_epoch = record["data_factors"]["num_train"] // 16  # drop_last
+    assert budget == {"min_steps": 9, "steps_per_epoch": per_epoch, "configured_epochs": 1,
+                      "epochs": math.ceil(9 / per_epoch), "optimizer_steps": math.ceil(9 / per_epoch) * per_epoch}
+    assert 9 <= steps < 9 + per_epoch and budget["epochs"] > 1  # the floor binds at both levels
 
 
 def test_the_floor_is_not_applied_when_the_data_give_enough_steps(fake_data_dir, tmp_path):
