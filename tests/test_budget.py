@@ -99,3 +99,21 @@ def test_a_run_cut_after_its_first_epoch_resumes_to_the_same_budget(fake_data_di
     assert resumed["resumed_from"].endswith("last.ckpt")
     assert _steps_on_record(resumed) == _steps_on_record(full) == (6, resumed["budget"])
     assert resumed["budget"]["epochs"] == 3
+
+
+def test_the_report_reads_the_budget_and_states_the_rule(tmp_path):
+    import json
+
+    from kd_lightning.report.markdown import budget_note
+    from kd_lightning.report.runs import load_sweep
+
+    budget = {"min_steps": 1680, "steps_per_epoch": 2, "configured_epochs": 30, "epochs": 840, "optimizer_steps": 1680}
+    for seed, extra in ((0, {"budget": budget}), (1, {})):  # a run from before the budget was recorded
+        folder = tmp_path / "usps" / "scratch" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        record = {"dataset": "usps", "method": "scratch", "seed": seed, "status": "completed", **extra}
+        (folder / "results.json").write_text(json.dumps(record))
+    runs = load_sweep(tmp_path).sort_values("seed")
+    assert runs["min_steps"].tolist()[0] == 1680 and runs["optimizer_steps"].tolist()[0] == 1680
+    assert runs["min_steps"].isna().tolist() == [False, True]
+    assert "`recipe.min_steps` = 1680" in budget_note(runs)[0] and budget_note(runs[runs.seed == 1]) == []
