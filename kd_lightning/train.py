@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.models import count_parameters
 from kd_lightning.run import after_test, gpu_slots, rundir, teachers
+from kd_lightning.run.budget import TrainingBudget
 from kd_lightning.run.build import build_datamodule, build_module, build_trainer
 from kd_lightning.run.callbacks import ThroughputMeter
 from kd_lightning.run.compose import CONF_DIR
@@ -81,11 +82,13 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
 
     tests = evaluate_checkpoints(trainer, module, datamodule, plan.run_dir)
     meter = next((c for c in trainer.callbacks if isinstance(c, ThroughputMeter)), None)
+    budget = next(c for c in trainer.callbacks if isinstance(c, TrainingBudget))  # build_trainer always adds it
     record = rundir.complete(
         record,
         wall_time_s=round(time.perf_counter() - start, 2),
         epochs=trainer.current_epoch,
         global_steps=trainer.global_step,
+        budget=budget.record(trainer),
         train_images_per_s=meter.images_per_second if meter else None,
         params={
             "net": count_parameters(module.net),

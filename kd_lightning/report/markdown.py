@@ -222,6 +222,17 @@ def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
     return lines
 
 
+def budget_note(runs: pd.DataFrame) -> list[str]:
+    """The training-budget rule, stated once when any run trained under a floor on optimizer steps."""
+    floors = sorted({int(v) for v in runs.get("min_steps", pd.Series(dtype=object)).dropna()})
+    if not floors:
+        return []
+    return [f"- Training budget: runs with a floor on optimizer steps (`recipe.min_steps` = {', '.join(map(str, floors))}) "
+            "train max(E, ⌈min_steps / steps per epoch⌉) epochs, E the configured epochs and steps per epoch those of "
+            "the run's own (factored) training set, so a smaller training set is not trained less "
+            "(`results.json` → `budget`; columns `min_steps`, `optimizer_steps` of the runs table)."]
+
+
 def build_markdown(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, comparisons: dict[str, pd.DataFrame],
                    claims: list[Claim], issues: pd.DataFrame, figures: list[tuple[str, Path]], out: Path,
                    tables: dict[str, pd.DataFrame] | None = None) -> str:
@@ -243,6 +254,7 @@ def build_markdown(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, comp
         + (" — tables and claims are per recipe (never pooled)." if multi else ""),
         f"- Paper-configured completed runs: {int(done['paper_comparable'].sum()) if not done.empty else 0} of {len(done)}"
         + (f"; differences: {differences_label(done)}" if not done.empty and not done["paper_comparable"].all() else ""),
+        *budget_note(runs),
         "",
         "## Claims", "", *claims_markdown(claims, metric),
         "## Runs", "", "Completed runs per dataset and method (out of the seeds seen anywhere in the sweep).", "",

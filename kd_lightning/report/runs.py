@@ -48,7 +48,7 @@ EFFICIENCY_FIELDS = ("params", "flops_per_image", "checkpoint_mb", "latency_ms_b
 
 RUN_COLUMNS = [
     "dataset", "method", "seed", "status", "path", "recipe", "paper_comparable", "paper_differences",
-    "max_epochs", "paper_epochs", "limit_train_batches", "epochs", "best_epoch", "best_val_acc", "wall_time_s",
+    "max_epochs", "paper_epochs", "limit_train_batches", "epochs", "min_steps", "optimizer_steps", "best_epoch", "best_val_acc", "wall_time_s",
     "started_at", "finished_at", "error_type", "error_message",
     *(f"{split}.{field}" for split in SPLITS for field in SPLIT_FIELDS),
     "test_best.per_class_f1", "test_last.per_class_f1",
@@ -121,6 +121,9 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "paper_epochs": paper_epochs(method),
         "limit_train_batches": trainer.get("limit_train_batches"),
         "epochs": record.get("epochs"),
+        # the training budget (kd_lightning/run/budget.py): the floor on optimizer steps and the steps planned
+        "min_steps": _dict(record.get("budget")).get("min_steps"),
+        "optimizer_steps": _dict(record.get("budget")).get("optimizer_steps"),
         "best_epoch": record.get("best_epoch"),
         "best_val_acc": _float(record.get("best_val_acc")),
         "wall_time_s": _float(record.get("wall_time_s")),

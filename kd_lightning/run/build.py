@@ -13,6 +13,8 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from kd_lightning.run.budget import TrainingBudget
+
 #: method-config keys that describe the method rather than being LightningModule arguments
 _METHOD_META_KEYS = ("name",)
 
@@ -48,8 +50,11 @@ def build_module(
 
 def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> L.Trainer:
     """The Trainer with the configured callbacks and loggers; a resumed run's TensorBoard hides the
-    events its interrupted part logged from ``resume_step`` on (they are logged again)."""
+    events its interrupted part logged from ``resume_step`` on (they are logged again). The recipe's
+    training budget (``recipe.min_steps``: :mod:`kd_lightning.run.budget`) is always one of the callbacks:
+    it is part of the recipe, not an optional extra."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(TrainingBudget(OmegaConf.select(cfg, "recipe.min_steps", default=None)))
     loggers = []
     for c in (cfg.get("logger") or {}).values():
         if c is None:

@@ -52,6 +52,7 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("recipe.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("dataset.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("recipe.min_steps", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1 or null (no floor)"),
     ("dataset.val_fraction", lambda v: 0.0 < float(v) < 1.0, "a number in (0, 1)"),
     ("dataset.split_seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("dataset.num_workers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),

@@ -7,7 +7,8 @@ logger, workers, output paths, ``name``) can never change an identity by acciden
 - data: the dataset config (which files, split, augmentation, pipeline, factors), minus where the files
   live and how they are loaded (:data:`DATASET_KEYS_NOT_IN_IDENTITY`);
 - the method with its hyperparameters and trained network (``method``, which holds ``net``);
-- the recipe values that train it: batch size, optimizer, schedule, augmentation;
+- the recipe values that train it: batch size, optimizer, schedule, augmentation, and the training budget's
+  floor on optimizer steps (``recipe.min_steps``, only when set: :data:`IDENTITY_KEYS_WHEN_SET`);
 - the trainer values that change what is computed: epochs and steps, batch limits, validation cadence,
   precision, accumulation, clipping, deterministic kernels;
 - what selects the checkpoint (``callbacks.model_checkpoint.monitor`` / ``mode``);
@@ -56,6 +57,9 @@ IDENTITY_KEYS: tuple[str, ...] = (
     "callbacks.model_checkpoint.monitor",
     "callbacks.model_checkpoint.mode",
 )
+#: identity keys added after runs existed: they count only when set (not null), so every run from before
+#: them (which behaved as if unset) keeps its fingerprint and its teacher key
+IDENTITY_KEYS_WHEN_SET: tuple[str, ...] = ("recipe.min_steps",)
 #: dataset keys that say where files are or how they are loaded, never what is computed
 DATASET_KEYS_NOT_IN_IDENTITY: tuple[str, ...] = ("data_dir", "num_workers", "download", "pin_memory", "eval_batch_size")
 #: dataset identity keys that change how the data is trained on, not which images and labels it holds
@@ -79,6 +83,10 @@ def identity(cfg: DictConfig, teacher: str | None = None, include_seed: bool = T
             if factors:
                 value["factors"] = factors
         out[key] = value
+    for key in IDENTITY_KEYS_WHEN_SET:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            out[key] = value
     if teacher is not None:
         out["teacher"] = teacher
     return json.loads(json.dumps(out, default=str))  # plain JSON values: what is hashed is what is stored

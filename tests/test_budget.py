@@ -1,0 +1,119 @@
+"""The training budget (recipe.min_steps, kd_lightning/run/budget.py): a floor on optimizer steps that scales
+the epochs of small training sets, spans the one-cycle schedule, survives resume, is part of identity (only
+when set) and is recorded in results.json and stated in the report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from kd_lightning import train
+from kd_lightning.run import teachers
+from kd_lightning.run.budget import budget_epochs
+from kd_lightning.run.config import ConfigError, validate_config
+from kd_lightning.run.identity import fingerprint, identity
+from tests.helpers import compose_cfg
+
+#: a small teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split
+RUN = ["method=teacher", "model@teacher_model=resnet18", "recipe=strong", "recipe.batch_size=16",
+       "trainer.limit_train_batches=null", "trainer.limit_val_batches=1", "trainer.max_epochs=1",
+       "efficiency.measure=false"]
+
+
+def test_the_rule():
+    assert budget_epochs(30, 56, None) == 30  # no floor: the configured epochs
+    assert budget_epochs(30, 56, 1680) == 30  # full USPS at the strong recipe: the floor does not bind
+    assert budget_epochs(30, 2, 1680) == 840  # train_fraction 0.05 (365 images, 2 steps an epoch)
+    assert budget_epochs(30, 3, 100) == 34  # ceil: at least min_steps steps
+    assert budget_epochs(30, 0, 100) == 30  # no full batch: nothing to scale
+
+
+def test_unset_floor_leaves_identity_as_before_and_a_floor_changes_run_and_teacher(fake_data_dir):
+    paper = compose_cfg(["method=rkd"], data_dir=fake_data_dir)
+    assert paper.recipe.min_steps is None and "recipe.min_steps" not in identity(paper)
+    full = compose_cfg(["method=rkd", "recipe=strong"], data_dir=fake_data_dir)  # the strong floor: subsamples only
+    removed = compose_cfg(["method=rkd", "recipe=strong"], data_dir=fake_data_dir)
+    with open_dict(removed):
+        del removed.recipe["min_steps"]  # the recipe as it was before the key existed
+    assert full.recipe.min_steps is None and fingerprint(full) == fingerprint(removed)
+    assert teachers.teacher_key(full) == teachers.teacher_key(removed)
+    floored = compose_cfg(["method=rkd", "recipe=strong", "recipe.min_steps=1680"], data_dir=fake_data_dir)
+    assert identity(floored)["recipe.min_steps"] == 1680
+    assert fingerprint(floored) != fingerprint(full) and teachers.teacher_key(floored) != teachers.teacher_key(full)
+
+
+@pytest.mark.parametrize(("factor", "floor"), [("train_fraction=0.05", 1680), ("imbalance=10", 1680),
+                                                ("train_fraction=1.0", None), ("label_noise=0.2", None)])
+def test_the_strong_recipe_floors_subsampled_training_sets_only(factor, floor, fake_data_dir):
+    strong = compose_cfg(["recipe=strong", f"dataset.factors.{factor}"], data_dir=fake_data_dir)
+    assert strong.recipe.min_steps == floor
+    assert compose_cfg([f"dataset.factors.{factor}"], data_dir=fake_data_dir).recipe.min_steps is None  # paper
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5", "true"])
+def test_bad_floor_is_named(bad, fake_data_dir):
+    with pytest.raises(ConfigError, match=r"recipe\.min_steps"):
+        validate_config(compose_cfg([f"recipe.min_steps={bad}"], data_dir=fake_data_dir))
+
+
+def _steps_on_record(record: dict) -> tuple[int, dict]:
+    budget = record["budget"]
+    assert budget["optimizer_steps"] == budget["epochs"] * budget["steps_per_epoch"] == record["global_steps"]
+    assert record["epochs"] == budget["epochs"]
+    state = torch.load(record["last_checkpoint"], weights_only=False)["lr_schedulers"][0]
+    assert state["total_steps"] == state["last_epoch"] == record["global_steps"]  # the one-cycle spans the run
+    return record["global_steps"], budget
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_two_fractions_get_the_stated_optimizer_steps(fraction, fake_data_dir, tmp_path):
+    cfg = compose_cfg([*RUN, f"dataset.factors.train_fraction={fraction}", "recipe.min_steps=9"],
+                      data_dir=fake_data_dir, out_dir=tmp_path)
+    record = train.run(cfg)
+    steps, budget = _steps_on_record(record)
+    per_epoch = record["data_factors"]["num_train"] // 16  # drop_last
+    assert budget == {"min_steps": 9, "steps_per_epoch": per_epoch, "configured_epochs": 1,
+                      "epochs": math.ceil(9 / per_epoch), "optimizer_steps": math.ceil(9 / per_epoch) * per_epoch}
+    assert 9 <= steps < 9 + per_epoch and budget["epochs"] > 1  # the floor binds at both levels
+
+
+def test_the_floor_is_not_applied_when_the_data_give_enough_steps(fake_data_dir, tmp_path):
+    """limit_train_batches=3 and accumulate_grad_batches=2: ceil(3 / 2) = 2 optimizer steps an epoch."""
+    cfg = compose_cfg([*RUN, "trainer.limit_train_batches=3", "trainer.accumulate_grad_batches=2",
+                       "trainer.max_epochs=3", "recipe.min_steps=5"], data_dir=fake_data_dir, out_dir=tmp_path)
+    steps, budget = _steps_on_record(train.run(cfg))
+    assert budget == {"min_steps": 5, "steps_per_epoch": 2, "configured_epochs": 3, "epochs": 3, "optimizer_steps": 6}
+
+
+def test_a_run_cut_after_its_first_epoch_resumes_to_the_same_budget(fake_data_dir, tmp_path):
+    common = [*RUN, "trainer.limit_train_batches=2", "recipe.min_steps=6"]  # 3 epochs of 2 steps
+    full = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "full"))
+    cut = compose_cfg([*common, "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"],
+                      data_dir=fake_data_dir, out_dir=tmp_path / "cut")  # its own teacher registry too
+    with pytest.raises(RuntimeError, match="preempted"):
+        train.run(cut)
+    resumed = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "cut"))
+    assert resumed["resumed_from"].endswith("last.ckpt")
+    assert _steps_on_record(resumed) == _steps_on_record(full) == (6, resumed["budget"])
+    assert resumed["budget"]["epochs"] == 3
+
+
+def test_the_report_reads_the_budget_and_states_the_rule(tmp_path):
+    import json
+
+    from kd_lightning.report.markdown import budget_note
+    from kd_lightning.report.runs import load_sweep
+
+    budget = {"min_steps": 1680, "steps_per_epoch": 2, "configured_epochs": 30, "epochs": 840, "optimizer_steps": 1680}
+    for seed, extra in ((0, {"budget": budget}), (1, {})):  # a run from before the budget was recorded
+        folder = tmp_path / "usps" / "scratch" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        record = {"dataset": "usps", "method": "scratch", "seed": seed, "status": "completed", **extra}
+        (folder / "results.json").write_text(json.dumps(record))
+    runs = load_sweep(tmp_path).sort_values("seed")
+    assert runs["min_steps"].tolist()[0] == 1680 and runs["optimizer_steps"].tolist()[0] == 1680
+    assert runs["min_steps"].isna().tolist() == [False, True]
+    assert "`recipe.min_steps` = 1680" in budget_note(runs)[0] and budget_note(runs[runs.seed == 1]) == []
