@@ -17,16 +17,23 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OmegaConf.register_new_resolver("kd_project_root", lambda: str(PROJECT_ROOT), replace=True)
 # ${kd_num_classes:${dataset.num_classes},${dataset.factors.classes}} in conf/model/*.yaml: a network
 # outputs one logit per class the run trains on (dataset.factors.classes restricts them).
-OmegaConf.register_new_resolver("kd_num_classes", lambda n, classes=None: int(n) if classes is None else len(classes), replace=True)
+OmegaConf.register_new_resolver(
+    "kd_num_classes", lambda n, classes=None: int(n) if classes is None else len(classes), replace=True
+)
 # ${kd_when_subsampled:${recipe.step_floor},${dataset.factors}} in conf/recipe/strong.yaml: the value when the
 # data factors shrink the training split (train_fraction < 1 or imbalance > 1), else null (the full split).
 OmegaConf.register_new_resolver(
     "kd_when_subsampled",
-    lambda value, factors=None: value
-    if float((factors or {}).get("train_fraction", 1.0)) != 1.0 or float((factors or {}).get("imbalance", 1.0)) != 1.0
-    else None,
+    lambda value, factors=None: (
+        value
+        if float((factors or {}).get("train_fraction", 1.0)) != 1.0
+        or float((factors or {}).get("imbalance", 1.0)) != 1.0
+        else None
+    ),
     replace=True,
 )
+
+
 # ${kd_gpu_jobs:${hydra.callbacks.gpu_slots.gpus},${hydra.callbacks.gpu_slots.slots_per_gpu}} in
 # conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot (kd_lightning/run/gpu_slots.py).
 def _gpu_jobs(gpus: int | str, slots_per_gpu: int) -> int:

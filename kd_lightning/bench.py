@@ -47,16 +47,16 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from kd_lightning.run.compose import CONF_DIR, compose_run_config
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.datasets import DatasetError
 from kd_lightning.datasets.batched import BatchAugment, load_as_uint8_tensors
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.measure.efficiency import PRECISIONS, count_flops, lightning_precision
 from kd_lightning.models import build_resnet
-from kd_lightning import PROJECT_ROOT
-from kd_lightning.run.records import device_info, package_versions, write_json
 from kd_lightning.run.build import build_datamodule, build_module
-from kd_lightning.datasets import DatasetError
+from kd_lightning.run.compose import CONF_DIR, compose_run_config
+from kd_lightning.run.records import device_info, package_versions, write_json
 
 
 def _methods() -> tuple[str, ...]:
@@ -81,7 +81,9 @@ TARGETS = {
 }
 #: trainer.precision values the bare loop reproduces -> whether it autocasts to bfloat16
 # the precisions the bare loop can mirror: fp32, and bf16 autocast (fp16 would also need a GradScaler)
-BARE_PRECISIONS = {name for name, mode in PRECISIONS.items() if mode in ((torch.float32, False), (torch.bfloat16, True))}
+BARE_PRECISIONS = {
+    name for name, mode in PRECISIONS.items() if mode in ((torch.float32, False), (torch.bfloat16, True))
+}
 SMOKE = {"batch_size": 8, "warmup": 1, "steps": 2, "windows": 2, "synthetic": 48, "num_workers": 0, "threads": 1}
 DEFAULT_SYNTHETIC = 2048
 
@@ -104,14 +106,23 @@ def locate_data(cfg: DictConfig, args: argparse.Namespace, tmp: Path) -> tuple[L
             except DatasetError:
                 continue
             return dm, {"source": "real", "data_dir": str(candidate)}
-        log.warning("%s not found in %s: timing on synthetic data", cfg.dataset.name, [str(c) for c in data_dir_candidates(args.data_dir)])
+        log.warning(
+            "%s not found in %s: timing on synthetic data",
+            cfg.dataset.name,
+            [str(c) for c in data_dir_candidates(args.data_dir)],
+        )
     n_train = int(args.synthetic or DEFAULT_SYNTHETIC)
     n_test = max(n_train // 4, 16)
     write_dataset(tmp / "data", str(cfg.dataset.name), n_train, n_test)
     dm = build_datamodule(cfg, data_dir=str(tmp / "data"))
     with unverified_cifar(str(cfg.dataset.name).startswith("cifar")):
         dm.prepare_data()
-    return dm, {"source": "synthetic", "data_dir": str(tmp / "data"), "synthetic_train_images": n_train, "synthetic_test_images": n_test}
+    return dm, {
+        "source": "synthetic",
+        "data_dir": str(tmp / "data"),
+        "synthetic_train_images": n_train,
+        "synthetic_test_images": n_test,
+    }
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -158,7 +169,14 @@ class WindowTimer(L.Callback):
             self.marks.append((time.perf_counter(), self.images))
 
 
-def timed_loop(step: Callable[[Tensor, Tensor], Any], batches: Iterator[tuple[Tensor, Tensor]], warmup: int, steps: int, windows: int, device: torch.device) -> dict[str, Any]:
+def timed_loop(
+    step: Callable[[Tensor, Tensor], Any],
+    batches: Iterator[tuple[Tensor, Tensor]],
+    warmup: int,
+    steps: int,
+    windows: int,
+    device: torch.device,
+) -> dict[str, Any]:
     marks: list[tuple[float, int]] = []
     images = 0
     for done in range(1, warmup + windows * steps + 1):
@@ -219,7 +237,9 @@ class BareStep:
             remove()
 
 
-def memory_batches(images: Tensor, labels: Tensor, batch_size: int, device: torch.device, augment: BatchAugment, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+def memory_batches(
+    images: Tensor, labels: Tensor, batch_size: int, device: torch.device, augment: BatchAugment, seed: int = 0
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Shuffled epochs over uint8 tensors in host memory (drop_last), augmented and normalised on ``device``."""
     if len(labels) < batch_size:
         raise ValueError(f"{len(labels)} training images hold no full batch of {batch_size}")
@@ -236,7 +256,9 @@ def memory_batches(images: Tensor, labels: Tensor, batch_size: int, device: torc
             yield augment(x), y
 
 
-def device_batches(shape: Sequence[int], num_classes: int, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+def device_batches(
+    shape: Sequence[int], num_classes: int, batch_size: int, device: torch.device
+) -> Iterator[tuple[Tensor, Tensor]]:
     """The same random (normal) batch, resident on the device, forever."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, *shape, generator=gen).to(device)
@@ -246,7 +268,9 @@ def device_batches(shape: Sequence[int], num_classes: int, batch_size: int, devi
 
 
 # -- path 2: the project's module under the Lightning Trainer --------------------------------------
-def build_lightning(cfg: DictConfig, timer: WindowTimer, max_steps: int, root: Path) -> tuple[L.LightningModule, L.Trainer]:
+def build_lightning(
+    cfg: DictConfig, timer: WindowTimer, max_steps: int, root: Path
+) -> tuple[L.LightningModule, L.Trainer]:
     module = build_benchmark_module(cfg)
     trainer = instantiate(
         cfg.trainer,
@@ -282,7 +306,15 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def bench_method(method: str, args: argparse.Namespace, overrides: list[str], data: tuple[Tensor, Tensor], dm: L.LightningDataModule, data_info: dict, tmp: Path) -> dict[str, Any]:
+def bench_method(
+    method: str,
+    args: argparse.Namespace,
+    overrides: list[str],
+    data: tuple[Tensor, Tensor],
+    dm: L.LightningDataModule,
+    data_info: dict,
+    tmp: Path,
+) -> dict[str, Any]:
     cfg = compose_config(args.dataset, method, overrides)
     shape = (int(cfg.dataset.channels), int(cfg.dataset.image_size), int(cfg.dataset.image_size))
     total = args.warmup + args.windows * args.steps
@@ -305,7 +337,14 @@ def bench_method(method: str, args: argparse.Namespace, overrides: list[str], da
     step = BareStep(cfg, device)
     augment = BatchAugment.from_config(cfg.dataset.mean, cfg.dataset.std, cfg.dataset.augmentation).to(device)
     images, labels = data
-    result["bare"] = timed_loop(step, memory_batches(images, labels, args.batch_size, device, augment, args.seed), args.warmup, args.steps, args.windows, device)
+    result["bare"] = timed_loop(
+        step,
+        memory_batches(images, labels, args.batch_size, device, augment, args.seed),
+        args.warmup,
+        args.steps,
+        args.windows,
+        device,
+    )
     step.close()
     del step
     _free(device)
@@ -322,8 +361,12 @@ def bench_method(method: str, args: argparse.Namespace, overrides: list[str], da
 
     result["ratio_lightning_vs_bare"] = _ratio(result["lightning"]["images_per_s"], result["bare"]["images_per_s"])
     result["ratio_lightning_vs_model"] = _ratio(result["lightning"]["images_per_s"], result["model"]["images_per_s"])
-    result["best_window_ratio_lightning_vs_bare"] = _ratio(result["lightning"]["best_images_per_s"], result["bare"]["best_images_per_s"])
-    result["best_window_ratio_lightning_vs_model"] = _ratio(result["lightning"]["best_images_per_s"], result["model"]["best_images_per_s"])
+    result["best_window_ratio_lightning_vs_bare"] = _ratio(
+        result["lightning"]["best_images_per_s"], result["bare"]["best_images_per_s"]
+    )
+    result["best_window_ratio_lightning_vs_model"] = _ratio(
+        result["lightning"]["best_images_per_s"], result["model"]["best_images_per_s"]
+    )
     for path in PATHS:
         ips = result[path]["images_per_s"]
         result[path]["step_ms"] = 1000.0 * args.batch_size / ips if ips else None
@@ -332,13 +375,29 @@ def bench_method(method: str, args: argparse.Namespace, overrides: list[str], da
 
 def verdicts(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, path_ratio in (("lightning_vs_bare", "ratio_lightning_vs_bare"), ("lightning_vs_model", "ratio_lightning_vs_model")):
+    for key, path_ratio in (
+        ("lightning_vs_bare", "ratio_lightning_vs_bare"),
+        ("lightning_vs_model", "ratio_lightning_vs_model"),
+    ):
         threshold, text = TARGETS[key]
-        per_method = {m: {"ratio": r[path_ratio], "pass": r[path_ratio] is not None and r[path_ratio] >= threshold} for m, r in results.items()}
-        out[key] = {"target": text, "threshold": threshold, "per_method": per_method, "pass": all(v["pass"] for v in per_method.values())}
+        per_method = {
+            m: {"ratio": r[path_ratio], "pass": r[path_ratio] is not None and r[path_ratio] >= threshold}
+            for m, r in results.items()
+        }
+        out[key] = {
+            "target": text,
+            "threshold": threshold,
+            "per_method": per_method,
+            "pass": all(v["pass"] for v in per_method.values()),
+        }
     threshold, text = TARGETS["ikd_vs_rkd_step_time"]
     ratio = ikd_rkd_ratios(results).get("lightning")
-    out["ikd_vs_rkd_step_time"] = {"target": text, "threshold": threshold, "ratio": ratio, "pass": ratio is not None and ratio <= threshold}
+    out["ikd_vs_rkd_step_time"] = {
+        "target": text,
+        "threshold": threshold,
+        "ratio": ratio,
+        "pass": ratio is not None and ratio <= threshold,
+    }
     return out
 
 
@@ -346,7 +405,9 @@ def ikd_rkd_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None
     """IKD step time / RKD step time (= RKD images/s / IKD images/s) for each path, and the FLOP ratio."""
     if "ikd" not in results or "rkd" not in results:
         return {}
-    ratios = {path: _ratio(results["rkd"][path]["images_per_s"], results["ikd"][path]["images_per_s"]) for path in PATHS}
+    ratios = {
+        path: _ratio(results["rkd"][path]["images_per_s"], results["ikd"][path]["images_per_s"]) for path in PATHS
+    }
     ratios["flops"] = _ratio(results["ikd"].get("flops_per_image"), results["rkd"].get("flops_per_image"))
     return ratios
 
@@ -377,14 +438,17 @@ def format_report(report: dict[str, Any]) -> str:
     if ratios:
         lines += [
             "",
-            "IKD/RKD step-time ratio: " + ", ".join(f"{PATH_LABELS[p]} {num(ratios[p], '{:.3f}')}" for p in PATHS)
+            "IKD/RKD step-time ratio: "
+            + ", ".join(f"{PATH_LABELS[p]} {num(ratios[p], '{:.3f}')}" for p in PATHS)
             + f"; FLOPs per step {num(ratios['flops'], '{:.3f}')}",
         ]
     lines.append("")
     for v in report["targets"].values():
         verdict = "PASS" if v["pass"] else "FAIL"
         if "per_method" in v:
-            detail = ", ".join(f"{m} {num(x['ratio'], '{:.3f}')}{'' if x['pass'] else ' (fail)'}" for m, x in v["per_method"].items())
+            detail = ", ".join(
+                f"{m} {num(x['ratio'], '{:.3f}')}{'' if x['pass'] else ' (fail)'}" for m, x in v["per_method"].items()
+            )
         else:
             detail = f"ratio {num(v['ratio'], '{:.3f}')}"
         lines.append(f"{verdict}  {v['target']}: {detail}")
@@ -392,24 +456,68 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m kd_lightning.bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=DATASETS, default="usps", help="shapes and classes from conf/dataset/<name>.yaml")
+    p = argparse.ArgumentParser(
+        prog="python -m kd_lightning.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--dataset", choices=DATASETS, default="usps", help="shapes and classes from conf/dataset/<name>.yaml"
+    )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--data-dir", default=None, help="folder with the dataset in torchvision's format (default: $KD_DATA_DIR, <project>/data, <project>/../shared/datasets)")
-    p.add_argument("--synthetic", type=int, default=None, metavar="N", help="time on N synthetic training images written in torchvision's format (ignores real data)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the dataset in torchvision's format (default: $KD_DATA_DIR, <project>/data, <project>/../shared/datasets)",
+    )
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=None,
+        metavar="N",
+        help="time on N synthetic training images written in torchvision's format (ignores real data)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: recipe.batch_size of the paper recipe")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before the first window")
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
-    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers for path 2 (default: dataset.num_workers of the config)")
-    p.add_argument("--no-augmentation", action="store_true", help="train without the paper's augmentation in paths 1 and 2")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run (default: torch's choice). On a CPU shared with other jobs, 1 avoids OpenMP threads spinning on each other")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="DataLoader workers for path 2 (default: dataset.num_workers of the config)",
+    )
+    p.add_argument(
+        "--no-augmentation", action="store_true", help="train without the paper's augmentation in paths 1 and 2"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the run (default: torch's choice). On a CPU shared with other jobs, 1 avoids OpenMP threads spinning on each other",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. 'machine shared with a training job')")
-    p.add_argument("--pipeline", choices=["tensor", "pil"], default=None, help="the DataModule's data path for path 2 (default: dataset.pipeline from the config)")
+    p.add_argument(
+        "--note", default=None, help="free text stored in the JSON (e.g. 'machine shared with a training job')"
+    )
+    p.add_argument(
+        "--pipeline",
+        choices=["tensor", "pil"],
+        default=None,
+        help="the DataModule's data path for path 2 (default: dataset.pipeline from the config)",
+    )
     p.add_argument("--channels-last", action="store_true", help="all paths with callbacks.speedups.channels_last=true")
-    p.add_argument("--compile", action="store_true", help="all paths with callbacks.speedups.compile=true (torch.compile; compile time falls in the warm-up)")
-    p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=None, help="trainer.precision for path 2; paths 1 and 3 autocast to match")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="all paths with callbacks.speedups.compile=true (torch.compile; compile time falls in the warm-up)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        default=None,
+        help="trainer.precision for path 2; paths 1 and 3 autocast to match",
+    )
     p.add_argument("--smoke", action="store_true", help=f"seconds-long check of the whole pipeline: {SMOKE}")
     p.add_argument("--out", default=None, help="JSON path (default: outputs/bench/<dataset>-<device>.json)")
     args = p.parse_args(argv)
@@ -492,7 +600,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "torch_threads": threads_used,
             "augmentation": OmegaConf.to_container(base.recipe.augmentation) if base.recipe.augmentation else None,
             "optimizer": OmegaConf.to_container(base.recipe.optimizer),
-            "trainer": {k: OmegaConf.select(base, f"trainer.{k}") for k in ("accelerator", "precision", "deterministic", "benchmark", "log_every_n_steps")},
+            "trainer": {
+                k: OmegaConf.select(base, f"trainer.{k}")
+                for k in ("accelerator", "precision", "deterministic", "benchmark", "log_every_n_steps")
+            },
             "speedups": {k: v for k, v in OmegaConf.to_container(base.callbacks.speedups).items() if k != "_target_"},
             "methods": list(args.methods),
             "smoke": args.smoke,
@@ -509,7 +620,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "targets": verdicts(results),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    out = Path(args.out) if args.out else PROJECT_ROOT / "outputs" / "bench" / f"{args.dataset}-{_device_slug(device)}.json"
+    out = (
+        Path(args.out)
+        if args.out
+        else PROJECT_ROOT / "outputs" / "bench" / f"{args.dataset}-{_device_slug(device)}.json"
+    )
     write_json(out, report)
     report["json_path"] = str(out)
     print(format_report(report))
@@ -520,7 +635,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 @contextlib.contextmanager
 def _restore_torch_flags() -> Iterator[None]:
     """The Trainer sets process-wide flags from the trainer config; put them back when the benchmark ends."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     threads = torch.get_num_threads()
     try:
         yield
@@ -539,7 +659,14 @@ def _quiet() -> Iterator[None]:
         lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*deterministic.*", ".*max_epochs.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
+            for pattern in (
+                ".*does not have many workers.*",
+                ".*GPU available but not used.*",
+                ".*deterministic.*",
+                ".*max_epochs.*",
+                ".*module\\(s\\) in eval mode.*",
+                ".*LeafSpec.*",
+            ):
                 warnings.filterwarnings("ignore", message=pattern)
             yield
     finally:

@@ -45,9 +45,6 @@ from torch import nn
 
 from kd_lightning import models
 from kd_lightning.datasets import DatasetError
-from kd_lightning.run.after_test import doc_string, label_names, normalised_split
-from kd_lightning.run.build import build_datamodule
-from kd_lightning.run.compose import CONF_DIR, compose_run_config
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.measure import onnx
 from kd_lightning.measure.efficiency import count_parameters
@@ -56,13 +53,21 @@ from kd_lightning.measure.onnx import (  # noqa: F401  (the export's API)
     initializer_count,
     read_metadata,
 )
+from kd_lightning.run.after_test import doc_string, label_names, normalised_split
+from kd_lightning.run.build import build_datamodule
+from kd_lightning.run.compose import CONF_DIR, compose_run_config
 
 DATASET_CONF_DIR = CONF_DIR / "dataset"
 METHOD_CONF_DIR = CONF_DIR / "method"
 #: DataModule arguments for evaluation: tensor pipeline, no download, no augmentation, no workers
 EVAL_LOADING = {
-    "download": False, "pipeline": "tensor", "num_workers": 0, "augmentation": None,
-    "batch_size": onnx.EVAL_BATCH, "eval_batch_size": onnx.EVAL_BATCH, "pin_memory": False,
+    "download": False,
+    "pipeline": "tensor",
+    "num_workers": 0,
+    "augmentation": None,
+    "batch_size": onnx.EVAL_BATCH,
+    "eval_batch_size": onnx.EVAL_BATCH,
+    "pin_memory": False,
 }
 RANDOM_INPUTS = 16
 CALIBRATION_IMAGES = 256
@@ -158,16 +163,24 @@ def method_of(info: Mapping[str, Any], run_config: Mapping[str, Any] | None) -> 
         cls = get_class(method._target_)
         arguments = set()
         for klass in cls.__mro__:
-            if "__init__" in vars(klass) and issubclass(klass, L.LightningModule) and klass.__module__.startswith("kd_lightning"):
+            if (
+                "__init__" in vars(klass)
+                and issubclass(klass, L.LightningModule)
+                and klass.__module__.startswith("kd_lightning")
+            ):
                 signature = inspect.signature(klass.__init__).parameters.values()
                 arguments |= {p.name for p in signature if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if arguments - {"self", "teacher"} == saved:  # the teacher itself is never saved (save_hyperparameters ignores it)
+        if (
+            arguments - {"self", "teacher"} == saved
+        ):  # the teacher itself is never saved (save_hyperparameters ignores it)
             fits.append(str(method.name))
     return fits[0] if len(fits) == 1 else None
 
 
 # -- dataset metadata and data -------------------------------------------------------------------
-def dataset_config(info: Mapping[str, Any], run_config: Mapping[str, Any] | None, dataset: str | None = None) -> tuple[dict[str, Any], str]:
+def dataset_config(
+    info: Mapping[str, Any], run_config: Mapping[str, Any] | None, dataset: str | None = None
+) -> tuple[dict[str, Any], str]:
     """The dataset config (name, num_classes, channels, image_size, mean, std, ...) and where it came from.
 
     From the run's config when there is one, else ``conf/dataset/<name>.yaml`` as ``kd_lightning.train``
@@ -179,16 +192,22 @@ def dataset_config(info: Mapping[str, Any], run_config: Mapping[str, Any] | None
     name = dataset or trained_on or run_ds.get("name")
     for other, what in ((trained_on, "the checkpoint's hyper_parameters"), (run_ds.get("name"), "the run config")):
         if name and other and other != name:
-            raise ExportError(f"{info['checkpoint']}: dataset {name!r} requested but {what} say(s) {other!r}; drop --dataset or fix it.")
+            raise ExportError(
+                f"{info['checkpoint']}: dataset {name!r} requested but {what} say(s) {other!r}; drop --dataset or fix it."
+            )
     known = sorted(p.stem for p in DATASET_CONF_DIR.glob("*.yaml"))
     if not name:
-        raise ExportError(f"{info['checkpoint']}: the checkpoint does not record its dataset; pass --dataset NAME (one of {known}).")
+        raise ExportError(
+            f"{info['checkpoint']}: the checkpoint does not record its dataset; pass --dataset NAME (one of {known})."
+        )
     if {"mean", "std", "channels", "image_size"} <= run_ds.keys():
         cfg, origin = run_ds, "run config"
     else:
         file = DATASET_CONF_DIR / f"{name}.yaml"
         if not file.is_file():
-            raise ExportError(f"{info['checkpoint']}: unknown dataset {name!r}: no {file}. Choose one of {known} with --dataset.")
+            raise ExportError(
+                f"{info['checkpoint']}: unknown dataset {name!r}: no {file}. Choose one of {known} with --dataset."
+            )
         composed = OmegaConf.to_container(_composed(name).dataset, resolve=True)
         # a checkpoint without its run config does not say which data factors it was trained with
         cfg, origin = {k: v for k, v in composed.items() if k != "factors"}, str(file.relative_to(CONF_DIR.parent))
@@ -218,7 +237,10 @@ def eval_config(ds_cfg: Mapping[str, Any], seed: int = 0) -> DictConfig:
 
 
 def load_eval_data(
-    ds_cfg: Mapping[str, Any], data_dir: str | os.PathLike | None, run_config: Mapping[str, Any] | None, max_images: int | None = None
+    ds_cfg: Mapping[str, Any],
+    data_dir: str | os.PathLike | None,
+    run_config: Mapping[str, Any] | None,
+    max_images: int | None = None,
 ) -> dict[str, Any] | None:
     """Normalised test and validation images from the project's DataModule, or ``None`` when no data is found.
 
@@ -318,7 +340,11 @@ def export_onnx(
     else:
         images = torch.randn(RANDOM_INPUTS, *input_shape, generator=torch.Generator().manual_seed(0))
         labels = None
-        why = "data not used" if not use_data else f"no {name} data found" + (f" in {', '.join(data['tried'])}" if data else "")
+        why = (
+            "data not used"
+            if not use_data
+            else f"no {name} data found" + (f" in {', '.join(data['tried'])}" if data else "")
+        )
         data_note = f"{RANDOM_INPUTS} random inputs ({why})"
     factors = ds_cfg.get("factors") if isinstance(ds_cfg.get("factors"), Mapping) else None
     names = label_names(name, Path(data["data_dir"]) if have_data else None, (factors or {}).get("classes"))
@@ -341,13 +367,26 @@ def export_onnx(
         "mean": [float(m) for m in ds_cfg["mean"]],
         "std": [float(s) for s in ds_cfg["std"]],
         "left_out": info["skipped_keys"],
-        "run_status": ((_read_yaml_or_json(run_dir / "results.json") or {}).get("status") if run_dir and (run_dir / "results.json").is_file() else None),
+        "run_status": (
+            (_read_yaml_or_json(run_dir / "results.json") or {}).get("status")
+            if run_dir and (run_dir / "results.json").is_file()
+            else None
+        ),
         "params": count_parameters(net),
         "params_bn_folded": onnx.folded_parameter_count(net),
     }
     metadata = onnx.onnx_metadata(
-        dataset=name, num_classes=int(ds_cfg["num_classes"]), input_shape=input_shape, mean=ds_cfg["mean"], std=ds_cfg["std"],
-        net=info["net"], method=method, source_checkpoint=str(ckpt_path), epoch=info["epoch"], label_names=names, factors=factors,
+        dataset=name,
+        num_classes=int(ds_cfg["num_classes"]),
+        input_shape=input_shape,
+        mean=ds_cfg["mean"],
+        std=ds_cfg["std"],
+        net=info["net"],
+        method=method,
+        source_checkpoint=str(ckpt_path),
+        epoch=info["epoch"],
+        label_names=names,
+        factors=factors,
     )
     if data is not None and "val" in data:
         calibration = data["val"][0][:CALIBRATION_IMAGES]
@@ -356,11 +395,25 @@ def export_onnx(
         calibration = torch.randn(CALIBRATION_IMAGES // 4, *input_shape, generator=torch.Generator().manual_seed(1))
         calibrated_on = f"{len(calibration)} random inputs (no data: accuracy unknown, calibration not representative)"
     try:
-        report.update(onnx.export_checked(
-            net, out_path, images, labels, metadata=metadata, doc_string=doc_string(method, str(info["net"]["arch"]), name),
-            data="test split" if have_data else "random", data_note=data_note, opset=opset, atol=atol, rtol=rtol,
-            int8_out=int8_path if int8 else None, calibration=calibration, calibrated_on=calibrated_on, latency_repeats=latency_repeats,
-        ))
+        report.update(
+            onnx.export_checked(
+                net,
+                out_path,
+                images,
+                labels,
+                metadata=metadata,
+                doc_string=doc_string(method, str(info["net"]["arch"]), name),
+                data="test split" if have_data else "random",
+                data_note=data_note,
+                opset=opset,
+                atol=atol,
+                rtol=rtol,
+                int8_out=int8_path if int8 else None,
+                calibration=calibration,
+                calibrated_on=calibrated_on,
+                latency_repeats=latency_repeats,
+            )
+        )
     except OSError as exc:
         raise ExportError(f"cannot write {out_path} ({exc.strerror or exc}); choose a writable --out path.") from None
     if not report["ok"]:
@@ -380,7 +433,8 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"network     {report['net']['arch']} ({report['net'].get('stem', 'imagenet')} stem), {report['params']:,} parameters"
         f" ({report['params_bn_folded']:,} with BatchNorm folded; ONNX initializers {report.get('onnx_initializer_params', 0):,})",
         f"left out    {', '.join(k + '.*' for k in report['left_out'])} (training machinery, not part of the deployable network)"
-        if report["left_out"] else "left out    nothing (the checkpoint holds the network alone)",
+        if report["left_out"]
+        else "left out    nothing (the checkpoint holds the network alone)",
         f"dataset     {report['dataset']}, input {report['input_shape']}, mean {report['mean']}, std {report['std']} (from {report['dataset_config_from']})",
         f"checked on  {v.get('data_note', '?')}",
         f"max |logit difference| {v.get('max_abs_logit_diff', float('nan')):.3g} (tolerance {v.get('tolerance', float('nan')):.3g}), "
@@ -388,7 +442,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"accuracy    PyTorch {_pct(v.get('accuracy_pytorch'))}, onnxruntime {_pct(v.get('accuracy_onnx'))}",
     ]
     if report.get("run_status") not in (None, "completed"):
-        lines.insert(1, f"note        the run's results.json says status={report['run_status']!r}: this is its best checkpoint so far")
+        lines.insert(
+            1,
+            f"note        the run's results.json says status={report['run_status']!r}: this is its best checkpoint so far",
+        )
     if report.get("int8"):
         q = report["int8"]
         lines += [
@@ -407,15 +464,30 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kd_lightning.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="a run folder (with results.json and checkpoints/) or a .ckpt written by kd_lightning.train")
-    parser.add_argument("--out", help="output .onnx file (default: <run>/export/model.onnx, or the .ckpt's path with .onnx)")
+    parser.add_argument(
+        "source", help="a run folder (with results.json and checkpoints/) or a .ckpt written by kd_lightning.train"
+    )
+    parser.add_argument(
+        "--out", help="output .onnx file (default: <run>/export/model.onnx, or the .ckpt's path with .onnx)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
-    parser.add_argument("--data-dir", help="folder holding the dataset (default: the run's data_dir, $KD_DATA_DIR, ./data, ../shared/datasets)")
+    parser.add_argument(
+        "--data-dir",
+        help="folder holding the dataset (default: the run's data_dir, $KD_DATA_DIR, ./data, ../shared/datasets)",
+    )
     parser.add_argument("--dataset", help="dataset name, for a checkpoint that does not record it")
-    parser.add_argument("--int8", action="store_true", help="also write <out>.int8.onnx, statically quantized, with accuracy and latency")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write <out>.int8.onnx, statically quantized, with accuracy and latency",
+    )
     parser.add_argument("--opset", type=int, default=onnx.DEFAULT_OPSET)
     parser.add_argument("--max-images", type=int, help="check on at most this many test images")
-    parser.add_argument("--random-inputs", action="store_true", help="check on random inputs even when the data is available (fast; no accuracy)")
+    parser.add_argument(
+        "--random-inputs",
+        action="store_true",
+        help="check on random inputs even when the data is available (fast; no accuracy)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser.parse_args(argv)
 
@@ -424,8 +496,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = export_onnx(
-            args.source, args.out, force=args.force, data_dir=args.data_dir, dataset=args.dataset,
-            int8=args.int8, opset=args.opset, max_images=args.max_images, use_data=not args.random_inputs,
+            args.source,
+            args.out,
+            force=args.force,
+            data_dir=args.data_dir,
+            dataset=args.dataset,
+            int8=args.int8,
+            opset=args.opset,
+            max_images=args.max_images,
+            use_data=not args.random_inputs,
         )
     except ExportError as exc:
         print(f"kd_lightning.export: error: {exc}", file=sys.stderr)

@@ -36,7 +36,9 @@ class FeatureTap:
     def attach(self) -> None:
         """Register the hooks (again, after :meth:`remove`); a no-op while they are registered."""
         if not self._handles:
-            self._handles = [module.register_forward_hook(self._hook(path)) for path, module in zip(self.paths, self._modules)]
+            self._handles = [
+                module.register_forward_hook(self._hook(path)) for path, module in zip(self.paths, self._modules)
+            ]
 
     def _hook(self, path: str):
         def record(_module: nn.Module, _inputs, output: Tensor) -> None:

@@ -16,11 +16,11 @@ import json
 import sys
 from collections.abc import Sequence
 
+from kd_lightning.measure.complexity import MEASURES
 from kd_lightning.run.after_test import config_complexity
+from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.compose import compose_run_config
 from kd_lightning.run.config import validate_config
-from kd_lightning.measure.complexity import MEASURES
-from kd_lightning.run.build import build_datamodule
 
 
 def measure(overrides: Sequence[str]) -> dict:
@@ -38,8 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
     result = measure(overrides)
     source = "cache" if result["cache_hit"] else f"computed in {result['seconds']:.1f} s"
-    print(f"complexity of {json.dumps(result['identity'], sort_keys=True)} ({source}; "
-          f"{result['n_train']} training images, {result['n_eval']} validation images scoring the probe):")
+    print(
+        f"complexity of {json.dumps(result['identity'], sort_keys=True)} ({source}; "
+        f"{result['n_train']} training images, {result['n_eval']} validation images scoring the probe):"
+    )
     for name in MEASURES:
         print(f"  {name:14s} {result['measures'][name]:.4f}")
     print(f"cache entry: complexity-{result['key']}.json")

@@ -85,7 +85,9 @@ def network_from_state(net_cfg: Mapping[str, Any], state: Mapping[str, torch.Ten
         with isolated_rng():
             net = build_resnet(**{k: net_cfg[k] for k in NET_KEYS if k in net_cfg})
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"hyper_parameters['net']={dict(net_cfg)} does not describe a kd-lightning network ({exc})") from None
+        raise CheckpointError(
+            f"hyper_parameters['net']={dict(net_cfg)} does not describe a kd-lightning network ({exc})"
+        ) from None
     try:
         net.load_state_dict({k.replace(COMPILED_PREFIX, ""): v for k, v in state.items()}, strict=True)
     except RuntimeError as exc:

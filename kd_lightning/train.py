@@ -97,14 +97,18 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
         },
         teacher=teacher.record if teacher is not None else None,
         data_factors=datamodule.factor_info,
-        **after_test.measure(cfg, module, datamodule, plan.run_dir, tests),  # the best weights, the test split in memory
+        **after_test.measure(
+            cfg, module, datamodule, plan.run_dir, tests
+        ),  # the best weights, the test split in memory
         **tests,
     )
     after_test.log_hparams(trainer, cfg, record)
     return record
 
 
-def evaluate_checkpoints(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path) -> dict[str, Any]:
+def evaluate_checkpoints(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path
+) -> dict[str, Any]:
     """Test the last epoch's and the best-validation checkpoint's weights, each loaded by path."""
     best = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
     if best is None or not best.best_model_path:
@@ -146,15 +150,20 @@ def main(cfg: DictConfig) -> float | None:
         record = run(cfg)
     except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM (Lightning raises SIGTERMException)
         last = Path(cfg.paths.run_dir) / rundir.LAST_CHECKPOINT
-        print(f"[kd_lightning] interrupted ({type(exc).__name__}); the run resumes from the end of its last "
-              f"completed epoch ({last}) when the same command is run again.", flush=True)
+        print(
+            f"[kd_lightning] interrupted ({type(exc).__name__}); the run resumes from the end of its last "
+            f"completed epoch ({last}) when the same command is run again.",
+            flush=True,
+        )
         raise SystemExit(130) from exc
     except Exception as exc:
         if not multirun:
             raise
         # the run folder's results.json records the failure, unless it holds a completed run (kept as it was)
         log.error("run failed in %s: %s: %s", cfg.paths.run_dir, type(exc).__name__, exc)
-        report_failed_run(HydraConfig.get().sweep.dir, cfg.paths.run_dir, exc)  # the multirun then exits 1 (failures.py)
+        report_failed_run(
+            HydraConfig.get().sweep.dir, cfg.paths.run_dir, exc
+        )  # the multirun then exits 1 (failures.py)
         return None
     print(summary_line(record), flush=True)
     return record.get("test_best", {}).get("acc")

@@ -49,7 +49,12 @@ FAST = [
 MEASURE_EFFICIENCY = ["efficiency.measure=true"]
 
 
-def compose_cfg(overrides: list[str] | tuple[str, ...] = (), data_dir: Path | None = None, out_dir: Path | None = None, fast: bool = True) -> DictConfig:
+def compose_cfg(
+    overrides: list[str] | tuple[str, ...] = (),
+    data_dir: Path | None = None,
+    out_dir: Path | None = None,
+    fast: bool = True,
+) -> DictConfig:
     args = list(FAST if fast else [])
     if data_dir is not None:
         args.append(f"paths.data_dir={data_dir}")

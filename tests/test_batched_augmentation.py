@@ -11,13 +11,13 @@ from torchvision import datasets
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from kd_lightning import PROJECT_ROOT
 from kd_lightning.datasets.batched import (
     AugmentParams,
     BatchAugment,
     load_as_uint8_tensors,
 )
 from kd_lightning.datasets.transforms import eval_transform
-from kd_lightning import PROJECT_ROOT
 
 DATASETS = {
     "mnist": lambda root, train: datasets.MNIST(str(root), train=train),
@@ -181,7 +181,11 @@ def test_params_come_from_the_global_rng():
     first = aug.sample_params(64)
     torch.set_rng_state(state)
     again = aug.sample_params(64)
-    assert torch.equal(first.angle, again.angle) and torch.equal(first.hflip, again.hflip) and torch.equal(first.vflip, again.vflip)
+    assert (
+        torch.equal(first.angle, again.angle)
+        and torch.equal(first.hflip, again.hflip)
+        and torch.equal(first.vflip, again.vflip)
+    )
     assert not torch.equal(aug.sample_params(64).angle, first.angle)
 
 

@@ -12,12 +12,11 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets
 
-from kd_lightning import bench
+from kd_lightning import PROJECT_ROOT, bench
 from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.measure.efficiency import count_flops
 from kd_lightning.models import build_resnet
-from kd_lightning import PROJECT_ROOT
 
 PATH_FIELDS = {"images_per_s", "best_images_per_s", "windows_images_per_s", "spread", "step_ms"}
 
@@ -66,12 +65,32 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
     assert report["device"]["name"]
     for pkg in ("python", "torch", "torchvision", "lightning"):
         assert report["versions"][pkg]
-    assert report["dataset"]["name"] == "usps" and report["dataset"]["shape"] == [1, 16, 16] and report["dataset"]["num_classes"] == 10
+    assert (
+        report["dataset"]["name"] == "usps"
+        and report["dataset"]["shape"] == [1, 16, 16]
+        and report["dataset"]["num_classes"] == 10
+    )
     assert report["dataset"]["data"]["source"] == "synthetic"  # smoke never reads the real files
     settings = report["settings"]
-    for key in ("batch_size", "warmup_steps", "window_steps", "windows", "num_workers", "torch_threads", "augmentation", "optimizer", "trainer", "speedups"):
+    for key in (
+        "batch_size",
+        "warmup_steps",
+        "window_steps",
+        "windows",
+        "num_workers",
+        "torch_threads",
+        "augmentation",
+        "optimizer",
+        "trainer",
+        "speedups",
+    ):
         assert key in settings, key
-    assert settings["speedups"] == {"channels_last": False, "compile": False, "compile_mode": None, "compile_backend": "inductor"}
+    assert settings["speedups"] == {
+        "channels_last": False,
+        "compile": False,
+        "compile_mode": None,
+        "compile_backend": "inductor",
+    }
     assert settings["smoke"] is True and settings["batch_size"] == bench.SMOKE["batch_size"]
 
     assert list(report["results"]) == list(bench.METHODS)
@@ -82,13 +101,23 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
             assert len(r[path]["windows_images_per_s"]) == settings["windows"]
         assert r["lightning"]["steps_run"] == settings["steps_per_path"]  # the callback saw every step
         assert r["ratio_lightning_vs_bare"] == pytest.approx(r["lightning"]["images_per_s"] / r["bare"]["images_per_s"])
-        assert r["ratio_lightning_vs_model"] == pytest.approx(r["lightning"]["images_per_s"] / r["model"]["images_per_s"])
-        assert r["best_window_ratio_lightning_vs_bare"] == pytest.approx(r["lightning"]["best_images_per_s"] / r["bare"]["best_images_per_s"])
-        assert r["lightning"]["best_images_per_s"] == pytest.approx(max(r["lightning"]["windows_images_per_s"]), rel=1e-3)
+        assert r["ratio_lightning_vs_model"] == pytest.approx(
+            r["lightning"]["images_per_s"] / r["model"]["images_per_s"]
+        )
+        assert r["best_window_ratio_lightning_vs_bare"] == pytest.approx(
+            r["lightning"]["best_images_per_s"] / r["bare"]["best_images_per_s"]
+        )
+        assert r["lightning"]["best_images_per_s"] == pytest.approx(
+            max(r["lightning"]["windows_images_per_s"]), rel=1e-3
+        )
     ratios = report["ikd_rkd_step_time_ratio"]
     assert set(ratios) == {*bench.PATHS, "flops"}
-    assert ratios["flops"] == pytest.approx(report["results"]["ikd"]["flops_per_image"] / report["results"]["rkd"]["flops_per_image"])
-    assert ratios["lightning"] == pytest.approx(report["results"]["rkd"]["lightning"]["images_per_s"] / report["results"]["ikd"]["lightning"]["images_per_s"])
+    assert ratios["flops"] == pytest.approx(
+        report["results"]["ikd"]["flops_per_image"] / report["results"]["rkd"]["flops_per_image"]
+    )
+    assert ratios["lightning"] == pytest.approx(
+        report["results"]["rkd"]["lightning"]["images_per_s"] / report["results"]["ikd"]["lightning"]["images_per_s"]
+    )
 
     targets = report["targets"]
     assert set(targets) == set(bench.TARGETS)
@@ -107,7 +136,12 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
 def test_synthetic_data_has_the_config_shapes(tmp_path, name):
     cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "dataset" / f"{name}.yaml")
     write_dataset(tmp_path, name, n_train=20, n_test=8)
-    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
+    cls = {
+        "mnist": datasets.MNIST,
+        "fashion_mnist": datasets.FashionMNIST,
+        "cifar10": datasets.CIFAR10,
+        "cifar100": datasets.CIFAR100,
+    }
     root = tmp_path / "USPS" if name == "usps" else tmp_path
     ds = (datasets.USPS if name == "usps" else cls[name])(str(root), train=True)
     images, labels = load_as_uint8_tensors(ds)
@@ -140,7 +174,10 @@ def test_verdicts():
 
     results = {"teacher": r(100, 96, 100), "rkd": r(100, 90, 100), "ikd": r(80, 80, 80)}
     v = bench.verdicts(results)
-    assert v["lightning_vs_bare"]["per_method"]["teacher"]["pass"] and not v["lightning_vs_bare"]["per_method"]["rkd"]["pass"]
+    assert (
+        v["lightning_vs_bare"]["per_method"]["teacher"]["pass"]
+        and not v["lightning_vs_bare"]["per_method"]["rkd"]["pass"]
+    )
     assert not v["lightning_vs_bare"]["pass"]
     assert v["ikd_vs_rkd_step_time"]["ratio"] == pytest.approx(90 / 80) and v["ikd_vs_rkd_step_time"]["pass"]
     assert bench.ikd_rkd_ratios(results)["flops"] == pytest.approx(80 / 100)
@@ -158,7 +195,10 @@ def test_bare_step_is_the_same_math_as_the_module(method, one_thread):
 
     bare_params = {id(p) for group in step.optimizer.param_groups for p in group["params"]}
     assert bare_params == {id(p) for p in module.trainable_parameters()}
-    assert step.optimizer.defaults["lr"] == cfg.recipe.optimizer.lr and step.optimizer.defaults["momentum"] == cfg.recipe.optimizer.momentum
+    assert (
+        step.optimizer.defaults["lr"] == cfg.recipe.optimizer.lr
+        and step.optimizer.defaults["momentum"] == cfg.recipe.optimizer.momentum
+    )
 
     x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
     with torch.no_grad():
@@ -169,7 +209,11 @@ def test_bare_step_is_the_same_math_as_the_module(method, one_thread):
         else:
             assert all(id(p) not in bare_params for p in step.teacher.parameters())
             t = float(cfg.method.temperature)
-            soft = F.kl_div(F.log_softmax(step.net(x) / t, 1), F.softmax(step.teacher(x) / t, 1), reduction="batchmean") * t * t
+            soft = (
+                F.kl_div(F.log_softmax(step.net(x) / t, 1), F.softmax(step.teacher(x) / t, 1), reduction="batchmean")
+                * t
+                * t
+            )
             expected = (1 - float(cfg.method.alpha)) * ce + float(cfg.method.alpha) * soft
     if method == "ikd":
         assert loss > expected  # plus the feature-matching term
@@ -188,7 +232,11 @@ def test_speed_switches_reach_both_paths(tmp_path, one_thread):
     cfg = bench.compose_config("usps", "ikd", ["callbacks.speedups.channels_last=true"])
     step = bench.BareStep(cfg, torch.device("cpu"))
     for net in (step.net, step.teacher, step.adapters):
-        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters() if p.ndim == 4 and p.shape[1] > 1)
+        assert all(
+            p.is_contiguous(memory_format=torch.channels_last)
+            for p in net.parameters()
+            if p.ndim == 4 and p.shape[1] > 1
+        )
     step.close()
     with pytest.raises(ValueError, match="trainer.precision=16-mixed"):
         bench.BareStep(bench.compose_config("usps", "scratch", ["trainer.precision=16-mixed"]), torch.device("cpu"))
@@ -212,5 +260,7 @@ def test_step_flops_add_up(one_thread):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         teacher(images)
     assert flops["rkd"] == flops["scratch"] + counter.get_total_flops()
-    adapters = 3 * 2 * 4 * (64 * 256 * 4 * 4 + 128 * 512 * 2 * 2 + 256 * 1024 + 512 * 2048)  # fwd + 2 bwd GEMMs; USPS maps 4,2,1,1 px
+    adapters = (
+        3 * 2 * 4 * (64 * 256 * 4 * 4 + 128 * 512 * 2 * 2 + 256 * 1024 + 512 * 2048)
+    )  # fwd + 2 bwd GEMMs; USPS maps 4,2,1,1 px
     assert flops["ikd"] == flops["rkd"] + adapters

@@ -18,9 +18,16 @@ from kd_lightning.run.identity import fingerprint, identity
 from tests.helpers import compose_cfg
 
 #: a small teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split
-RUN = ["method=teacher", "model@teacher_model=resnet18", "recipe=strong", "recipe.batch_size=16",
-       "trainer.limit_train_batches=null", "trainer.limit_val_batches=1", "trainer.max_epochs=1",
-       "efficiency.measure=false"]
+RUN = [
+    "method=teacher",
+    "model@teacher_model=resnet18",
+    "recipe=strong",
+    "recipe.batch_size=16",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=1",
+    "trainer.max_epochs=1",
+    "efficiency.measure=false",
+]
 
 
 def test_the_rule():
@@ -45,8 +52,10 @@ def test_unset_floor_leaves_identity_as_before_and_a_floor_changes_run_and_teach
     assert fingerprint(floored) != fingerprint(full) and teachers.teacher_key(floored) != teachers.teacher_key(full)
 
 
-@pytest.mark.parametrize(("factor", "floor"), [("train_fraction=0.05", 1680), ("imbalance=10", 1680),
-                                                ("train_fraction=1.0", None), ("label_noise=0.2", None)])
+@pytest.mark.parametrize(
+    ("factor", "floor"),
+    [("train_fraction=0.05", 1680), ("imbalance=10", 1680), ("train_fraction=1.0", None), ("label_noise=0.2", None)],
+)
 def test_the_strong_recipe_floors_subsampled_training_sets_only(factor, floor, fake_data_dir):
     strong = compose_cfg(["recipe=strong", f"dataset.factors.{factor}"], data_dir=fake_data_dir)
     assert strong.recipe.min_steps == floor
@@ -70,20 +79,37 @@ def _steps_on_record(record: dict) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("fraction", [0.5, 1.0])
 def test_two_fractions_get_the_stated_optimizer_steps(fraction, fake_data_dir, tmp_path):
-    cfg = compose_cfg([*RUN, f"dataset.factors.train_fraction={fraction}", "recipe.min_steps=9"],
-                      data_dir=fake_data_dir, out_dir=tmp_path)
+    cfg = compose_cfg(
+        [*RUN, f"dataset.factors.train_fraction={fraction}", "recipe.min_steps=9"],
+        data_dir=fake_data_dir,
+        out_dir=tmp_path,
+    )
     record = train.run(cfg)
     steps, budget = _steps_on_record(record)
     per_epoch = record["data_factors"]["num_train"] // 16  # drop_last
-    assert budget == {"min_steps": 9, "steps_per_epoch": per_epoch, "configured_epochs": 1,
-                      "epochs": math.ceil(9 / per_epoch), "optimizer_steps": math.ceil(9 / per_epoch) * per_epoch}
+    assert budget == {
+        "min_steps": 9,
+        "steps_per_epoch": per_epoch,
+        "configured_epochs": 1,
+        "epochs": math.ceil(9 / per_epoch),
+        "optimizer_steps": math.ceil(9 / per_epoch) * per_epoch,
+    }
     assert 9 <= steps < 9 + per_epoch and budget["epochs"] > 1  # the floor binds at both levels
 
 
 def test_the_floor_is_not_applied_when_the_data_give_enough_steps(fake_data_dir, tmp_path):
     """limit_train_batches=3 and accumulate_grad_batches=2: ceil(3 / 2) = 2 optimizer steps an epoch."""
-    cfg = compose_cfg([*RUN, "trainer.limit_train_batches=3", "trainer.accumulate_grad_batches=2",
-                       "trainer.max_epochs=3", "recipe.min_steps=5"], data_dir=fake_data_dir, out_dir=tmp_path)
+    cfg = compose_cfg(
+        [
+            *RUN,
+            "trainer.limit_train_batches=3",
+            "trainer.accumulate_grad_batches=2",
+            "trainer.max_epochs=3",
+            "recipe.min_steps=5",
+        ],
+        data_dir=fake_data_dir,
+        out_dir=tmp_path,
+    )
     steps, budget = _steps_on_record(train.run(cfg))
     assert budget == {"min_steps": 5, "steps_per_epoch": 2, "configured_epochs": 3, "epochs": 3, "optimizer_steps": 6}
 
@@ -91,8 +117,11 @@ def test_the_floor_is_not_applied_when_the_data_give_enough_steps(fake_data_dir,
 def test_a_run_cut_after_its_first_epoch_resumes_to_the_same_budget(fake_data_dir, tmp_path):
     common = [*RUN, "trainer.limit_train_batches=2", "recipe.min_steps=6"]  # 3 epochs of 2 steps
     full = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "full"))
-    cut = compose_cfg([*common, "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"],
-                      data_dir=fake_data_dir, out_dir=tmp_path / "cut")  # its own teacher registry too
+    cut = compose_cfg(
+        [*common, "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"],
+        data_dir=fake_data_dir,
+        out_dir=tmp_path / "cut",
+    )  # its own teacher registry too
     with pytest.raises(RuntimeError, match="preempted"):
         train.run(cut)
     resumed = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "cut"))

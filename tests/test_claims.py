@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from kd_lightning import report
-from kd_lightning.report.paper import COMPLEXITY_ORDER
 from kd_lightning.report.claims import claims_for_values
+from kd_lightning.report.paper import COMPLEXITY_ORDER
 
 METHODS = ("teacher", "scratch", "rkd", "ikd")
 MAX_FALSE_POSITIVE = 0.08
@@ -24,8 +24,14 @@ MAX_FALSE_POSITIVE = 0.08
 def _long(acc: np.ndarray, datasets: tuple[str, ...]) -> pd.DataFrame:
     """(datasets, methods, seeds) accuracies in percent -> dataset, method, seed, value."""
     d, m, s = np.meshgrid(np.arange(len(datasets)), np.arange(len(METHODS)), np.arange(acc.shape[2]), indexing="ij")
-    return pd.DataFrame({"dataset": np.asarray(datasets)[d.ravel()], "method": np.asarray(METHODS)[m.ravel()],
-                         "seed": s.ravel(), "value": acc.ravel()})
+    return pd.DataFrame(
+        {
+            "dataset": np.asarray(datasets)[d.ravel()],
+            "method": np.asarray(METHODS)[m.ravel()],
+            "seed": s.ravel(),
+            "value": acc.ravel(),
+        }
+    )
 
 
 def null_sweeps(n_draws: int, n_datasets: int, n_seeds: int, seed: int) -> list[pd.DataFrame]:
@@ -33,7 +39,7 @@ def null_sweeps(n_draws: int, n_datasets: int, n_seeds: int, seed: int) -> list[
     rng = np.random.default_rng(seed)
     datasets = COMPLEXITY_ORDER[:n_datasets]
     means = rng.uniform(40, 98, size=(n_draws, n_datasets, 1, 1))
-    shared_sd = rng.uniform(0.2, 2.0, size=(n_draws, n_datasets, 1, 1))   # differs between datasets, not methods
+    shared_sd = rng.uniform(0.2, 2.0, size=(n_draws, n_datasets, 1, 1))  # differs between datasets, not methods
     own_sd = rng.uniform(0.2, 2.0, size=(n_draws, n_datasets, 1, 1))
     shared = rng.normal(size=(n_draws, n_datasets, 1, n_seeds)) * shared_sd
     own = rng.normal(size=(n_draws, n_datasets, len(METHODS), n_seeds)) * own_sd
@@ -49,12 +55,15 @@ def verdict_rates(sweeps: list[pd.DataFrame]) -> dict[int, dict[str, float]]:
     return {n: {v: c / len(sweeps) for v, c in row.items()} for n, row in counts.items()}
 
 
-@pytest.mark.parametrize("n_draws,n_datasets,n_seeds,seed", [(400, 5, 3, 11), (150, 4, 2, 12)],
-                         ids=["5datasets-3seeds", "4datasets-2seeds"])
+@pytest.mark.parametrize(
+    "n_draws,n_datasets,n_seeds,seed", [(400, 5, 3, 11), (150, 4, 2, 12)], ids=["5datasets-3seeds", "4datasets-2seeds"]
+)
 def test_no_effect_is_rarely_supported(n_draws, n_datasets, n_seeds, seed):
     rates = verdict_rates(null_sweeps(n_draws, n_datasets, n_seeds, seed))
-    print(f"\nnull, {n_draws} draws, {n_datasets} datasets x {n_seeds} seeds: "
-          + "; ".join(f"claim {n}: " + ", ".join(f"{v} {r:.3f}" for v, r in row.items()) for n, row in rates.items()))
+    print(
+        f"\nnull, {n_draws} draws, {n_datasets} datasets x {n_seeds} seeds: "
+        + "; ".join(f"claim {n}: " + ", ".join(f"{v} {r:.3f}" for v, r in row.items()) for n, row in rates.items())
+    )
     for number, row in rates.items():
         assert row[report.SUPPORTED] <= MAX_FALSE_POSITIVE, (number, row)
         assert row[report.CONTRADICTED] <= MAX_FALSE_POSITIVE, (number, row)
@@ -76,15 +85,19 @@ def test_large_clean_effects_are_supported():
     rng = np.random.default_rng(5)
     sweeps = [positive_sweep(rng) for _ in range(20)]
     rates = verdict_rates(sweeps)
-    print("\npositive control, 20 draws, 5 datasets x 3 seeds: "
-          + "; ".join(f"claim {n}: supported {row[report.SUPPORTED]:.2f}" for n, row in rates.items()))
+    print(
+        "\npositive control, 20 draws, 5 datasets x 3 seeds: "
+        + "; ".join(f"claim {n}: supported {row[report.SUPPORTED]:.2f}" for n, row in rates.items())
+    )
     assert all(row[report.SUPPORTED] == 1.0 for row in rates.values()), rates
 
 
 def test_evaluate_claims_takes_a_plain_frame_of_fractions():
     """The same verdicts through evaluate_claims (dataset, method, seed, metric as a fraction), with detail."""
     values = positive_sweep(np.random.default_rng(0))
-    frame = values.rename(columns={"value": "test_best.acc"}).assign(**{"test_best.acc": lambda f: f["test_best.acc"] / 100})
+    frame = values.rename(columns={"value": "test_best.acc"}).assign(
+        **{"test_best.acc": lambda f: f["test_best.acc"] / 100}
+    )
     claims = report.evaluate_claims(frame)
     assert [c.verdict for c in claims] == [report.SUPPORTED] * 3
     for claim in claims:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from kd_lightning.run.after_test import dataset_complexity
 from kd_lightning.datasets.synthetic import synthetic_images
 from kd_lightning.measure import complexity
 from kd_lightning.measure.complexity import (
@@ -23,6 +22,7 @@ from kd_lightning.measure.complexity import (
     pixel_features,
     stratified_subsample,
 )
+from kd_lightning.run.after_test import dataset_complexity
 
 K = 5
 
@@ -66,7 +66,12 @@ def test_overlapping_classes_are_at_chance():
 def test_measures_order_easy_and_hard():
     easy = complexity_measures(*_blobs(spread=3.0))
     hard = complexity_measures(*_blobs(spread=0.3))
-    assert easy["n3"] < hard["n3"] and easy["f1"] > hard["f1"] and easy["csg"] < hard["csg"] and easy["probe_acc"] > hard["probe_acc"]
+    assert (
+        easy["n3"] < hard["n3"]
+        and easy["f1"] > hard["f1"]
+        and easy["csg"] < hard["csg"]
+        and easy["probe_acc"] > hard["probe_acc"]
+    )
 
 
 @pytest.mark.parametrize("d", [2, 5, 8])
@@ -85,7 +90,9 @@ def test_mle_matches_scikit_dimension():
 
 def test_mle_ignores_duplicate_points():
     x = _subspace(3, n=600)
-    assert mle_intrinsic_dimension(np.concatenate([x, x[:100]]), k=10) == pytest.approx(mle_intrinsic_dimension(x, k=10))
+    assert mle_intrinsic_dimension(np.concatenate([x, x[:100]]), k=10) == pytest.approx(
+        mle_intrinsic_dimension(x, k=10)
+    )
 
 
 def test_n3_by_hand():
@@ -162,7 +169,13 @@ def test_cache_hit_reads_the_file_without_recomputing(tmp_path, monkeypatch):
     assert second["cache_hit"] is True and second["measures"] == first["measures"] and second["key"] == first["key"]
     # another data configuration or other measure parameters are other entries
     with pytest.raises(AssertionError, match="recomputed"):
-        dataset_complexity(images, labels, {"dataset": "synthetic", "factors": {"train_fraction": 0.5, "factor_seed": 0}}, tmp_path, **SMALL)
+        dataset_complexity(
+            images,
+            labels,
+            {"dataset": "synthetic", "factors": {"train_fraction": 0.5, "factor_seed": 0}},
+            tmp_path,
+            **SMALL,
+        )
     with pytest.raises(AssertionError, match="recomputed"):
         dataset_complexity(images, labels, identity, tmp_path, **{**SMALL, "id_k": 10})
     with pytest.raises(AssertionError, match="recomputed"):
@@ -172,5 +185,7 @@ def test_cache_hit_reads_the_file_without_recomputing(tmp_path, monkeypatch):
 def test_cache_key_ignores_key_order_and_defaults():
     a = complexity_cache_key({"dataset": "usps", "factors": {"a": 1, "b": 2}})
     assert a == complexity_cache_key({"factors": {"b": 2, "a": 1}, "dataset": "usps"})
-    assert a == complexity_cache_key({"dataset": "usps", "factors": {"a": 1, "b": 2}}, {"n_subsample": complexity.DEFAULT_PARAMS["n_subsample"]})
+    assert a == complexity_cache_key(
+        {"dataset": "usps", "factors": {"a": 1, "b": 2}}, {"n_subsample": complexity.DEFAULT_PARAMS["n_subsample"]}
+    )
     assert a != complexity_cache_key({"dataset": "mnist", "factors": {"a": 1, "b": 2}})

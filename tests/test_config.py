@@ -68,7 +68,10 @@ def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):
     assert key in str(info.value)
 
 
-@pytest.mark.parametrize(("group", "choice"), [("dataset", "svhn"), ("method", "relational"), ("recipe", "fast"), ("model@student_model", "vgg")])
+@pytest.mark.parametrize(
+    ("group", "choice"),
+    [("dataset", "svhn"), ("method", "relational"), ("recipe", "fast"), ("model@student_model", "vgg")],
+)
 def test_unknown_group_option_lists_the_valid_ones(group, choice):
     with pytest.raises(MissingConfigException) as info:
         compose_cfg([f"{group}={choice}"])
@@ -85,15 +88,26 @@ def test_teacher_key_follows_teacher_relevant_config_only(fake_data_dir):
     assert teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir)) == base
     assert teachers.entry_dir(compose_cfg(["method=rkd", "dataset.num_workers=3"], data_dir=fake_data_dir)) == base
     # anything that changes the teacher gives another key (or seed folder)
-    for change in (["recipe.optimizer.lr=0.01"], ["teacher_model.stem=cifar"], ["trainer.max_epochs=2"], ["recipe.augmentation.rotation=0"], ["dataset.split_seed=5"], ["teacher_model.arch=resnet34"]):
+    for change in (
+        ["recipe.optimizer.lr=0.01"],
+        ["teacher_model.stem=cifar"],
+        ["trainer.max_epochs=2"],
+        ["recipe.augmentation.rotation=0"],
+        ["dataset.split_seed=5"],
+        ["teacher_model.arch=resnet34"],
+    ):
         other = teachers.entry_dir(compose_cfg(["method=rkd", *change], data_dir=fake_data_dir))
         assert other.parent != base.parent, change
     assert teachers.entry_dir(compose_cfg(["method=rkd", "seed=1"], data_dir=fake_data_dir)) == base.parent / "seed1"
-    assert base.parent.parent.name == "usps" and base.parent.name.startswith("resnet18-")  # FAST's teacher (tests/helpers.py)
+    assert base.parent.parent.name == "usps" and base.parent.name.startswith(
+        "resnet18-"
+    )  # FAST's teacher (tests/helpers.py)
 
 
 def test_teacher_config_is_the_student_config_with_method_teacher(fake_data_dir):
-    cfg = compose_cfg(["method=ikd", "recipe.optimizer.lr=0.02"], data_dir=fake_data_dir, fast=False)  # the default teacher
+    cfg = compose_cfg(
+        ["method=ikd", "recipe.optimizer.lr=0.02"], data_dir=fake_data_dir, fast=False
+    )  # the default teacher
     tcfg = teachers.teacher_config(cfg)
     assert tcfg.method.name == "teacher" and tcfg.method.net.arch == "resnet50"
     assert tcfg.recipe.optimizer.lr == 0.02 and tcfg.paths.run_dir.endswith("usps/teacher/seed0")

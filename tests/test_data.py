@@ -54,7 +54,9 @@ def test_split_is_the_same_for_every_run_seed(fake_data_dir):
 
 
 def test_eval_batches_are_normalised_with_the_dataset_statistics(fake_data_dir):
-    cfg = compose_cfg(["dataset=usps", "dataset.mean=[0.5]", "dataset.std=[0.25]", "dataset.pipeline=pil"], data_dir=fake_data_dir)
+    cfg = compose_cfg(
+        ["dataset=usps", "dataset.mean=[0.5]", "dataset.std=[0.25]", "dataset.pipeline=pil"], data_dir=fake_data_dir
+    )
     dm = instantiate(cfg.dataset, _convert_="all")
     dm.setup("fit")
     raw = torch.as_tensor(dm.val_set.dataset.data[dm.val_set.indices[0]]).float() / 255
@@ -64,7 +66,9 @@ def test_eval_batches_are_normalised_with_the_dataset_statistics(fake_data_dir):
 
 def test_last_incomplete_training_batch_is_dropped(fake_data_dir):
     # 96 % 90 == 6; with batch 95 a single-sample batch would break BatchNorm on a 1x1 layer4
-    dm = instantiate(compose_cfg(["dataset=usps", "recipe.batch_size=95"], data_dir=fake_data_dir).dataset, _convert_="all")
+    dm = instantiate(
+        compose_cfg(["dataset=usps", "recipe.batch_size=95"], data_dir=fake_data_dir).dataset, _convert_="all"
+    )
     dm.setup("fit")
     assert [len(b[1]) for b in dm.train_dataloader()] == [95]
 
@@ -116,7 +120,9 @@ def test_corrupt_or_truncated_files_give_a_dataset_error(name, tmp_path):
 
 
 def test_images_of_another_shape_than_the_config_says_are_rejected(fake_data_dir):
-    dm = instantiate(compose_cfg(["dataset=usps", "dataset.image_size=28"], data_dir=fake_data_dir).dataset, _convert_="all")
+    dm = instantiate(
+        compose_cfg(["dataset=usps", "dataset.image_size=28"], data_dir=fake_data_dir).dataset, _convert_="all"
+    )
     with pytest.raises(DatasetError, match=r"dataset\.channels / dataset\.image_size"):
         dm.setup("fit")
 
@@ -126,7 +132,10 @@ def test_tensor_and_pil_pipelines_give_the_same_evaluation_batches(name, fake_da
     """The fast path (uint8 tensors, batched normalisation on the device) equals torchvision's per-image path."""
     batches = {}
     for pipeline in ("tensor", "pil"):
-        dm = instantiate(compose_cfg([f"dataset={name}", f"dataset.pipeline={pipeline}"], data_dir=fake_data_dir).dataset, _convert_="all")
+        dm = instantiate(
+            compose_cfg([f"dataset={name}", f"dataset.pipeline={pipeline}"], data_dir=fake_data_dir).dataset,
+            _convert_="all",
+        )
         dm.setup("fit")
         images, labels = next(iter(dm.val_dataloader()))
         batches[pipeline] = dm.on_after_batch_transfer((images, labels), 0)
@@ -154,7 +163,9 @@ def test_tensor_pipeline_augments_only_while_training(fake_data_dir):
 def test_tensor_loader_gathers_whole_batches_in_seeded_order(fake_data_dir, train):
     """One gather per batch: each batch is the images at its sampler indices; training walks a
     permutation set by (seed, epoch) and drops the last incomplete batch, evaluation walks in order."""
-    dm = instantiate(compose_cfg(["dataset=usps", "recipe.batch_size=8"], data_dir=fake_data_dir).dataset, _convert_="all")
+    dm = instantiate(
+        compose_cfg(["dataset=usps", "recipe.batch_size=8"], data_dir=fake_data_dir).dataset, _convert_="all"
+    )
     dm.setup("fit")
     dataset = dm.train_set if train else dm.val_set
     loader = dm.train_dataloader() if train else dm.val_dataloader()
@@ -163,7 +174,11 @@ def test_tensor_loader_gathers_whole_batches_in_seeded_order(fake_data_dir, trai
     assert len(batches) == len(keys) == (len(dataset) // 8 if train else -(-len(dataset) // 8))
     seen = []
     for (_, _, indices), (x, y, *_) in zip(keys, batches, strict=True):
-        assert x.dtype == torch.uint8 and torch.equal(x, dataset.images[indices]) and torch.equal(y, dataset.labels[indices])
+        assert (
+            x.dtype == torch.uint8
+            and torch.equal(x, dataset.images[indices])
+            and torch.equal(y, dataset.labels[indices])
+        )
         seen += indices
     assert len(set(seen)) == len(seen)
     if train:

@@ -100,7 +100,9 @@ def test_percentile_matches_numpy():
 
 
 def tiny() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)
+    )
 
 
 def test_cpu_latency_and_throughput_are_sane_numbers():
@@ -123,7 +125,15 @@ def test_cpu_latency_and_throughput_are_sane_numbers():
 def test_measure_efficiency_schema():
     net = tiny()
     result = measure_efficiency(net, (1, 8, 8), quick=True, gpu=False)
-    assert list(result) == ["params", "flops_per_image", "checkpoint_mb", "latency_ms_b1", "throughput_b64_img_s", "device", "gpu"]
+    assert list(result) == [
+        "params",
+        "flops_per_image",
+        "checkpoint_mb",
+        "latency_ms_b1",
+        "throughput_b64_img_s",
+        "device",
+        "gpu",
+    ]
     assert result["params"] == count_parameters(net) and isinstance(result["params"], int)
     assert result["flops_per_image"] == hooked_flops(net, (1, 8, 8))
     assert result["checkpoint_mb"] is None

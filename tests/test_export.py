@@ -32,8 +32,17 @@ from kd_lightning.modules import IKDStudent, ScratchStudent
 NET = {"arch": "resnet18", "num_classes": 10, "in_channels": 1, "stem": "imagenet"}
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.01}
 USPS_CONFIG = {
-    "_target_": "kd_lightning.datasets.USPSDataModule", "name": "usps", "num_classes": 10, "channels": 1, "image_size": 16,
-    "mean": [0.2539], "std": [0.3842], "val_fraction": 0.7, "split_seed": 1234, "batch_size": 64, "top_k": [1],
+    "_target_": "kd_lightning.datasets.USPSDataModule",
+    "name": "usps",
+    "num_classes": 10,
+    "channels": 1,
+    "image_size": 16,
+    "mean": [0.2539],
+    "std": [0.3842],
+    "val_fraction": 0.7,
+    "split_seed": 1234,
+    "batch_size": 64,
+    "top_k": [1],
 }
 
 
@@ -52,11 +61,19 @@ def _randomise_batchnorm(net: torch.nn.Module, seed: int) -> None:
 def ikd_checkpoint(tmp_path_factory) -> Path:
     """An IKD student checkpoint written by a Lightning Trainer after one step (teacher: a ResNet18)."""
     torch.manual_seed(0)
-    module = IKDStudent(net=NET, optimizer=SGD, teacher=build_resnet("resnet18", 10, 1), input_shape=(1, 16, 16), dataset="usps")
+    module = IKDStudent(
+        net=NET, optimizer=SGD, teacher=build_resnet("resnet18", 10, 1), input_shape=(1, 16, 16), dataset="usps"
+    )
     data = DataLoader(TensorDataset(torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))), batch_size=4)
     trainer = L.Trainer(
-        max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        max_steps=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
     )
     trainer.fit(module, data)
     with torch.no_grad():
@@ -116,7 +133,11 @@ def test_only_the_student_is_in_the_graph(exported, ikd_checkpoint):
     state = torch.load(ikd_checkpoint, weights_only=True)["state_dict"]
     adapter_params = sum(v.numel() for k, v in state.items() if k.startswith("adapters."))
     assert adapter_params > 0 and initializer_count(out) < folded_parameter_count(student) + adapter_params
-    names = [t.name for t in model.graph.initializer] + [n.name for n in model.graph.node] + [i for n in model.graph.node for i in n.input]
+    names = (
+        [t.name for t in model.graph.initializer]
+        + [n.name for n in model.graph.node]
+        + [i for n in model.graph.node for i in n.input]
+    )
     assert not [n for n in names if "teacher" in n or "adapter" in n]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
@@ -149,8 +170,13 @@ def test_run_folder_with_the_cli(ikd_checkpoint, usps_dir, tmp_path, capsys):
     (run / "checkpoints").mkdir(parents=True)
     ckpt = run / "checkpoints" / "best-epoch000.ckpt"
     shutil.copyfile(ikd_checkpoint, ckpt)
-    config = {"dataset": {**USPS_CONFIG, "data_dir": str(usps_dir), "mean": [0.25], "std": [0.4]}, "method": {"name": "ikd"}}
-    (run / "results.json").write_text(json.dumps({"status": "completed", "best_checkpoint": "/elsewhere/moved/best-epoch000.ckpt", "config": config}))
+    config = {
+        "dataset": {**USPS_CONFIG, "data_dir": str(usps_dir), "mean": [0.25], "std": [0.4]},
+        "method": {"name": "ikd"},
+    }
+    (run / "results.json").write_text(
+        json.dumps({"status": "completed", "best_checkpoint": "/elsewhere/moved/best-epoch000.ckpt", "config": config})
+    )
     assert main([str(run)]) == 0
     out = run / "export" / "model.onnx"
     meta = read_metadata(out)
@@ -174,7 +200,9 @@ def test_scratch_checkpoint_without_dataset_needs_dataset_flag(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "--dataset" in err and str(path) in err and "Traceback" not in err
     report = export_onnx(path, dataset="usps", use_data=False)
-    assert report["ok"] and report["verification"]["data"] == "random" and report["verification"]["accuracy_onnx"] is None
+    assert (
+        report["ok"] and report["verification"]["data"] == "random" and report["verification"]["accuracy_onnx"] is None
+    )
     assert Path(report["out"]) == tmp_path / "scratch.onnx"
     assert report["dataset_config_from"] == "conf/dataset/usps.yaml" and report["left_out"] == []
 
@@ -223,7 +251,11 @@ def test_missing_source_and_unwritable_output(tmp_path, capsys, ikd_checkpoint):
 
 def test_disagreement_is_reported_and_nothing_written(ikd_checkpoint, tmp_path, monkeypatch, capsys):
     real = onnx_measure.ort_logits
-    monkeypatch.setattr(onnx_measure, "ort_logits", lambda session, images: real(session, images) + np.linspace(0, 1, 10, dtype=np.float32))
+    monkeypatch.setattr(
+        onnx_measure,
+        "ort_logits",
+        lambda session, images: real(session, images) + np.linspace(0, 1, 10, dtype=np.float32),
+    )
     out = tmp_path / "bad.onnx"
     assert main([str(ikd_checkpoint), "--out", str(out), "--random-inputs"]) == 1
     assert "FAILED" in capsys.readouterr().out
@@ -237,5 +269,8 @@ def test_explicit_data_dir_without_the_data_is_an_error(ikd_checkpoint, tmp_path
 
 def test_label_names():
     assert export.label_names("cifar10", None)[:2] == ["airplane", "automobile"]
-    assert export.label_names("fashion_mnist", None, classes=[9, 0]) == ["T-shirt/top", "Ankle boot"]  # remapped in id order
+    assert export.label_names("fashion_mnist", None, classes=[9, 0]) == [
+        "T-shirt/top",
+        "Ankle boot",
+    ]  # remapped in id order
     assert export.label_names("cifar100", None) is None  # read from the data's meta file when present

@@ -19,8 +19,6 @@ import pytest
 from omegaconf import OmegaConf
 from scipy.stats import rankdata
 
-from kd_lightning.run.compose import CONF_DIR, compose_run_config
-from kd_lightning.run.rundir import record_failure, record_keys
 from kd_lightning.report import stats
 from kd_lightning.report.claims import (
     CONTRADICTED,
@@ -32,7 +30,6 @@ from kd_lightning.report.claims import (
     factor_claims,
     report_claims,
 )
-from kd_lightning.report.markdown import claims_markdown
 from kd_lightning.report.factor_sweeps import (
     DEFAULT_LEVEL,
     DIFFICULTY_SIGN,
@@ -42,9 +39,12 @@ from kd_lightning.report.factor_sweeps import (
     factor_table,
     paired_by_level,
 )
+from kd_lightning.report.markdown import claims_markdown
 from kd_lightning.report.problems import find_issues
 from kd_lightning.report.runs import load_sweep
 from kd_lightning.report.writer import write_report
+from kd_lightning.run.compose import CONF_DIR, compose_run_config
+from kd_lightning.run.rundir import record_failure, record_keys
 
 SETTINGS = [(level_sd, levels, seeds) for level_sd in (1.0, 2.0, 3.0) for levels in (3, 5) for seeds in (2, 3)]
 
@@ -80,8 +80,10 @@ def test_chance_level_effects_are_rarely_supported(level_sd, levels, seeds):
     n = 20_000
     rng = np.random.default_rng([7, int(level_sd), levels, seeds])
     part, supported, contradicted = claim_rates(simulated_gains(rng, n, levels, seeds, level_sd), levels)
-    print(f"\nnull, level sd {level_sd}x, {levels} levels x {seeds} seeds: part {part:.4f}, claim supported "
-          f"{supported:.4f}, contradicted {contradicted:.4f}")
+    print(
+        f"\nnull, level sd {level_sd}x, {levels} levels x {seeds} seeds: part {part:.4f}, claim supported "
+        f"{supported:.4f}, contradicted {contradicted:.4f}"
+    )
     se = math.sqrt(0.05 * 0.95 / n)
     assert supported <= 0.05 and contradicted <= 0.05 + 3 * se
     assert abs(part - 0.05) < 4 * se  # the slope test itself is exact: nominal 5%, not conservative by accident
@@ -122,8 +124,10 @@ def shipped_levels(factor: str) -> tuple[str, list]:
         values = [exp.factor_levels[k] for k in str(params["factor_level"]).split(",")]
         values = [OmegaConf.to_container(v) if not isinstance(v, (int, float, type(None))) else v for v in values]
     else:
-        (key, text), = params.items()
-        values = [{"true": True, "false": False}.get(t, None) if t in ("true", "false") else float(t) for t in text.split(",")]
+        ((key, text),) = params.items()
+        values = [
+            {"true": True, "false": False}.get(t, None) if t in ("true", "false") else float(t) for t in text.split(",")
+        ]
     identities = []
     for value in values:
         default = value in (None, False) or (factor in ("train_fraction", "imbalance") and value == 1.0) or value == 0.0
@@ -145,7 +149,9 @@ def _level_value(factor: str, ident: dict, dataset: str) -> float:
     key = "label_noise" if factor == PAIRS_NOISE else factor
     value = ident.get(key)
     if value is None:
-        return {"classes": 10.0, "resolution": 32.0 if dataset == "cifar10" else 16.0}.get(factor, DEFAULT_LEVEL.get(factor, 0.0))
+        return {"classes": 10.0, "resolution": 32.0 if dataset == "cifar10" else 16.0}.get(
+            factor, DEFAULT_LEVEL.get(factor, 0.0)
+        )
     return float(len(value)) if factor == "classes" else float(value)
 
 
@@ -166,12 +172,29 @@ def factor_runs(factor: str, rng, gain_per_step: float, seeds: int = 3, level_sd
             accs = {"teacher": base + 2, "scratch": base + rng.normal(0, noise)}
             for student in ("rkd", "ikd"):
                 accs[student] = base + gain_per_step * step + offset + rng.normal(0, noise)
-            recipe = "paper · " + ",".join(f"{k}={v}" for k, v in factors.items() if k != "factor_seed") if factors else "paper"
+            recipe = (
+                "paper · " + ",".join(f"{k}={v}" for k, v in factors.items() if k != "factor_seed")
+                if factors
+                else "paper"
+            )
             for method, value in accs.items():
-                rows.append({"dataset": dataset, "method": method, "seed": seed, "status": "completed", "recipe": recipe,
-                             "base_recipe": "paper", "factors": factors, "image_size": 32 if dataset == "cifar10" else 16,
-                             "num_classes": 10, "test_best.acc": value / 100, "test_best.agreement": 0.9,
-                             "path": f"/x/{recipe}/{method}/{seed}", "finished_at": "t"})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "seed": seed,
+                        "status": "completed",
+                        "recipe": recipe,
+                        "base_recipe": "paper",
+                        "factors": factors,
+                        "image_size": 32 if dataset == "cifar10" else 16,
+                        "num_classes": 10,
+                        "test_best.acc": value / 100,
+                        "test_best.agreement": 0.9,
+                        "path": f"/x/{recipe}/{method}/{seed}",
+                        "finished_at": "t",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -217,13 +240,29 @@ def test_too_few_levels_say_how_many_more_are_needed():
 # Pairing never crosses conditions; nothing is dropped without a reason
 
 
-def write_run(root, folder: str, method: str, seed: int, acc: float, factors: dict, status: str = "completed",
-              agreement: dict | None = None, **extra) -> None:
+def write_run(
+    root,
+    folder: str,
+    method: str,
+    seed: int,
+    acc: float,
+    factors: dict,
+    status: str = "completed",
+    agreement: dict | None = None,
+    **extra,
+) -> None:
     path = root / folder / "usps" / method / f"seed{seed}"
     path.mkdir(parents=True)
-    record = {"dataset": "usps", "method": method, "seed": seed, "status": status,
-              "config": {"recipe": {"name": "paper"}, "dataset": {"image_size": 16, "num_classes": 10}},
-              "data_factors": {"identity": factors}, "finished_at": "2026-01-01T00:00:00", **extra}
+    record = {
+        "dataset": "usps",
+        "method": method,
+        "seed": seed,
+        "status": status,
+        "config": {"recipe": {"name": "paper"}, "dataset": {"image_size": 16, "num_classes": 10}},
+        "data_factors": {"identity": factors},
+        "finished_at": "2026-01-01T00:00:00",
+        **extra,
+    }
     if status == "completed":
         record["test_best"] = {"acc": acc, "agreement": (agreement or {}).get("best", 0.9)}
         record["test_last"] = {"acc": acc - 0.01, "agreement": (agreement or {}).get("last", 0.5)}
@@ -236,13 +275,22 @@ def test_two_data_draws_at_one_level_are_never_paired_with_each_other(tmp_path):
     for folder, factor_seed, scratch in (("a", 0, 0.70), ("b", 1, 0.60)):
         factors = {"train_fraction": 0.1, "factor_seed": factor_seed}
         write_run(tmp_path, folder, "scratch", 0, scratch, factors)
-        write_run(tmp_path, folder, "rkd", 0, scratch + 0.02, factors, finished_at="2026-01-02" if folder == "a" else "2026-01-01")
+        write_run(
+            tmp_path,
+            folder,
+            "rkd",
+            0,
+            scratch + 0.02,
+            factors,
+            finished_at="2026-01-02" if folder == "a" else "2026-01-01",
+        )
     runs = load_sweep(tmp_path)
     assert set(runs["recipe"]) == {"paper · train_fraction=0.1", "paper · train_fraction=0.1,factor_seed=1"}
     points = factor_points(runs.assign(factors=runs["factors"]))
     assert len(points) == 0  # one level only: no factor study, but...
-    every = factor_points(pd.concat([runs, runs.assign(factors=[{}] * len(runs), recipe="paper",
-                                                        path=runs["path"] + "/plain")]))
+    every = factor_points(
+        pd.concat([runs, runs.assign(factors=[{}] * len(runs), recipe="paper", path=runs["path"] + "/plain")])
+    )
     pairs = paired_by_level(every[every["factor"] == "train_fraction"], "rkd", "scratch")
     assert sorted(pairs.loc[pairs["level"] == 0.1, "diff"].round(6)) == [2.0, 2.0]
     assert find_issues(runs).empty  # both draws kept: neither is a duplicate of the other
@@ -273,7 +321,9 @@ def test_a_failed_run_is_reported_at_its_own_level(tmp_path):
     """Seen on a real sweep: an IKD run stopped on a non-finite loss was listed under the plain recipe."""
 
     cfg = compose_run_config(["dataset=usps", "method=ikd", "seed=1", "dataset.factors.train_fraction=0.05"])
-    record_failure(tmp_path / "f0.05" / "usps" / "ikd" / "seed1", record_keys(cfg), FloatingPointError("non-finite loss"))
+    record_failure(
+        tmp_path / "f0.05" / "usps" / "ikd" / "seed1", record_keys(cfg), FloatingPointError("non-finite loss")
+    )
     for method in ("teacher", "scratch", "rkd"):
         write_run(tmp_path, "f0.05", method, 1, 0.3, {"train_fraction": 0.05, "factor_seed": 1})
     runs = load_sweep(tmp_path)
@@ -288,9 +338,18 @@ def test_students_of_another_teacher_are_left_out_of_the_comparison_with_the_swe
     rows = []
     for seed in range(3):
         for method, acc in (("teacher", 90.0 + seed), ("scratch", 85.0), ("rkd", 86.0), ("ikd", 88.0 + seed * 0.5)):
-            row = {"dataset": "usps", "method": method, "seed": seed, "status": "completed", "recipe": "paper",
-                   "test_best.acc": acc / 100, "path": f"/x/{method}/{seed}", "finished_at": "t",
-                   "teacher_key": "resnet50-aaaa" if method == "teacher" else None, "teacher.key": None}
+            row = {
+                "dataset": "usps",
+                "method": method,
+                "seed": seed,
+                "status": "completed",
+                "recipe": "paper",
+                "test_best.acc": acc / 100,
+                "path": f"/x/{method}/{seed}",
+                "finished_at": "t",
+                "teacher_key": "resnet50-aaaa" if method == "teacher" else None,
+                "teacher.key": None,
+            }
             if method in ("rkd", "ikd"):
                 row["teacher.key"] = "resnet50-aaaa"
             rows.append(row)
@@ -337,8 +396,12 @@ def test_the_claims_section_states_the_unit_and_the_family(tmp_path):
         for seed in range(2):
             ident = {**factors, "factor_seed": seed} if factors else {}
             base = 80 + 10 * level
-            for method, acc in (("teacher", base + 3), ("scratch", base), ("rkd", base + 1 + rng.normal(0, 0.3)),
-                                ("ikd", base + 1.5 + rng.normal(0, 0.3))):
+            for method, acc in (
+                ("teacher", base + 3),
+                ("scratch", base),
+                ("rkd", base + 1 + rng.normal(0, 0.3)),
+                ("ikd", base + 1.5 + rng.normal(0, 0.3)),
+            ):
                 write_run(tmp_path, f"f{level}", method, seed, acc / 100, ident)
     claims = report_claims(load_sweep(tmp_path))
     assert sum(c.number > 100 for c in claims) == 1 and len(claims) == 3 * 4 + 1
@@ -352,8 +415,15 @@ def test_results_json_factors_reach_the_written_report(tmp_path):
     """load_sweep reads data_factors and data_complexity; each level is its own condition; figures link."""
     for level, n3 in ((0.1, 0.3), (1.0, 0.1)):
         for method, acc in (("teacher", 0.9), ("scratch", 0.8), ("rkd", 0.85), ("ikd", 0.86)):
-            write_run(tmp_path, f"f{level}", method, 0, acc, {"train_fraction": level, "factor_seed": 0} if level < 1 else {},
-                      **({"data_complexity": {"measures": {"n3": n3}}} if method == "teacher" else {}))
+            write_run(
+                tmp_path,
+                f"f{level}",
+                method,
+                0,
+                acc,
+                {"train_fraction": level, "factor_seed": 0} if level < 1 else {},
+                **({"data_complexity": {"measures": {"n3": n3}}} if method == "teacher" else {}),
+            )
     runs = load_sweep(tmp_path)
     assert set(runs["recipe"]) == {"paper", "paper · train_fraction=0.1"}
     table = factor_table(runs)

@@ -20,7 +20,9 @@ FACTORS = ["dataset.factors.train_fraction=0.5", "dataset.factors.classes=[0,1,2
 def test_paper_data_keeps_its_identity_and_factors_change_run_and_teacher(fake_data_dir):
     plain = compose_cfg(["method=rkd"], data_dir=fake_data_dir)
     assert "factors" not in identity(plain)["dataset"]  # runs from before data factors keep their identity
-    same = compose_cfg(["method=rkd", "dataset.factors.factor_seed=5"], data_dir=fake_data_dir)  # seed of no active factor
+    same = compose_cfg(
+        ["method=rkd", "dataset.factors.factor_seed=5"], data_dir=fake_data_dir
+    )  # seed of no active factor
     assert identity(same) == identity(plain)
     factored = compose_cfg(["method=rkd", *FACTORS], data_dir=fake_data_dir)
     assert identity(factored)["dataset"]["factors"] == {"classes": [0, 1, 2], "train_fraction": 0.5, "factor_seed": 0}
@@ -30,7 +32,11 @@ def test_paper_data_keeps_its_identity_and_factors_change_run_and_teacher(fake_d
 
 @pytest.mark.slow
 def test_a_factor_run_trains_on_the_factored_split_and_records_it(fake_data_dir, tmp_path):
-    cfg = compose_cfg(["method=rkd", *FACTORS, "complexity.measure=true", "recipe.batch_size=4"], data_dir=fake_data_dir, out_dir=tmp_path)
+    cfg = compose_cfg(
+        ["method=rkd", *FACTORS, "complexity.measure=true", "recipe.batch_size=4"],
+        data_dir=fake_data_dir,
+        out_dir=tmp_path,
+    )
     record = train.run(cfg)  # trains its own teacher (per factor level) first
     info = record["data_factors"]
     assert info["num_classes"] == 3 and sum(info["class_counts"]) == info["num_train"]
@@ -40,7 +46,9 @@ def test_a_factor_run_trains_on_the_factored_split_and_records_it(fake_data_dir,
     assert teacher_record["data_factors"] == info  # teacher and student saw the same data
     measures = teacher_record["data_complexity"]["measures"]
     assert 0.0 <= measures["n3"] <= 1.0 and 0.0 <= measures["probe_acc"] <= 1.0 and measures["intrinsic_dim"] > 0
-    assert record["teacher"]["key"] != teachers.teacher_key(compose_cfg(["method=rkd"], data_dir=fake_data_dir, out_dir=tmp_path))
+    assert record["teacher"]["key"] != teachers.teacher_key(
+        compose_cfg(["method=rkd"], data_dir=fake_data_dir, out_dir=tmp_path)
+    )
     state = torch.load(record["best_checkpoint"], weights_only=True)["state_dict"]
     assert state["net.fc.weight"].shape[0] == 3
 
@@ -65,8 +73,15 @@ def test_bad_factor_values_stop_before_any_data_is_read(override, key, tmp_path)
 
 def _fake_run(folder: Path, method: str, dataset_identity: dict, complexity_dir: Path) -> None:
     folder.mkdir(parents=True)
-    record = {"dataset": "usps", "method": method, "seed": 0, "status": "completed", "test_best": {"acc": 0.9},
-              "identity": {"dataset": dataset_identity}, "config": {"recipe": {"name": "paper"}, "paths": {"complexity_dir": str(complexity_dir)}}}
+    record = {
+        "dataset": "usps",
+        "method": method,
+        "seed": 0,
+        "status": "completed",
+        "test_best": {"acc": 0.9},
+        "identity": {"dataset": dataset_identity},
+        "config": {"recipe": {"name": "paper"}, "paths": {"complexity_dir": str(complexity_dir)}},
+    }
     (folder / "results.json").write_text(json.dumps(record))
 
 
@@ -74,8 +89,8 @@ def test_complexity_measured_without_training_is_cached_and_reaches_runs_that_la
     """`python -m kd_lightning.measure_complexity` writes the cache teacher runs use; the report gives every run
     without its own measures those of its data configuration (and none to runs of other data)."""
     from kd_lightning import measure_complexity
-    from kd_lightning.run.identity import data_identity
     from kd_lightning.report.runs import load_sweep
+    from kd_lightning.run.identity import data_identity
 
     args = [f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", "dataset.factors.train_fraction=0.5"]
     assert measure_complexity.main(args) == 0

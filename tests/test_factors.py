@@ -184,7 +184,9 @@ def test_classes_restrict_and_remap_train_and_eval(train, evalset):
     assert info["num_classes"] == 3 and info["classes"] == [2, 5, 7]
     ev_images, ev_labels, positions = apply_eval_factors(*evalset, {"classes": chosen}, K, return_positions=True)
     ev_keep = torch.isin(evalset[1], torch.tensor(chosen))
-    assert torch.equal(ev_images, evalset[0][ev_keep]) and torch.equal(torch.from_numpy(positions), ev_keep.nonzero()[:, 0])
+    assert torch.equal(ev_images, evalset[0][ev_keep]) and torch.equal(
+        torch.from_numpy(positions), ev_keep.nonzero()[:, 0]
+    )
     assert set(ev_labels.tolist()) == {0, 1, 2}
     assert torch.equal(apply_train_factors(images, labels, {"classes": [2, 5, 7]}, K)[1], out_labels)
 
@@ -198,7 +200,9 @@ def test_classes_keep_their_draws(train):
 
 
 # -- evaluation splits -----------------------------------------------------------------------------
-@pytest.mark.parametrize("factors", [{"train_fraction": 0.2}, {"label_noise": 0.3, "noise_kind": "pairs"}, {"imbalance": 20.0}])
+@pytest.mark.parametrize(
+    "factors", [{"train_fraction": 0.2}, {"label_noise": 0.3, "noise_kind": "pairs"}, {"imbalance": 20.0}]
+)
 def test_sample_count_factors_never_touch_eval(evalset, factors):
     images, labels = evalset
     ev_images, ev_labels = apply_eval_factors(images.clone(), labels.clone(), factors, K)
@@ -208,7 +212,9 @@ def test_sample_count_factors_never_touch_eval(evalset, factors):
 def test_content_factors_touch_eval_like_train(train, evalset):
     factors = {"resolution": 4, "grayscale": True, "train_fraction": 0.5}
     ev_images, ev_labels = apply_eval_factors(*evalset, factors, K)
-    assert torch.equal(ev_images, to_grayscale(degrade_resolution(evalset[0], 4))) and torch.equal(ev_labels, evalset[1])
+    assert torch.equal(ev_images, to_grayscale(degrade_resolution(evalset[0], 4))) and torch.equal(
+        ev_labels, evalset[1]
+    )
     tr_images, tr_labels, _ = apply_train_factors(*train, factors, K)
     plan = plan_train_factors(train[1], factors, K)
     assert torch.equal(tr_images, apply_content_factors(train[0][torch.from_numpy(plan.indices)], factors))
@@ -273,11 +279,32 @@ def test_every_bad_value_is_named(factors, key, channels):
 
 
 def test_validation_lists_every_problem_and_accepts_good_values():
-    bad = OmegaConf.create({"train_fraction": 2.0, "label_noise": 1.0, "classes": [0, 0], "resolution": 99, "grayscale": True, "imbalance": 0.1})
+    bad = OmegaConf.create(
+        {
+            "train_fraction": 2.0,
+            "label_noise": 1.0,
+            "classes": [0, 0],
+            "resolution": 99,
+            "grayscale": True,
+            "imbalance": 0.1,
+        }
+    )
     problems = validate_factors(bad, K, 1, 28)
     keys = [m.split("=")[0] for m in problems]
-    assert keys == [f"dataset.factors.{k}" for k in ("train_fraction", "classes", "classes", "label_noise", "resolution", "grayscale", "imbalance")]
-    good = {"train_fraction": 0.5, "label_noise": 0.4, "noise_kind": "pairs", "classes": [0, 3, 9], "resolution": 8, "grayscale": True, "imbalance": 10, "factor_seed": 3}
+    assert keys == [
+        f"dataset.factors.{k}"
+        for k in ("train_fraction", "classes", "classes", "label_noise", "resolution", "grayscale", "imbalance")
+    ]
+    good = {
+        "train_fraction": 0.5,
+        "label_noise": 0.4,
+        "noise_kind": "pairs",
+        "classes": [0, 3, 9],
+        "resolution": 8,
+        "grayscale": True,
+        "imbalance": 10,
+        "factor_seed": 3,
+    }
     assert validate_factors(good, K, 3, 32) == []
     assert validate_factors({"resolution": 8}, K, 1, 16, pipeline="pil")[0].startswith("dataset.pipeline='pil'")
     assert validate_factors({}, K, 1, 16, pipeline="pil") == []
@@ -305,27 +332,71 @@ def wired_conf(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     ("experiment", "override", "sweep_key", "folder", "factor", "value"),
     [
-        ("factor_train_fraction", "dataset.factors.train_fraction=0.1", "dataset.factors.train_fraction", "factor_train_fraction/f0.1", "train_fraction", 0.1),
-        ("factor_label_noise", "dataset.factors.label_noise=0.2", "dataset.factors.label_noise", "factor_label_noise/symmetric0.2", "label_noise", 0.2),
-        ("factor_imbalance", "dataset.factors.imbalance=10.0", "dataset.factors.imbalance", "factor_imbalance/i10.0", "imbalance", 10.0),
-        ("factor_grayscale", "dataset.factors.grayscale=true", "dataset.factors.grayscale", "factor_grayscale/gTrue", "grayscale", True),
+        (
+            "factor_train_fraction",
+            "dataset.factors.train_fraction=0.1",
+            "dataset.factors.train_fraction",
+            "factor_train_fraction/f0.1",
+            "train_fraction",
+            0.1,
+        ),
+        (
+            "factor_label_noise",
+            "dataset.factors.label_noise=0.2",
+            "dataset.factors.label_noise",
+            "factor_label_noise/symmetric0.2",
+            "label_noise",
+            0.2,
+        ),
+        (
+            "factor_imbalance",
+            "dataset.factors.imbalance=10.0",
+            "dataset.factors.imbalance",
+            "factor_imbalance/i10.0",
+            "imbalance",
+            10.0,
+        ),
+        (
+            "factor_grayscale",
+            "dataset.factors.grayscale=true",
+            "dataset.factors.grayscale",
+            "factor_grayscale/gTrue",
+            "grayscale",
+            True,
+        ),
         ("factor_resolution", "factor_level=r8", "factor_level", "factor_resolution/r8", "resolution", 8),
         ("factor_resolution", "factor_level=native", "factor_level", "factor_resolution/native", "resolution", None),
         ("factor_classes", "factor_level=k2", "factor_level", "factor_classes/k2", "classes", [0, 1]),
-        ("factor_sweep", "dataset.factors.label_noise=0.1", None, "factor_sweep/f1.0-nsymmetric0.1-cNone-rNone-gFalse-i1.0", "label_noise", 0.1),
+        (
+            "factor_sweep",
+            "dataset.factors.label_noise=0.1",
+            None,
+            "factor_sweep/f1.0-nsymmetric0.1-cNone-rNone-gFalse-i1.0",
+            "label_noise",
+            0.1,
+        ),
     ],
 )
-def test_factor_experiments_give_each_level_its_own_folder(wired_conf, experiment, override, sweep_key, folder, factor, value):
+def test_factor_experiments_give_each_level_its_own_folder(
+    wired_conf, experiment, override, sweep_key, folder, factor, value
+):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(wired_conf), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", override, "method=rkd", "paths.output_dir=/out"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[f"experiment={experiment}", override, "method=rkd", "paths.output_dir=/out"],
+            return_hydra_config=True,
+        )
     dataset = "cifar10" if experiment == "factor_grayscale" else "usps"
     assert cfg.paths.run_dir == f"/out/{folder}/{dataset}/rkd/seed0"
     assert cfg.hydra.sweep.dir == f"/out/{folder}"
     factors = OmegaConf.to_container(cfg.dataset.factors, resolve=True)
     assert factors[factor] == value and set(factors) == set(FACTOR_KEYS)
-    assert validate_factors(cfg.dataset.factors, cfg.dataset.num_classes, cfg.dataset.channels, cfg.dataset.image_size) == []
+    assert (
+        validate_factors(cfg.dataset.factors, cfg.dataset.num_classes, cfg.dataset.channels, cfg.dataset.image_size)
+        == []
+    )
     params = cfg.hydra.sweeper.params
     assert params["method"] == "teacher,scratch,rkd,ikd" and params["seed"] == "0,1,2"
     if sweep_key:
@@ -336,8 +407,15 @@ def test_resolution_levels_fit_the_smallest_dataset(wired_conf):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(wired_conf), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=factor_resolution", "dataset=usps"], return_hydra_config=True)  # 16 px: smallest
+        cfg = compose(
+            "train", overrides=["experiment=factor_resolution", "dataset=usps"], return_hydra_config=True
+        )  # 16 px: smallest
     levels = OmegaConf.to_container(cfg.factor_levels)
     assert cfg.hydra.sweeper.params["factor_level"].split(",") == list(levels)
     for value in levels.values():
-        assert validate_factors({"resolution": value}, cfg.dataset.num_classes, cfg.dataset.channels, cfg.dataset.image_size) == []
+        assert (
+            validate_factors(
+                {"resolution": value}, cfg.dataset.num_classes, cfg.dataset.channels, cfg.dataset.image_size
+            )
+            == []
+        )

@@ -69,15 +69,27 @@ def test_the_rule_is_an_explicit_list_and_students_carry_their_teacher(fake_data
     assert not any(k.startswith(("paths", "logger", "name")) for k in IDENTITY_KEYS)
     rkd = compose_cfg(["method=rkd"], data_dir=fake_data_dir)
     # the student's KD settings do not change its teacher, but its teacher's recipe changes the student
-    assert teachers.teacher_key(compose_cfg(["method=ikd", "method.alpha=0.2"], data_dir=fake_data_dir)) == teachers.teacher_key(rkd)
-    paper, longer_teacher = (compose_cfg(["method=rkd", *extra], data_dir=fake_data_dir, fast=False) for extra in ([], ["recipe.method_epochs.teacher=7"]))
+    assert teachers.teacher_key(
+        compose_cfg(["method=ikd", "method.alpha=0.2"], data_dir=fake_data_dir)
+    ) == teachers.teacher_key(rkd)
+    paper, longer_teacher = (
+        compose_cfg(["method=rkd", *extra], data_dir=fake_data_dir, fast=False)
+        for extra in ([], ["recipe.method_epochs.teacher=7"])
+    )
     assert teachers.teacher_key(longer_teacher) != teachers.teacher_key(paper)
-    assert fingerprint(longer_teacher, teachers.teacher_reference(longer_teacher)) != fingerprint(paper, teachers.teacher_reference(paper))
+    assert fingerprint(longer_teacher, teachers.teacher_reference(longer_teacher)) != fingerprint(
+        paper, teachers.teacher_reference(paper)
+    )
     # the seed is a folder below the key: same key, another seed folder
-    assert teachers.entry_dir(compose_cfg(["method=rkd", "seed=1"], data_dir=fake_data_dir)) == teachers.entry_dir(rkd).parent / "seed1"
+    assert (
+        teachers.entry_dir(compose_cfg(["method=rkd", "seed=1"], data_dir=fake_data_dir))
+        == teachers.entry_dir(rkd).parent / "seed1"
+    )
 
 
-def test_short_student_after_a_full_teacher_trains_its_own_teacher_in_the_registry(fake_data_dir, tmp_path, monkeypatch):
+def test_short_student_after_a_full_teacher_trains_its_own_teacher_in_the_registry(
+    fake_data_dir, tmp_path, monkeypatch
+):
     """Failure 1: a student with shortened trainer flags after a teacher run used to hit RunConflictError."""
     common = ("dataset=usps", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
     run_cli(monkeypatch, "method=teacher", *common)
@@ -98,11 +110,20 @@ def test_short_student_after_a_full_teacher_trains_its_own_teacher_in_the_regist
 
 def test_teacher_reused_under_other_names_twice_never_conflicts(fake_data_dir, tmp_path, monkeypatch):
     """Failure 2: `make train` then `make study` twice: the reused teacher carried the first run's fingerprint."""
-    common = ("dataset=usps", "method=teacher", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
+    common = (
+        "dataset=usps",
+        "method=teacher",
+        f"paths.data_dir={fake_data_dir}",
+        f"paths.output_dir={tmp_path}",
+        *FAST,
+    )
     run_cli(monkeypatch, "-m", "name=first", *common)
     for _ in range(2):
         run_cli(monkeypatch, "-m", "name=second", *common)  # a failed run would make the multirun exit 1
-    first, second = results(tmp_path / "first" / "usps" / "teacher" / "seed0"), results(tmp_path / "second" / "usps" / "teacher" / "seed0")
+    first, second = (
+        results(tmp_path / "first" / "usps" / "teacher" / "seed0"),
+        results(tmp_path / "second" / "usps" / "teacher" / "seed0"),
+    )
     assert second["status"] == "completed" and second["reused_from"] and second["fingerprint"] == first["fingerprint"]
     assert second["test_best"] == first["test_best"] and second["teacher_key"] == first["teacher_key"]
     assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 1
@@ -116,7 +137,9 @@ def test_explicit_teacher_ckpt_twice_and_stale_teachers_are_reported(fake_data_d
     first = train.run(cfg)
     assert train.run(cfg) == first  # the same command twice: skipped, no conflict
     assert first["teacher"]["source"] == "teacher_ckpt" and first["teacher"]["key"] == teacher["teacher_key"]
-    assert first["teacher"]["test_acc"] == teacher["test_best"]["acc"] and first["identity"]["teacher"].startswith("sha256:")
+    assert first["teacher"]["test_acc"] == teacher["test_best"]["acc"] and first["identity"]["teacher"].startswith(
+        "sha256:"
+    )
 
     meta = json.loads((entry / teachers.METADATA_FILE).read_text())
     meta["code_version"] = {"commit": "0" * 40, "dirty": False}

@@ -26,13 +26,24 @@ PINNED = [
     (["dataset=mnist", "method=teacher", "recipe=strong", "seed=2"], "b656773925", "resnet50-aec98855"),
     # data factors: seed 0 draws with factor seed 0, as before factor_seed followed the run seed
     (["dataset=usps", "method=ikd", "dataset.factors.train_fraction=0.1"], "15dacaa722", "resnet50-040b0fbd"),
-    (["dataset=usps", "method=teacher", "dataset.factors.label_noise=0.2", "dataset.factors.factor_seed=3", "seed=1"],
-     "d26517fdc7", "resnet50-94e58378"),
+    (
+        [
+            "dataset=usps",
+            "method=teacher",
+            "dataset.factors.label_noise=0.2",
+            "dataset.factors.factor_seed=3",
+            "seed=1",
+        ],
+        "d26517fdc7",
+        "resnet50-94e58378",
+    ),
     (["dataset=cifar100", "method=scratch", "dataset.factors.classes=[0,1]"], "86e71f1e26", "resnet50-baebff46"),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "run_fingerprint", "teacher_key"), PINNED, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    ("overrides", "run_fingerprint", "teacher_key"), PINNED, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
 def test_identities_of_existing_runs_and_teachers_do_not_move(overrides, run_fingerprint, teacher_key):
     cfg = compose_run_config(overrides)
     assert teachers.teacher_key(cfg) == teacher_key

@@ -32,13 +32,21 @@ def test_kd_loss_uses_batchmean_and_t_squared():
         per_sample = (p_t * (p_t.log() - F.log_softmax(s / temperature, -1))).sum(-1)
         assert kd_loss(s, t, temperature).item() == pytest.approx(temperature**2 * per_sample.mean().item(), rel=1e-5)
     # batchmean: duplicating the batch leaves the loss unchanged; "mean" would also divide by classes
-    assert kd_loss(torch.cat([s, s]), torch.cat([t, t]), 4.0).item() == pytest.approx(kd_loss(s, t, 4.0).item(), rel=1e-5)
+    assert kd_loss(torch.cat([s, s]), torch.cat([t, t]), 4.0).item() == pytest.approx(
+        kd_loss(s, t, 4.0).item(), rel=1e-5
+    )
 
 
 def test_rkd_weights_ce_by_one_minus_alpha_and_kd_by_alpha():
     teacher = build_resnet("resnet18", 10, 1)
     x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
-    module = RKDStudent(net={"arch": "resnet18", "num_classes": 10, "in_channels": 1}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, teacher=teacher, alpha=0.3, temperature=2.0)
+    module = RKDStudent(
+        net={"arch": "resnet18", "num_classes": 10, "in_channels": 1},
+        optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
+        teacher=teacher,
+        alpha=0.3,
+        temperature=2.0,
+    )
     module.train()
     logits, terms = module.loss_terms(x, y)
     with torch.no_grad():
@@ -49,7 +57,10 @@ def test_rkd_weights_ce_by_one_minus_alpha_and_kd_by_alpha():
 
 
 def test_feature_matching_loss_sums_mse_over_stages():
-    a, b = {"x": torch.ones(2, 3, 4, 4), "y": torch.zeros(2, 5, 2, 2)}, {"x": torch.zeros(2, 3, 4, 4), "y": torch.full((2, 5, 2, 2), 2.0)}
+    a, b = (
+        {"x": torch.ones(2, 3, 4, 4), "y": torch.zeros(2, 5, 2, 2)},
+        {"x": torch.zeros(2, 3, 4, 4), "y": torch.full((2, 5, 2, 2), 2.0)},
+    )
     assert feature_matching_loss(a, b).item() == pytest.approx(1.0 + 4.0)
     with pytest.raises(ValueError, match="stages differ"):
         feature_matching_loss(a, {"x": b["x"]})

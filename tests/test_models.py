@@ -5,7 +5,13 @@ from kd_lightning.hooks import FeatureTap
 from kd_lightning.models import build_resnet
 from kd_lightning.modules.ikd import IKDStudent
 
-SHAPES = {"mnist": (1, 28, 10), "fashion_mnist": (1, 28, 10), "usps": (1, 16, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+SHAPES = {
+    "mnist": (1, 28, 10),
+    "fashion_mnist": (1, 28, 10),
+    "usps": (1, 16, 10),
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+}
 OPTIMIZER = {"_target_": "torch.optim.SGD", "lr": 0.01}
 
 
@@ -22,7 +28,11 @@ def test_logits_have_shape_batch_by_classes(arch, dataset, stem):
 def test_stems_differ_as_documented():
     imagenet, cifar = build_resnet("resnet18", 10, 3, "imagenet"), build_resnet("resnet18", 10, 3, "cifar")
     assert imagenet.conv1.kernel_size == (7, 7) and imagenet.conv1.stride == (2, 2)
-    assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1) and isinstance(cifar.maxpool, torch.nn.Identity)
+    assert (
+        cifar.conv1.kernel_size == (3, 3)
+        and cifar.conv1.stride == (1, 1)
+        and isinstance(cifar.maxpool, torch.nn.Identity)
+    )
     assert build_resnet("resnet18", 10, 1).conv1.in_channels == 1
 
 
@@ -82,7 +92,9 @@ def test_load_network_reads_net_weights_on_a_private_stream(tmp_path):
     torch.manual_seed(0)
     net, info = load_network(path)
     assert torch.equal(torch.rand(1), expected)  # the caller's stream did not move
-    assert not net.training and info["skipped_keys"] == ["adapters"] and info["epoch"] == 3 and info["dataset"] == "usps"
+    assert (
+        not net.training and info["skipped_keys"] == ["adapters"] and info["epoch"] == 3 and info["dataset"] == "usps"
+    )
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(net(x), source.eval()(x)) and torch.equal(network_copy(source, cfg)(x), source(x))

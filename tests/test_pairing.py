@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning.run import build
 from kd_lightning import train
+from kd_lightning.run import build
 from kd_lightning.seeding import isolated_rng
 from tests.helpers import compose_cfg
 
@@ -42,7 +42,9 @@ def test_students_of_one_seed_have_identical_state_after_training_steps(fake_dat
     states, records = {}, {}
     for seed in (0, 1):
         for method in STUDENTS:
-            cfg = compose_cfg([f"method={method}", f"seed={seed}", *NEGLIGIBLE_LR], data_dir=fake_data_dir, out_dir=tmp_path)
+            cfg = compose_cfg(
+                [f"method={method}", f"seed={seed}", *NEGLIGIBLE_LR], data_dir=fake_data_dir, out_dir=tmp_path
+            )
             records[method, seed] = train.run(cfg)
             states[method, seed] = student_state(records[method, seed]["run_dir"])
     assert records["scratch", 0]["global_steps"] == 4
@@ -54,10 +56,16 @@ def test_students_of_one_seed_have_identical_state_after_training_steps(fake_dat
         assert max_difference(states["scratch", 1], states[method, 1]) < 1e-5, method
     # the statistics did move (the batches were seen), and another seed starts elsewhere
     first_bn = states["scratch", 0][buffers[0]]
-    assert not torch.equal(first_bn, torch.zeros_like(first_bn)) and not torch.equal(first_bn, torch.ones_like(first_bn))
+    assert not torch.equal(first_bn, torch.zeros_like(first_bn)) and not torch.equal(
+        first_bn, torch.ones_like(first_bn)
+    )
     assert max_difference(states["scratch", 0], states["scratch", 1]) > 1e-2
-    print("max |scratch - rkd|, |scratch - ikd| (seed 0):", [max_difference(states["scratch", 0], states[m, 0]) for m in ("rkd", "ikd")],
-          "| scratch seed 0 vs seed 1:", max_difference(states["scratch", 0], states["scratch", 1]))
+    print(
+        "max |scratch - rkd|, |scratch - ikd| (seed 0):",
+        [max_difference(states["scratch", 0], states[m, 0]) for m in ("rkd", "ikd")],
+        "| scratch seed 0 vs seed 1:",
+        max_difference(states["scratch", 0], states["scratch", 1]),
+    )
 
 
 def epoch_batches(method: str, seed: int, epoch: int, data_dir: Path) -> list[tuple[torch.Tensor, ...]]:
@@ -78,7 +86,9 @@ def epoch_batches(method: str, seed: int, epoch: int, data_dir: Path) -> list[tu
 
 
 def same(a: list[tuple[torch.Tensor, ...]], b: list[tuple[torch.Tensor, ...]]) -> bool:
-    return len(a) == len(b) and all(len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y)) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y)) for x, y in zip(a, b)
+    )
 
 
 def test_batches_order_and_augmentation_are_shared_by_methods_and_set_by_seed_and_epoch(fake_data_dir):
@@ -104,7 +114,9 @@ def test_adapters_are_initialised_off_the_student_stream(fake_data_dir):
     built = {}
     for method in STUDENTS:
         cfg = compose_cfg([f"method={method}"], data_dir=fake_data_dir)
-        teacher = build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True)) if method != "scratch" else None
+        teacher = (
+            build_resnet(**OmegaConf.to_container(cfg.teacher_model, resolve=True)) if method != "scratch" else None
+        )
         torch.manual_seed(0)
         net = build.build_module(cfg, teacher, {} if teacher is not None else None).net.state_dict()
         built[method] = (net, torch.get_rng_state())

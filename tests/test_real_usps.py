@@ -9,7 +9,10 @@ from tests.helpers import compose_cfg
 USPS_ROOT = real_usps_dir()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(USPS_ROOT is None, reason="real USPS not found: set KD_DATA_DIR to a folder holding USPS/usps.bz2 (e.g. ../shared/datasets)"),
+    pytest.mark.skipif(
+        USPS_ROOT is None,
+        reason="real USPS not found: set KD_DATA_DIR to a folder holding USPS/usps.bz2 (e.g. ../shared/datasets)",
+    ),
 ]
 
 

@@ -47,16 +47,31 @@ PAPER_EPOCHS = {"teacher": 20, "scratch": 10, "rkd": 10, "ikd": 10}
 def paper_config(method: str, **overrides) -> dict:
     """A resolved config as results.json holds it, trained the paper's way; ``overrides`` by dotted path."""
     config = {
-        "recipe": {"name": "paper", "batch_size": 64, "epochs": 10, "method_epochs": {"teacher": 20},
-                   "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0},
-                   "scheduler": None, "augmentation": {"rotation": 15, "hflip": 0.5, "vflip": 0.5}},
+        "recipe": {
+            "name": "paper",
+            "batch_size": 64,
+            "epochs": 10,
+            "method_epochs": {"teacher": 20},
+            "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.0},
+            "scheduler": None,
+            "augmentation": {"rotation": 15, "hflip": 0.5, "vflip": 0.5},
+        },
         "dataset": {"name": "usps", "val_fraction": 0.7, "split_seed": 1234},
-        "method": {"name": method, **({"alpha": 0.7, "temperature": 4.0} if method in ("rkd", "ikd") else {}),
-                   **({"feature_weight": 1.0, "stages": ["layer1", "layer2", "layer3", "layer4"]} if method == "ikd" else {})},
+        "method": {
+            "name": method,
+            **({"alpha": 0.7, "temperature": 4.0} if method in ("rkd", "ikd") else {}),
+            **({"feature_weight": 1.0, "stages": ["layer1", "layer2", "layer3", "layer4"]} if method == "ikd" else {}),
+        },
         "student_model": {"arch": "resnet18", "stem": "imagenet", "num_classes": 10, "in_channels": 1},
         "teacher_model": {"arch": "resnet50", "stem": "imagenet", "num_classes": 10, "in_channels": 1},
-        "trainer": {"max_epochs": PAPER_EPOCHS[method], "max_steps": -1, "max_time": None, "limit_train_batches": None,
-                    "limit_val_batches": None, "limit_test_batches": None},
+        "trainer": {
+            "max_epochs": PAPER_EPOCHS[method],
+            "max_steps": -1,
+            "max_time": None,
+            "limit_train_batches": None,
+            "limit_val_batches": None,
+            "limit_test_batches": None,
+        },
     }
     for path, value in overrides.items():
         node = config
@@ -76,18 +91,36 @@ def _write_run(root: Path, dataset: str, method: str, seed: int, acc: float | No
     (run / "csv").mkdir(parents=True)
     record = {
         "status": "completed" if acc is not None else "failed",
-        "dataset": dataset, "method": method, "seed": seed, "run_dir": str(run), "fingerprint": "abc",
-        "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T01:00:00+00:00", "resumed_from": None,
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "run_dir": str(run),
+        "fingerprint": "abc",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": "2026-01-01T01:00:00+00:00",
+        "resumed_from": None,
         "config": paper_config(method, **{"trainer.limit_train_batches": limit}),
-        "environment": {}, "wall_time_s": 10.0, "epochs": 3, "global_steps": 30, "best_val_acc": acc,
-        "best_epoch": 1, "train_images_per_s": 100.0,
-        "params": {"net": 1, "teacher": None, "total_trainable": 1}, "teacher": None,
+        "environment": {},
+        "wall_time_s": 10.0,
+        "epochs": 3,
+        "global_steps": 30,
+        "best_val_acc": acc,
+        "best_epoch": 1,
+        "train_images_per_s": 100.0,
+        "params": {"net": 1, "teacher": None, "total_trainable": 1},
+        "teacher": None,
     }
     if method == "teacher":
         record["teacher_key"] = f"resnet50-{dataset}{seed}"
     elif method in ("rkd", "ikd"):
-        record["teacher"] = {"key": f"resnet50-{dataset}{seed}", "checkpoint": "t.ckpt", "test_acc": 0.9,
-                             "run_dir": "teachers/x", "stale": False, "source": "registry"}
+        record["teacher"] = {
+            "key": f"resnet50-{dataset}{seed}",
+            "checkpoint": "t.ckpt",
+            "test_acc": 0.9,
+            "run_dir": "teachers/x",
+            "stale": False,
+            "source": "registry",
+        }
     if acc is None:
         record["error"] = {"type": "RuntimeError", "message": "CUDA out of memory (synthetic)", "traceback": "..."}
     else:
@@ -102,7 +135,9 @@ def _write_run(root: Path, dataset: str, method: str, seed: int, acc: float | No
     rows = []
     for epoch in range(3):
         val_acc = (acc or 0.5) - 0.1 * (2 - epoch)
-        rows.append({"epoch": epoch, "step": 10 * epoch + 9, "val/acc": val_acc, "val/loss": 1.0 - val_acc, "val/f1": val_acc})
+        rows.append(
+            {"epoch": epoch, "step": 10 * epoch + 9, "val/acc": val_acc, "val/loss": 1.0 - val_acc, "val/f1": val_acc}
+        )
         rows.append({"epoch": epoch, "step": 10 * epoch + 9, "train/loss_epoch": 1.5 - epoch * 0.3, "train/acc": 0.5})
     rows.append({"epoch": 3, "step": 30, "test_best/acc": acc})
     pd.DataFrame(rows).to_csv(run / "csv" / "metrics.csv", index=False)
@@ -153,7 +188,8 @@ def test_load_sweep_skips_archive_and_keeps_failed(sweep):
     assert runs.loc[runs["dataset"] == "usps", "paper_comparable"].all()
     assert not runs.loc[runs["dataset"] == "cifar10", "paper_comparable"].any()
     assert set(runs.loc[runs["dataset"] == "cifar10", "paper_differences"]) == {
-        "trainer.limit_train_batches=5 (paper: all batches)"}
+        "trainer.limit_train_batches=5 (paper: all batches)"
+    }
 
 
 @pytest.mark.parametrize("dataset", ["usps", "cifar10"])
@@ -222,8 +258,16 @@ def test_issues_list_failed_and_missing(sweep):
 def test_report_files(written):
     out = written.parent
     text = written.read_text()
-    expected = ["accuracy", "gain_over_scratch", "students_vs_teacher", "gain_vs_complexity",
-                "curves_usps", "curves_cifar10", "per_class_f1_usps", "per_class_f1_cifar10"]
+    expected = [
+        "accuracy",
+        "gain_over_scratch",
+        "students_vs_teacher",
+        "gain_vs_complexity",
+        "curves_usps",
+        "curves_cifar10",
+        "per_class_f1_usps",
+        "per_class_f1_cifar10",
+    ]
     for name in expected:
         png = out / "figures" / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 1000, name
@@ -253,8 +297,12 @@ def test_claim_verdicts_three_datasets():
         for seed in range(3):
             base = 0.80 + 0.01 * seed
             jitter = 0.001 * ((seed * 7 + i * 3) % 5 - 2)  # a little spread between seeds
-            for method, acc in (("teacher", base + 0.05), ("scratch", base), ("rkd", base + gains["rkd"][i] / 100 + jitter),
-                                ("ikd", base + gains["ikd"][i] / 100 - jitter)):
+            for method, acc in (
+                ("teacher", base + 0.05),
+                ("scratch", base),
+                ("rkd", base + gains["rkd"][i] / 100 + jitter),
+                ("ikd", base + gains["ikd"][i] / 100 - jitter),
+            ):
                 rows.append({"dataset": dataset, "method": method, "seed": seed, "test_best.acc": acc})
     verdicts = {c.number: c.verdict for c in report.evaluate_claims(pd.DataFrame(rows))}
     assert verdicts[1] == report.NOT_TESTABLE
@@ -282,8 +330,12 @@ def test_cli(sweep, tmp_path, capsys):
         report.main(["--help"])
     assert exit_info.value.code == 0 and "--metric" in capsys.readouterr().out
     out = tmp_path / "cli"
-    done = subprocess.run([sys.executable, "-m", "kd_lightning.report", str(sweep), "--out", str(out), "--metric", "test_last.acc"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "kd_lightning.report", str(sweep), "--out", str(out), "--metric", "test_last.acc"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip().endswith(str(out / "report.md"))
     assert "Headline metric: **test_last.acc**" in (out / "report.md").read_text()
 
@@ -316,7 +368,9 @@ def test_notebook_runs_headless(sweep, monkeypatch):
     monkeypatch.setenv("KD_SWEEP_DIR", str(sweep))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "notebook stored with outputs"
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
@@ -346,7 +400,19 @@ def test_shortened_epochs_are_not_set_beside_the_paper(tmp_path):
         run = tmp_path / f"e{epochs}" / "usps" / "teacher" / "seed0"
         run.mkdir(parents=True)
         config = paper_config("teacher", **{"recipe.method_epochs.teacher": epochs, "trainer.max_epochs": epochs})
-        (run / "results.json").write_text(json.dumps({"status": "completed", "dataset": "usps", "method": "teacher", "seed": 0, "config": config, "test_best": {"acc": 0.9}, "test_last": {"acc": 0.9}}))
+        (run / "results.json").write_text(
+            json.dumps(
+                {
+                    "status": "completed",
+                    "dataset": "usps",
+                    "method": "teacher",
+                    "seed": 0,
+                    "config": config,
+                    "test_best": {"acc": 0.9},
+                    "test_last": {"acc": 0.9},
+                }
+            )
+        )
         runs = report.load_sweep(tmp_path / f"e{epochs}")
         assert bool(runs["paper_comparable"].iloc[0]) is expected
         assert runs["paper_differences"].iloc[0] == ("" if expected else "trainer.max_epochs=3 (paper 20)")

@@ -15,8 +15,10 @@ from kd_lightning import report
 from tests.test_report import paper_config
 
 ACC = {"teacher": [0.95, 0.93], "scratch": [0.90, 0.89], "rkd": [0.92, 0.90], "ikd": [0.94, 0.92]}
-FIELDS = {"nll": {"teacher": 0.20, "scratch": 0.35, "rkd": 0.30, "ikd": 0.25},
-          "ece": {"teacher": 0.02, "scratch": 0.05, "rkd": 0.03, "ikd": 0.01}}
+FIELDS = {
+    "nll": {"teacher": 0.20, "scratch": 0.35, "rkd": 0.30, "ikd": 0.25},
+    "ece": {"teacher": 0.02, "scratch": 0.05, "rkd": 0.03, "ikd": 0.01},
+}
 AGREE = {"rkd": [0.96, 0.94], "ikd": [0.98, None]}  # ikd seed 1: no teacher was available -> null
 
 
@@ -27,17 +29,32 @@ def _write(root: Path, dataset: str, method: str, seed: int, acc: float, recipe:
     if method in AGREE:
         best["agreement"] = AGREE[method][seed]
         best["kl_teacher_student"] = None if AGREE[method][seed] is None else 0.1 * (seed + 1)
-    record = {"status": "completed", "dataset": dataset, "method": method, "seed": seed,
-              "config": paper_config(method, **{"recipe.name": recipe}), "test_best": best,
-              "test_last": {"acc": acc - 0.01}, **extra}
+    record = {
+        "status": "completed",
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "config": paper_config(method, **{"recipe.name": recipe}),
+        "test_best": best,
+        "test_last": {"acc": acc - 0.01},
+        **extra,
+    }
     if method == "teacher":
         record.setdefault("teacher_key", f"resnet50-aaaa{seed}")
     (run / "results.json").write_text(json.dumps(record))
 
 
 def _teacher(key: str, stale: bool = False) -> dict:
-    return {"teacher": {"key": key, "checkpoint": f"/teachers/{key}/teacher.ckpt", "test_acc": 0.95,
-                        "run_dir": f"/runs/{key}", "stale": stale, "source": "registry"}}
+    return {
+        "teacher": {
+            "key": key,
+            "checkpoint": f"/teachers/{key}/teacher.ckpt",
+            "test_acc": 0.95,
+            "run_dir": f"/runs/{key}",
+            "stale": stale,
+            "source": "registry",
+        }
+    }
 
 
 @pytest.fixture()
@@ -89,8 +106,13 @@ def test_gap_closed_is_na_without_room():
 def _frame(acc: dict[str, list[float]]):
     import pandas as pd
 
-    return pd.DataFrame([{"dataset": "usps", "method": m, "seed": s, "test_best.acc": a / 100}
-                         for m, values in acc.items() for s, a in enumerate(values)])
+    return pd.DataFrame(
+        [
+            {"dataset": "usps", "method": m, "seed": s, "test_best.acc": a / 100}
+            for m, values in acc.items()
+            for s, a in enumerate(values)
+        ]
+    )
 
 
 def test_teacher_mismatch_and_stale_teachers_are_marked(sweep):
@@ -123,14 +145,24 @@ def test_teacher_unknown_is_not_a_mismatch(tmp_path):
 
 
 def _efficiency(params: int, flops: int, latency: float) -> dict:
-    return {"efficiency": {"params": params, "flops_per_image": flops, "checkpoint_mb": params * 4e-6,
-                           "latency_ms_b1": {"median": latency, "p90": latency * 1.2, "threads": 2},
-                           "throughput_b64_img_s": 1000 / latency}}
+    return {
+        "efficiency": {
+            "params": params,
+            "flops_per_image": flops,
+            "checkpoint_mb": params * 4e-6,
+            "latency_ms_b1": {"median": latency, "p90": latency * 1.2, "threads": 2},
+            "throughput_b64_img_s": 1000 / latency,
+        }
+    }
 
 
 def test_what_the_student_buys(tmp_path):
-    cost = {"teacher": (23_500_000, 330_000_000, 12.0), "scratch": (11_200_000, 150_000_000, 4.0),
-            "rkd": (11_200_000, 150_000_000, 4.0), "ikd": (11_200_000, 150_000_000, 5.0)}
+    cost = {
+        "teacher": (23_500_000, 330_000_000, 12.0),
+        "scratch": (11_200_000, 150_000_000, 4.0),
+        "rkd": (11_200_000, 150_000_000, 4.0),
+        "ikd": (11_200_000, 150_000_000, 5.0),
+    }
     for method, values in ACC.items():
         for seed, acc in enumerate(values):
             _write(tmp_path, "usps", method, seed, acc, **_efficiency(*cost[method]))
@@ -169,12 +201,20 @@ def test_recipes_are_never_pooled(tmp_path):
     paired = report.paired_comparison(runs, "ikd", "scratch").set_index("recipe")
     assert paired.loc["paper", "n_pairs"] == 2 and paired.loc["strong", "n_pairs"] == 2
     claims = report.evaluate_claims(runs)
-    assert [(c.recipe, c.number) for c in claims] == [("paper", 1), ("paper", 2), ("paper", 3),
-                                                      ("strong", 1), ("strong", 2), ("strong", 3)]
+    assert [(c.recipe, c.number) for c in claims] == [
+        ("paper", 1),
+        ("paper", 2),
+        ("paper", 3),
+        ("strong", 1),
+        ("strong", 2),
+        ("strong", 3),
+    ]
     text = report.write_report(tmp_path).read_text()
     assert "| Recipe |" in text and "recipe `strong`" in text
     assert (tmp_path / "report" / "figures" / "accuracy_strong.png").is_file()
-    assert (tmp_path / "report" / "figures" / "gain_by_recipe.png").is_file() and "KD gain over scratch under each recipe" in text
+    assert (
+        tmp_path / "report" / "figures" / "gain_by_recipe.png"
+    ).is_file() and "KD gain over scratch under each recipe" in text
 
 
 def test_a_timing_slowed_by_another_process_does_not_move_the_cost(tmp_path):
@@ -182,11 +222,20 @@ def test_a_timing_slowed_by_another_process_does_not_move_the_cost(tmp_path):
     for method in ("teacher", "scratch"):
         for seed, latency in enumerate((10.0, 11.0, 900.0) if method == "teacher" else (4.0, 4.0, 4.0)):
             (tmp_path / "paper" / "usps" / method / f"seed{seed}").mkdir(parents=True)
-            record = {"status": "completed", "dataset": "usps", "method": method, "seed": seed,
-                      "config": paper_config(method), "test_best": {"acc": 0.9}, **_efficiency(10_000, 1_000, latency)}
+            record = {
+                "status": "completed",
+                "dataset": "usps",
+                "method": method,
+                "seed": seed,
+                "config": paper_config(method),
+                "test_best": {"acc": 0.9},
+                **_efficiency(10_000, 1_000, latency),
+            }
             (tmp_path / "paper" / "usps" / method / f"seed{seed}" / "results.json").write_text(json.dumps(record))
     table = report.efficiency_table(report.load_sweep(tmp_path)).set_index("method")
-    assert table.loc["teacher", "latency_ms_b1"] == pytest.approx(11.0) and table.loc["scratch", "latency_ms_b1"] == pytest.approx(4.0)
+    assert table.loc["teacher", "latency_ms_b1"] == pytest.approx(11.0) and table.loc[
+        "scratch", "latency_ms_b1"
+    ] == pytest.approx(4.0)
 
 
 def test_sweeps_of_two_recipes_in_two_folders_report_as_one(tmp_path):
@@ -209,11 +258,22 @@ def test_sweeps_of_two_recipes_in_two_folders_report_as_one(tmp_path):
 def test_differences_say_whose_they_are_when_only_some_methods_have_them():
     from kd_lightning.report.tables import differences_label
 
-    arms = pd.DataFrame({"method": ["teacher", "teacher", "scratch"],
-                         "paper_differences": ["trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)",
-                                               "trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)",
-                                               "trainer.max_epochs=3 (paper 10); recipe.optimizer.lr=0.1 (paper 0.001)"]})
-    assert differences_label(arms) == ("teacher: trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001); "
-                                       "scratch: trainer.max_epochs=3 (paper 10)")
+    arms = pd.DataFrame(
+        {
+            "method": ["teacher", "teacher", "scratch"],
+            "paper_differences": [
+                "trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)",
+                "trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)",
+                "trainer.max_epochs=3 (paper 10); recipe.optimizer.lr=0.1 (paper 0.001)",
+            ],
+        }
+    )
+    assert differences_label(arms) == (
+        "teacher: trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001); "
+        "scratch: trainer.max_epochs=3 (paper 10)"
+    )
     assert differences_label(arms.assign(paper_differences="")) == "paper-configured"
-    assert differences_label(arms[arms["method"] == "teacher"]) == "trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)"
+    assert (
+        differences_label(arms[arms["method"] == "teacher"])
+        == "trainer.max_epochs=3 (paper 20); recipe.optimizer.lr=0.1 (paper 0.001)"
+    )

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from kd_lightning.run.callbacks import Speedups
 from kd_lightning.models import build_resnet
 from kd_lightning.modules.ikd import IKDStudent
+from kd_lightning.run.callbacks import Speedups
 
 NET = {"arch": "resnet18", "num_classes": 10, "in_channels": 3}
 OPTIMIZER = {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9}
@@ -15,7 +15,13 @@ OPTIMIZER = {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9}
 
 def ikd_student() -> IKDStudent:
     torch.manual_seed(0)
-    return IKDStudent(net=NET, optimizer=OPTIMIZER, teacher=build_resnet("resnet18", 10, 3), input_shape=[3, 32, 32], stages=["layer2", "layer4"])
+    return IKDStudent(
+        net=NET,
+        optimizer=OPTIMIZER,
+        teacher=build_resnet("resnet18", 10, 3),
+        input_shape=[3, 32, 32],
+        stages=["layer2", "layer4"],
+    )
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate, stats as sps
+from scipy import integrate
+from scipy import stats as sps
 
 from kd_lightning.report import stats
 
@@ -65,12 +66,15 @@ def _enumerated_p(ranks, values):
     return observed, np.mean(null >= observed - 1e-12), np.mean(null <= observed + 1e-12)
 
 
-@pytest.mark.parametrize("values", [
-    [0.1, 0.5, 0.3, 0.9, 1.2],        # rho 0.9
-    [1.0, 2.0, 3.0, 4.0, 5.0],        # perfect: p = 1/120
-    [3.0, 1.0, 2.0, 2.0, 0.5],        # ties, declining
-    [0.2, -0.1, 0.4, 0.3],            # four datasets
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.1, 0.5, 0.3, 0.9, 1.2],  # rho 0.9
+        [1.0, 2.0, 3.0, 4.0, 5.0],  # perfect: p = 1/120
+        [3.0, 1.0, 2.0, 2.0, 0.5],  # ties, declining
+        [0.2, -0.1, 0.4, 0.3],  # four datasets
+    ],
+)
 def test_trend_test_matches_exact_enumeration(values):
     ranks = list(range(1, len(values) + 1))
     rho, p_greater, p_less = _enumerated_p(ranks, values)

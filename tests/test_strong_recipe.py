@@ -9,11 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kd_lightning.run import build
 from kd_lightning import train
-from kd_lightning.run import teachers
-from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.datasets.batched import BatchAugment
+from kd_lightning.run import build, teachers
+from kd_lightning.run.config import ConfigError, validate_config
 from tests.helpers import MOMENTUM, compose_cfg
 
 DATASETS = ("mnist", "fashion_mnist", "usps", "cifar10", "cifar100")
@@ -27,7 +26,11 @@ def test_strong_recipe_composes_for_every_dataset(dataset, fake_data_dir):
     cfg = compose_cfg([f"dataset={dataset}", *STRONG, "method=ikd"], data_dir=fake_data_dir)
     validate_config(cfg)
     aug = OmegaConf.to_container(cfg.recipe.augmentation, resolve=True)
-    assert cfg.recipe.optimizer.nesterov and cfg.recipe.optimizer.weight_decay > 0 and cfg.recipe.scheduler.interval == "step"
+    assert (
+        cfg.recipe.optimizer.nesterov
+        and cfg.recipe.optimizer.weight_decay > 0
+        and cfg.recipe.scheduler.interval == "step"
+    )
     assert cfg.student_model.stem == cfg.teacher_model.stem == ("imagenet" if dataset in DIGITS else "cifar")
     if dataset in DIGITS:
         assert aug["hflip"] == aug["vflip"] == 0 and aug["translate"] > 0
@@ -40,7 +43,12 @@ def test_every_method_trains_30_epochs_and_one_method_can_differ():
     methods = ("teacher", "scratch", "rkd", "ikd")
 
     def epochs(dataset: str, *overrides: str) -> dict[str, int]:
-        return {m: compose_cfg([f"dataset={dataset}", "recipe=strong", f"method={m}", *overrides], fast=False).trainer.max_epochs for m in methods}
+        return {
+            m: compose_cfg(
+                [f"dataset={dataset}", "recipe=strong", f"method={m}", *overrides], fast=False
+            ).trainer.max_epochs
+            for m in methods
+        }
 
     assert epochs("usps") == epochs("cifar10") == dict.fromkeys(methods, 30)
     assert epochs("usps", "+recipe.method_epochs.ikd=2") == {**dict.fromkeys(methods, 30), "ikd": 2}
@@ -58,8 +66,16 @@ def test_digit_augmentation_never_flips_and_shifts_whole_pixels(dataset, fake_da
     # a shift by whole pixels moves a pixel exactly (crop with zero padding)
     image = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
     image[0, 0, 3, 3] = 255
-    moved = augment.apply(image, type(params)(torch.zeros(1), torch.zeros(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool),
-                                              torch.tensor([[2.0, -1.0]]), None))
+    moved = augment.apply(
+        image,
+        type(params)(
+            torch.zeros(1),
+            torch.zeros(1, dtype=torch.bool),
+            torch.zeros(1, dtype=torch.bool),
+            torch.tensor([[2.0, -1.0]]),
+            None,
+        ),
+    )
     assert torch.nonzero(moved[0, 0] > moved.min()).tolist() == [[2, 5]]
 
 
@@ -113,7 +129,13 @@ def test_bad_augmentation_values_name_the_key(fake_data_dir):
 
 @pytest.mark.slow
 def test_a_strong_run_trains_with_its_step_schedule(fake_data_dir, tmp_path):
-    record = train.run(compose_cfg(["dataset=usps", *STRONG, "method=scratch", "recipe.batch_size=16"], data_dir=fake_data_dir, out_dir=tmp_path))
+    record = train.run(
+        compose_cfg(
+            ["dataset=usps", *STRONG, "method=scratch", "recipe.batch_size=16"],
+            data_dir=fake_data_dir,
+            out_dir=tmp_path,
+        )
+    )
     assert record["status"] == "completed" and "/strong/usps/scratch/seed0" in record["run_dir"]
     state = torch.load(record["last_checkpoint"], weights_only=False)["lr_schedulers"][0]
     assert state["total_steps"] == record["global_steps"] and state["last_epoch"] == record["global_steps"]
@@ -125,7 +147,11 @@ def test_a_strong_run_cut_after_an_epoch_resumes_to_the_uninterrupted_weights(fa
     under resume: an RKD run cut after its first epoch and rerun ends with the uninterrupted run's weights."""
     common = ["dataset=usps", *STRONG, "method=rkd", "recipe.batch_size=16", "trainer.max_epochs=2"]
     full = train.run(compose_cfg([*common, "name=full"], data_dir=fake_data_dir, out_dir=tmp_path))
-    cut = compose_cfg([*common, "name=cut", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"], data_dir=fake_data_dir, out_dir=tmp_path)
+    cut = compose_cfg(
+        [*common, "name=cut", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"],
+        data_dir=fake_data_dir,
+        out_dir=tmp_path,
+    )
     with pytest.raises(RuntimeError, match="preempted"):
         train.run(cut)
     resumed = train.run(compose_cfg([*common, "name=cut"], data_dir=fake_data_dir, out_dir=tmp_path))

@@ -32,19 +32,45 @@ def run_cli(monkeypatch, *args: str) -> None:
 
 
 def all_results(sweep: Path) -> dict[str, dict]:
-    return {str(p.parent.relative_to(sweep)): json.loads(p.read_text()) for p in sorted(sweep.rglob("results.json")) if "archive" not in p.parts}
+    return {
+        str(p.parent.relative_to(sweep)): json.loads(p.read_text())
+        for p in sorted(sweep.rglob("results.json"))
+        if "archive" not in p.parts
+    }
 
 
 def test_study_grid_runs_once_and_reruns_nothing(tmp_path, fake_data_dir, monkeypatch):
     one_step = "trainer.limit_train_batches=1"  # 16 runs
-    args = ("-m", "experiment=study", "dataset=usps,mnist", "seed=0,1", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, one_step)
+    args = (
+        "-m",
+        "experiment=study",
+        "dataset=usps,mnist",
+        "seed=0,1",
+        f"paths.data_dir={fake_data_dir}",
+        f"paths.output_dir={tmp_path}",
+        *FAST,
+        one_step,
+    )
     run_cli(monkeypatch, *args)  # no run fails: the multirun returns normally (exit status 0)
     sweep = tmp_path / "study"
     records = all_results(sweep)
-    expected = {f"{d}/{m}/seed{s}" for d in ("usps", "mnist") for m in ("teacher", "scratch", "rkd", "ikd") for s in (0, 1)}
+    expected = {
+        f"{d}/{m}/seed{s}" for d in ("usps", "mnist") for m in ("teacher", "scratch", "rkd", "ikd") for s in (0, 1)
+    }
     assert set(records) == expected
     assert all(r["status"] == "completed" for r in records.values())
-    for key in ("test_best", "test_last", "best_val_acc", "best_epoch", "wall_time_s", "train_images_per_s", "params", "environment", "config", "epochs"):
+    for key in (
+        "test_best",
+        "test_last",
+        "best_val_acc",
+        "best_epoch",
+        "wall_time_s",
+        "train_images_per_s",
+        "params",
+        "environment",
+        "config",
+        "epochs",
+    ):
         assert all(key in r for r in records.values()), key
     # one teacher per dataset and seed, and every student used its own dataset's and seed's teacher
     entries = sorted((tmp_path / "teachers").glob("*/*/seed*/teacher.ckpt"))
@@ -68,7 +94,15 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path, monkeypatch
     data = write_all(tmp_path / "data", n_train=48, n_test=20)
     (data / "MNIST" / "raw" / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00")  # truncated
     with pytest.raises(SystemExit) as exit_info:  # the other run completes, then the multirun reports the failure
-        run_cli(monkeypatch, "-m", "dataset=mnist,usps", "method=scratch", f"paths.data_dir={data}", f"paths.output_dir={tmp_path / 'out'}", *FAST)
+        run_cli(
+            monkeypatch,
+            "-m",
+            "dataset=mnist,usps",
+            "method=scratch",
+            f"paths.data_dir={data}",
+            f"paths.output_dir={tmp_path / 'out'}",
+            *FAST,
+        )
     assert exit_info.value.code == 1
     assert not (tmp_path / "out" / "default" / ".failed-runs").exists()  # the markers are cleaned up
     records = all_results(tmp_path / "out" / "default")
@@ -97,7 +131,15 @@ def test_launcher_configs_compose_and_resolve(launcher):
 def cli(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("KD_DATA_DIR", None)
-    return subprocess.Popen([sys.executable, "-m", "kd_lightning.train", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kd_lightning.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_two_runs_needing_the_same_missing_teacher_train_it_once(tmp_path, fake_data_dir):
@@ -111,7 +153,17 @@ def test_two_runs_needing_the_same_missing_teacher_train_it_once(tmp_path, fake_
 
 
 def test_sigterm_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path, fake_data_dir, monkeypatch):
-    common = ("dataset=usps", "method=scratch", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, MOMENTUM, "trainer.max_epochs=3", "trainer.limit_train_batches=5", "dataset.num_workers=1")
+    common = (
+        "dataset=usps",
+        "method=scratch",
+        f"paths.data_dir={fake_data_dir}",
+        f"paths.output_dir={tmp_path}",
+        *FAST,
+        MOMENTUM,
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=5",
+        "dataset.num_workers=1",
+    )
     run_cli(monkeypatch, "name=reference", *common)  # in this process: only the interrupted run needs its own
 
     run_dir = tmp_path / "interrupted" / "usps" / "scratch" / "seed0"
@@ -161,18 +213,32 @@ def train_loss_steps(run_dir: Path) -> list[int]:
 def test_submitit_local_grid_runs_collects_and_resumes_a_cut_job(tmp_path, fake_data_dir):
     """launcher=submitit_local: pickled jobs, job folders, result collection, and a job whose run was
     cut after its first epoch resuming from last.ckpt (what a requeued SLURM job does)."""
-    common = ("dataset=usps", "method=scratch", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST, MOMENTUM, "trainer.max_epochs=2")
+    common = (
+        "dataset=usps",
+        "method=scratch",
+        f"paths.data_dir={fake_data_dir}",
+        f"paths.output_dir={tmp_path}",
+        *FAST,
+        MOMENTUM,
+        "trainer.max_epochs=2",
+    )
     cut = compose_run_config([*common, "seed=1", "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"])
     with pytest.raises(RuntimeError, match="preempted"):
         train.run(cut)
     cut_dir = tmp_path / "default" / "usps" / "scratch" / "seed1"
-    assert json.loads((cut_dir / "results.json").read_text())["status"] == "failed" and (cut_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (
+        json.loads((cut_dir / "results.json").read_text())["status"] == "failed"
+        and (cut_dir / "checkpoints" / "last.ckpt").is_file()
+    )
 
     proc = cli("-m", "launcher=submitit_local", *common, "seed=0,1")
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 0, out
     records = all_results(tmp_path / "default")
-    assert {k: r["status"] for k, r in records.items()} == {"usps/scratch/seed0": "completed", "usps/scratch/seed1": "completed"}
+    assert {k: r["status"] for k, r in records.items()} == {
+        "usps/scratch/seed0": "completed",
+        "usps/scratch/seed1": "completed",
+    }
     fresh, resumed = records["usps/scratch/seed0"], records["usps/scratch/seed1"]
     assert not fresh.get("resumed_from") and resumed["resumed_from"].endswith("last.ckpt")
     assert fresh["global_steps"] == resumed["global_steps"] == 2 * 3 and resumed["epochs"] == 2

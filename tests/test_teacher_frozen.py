@@ -29,7 +29,15 @@ def test_teacher_weights_and_batchnorm_statistics_do_not_change(cls, fake_data_d
     module = make(cls, teacher)
     student_before = copy.deepcopy(module.net.state_dict())
     dm = instantiate(compose_cfg(["dataset=usps"], data_dir=fake_data_dir).dataset, _convert_="all")
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=dm)
 
     assert not module.teacher.training  # Lightning called .train() on the module: the teacher stayed in eval
@@ -55,7 +63,9 @@ def test_teacher_weights_and_batchnorm_statistics_do_not_change(cls, fake_data_d
     trainer.test(module, datamodule=dm, ckpt_path=str(path), verbose=False)
     if cls is IKDStudent:  # torn down after fit and test: the (registry's) teacher runs untapped
         assert not module.teacher_tap.attached and not module.student_tap.attached
-        assert all(not m._forward_hooks for m in module.teacher.modules()) and all(not m._forward_hooks for m in module.net.modules())
+        assert all(not m._forward_hooks for m in module.teacher.modules()) and all(
+            not m._forward_hooks for m in module.net.modules()
+        )
         _, terms = module.loss_terms(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]))  # training again taps them again
         assert module.teacher_tap.attached and float(terms["feat"]) > 0
 

@@ -25,7 +25,11 @@ def test_metrics_on_tiny_logits_equal_hand_computed_values():
     metrics = base.TestMetrics(3)
     # two batches: the metrics accumulate over the split
     for rows in (slice(0, 3), slice(3, 4)):
-        metrics.update(torch.tensor(STUDENT[rows], dtype=torch.float32), torch.tensor(LABELS[rows]), torch.tensor(TEACHER[rows], dtype=torch.float32))
+        metrics.update(
+            torch.tensor(STUDENT[rows], dtype=torch.float32),
+            torch.tensor(LABELS[rows]),
+            torch.tensor(TEACHER[rows], dtype=torch.float32),
+        )
     out = metrics.compute()
 
     p_s, p_t = softmax(STUDENT), softmax(TEACHER)

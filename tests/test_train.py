@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from kd_lightning import train
-from kd_lightning.run import teachers
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
+from kd_lightning.run import teachers
 from kd_lightning.train import RunConflictError
 from tests.helpers import FAST, MEASURE_EFFICIENCY, compose_cfg, remove_unless_failed
 
@@ -38,37 +38,65 @@ def out_dir(tmp_path_factory, request) -> Path:
 @pytest.mark.parametrize("method", ["teacher", "scratch", "rkd", "ikd"])
 def test_each_method_trains_checkpoints_logs_and_summarises(method, out_dir, fake_data_dir, monkeypatch, capsys):
     export = ["efficiency.export_onnx=true"] if method == "scratch" else []
-    run_cli(monkeypatch, "dataset=usps", f"method={method}", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={out_dir}", *FAST, *MEASURE_EFFICIENCY, *export)
+    run_cli(
+        monkeypatch,
+        "dataset=usps",
+        f"method={method}",
+        f"paths.data_dir={fake_data_dir}",
+        f"paths.output_dir={out_dir}",
+        *FAST,
+        *MEASURE_EFFICIENCY,
+        *export,
+    )
     run_dir = out_dir / "default" / "usps" / method / "seed0"
     record = results(run_dir)
     assert record["status"] == "completed" and record["method"] == method and record["seed"] == 0
-    for key in ("config", "environment", "wall_time_s", "best_val_acc", "best_epoch", "train_images_per_s", "params", "fingerprint"):
+    for key in (
+        "config",
+        "environment",
+        "wall_time_s",
+        "best_val_acc",
+        "best_epoch",
+        "train_images_per_s",
+        "params",
+        "fingerprint",
+    ):
         assert record[key] is not None, key
     for stage in ("test_best", "test_last"):
         assert 0.0 <= record[stage]["acc"] <= 1.0 and len(record[stage]["per_class_f1"]) == 10
     assert record["environment"]["versions"]["torch"] and record["environment"]["git"]["commit"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert Path(record["best_checkpoint"]).is_file() and Path(record["best_checkpoint"]).parent == run_dir / "checkpoints"
+    assert (
+        Path(record["best_checkpoint"]).is_file() and Path(record["best_checkpoint"]).parent == run_dir / "checkpoints"
+    )
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "csv" / "metrics.csv").read_text().count("val/acc") == 1
     assert (run_dir / "config.yaml").is_file()
     out = capsys.readouterr().out
     assert f"usps {method} seed=0: test acc" in out and "(best-val ckpt, epoch 1 of 1)" in out  # epochs counted from 1
     cost = record["efficiency"]  # the best checkpoint's network: the student alone, never teacher or adapters
-    assert cost["params"] == record["params"]["net"] and cost["flops_per_image"] > 0 and cost["latency_ms_b1"]["median"] > 0
+    assert (
+        cost["params"] == record["params"]["net"]
+        and cost["flops_per_image"] > 0
+        and cost["latency_ms_b1"]["median"] > 0
+    )
     assert cost["checkpoint_mb"] > 0 and cost["throughput_b64_img_s"] > 0
     if export:
         assert (run_dir / "export" / "model.onnx").is_file() and cost["onnx_mb"] > 0
         assert cost["onnx_check"]["top1_agreement"] == 1.0 and cost["onnx_check"]["max_abs_logit_diff"] < 1e-3
     if method == "teacher":
         entry = teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir))
-        assert (entry / "teacher.ckpt").is_file() and json.loads((entry / "teacher.json").read_text())["teacher_key"] == entry.parent.name
+        assert (entry / "teacher.ckpt").is_file() and json.loads((entry / "teacher.json").read_text())[
+            "teacher_key"
+        ] == entry.parent.name
         assert record["teacher_key"] == entry.parent.name
     else:  # every student, scratch included, is compared with the registry's teacher (trained above)
         teacher = record["teacher"]
         assert teacher["checkpoint"].startswith(str(out_dir / "teachers" / "usps")) and teacher["source"] == "registry"
         assert teacher["key"] == Path(teacher["checkpoint"]).parts[-3] and 0.0 <= teacher["test_acc"] <= 1.0
-        assert teacher["stale"] is False and teacher["run_dir"] == str(out_dir / "default" / "usps" / "teacher" / "seed0")
+        assert teacher["stale"] is False and teacher["run_dir"] == str(
+            out_dir / "default" / "usps" / "teacher" / "seed0"
+        )
         for stage in ("test_best", "test_last"):
             assert 0.0 <= record[stage]["agreement"] <= 1.0 and record[stage]["kl_teacher_student"] >= 0.0
     for stage in ("test_best", "test_last"):
@@ -94,15 +122,23 @@ def test_a_different_config_never_overwrites_a_completed_run(out_dir, fake_data_
     with pytest.raises(RunConflictError, match="name=.*force=true"):
         train.run(changed)
     assert results(Path(first["run_dir"])) == first
-    forced = train.run(compose_cfg(["method=scratch", "recipe.optimizer.lr=0.5", "force=true"], data_dir=fake_data_dir, out_dir=out_dir))
+    forced = train.run(
+        compose_cfg(
+            ["method=scratch", "recipe.optimizer.lr=0.5", "force=true"], data_dir=fake_data_dir, out_dir=out_dir
+        )
+    )
     assert forced["status"] == "completed" and forced["fingerprint"] != first["fingerprint"]
     archived = list((Path(first["run_dir"]) / "archive").glob("*/results.json"))
     assert [json.loads(p.read_text())["fingerprint"] for p in archived] == [first["fingerprint"]]
 
 
 def test_missing_teacher_with_teacher_missing_fail_names_the_command(tmp_path, fake_data_dir):
-    cfg = compose_cfg(["dataset=usps", "method=ikd", "seed=3", "teacher_missing=fail"], data_dir=fake_data_dir, out_dir=tmp_path)
-    with pytest.raises(teachers.TeacherError, match=r"python -m kd_lightning\.train dataset=usps method=teacher seed=3"):
+    cfg = compose_cfg(
+        ["dataset=usps", "method=ikd", "seed=3", "teacher_missing=fail"], data_dir=fake_data_dir, out_dir=tmp_path
+    )
+    with pytest.raises(
+        teachers.TeacherError, match=r"python -m kd_lightning\.train dataset=usps method=teacher seed=3"
+    ):
         train.run(cfg)
     record = results(Path(cfg.paths.run_dir))
     assert record["status"] == "failed" and record["error"]["type"] == "TeacherError"
@@ -110,11 +146,17 @@ def test_missing_teacher_with_teacher_missing_fail_names_the_command(tmp_path, f
 
 
 def test_teacher_of_another_dataset_is_rejected(out_dir, fake_data_dir, tmp_path):
-    usps_teacher = teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir)) / "teacher.ckpt"
+    usps_teacher = (
+        teachers.entry_dir(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir)) / "teacher.ckpt"
+    )
     if not usps_teacher.is_file():
         train.run(compose_cfg(["method=teacher"], data_dir=fake_data_dir, out_dir=out_dir))
     for dataset, reason in (("mnist", "trained on dataset 'usps'"), ("cifar10", "input channels")):
-        cfg = compose_cfg([f"dataset={dataset}", "method=rkd", f"teacher_ckpt={usps_teacher}"], data_dir=fake_data_dir, out_dir=tmp_path)
+        cfg = compose_cfg(
+            [f"dataset={dataset}", "method=rkd", f"teacher_ckpt={usps_teacher}"],
+            data_dir=fake_data_dir,
+            out_dir=tmp_path,
+        )
         with pytest.raises(teachers.TeacherError, match=reason) as info:
             train.run(cfg)
         assert str(usps_teacher) in str(info.value)
@@ -137,24 +179,38 @@ def test_non_finite_loss_stops_the_run_and_keeps_earlier_checkpoints(tmp_path, f
     record = results(run_dir)
     assert record["status"] == "failed" and record["error"]["type"] == "NonFiniteLossError"
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert last["epoch"] == 0 and all(
+        torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def test_last_epoch_test_reads_the_last_epoch_not_the_last_best(tmp_path, fake_data_dir):
     """Lightning's save_last only refreshes last.ckpt when a new best is saved; ours is rewritten every epoch."""
     # monitoring the epoch number with mode=min makes epoch 0 the best and never improves on it
-    overrides = ["method=scratch", "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
+    overrides = [
+        "method=scratch",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.monitor=epoch",
+        "callbacks.model_checkpoint.mode=min",
+    ]
     record = train.run(compose_cfg(overrides, data_dir=fake_data_dir, out_dir=tmp_path))
     assert record["best_epoch"] == 0
     last = torch.load(record["last_checkpoint"], weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == record["global_steps"]
     best = torch.load(record["best_checkpoint"], weights_only=True)
-    assert best["epoch"] == 0 and not torch.equal(best["state_dict"]["net.fc.weight"], last["state_dict"]["net.fc.weight"])
+    assert best["epoch"] == 0 and not torch.equal(
+        best["state_dict"]["net.fc.weight"], last["state_dict"]["net.fc.weight"]
+    )
 
 
 def test_same_seed_same_numbers_on_cpu(tmp_path, fake_data_dir):
-    records = [train.run(compose_cfg(["method=scratch", f"name=repeat{i}"], data_dir=fake_data_dir, out_dir=tmp_path)) for i in range(2)]
-    assert records[0]["test_best"] == records[1]["test_best"] and records[0]["best_val_acc"] == records[1]["best_val_acc"]
+    records = [
+        train.run(compose_cfg(["method=scratch", f"name=repeat{i}"], data_dir=fake_data_dir, out_dir=tmp_path))
+        for i in range(2)
+    ]
+    assert (
+        records[0]["test_best"] == records[1]["test_best"] and records[0]["best_val_acc"] == records[1]["best_val_acc"]
+    )
     states = [torch.load(r["last_checkpoint"], weights_only=True)["state_dict"] for r in records]
     assert states[0].keys() == states[1].keys()
     for key in states[0]:

@@ -56,7 +56,9 @@ class AugmentParams:
         return int(self.angle.shape[0])
 
     def to(self, device: torch.device | str) -> AugmentParams:
-        return AugmentParams(*(None if t is None else t.to(device) for t in (self.angle, self.hflip, self.vflip, self.shift, self.scale)))
+        return AugmentParams(
+            *(None if t is None else t.to(device) for t in (self.angle, self.hflip, self.vflip, self.shift, self.scale))
+        )
 
     def as_dict(self) -> dict[str, Tensor]:
         """Plain tensors, so the batch survives Lightning's device transfer (frozen dataclasses do not)."""
@@ -67,7 +69,9 @@ class AugmentParams:
     @property
     def is_affine(self) -> bool:
         """Whether a shift or a scale other than 1 is present (else a plain rotation does)."""
-        return (self.shift is not None and bool((self.shift != 0).any())) or (self.scale is not None and bool((self.scale != 1).any()))
+        return (self.shift is not None and bool((self.shift != 0).any())) or (
+            self.scale is not None and bool((self.scale != 1).any())
+        )
 
     @classmethod
     def identity(cls, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
@@ -120,7 +124,11 @@ class BatchAugment(nn.Module):
         # kornia's samplers: angle ~ U[-rotation, rotation] for every sample (p=1), flips ~ Bernoulli(p).
         # Kept in a tuple, not as submodules: moving this module to a GPU must not move them, so the
         # draws are the same (CPU) numbers on every device.
-        self._samplers = (K.RandomRotation(degrees=self.rotation, p=1.0), K.RandomHorizontalFlip(p=self.hflip), K.RandomVerticalFlip(p=self.vflip))
+        self._samplers = (
+            K.RandomRotation(degrees=self.rotation, p=1.0),
+            K.RandomHorizontalFlip(p=self.hflip),
+            K.RandomVerticalFlip(p=self.vflip),
+        )
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1), persistent=False)
         self.last_params: AugmentParams | None = None
@@ -130,8 +138,11 @@ class BatchAugment(nn.Module):
         """Same argument as :func:`~kd_lightning.datasets.transforms.train_transform` (``None`` = no augmentation)."""
         aug = dict(augmentation or {})
         return cls(
-            mean, std, *(float(aug.get(k, 0) or 0) for k in ("rotation", "hflip", "vflip")),
-            translate=int(aug.get("translate", 0) or 0), scale=float(aug.get("scale", 0) or 0),
+            mean,
+            std,
+            *(float(aug.get(k, 0) or 0) for k in ("rotation", "hflip", "vflip")),
+            translate=int(aug.get("translate", 0) or 0),
+            scale=float(aug.get("scale", 0) or 0),
         )
 
     @property
@@ -139,11 +150,15 @@ class BatchAugment(nn.Module):
         return self.rotation > 0 or self.hflip > 0 or self.vflip > 0 or self.translate > 0 or self.scale > 0
 
     def extra_repr(self) -> str:
-        return (f"rotation={self.rotation}, hflip={self.hflip}, vflip={self.vflip}, translate={self.translate}, "
-                f"scale={self.scale}, channels={self.mean.shape[1]}")
+        return (
+            f"rotation={self.rotation}, hflip={self.hflip}, vflip={self.vflip}, translate={self.translate}, "
+            f"scale={self.scale}, channels={self.mean.shape[1]}"
+        )
 
     # -- parameters ----------------------------------------------------------------------------
-    def sample_params(self, batch_size: int, device: torch.device | str | None = None, seed: int | None = None) -> AugmentParams:
+    def sample_params(
+        self, batch_size: int, device: torch.device | str | None = None, seed: int | None = None
+    ) -> AugmentParams:
         """Independent per-sample parameters from kornia's samplers, drawn on the CPU, returned on ``device``.
 
         With ``seed`` the draws come from a private generator started at that seed (torch's global
@@ -162,7 +177,9 @@ class BatchAugment(nn.Module):
             )
             # drawn after the paper's three, and only when on: the paper recipe's draws are unchanged
             if self.translate:
-                params = replace(params, shift=torch.randint(-self.translate, self.translate + 1, (batch_size, 2)).to(torch.float32))
+                params = replace(
+                    params, shift=torch.randint(-self.translate, self.translate + 1, (batch_size, 2)).to(torch.float32)
+                )
             if self.scale:
                 params = replace(params, scale=torch.empty(batch_size).uniform_(1.0 - self.scale, 1.0 + self.scale))
         return params.to(device) if device is not None else params
@@ -184,7 +201,9 @@ class BatchAugment(nn.Module):
             n, _, h, w = x.shape
             centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=x.device).expand(n, 2)
             shift = params.shift if params.shift is not None else torch.zeros(n, 2, device=x.device)
-            zoom = (params.scale if params.scale is not None else torch.ones(n, device=x.device)).view(n, 1).expand(n, 2)
+            zoom = (
+                (params.scale if params.scale is not None else torch.ones(n, device=x.device)).view(n, 1).expand(n, 2)
+            )
             matrix = get_affine_matrix2d(shift, centre, zoom, params.angle)
             x = warp_affine(x, matrix[:, :2], (h, w), mode="nearest", padding_mode="zeros")
         elif bool((params.angle != 0).any()):
@@ -217,7 +236,13 @@ class SeededBatchSampler(Sampler):
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.num_samples, self.batch_size, self.shuffle, self.drop_last, self.seed = num_samples, batch_size, shuffle, drop_last, seed
+        self.num_samples, self.batch_size, self.shuffle, self.drop_last, self.seed = (
+            num_samples,
+            batch_size,
+            shuffle,
+            drop_last,
+            seed,
+        )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -290,7 +315,9 @@ def load_as_uint8_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
     data = getattr(dataset, "data", None)
     targets = getattr(dataset, "targets", None)
     if data is None or targets is None:
-        raise TypeError(f"{type(dataset).__name__} has no .data/.targets arrays; load_as_uint8_tensors needs a torchvision image dataset")
+        raise TypeError(
+            f"{type(dataset).__name__} has no .data/.targets arrays; load_as_uint8_tensors needs a torchvision image dataset"
+        )
     images = data if isinstance(data, Tensor) else torch.from_numpy(np.ascontiguousarray(data))
     if images.dtype != torch.uint8:
         raise TypeError(f"{type(dataset).__name__}.data has dtype {images.dtype}; expected uint8 pixels")
@@ -300,8 +327,12 @@ def load_as_uint8_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
         if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):  # N x H x W x C (CIFAR)
             images = images.permute(0, 3, 1, 2)
     else:
-        raise ValueError(f"{type(dataset).__name__}.data has shape {tuple(images.shape)}; expected N x H x W or N x H x W x C")
+        raise ValueError(
+            f"{type(dataset).__name__}.data has shape {tuple(images.shape)}; expected N x H x W or N x H x W x C"
+        )
     labels = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"{type(dataset).__name__}: {images.shape[0]} images but targets of shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"{type(dataset).__name__}: {images.shape[0]} images but targets of shape {tuple(labels.shape)}"
+        )
     return images.contiguous(), labels

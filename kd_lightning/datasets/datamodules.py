@@ -16,7 +16,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
-from kd_lightning.datasets.batched import AugmentedBatches, AugmentParams, BatchAugment, SeededBatchSampler, load_as_uint8_tensors
+from kd_lightning.datasets.batched import (
+    AugmentedBatches,
+    AugmentParams,
+    BatchAugment,
+    SeededBatchSampler,
+    load_as_uint8_tensors,
+)
 from kd_lightning.datasets.factors import DataFactors, apply_eval_factors, apply_train_factors
 from kd_lightning.datasets.splits import split_official_test
 from kd_lightning.datasets.transforms import eval_transform, train_transform
@@ -152,7 +158,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             if self.factors.is_paper_data:
                 self.factor_info = {"identity": {}, "num_train": int(train_labels.shape[0])}
             else:
-                train_images, train_labels, self.factor_info = apply_train_factors(train_images, train_labels, self.factors, self.num_classes)
+                train_images, train_labels, self.factor_info = apply_train_factors(
+                    train_images, train_labels, self.factors, self.num_classes
+                )
                 val, test = (apply_eval_factors(*split, self.factors, self.num_classes) for split in (val, test))
             self.train_set = AugmentedBatches(train_images, train_labels, self.batch_augment, self.seed)
             self.val_set, self.test_set = AugmentedBatches(*val), AugmentedBatches(*test)
@@ -205,7 +213,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0, **common)
         # the paper's PIL pipeline: order and augmentation from the global stream, which is seeded
         # just before the student is built (train.py), so methods of one seed still draw alike
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, num_workers=self.num_workers, **common)
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, num_workers=self.num_workers, **common
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
@@ -221,7 +231,12 @@ class MNISTDataModule(ImageClassificationDataModule):
     dataset_cls = datasets.MNIST
     expected_files = tuple(
         f"MNIST/raw/{f}"
-        for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+        for f in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
     )
 
 
@@ -238,10 +253,13 @@ class USPSDataModule(ImageClassificationDataModule):
 
 class CIFAR10DataModule(ImageClassificationDataModule):
     dataset_cls = datasets.CIFAR10
-    expected_files = ("cifar-10-batches-py/data_batch_1..5", "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta")
+    expected_files = (
+        "cifar-10-batches-py/data_batch_1..5",
+        "cifar-10-batches-py/test_batch",
+        "cifar-10-batches-py/batches.meta",
+    )
 
 
 class CIFAR100DataModule(ImageClassificationDataModule):
     dataset_cls = datasets.CIFAR100
     expected_files = ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta")
-

@@ -194,7 +194,9 @@ def _is_number(v: Any) -> bool:
 
 def _type_problems(raw: Mapping[str, Any], prefix: str) -> list[str]:
     p = prefix
-    problems = [f"{p}.{k}: unknown data factor; known factors are {list(FACTOR_KEYS)}" for k in raw if k not in FACTOR_KEYS]
+    problems = [
+        f"{p}.{k}: unknown data factor; known factors are {list(FACTOR_KEYS)}" for k in raw if k not in FACTOR_KEYS
+    ]
     get = lambda k: raw.get(k, getattr(_DEFAULTS, k))  # noqa: E731
     for key in ("train_fraction", "label_noise", "imbalance"):
         if not _is_number(get(key)):
@@ -202,7 +204,9 @@ def _type_problems(raw: Mapping[str, Any], prefix: str) -> list[str]:
     if get("noise_kind") not in NOISE_KINDS:
         problems.append(f"{p}.noise_kind={get('noise_kind')!r}: must be one of {list(NOISE_KINDS)}")
     classes = get("classes")
-    if classes is not None and (isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not all(_is_int(c) for c in classes)):
+    if classes is not None and (
+        isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not all(_is_int(c) for c in classes)
+    ):
         problems.append(f"{p}.classes={classes!r}: must be null or a list of integer class ids, e.g. [0, 1]")
     resolution = get("resolution")
     if resolution is not None and not _is_int(resolution):
@@ -273,7 +277,9 @@ def validate_factors(
         unknown = sorted({c for c in ids if not 0 <= c < num_classes})
         repeated = sorted({c for c in ids if ids.count(c) > 1})
         if unknown:
-            problems.append(f"{p}.classes={ids}: unknown class ids {unknown}; this dataset has classes 0..{num_classes - 1}")
+            problems.append(
+                f"{p}.classes={ids}: unknown class ids {unknown}; this dataset has classes 0..{num_classes - 1}"
+            )
         if repeated:
             problems.append(f"{p}.classes={ids}: class ids {repeated} are repeated; list each class once")
         if len(set(ids)) < 2:
@@ -287,20 +293,28 @@ def validate_factors(
         if not 0.0 <= eta < 1.0:
             problems.append(f"{p}.label_noise={get('label_noise')!r}: must be in [0, 1)")
         elif kind == "pairs" and eta >= 0.5:
-            problems.append(f"{p}.label_noise={eta!r}: with noise_kind=pairs it must be < 0.5, else the paired class is the majority label")
+            problems.append(
+                f"{p}.label_noise={eta!r}: with noise_kind=pairs it must be < 0.5, else the paired class is the majority label"
+            )
         elif kind == "symmetric" and eta >= (k - 1) / k:
-            problems.append(f"{p}.label_noise={eta!r}: with noise_kind=symmetric and {k} classes it must be < {(k - 1) / k:.4g}, else a wrong class is the plurality label")
+            problems.append(
+                f"{p}.label_noise={eta!r}: with noise_kind=symmetric and {k} classes it must be < {(k - 1) / k:.4g}, else a wrong class is the plurality label"
+            )
 
     resolution = get("resolution")
     if resolution is not None and typed_ok("resolution"):
         if resolution > image_size:
-            problems.append(f"{p}.resolution={resolution}: larger than the native {image_size} px (dataset.image_size); up-sampling adds no information")
+            problems.append(
+                f"{p}.resolution={resolution}: larger than the native {image_size} px (dataset.image_size); up-sampling adds no information"
+            )
         elif resolution < min_size:
             problems.append(f"{p}.resolution={resolution}: below the minimum of {min_size} px")
 
     if typed_ok("grayscale") and get("grayscale"):
         if channels == 1:
-            problems.append(f"{p}.grayscale=true: dataset has 1 channel (dataset.channels=1), there is no colour to remove")
+            problems.append(
+                f"{p}.grayscale=true: dataset has 1 channel (dataset.channels=1), there is no colour to remove"
+            )
         elif channels != 3:
             problems.append(f"{p}.grayscale=true: needs 3-channel RGB images, dataset.channels={channels}")
 
@@ -398,7 +412,9 @@ def _class_map(f: DataFactors, num_classes: int) -> list[int]:
     return list(f.classes) if f.classes is not None else list(range(num_classes))
 
 
-def plan_train_factors(labels: Tensor | np.ndarray, factors: DataFactors | Mapping[str, Any] | None, num_classes: int) -> TrainPlan:
+def plan_train_factors(
+    labels: Tensor | np.ndarray, factors: DataFactors | Mapping[str, Any] | None, num_classes: int
+) -> TrainPlan:
     """Choose the training samples and their labels under ``factors`` (classes -> imbalance -> fraction -> noise)."""
     f = DataFactors.from_config(factors)
     _check(f, num_classes)
@@ -429,8 +445,12 @@ def plan_train_factors(labels: Tensor | np.ndarray, factors: DataFactors | Mappi
     # 2. imbalance: exponential profile n_i = round(n_max * rho^(-i/(k-1))), n_max = min available count
     if f.imbalance != 1.0:
         n_max = int(counts.min())
-        targets = np.array([max(1, _round_half_up(n_max * f.imbalance ** (-i / (k - 1)))) for i in range(k)], dtype=np.int64)
-        pools = [np.sort(_rng(seed, _STREAM_IMBALANCE, class_ids[c]).permutation(pools[c])[: targets[c]]) for c in range(k)]
+        targets = np.array(
+            [max(1, _round_half_up(n_max * f.imbalance ** (-i / (k - 1)))) for i in range(k)], dtype=np.int64
+        )
+        pools = [
+            np.sort(_rng(seed, _STREAM_IMBALANCE, class_ids[c]).permutation(pools[c])[: targets[c]]) for c in range(k)
+        ]
         info["imbalance_class_counts"] = targets.tolist()
         info["imbalance_realised"] = float(targets[0] / targets[-1])
 
@@ -478,7 +498,9 @@ def plan_train_factors(labels: Tensor | np.ndarray, factors: DataFactors | Mappi
     info["label_noise_realised"] = float(flipped.mean()) if n else 0.0
     info["noise_kind"] = f.noise_kind if f.label_noise > 0 else None
     info["indices_sha1"] = hashlib.sha1(indices.astype("<i8").tobytes()).hexdigest()
-    info["flipped_sha1"] = hashlib.sha1(np.flatnonzero(flipped).astype("<i8").tobytes() + noisy[flipped].astype("<i8").tobytes()).hexdigest()
+    info["flipped_sha1"] = hashlib.sha1(
+        np.flatnonzero(flipped).astype("<i8").tobytes() + noisy[flipped].astype("<i8").tobytes()
+    ).hexdigest()
     return TrainPlan(indices=indices, labels=noisy, clean_labels=clean, flipped=flipped, info=info)
 
 
@@ -560,7 +582,9 @@ def apply_train_factors(
     return out_images, out_labels, plan.info
 
 
-def eval_positions(labels: Tensor | np.ndarray, factors: DataFactors | Mapping[str, Any] | None, num_classes: int) -> np.ndarray:
+def eval_positions(
+    labels: Tensor | np.ndarray, factors: DataFactors | Mapping[str, Any] | None, num_classes: int
+) -> np.ndarray:
     """Positions of an evaluation split kept by the class restriction (all of them without ``classes``)."""
     f = DataFactors.from_config(factors)
     y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).astype(np.int64)
@@ -591,6 +615,9 @@ def apply_eval_factors(
         lookup = torch.full((num_classes,), -1, dtype=torch.long)
         lookup[list(f.classes)] = torch.arange(len(f.classes))
         index = torch.from_numpy(positions)
-        images, labels = images[index], lookup[labels[index].long()].to(labels.dtype if labels.dtype != torch.uint8 else torch.long)
+        images, labels = (
+            images[index],
+            lookup[labels[index].long()].to(labels.dtype if labels.dtype != torch.uint8 else torch.long),
+        )
     images = apply_content_factors(images, f)
     return (images, labels, positions) if return_positions else (images, labels)

@@ -14,5 +14,10 @@ def data_dir_candidates(explicit: str | os.PathLike | None = None, *preferred: s
     without repeats."""
     if explicit:
         return [Path(explicit)]
-    found = [*preferred, os.environ.get("KD_DATA_DIR"), PROJECT_ROOT / "data", PROJECT_ROOT.parent / "shared" / "datasets"]
+    found = [
+        *preferred,
+        os.environ.get("KD_DATA_DIR"),
+        PROJECT_ROOT / "data",
+        PROJECT_ROOT.parent / "shared" / "datasets",
+    ]
     return list(dict.fromkeys(Path(c) for c in found if c))

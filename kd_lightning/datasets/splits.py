@@ -20,7 +20,9 @@ def split_sizes(num_official_test: int, val_fraction: float = 0.7) -> tuple[int,
     return num_val, num_official_test - num_val
 
 
-def split_official_test(num_official_test: int, val_fraction: float = 0.7, split_seed: int = 1234) -> tuple[list[int], list[int]]:
+def split_official_test(
+    num_official_test: int, val_fraction: float = 0.7, split_seed: int = 1234
+) -> tuple[list[int], list[int]]:
     """Disjoint index lists (validation, test) into the official test set, fixed by ``split_seed``."""
     num_val, _ = split_sizes(num_official_test, val_fraction)
     order = torch.randperm(num_official_test, generator=torch.Generator().manual_seed(split_seed)).tolist()

@@ -57,7 +57,10 @@ def write_usps(root: Path, n_train: int, n_test: int) -> None:
     for name, n, seed in (("usps.bz2", n_train, 0), ("usps.t.bz2", n_test, 1)):
         images, labels = synthetic_images(n, 16, 10, 1, seed)
         values = images[..., 0].reshape(n, -1) / 127.5 - 1.0  # libsvm values in [-1, 1]
-        lines = [f"{label + 1} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(row)) for label, row in zip(labels, values)]
+        lines = [
+            f"{label + 1} " + " ".join(f"{j + 1}:{v:.6f}" for j, v in enumerate(row))
+            for label, row in zip(labels, values)
+        ]
         (folder / name).write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
 
 
@@ -82,7 +85,13 @@ def write_cifar(root: Path, hundred: bool, n_train: int, n_test: int) -> None:
     if hundred:
         dump("train", batch(n_train, 0))
         dump("test", batch(n_test, 1))
-        dump("meta", {"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": [f"super{i}" for i in range(20)]})
+        dump(
+            "meta",
+            {
+                "fine_label_names": [f"class{i}" for i in range(100)],
+                "coarse_label_names": [f"super{i}" for i in range(20)],
+            },
+        )
     else:
         for i, part in enumerate(np.array_split(np.arange(n_train), 5)):
             dump(f"data_batch_{i + 1}", batch(len(part), 10 + i))

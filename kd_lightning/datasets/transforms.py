@@ -47,7 +47,8 @@ class _PixelAffine(v2.Transform):
         image = inputs[0] if len(inputs) == 1 else inputs
         height, width = v2.functional.get_size(image)
         affine = v2.RandomAffine(
-            self.degrees, translate=(self.translate / width, self.translate / height) if self.translate else None,
+            self.degrees,
+            translate=(self.translate / width, self.translate / height) if self.translate else None,
             scale=(1 - self.scale, 1 + self.scale) if self.scale else None,
         )
         return affine(*inputs)

@@ -125,7 +125,9 @@ def mle_intrinsic_dimension(x: np.ndarray, k: int = 20) -> float:
     return float(1.0 / inv.mean())
 
 
-def cumulative_spectral_gradient(x: np.ndarray, y: np.ndarray, per_class: int = 100, k: int = 10, seed: int = 0) -> float:
+def cumulative_spectral_gradient(
+    x: np.ndarray, y: np.ndarray, per_class: int = 100, k: int = 10, seed: int = 0
+) -> float:
     """CSG of Branchaud-Charron et al. 2019 (k-NN class shares, no Parzen-window volume: docs/factors.md)."""
     from sklearn.neighbors import NearestNeighbors
 
@@ -160,7 +162,12 @@ def cumulative_spectral_gradient(x: np.ndarray, y: np.ndarray, per_class: int = 
 
 
 def linear_probe_accuracy(
-    x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, C: float = 1.0, max_iter: int = 1000
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    C: float = 1.0,
+    max_iter: int = 1000,
 ) -> float:
     """Accuracy on ``(x_eval, y_eval)`` of an L2 multinomial logistic regression fitted on standardised ``x_train``."""
     from sklearn.linear_model import LogisticRegression

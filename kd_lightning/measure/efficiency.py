@@ -170,7 +170,11 @@ def _no_sync() -> None:
 
 
 def time_calls(
-    call: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] = _no_sync, budget_s: float | None = None
+    call: Callable[[], Any],
+    warmup: int,
+    repeats: int,
+    sync: Callable[[], None] = _no_sync,
+    budget_s: float | None = None,
 ) -> list[float]:
     """Seconds per call of ``repeats`` timed calls after ``warmup`` untimed ones; stops early past ``budget_s``."""
     if repeats < 1 or warmup < 0:
@@ -368,7 +372,9 @@ def measure_efficiency(
             "name": torch.cuda.get_device_name(device),
             "precision": precision,
             "latency_ms_b1": gpu_latency(gpu_net, shape, 1, gl_warmup, gl_repeats, precision, device, budget_s),
-            "throughput_b64_img_s": gpu_throughput(gpu_net, shape, 64, gt_warmup, gt_repeats, precision, device, budget_s),
+            "throughput_b64_img_s": gpu_throughput(
+                gpu_net, shape, 64, gt_warmup, gt_repeats, precision, device, budget_s
+            ),
         }
         del gpu_net
         torch.cuda.empty_cache()

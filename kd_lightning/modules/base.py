@@ -165,7 +165,12 @@ class ClassifierModule(L.LightningModule):
                 "lower recipe.optimizer.lr or check the inputs. Checkpoints written so far are kept."
             )
         batch_size = labels.shape[0]
-        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()}, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log_dict(
+            {f"train/{name}": value.detach() for name, value in terms.items()},
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch_size,
+        )
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.train_acc(logits.detach(), labels)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)

@@ -53,7 +53,17 @@ class IKDStudent(RKDStudent):
         dataset: str | None = None,
         teacher_info: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(net=net, optimizer=optimizer, teacher=teacher, alpha=alpha, temperature=temperature, scheduler=scheduler, top_k=top_k, dataset=dataset, teacher_info=teacher_info)
+        super().__init__(
+            net=net,
+            optimizer=optimizer,
+            teacher=teacher,
+            alpha=alpha,
+            temperature=temperature,
+            scheduler=scheduler,
+            top_k=top_k,
+            dataset=dataset,
+            teacher_info=teacher_info,
+        )
         self.feature_weight = feature_weight
         self.stages = list(stages)
         self.student_tap = FeatureTap(self.net, self.stages)
@@ -72,7 +82,9 @@ class IKDStudent(RKDStudent):
         # the adapters' initialisation must not move the global stream the data and the rest of
         # training draw from: the IKD student of a seed stays paired with its scratch and RKD twins
         with isolated_rng():
-            self.adapters = nn.ModuleDict({k: nn.Conv2d(cin, cout, kernel_size=1, bias=False) for k, (cin, cout) in adapters.items()})
+            self.adapters = nn.ModuleDict(
+                {k: nn.Conv2d(cin, cout, kernel_size=1, bias=False) for k, (cin, cout) in adapters.items()}
+            )
 
     def loss_terms(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         self.student_tap.attach()  # no-op unless a teardown removed them

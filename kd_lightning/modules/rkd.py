@@ -64,7 +64,9 @@ class RKDStudent(ClassifierModule):
 
     # -- keep the teacher out of student checkpoints -------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(TEACHER_PREFIX)}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(TEACHER_PREFIX)
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Put the (unchanged) teacher back so strict loading still checks every student key.

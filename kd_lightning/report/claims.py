@@ -51,13 +51,12 @@ Building blocks (``stats.py`` has the formulas):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report import stats
 from kd_lightning.report.factor_sweeps import (
     DIFFICULTY_SIGN,
@@ -71,6 +70,7 @@ from kd_lightning.report.factor_sweeps import (
     students_of,
 )
 from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, method_label
+from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import DEFAULT_METRIC, for_recipe, metric_values, recipes_in
 from kd_lightning.report.tables import paired_from_values, paired_values, wide_values
@@ -138,8 +138,10 @@ def _dataset_lines(paired: pd.DataFrame, power: bool) -> str:
     for r in paired.to_dict("records"):
         text = f"  - {dataset_label(r['dataset'])}: {fmt(r['diff_mean'], signed=True)} pp {fmt_ci(r['ci_low'], r['ci_high'])} ({r['n_pairs']} pairs)"
         if not math.isnan(r["p"]):
-            text += (f", p {fmt_p(r['p'])}, Holm p {fmt_p(r['p_holm'])} (interval at Holm's level "
-                     f"{r['holm_level']:.2%}: {fmt_ci(r['holm_low'], r['holm_high'])}) → {r['resolved'] or 'not resolved'}")
+            text += (
+                f", p {fmt_p(r['p'])}, Holm p {fmt_p(r['p_holm'])} (interval at Holm's level "
+                f"{r['holm_level']:.2%}: {fmt_ci(r['holm_low'], r['holm_high'])}) → {r['resolved'] or 'not resolved'}"
+            )
         elif r["n_pairs"] >= MIN_PAIRS:
             text += ", no spread between seeds: not tested"
         else:
@@ -152,8 +154,9 @@ def _dataset_lines(paired: pd.DataFrame, power: bool) -> str:
     return "\n".join(lines) if lines else "  - no paired runs"
 
 
-def per_dataset_part(values: pd.DataFrame, treatment: str, control: str, mode: str, n_parts: int = 1,
-                     power: bool = True) -> Part:
+def per_dataset_part(
+    values: pd.DataFrame, treatment: str, control: str, mode: str, n_parts: int = 1, power: bool = True
+) -> Part:
     """``treatment`` vs ``control`` per dataset, Holm across datasets.
 
     mode ``"all"`` ("A beats B"): supported when >= 1 dataset is resolved ``+`` and none ``−``;
@@ -181,15 +184,24 @@ def per_dataset_part(values: pd.DataFrame, treatment: str, control: str, mode: s
     def names(frame: pd.DataFrame) -> str:
         return ", ".join(map(dataset_label, frame["dataset"])) or "none"
 
-    test = (f"{name}: paired t-tests on {len(tested)} dataset(s) with ≥ {MIN_PAIRS} paired seeds, Holm-corrected "
-            f"(α = {ALPHA}); resolved + on {names(plus)}, − on {names(minus_support)}")
-    return Part(name, verdict, test, f"- {name}, per dataset:\n{_dataset_lines(paired, power)}", p_support, p_contradict)
+    test = (
+        f"{name}: paired t-tests on {len(tested)} dataset(s) with ≥ {MIN_PAIRS} paired seeds, Holm-corrected "
+        f"(α = {ALPHA}); resolved + on {names(plus)}, − on {names(minus_support)}"
+    )
+    return Part(
+        name, verdict, test, f"- {name}, per dataset:\n{_dataset_lines(paired, power)}", p_support, p_contradict
+    )
 
 
 def _paper_rho(treatment: str, control: str) -> float:
-    ds = [d for d in COMPLEXITY_RANK if paper_accuracy(d, treatment) is not None and paper_accuracy(d, control) is not None]
-    return stats.spearman_rho([COMPLEXITY_RANK[d] for d in ds],
-                              [paper_accuracy(d, treatment) - paper_accuracy(d, control) for d in ds])
+    ds = [
+        d
+        for d in COMPLEXITY_RANK
+        if paper_accuracy(d, treatment) is not None and paper_accuracy(d, control) is not None
+    ]
+    return stats.spearman_rho(
+        [COMPLEXITY_RANK[d] for d in ds], [paper_accuracy(d, treatment) - paper_accuracy(d, control) for d in ds]
+    )
 
 
 def _directional(p_greater: float, p_less: float, n_parts: int) -> tuple[float, float]:
@@ -202,28 +214,40 @@ def _directional(p_greater: float, p_less: float, n_parts: int) -> tuple[float, 
 
 def trend_part(values: pd.DataFrame, treatment: str, control: str, n_parts: int = 1, bootstrap: bool = True) -> Part:
     """Does ``treatment - control`` grow with the paper's complexity rank? (see the module docstring)"""
-    diffs = {d: s for d, s in paired_values(values, treatment, control).items()
-             if d in COMPLEXITY_RANK and len(s) >= MIN_PAIRS}
+    diffs = {
+        d: s
+        for d, s in paired_values(values, treatment, control).items()
+        if d in COMPLEXITY_RANK and len(s) >= MIN_PAIRS
+    }
     name = f"{method_label(treatment)} − {method_label(control)} vs complexity"
     ranks = [COMPLEXITY_RANK[d] for d in diffs]
     means = [float(s.mean()) for s in diffs.values()]
     n = len(diffs)
     used = ", ".join(f"{dataset_label(d)} {fmt(m, signed=True)}" for d, m in zip(diffs, means)) or "none"
     if n < MIN_TREND_DATASETS:
-        return Part(name, NOT_TESTABLE,
-                    f"{name}: {n} ranked dataset(s) with ≥ {MIN_PAIRS} paired seeds; a permutation test needs ≥ "
-                    f"{MIN_TREND_DATASETS} (smallest p with {n}: {fmt_p(stats.min_permutation_p(n))})",
-                    f"- {name}: mean paired difference (pp) {used}; paper's rho {fmt(_paper_rho(treatment, control))}.")
+        return Part(
+            name,
+            NOT_TESTABLE,
+            f"{name}: {n} ranked dataset(s) with ≥ {MIN_PAIRS} paired seeds; a permutation test needs ≥ "
+            f"{MIN_TREND_DATASETS} (smallest p with {n}: {fmt_p(stats.min_permutation_p(n))})",
+            f"- {name}: mean paired difference (pp) {used}; paper's rho {fmt(_paper_rho(treatment, control))}.",
+        )
     res = stats.trend_test(ranks, means)
-    low, high = stats.bootstrap_rho(ranks, [s.to_numpy() for s in diffs.values()]) if bootstrap else (math.nan, math.nan)
+    low, high = (
+        stats.bootstrap_rho(ranks, [s.to_numpy() for s in diffs.values()]) if bootstrap else (math.nan, math.nan)
+    )
     p_support, p_contradict = _directional(res["p_greater"], res["p_less"], n_parts)
     verdict = verdict_from(p_support, p_contradict)
-    test = (f"{name}: Spearman rho {fmt(res['rho'], signed=True)} over {n} datasets, exact permutation p "
-            f"{fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)")
+    test = (
+        f"{name}: Spearman rho {fmt(res['rho'], signed=True)} over {n} datasets, exact permutation p "
+        f"{fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)"
+    )
     boot = f", bootstrap-over-seeds 95% interval {fmt_ci(low, high)}" if bootstrap else ""
-    evidence = (f"- {name}: mean paired difference (pp) {used}. Spearman rho = {fmt(res['rho'], signed=True)}{boot}; "
-                f"one-sided permutation p = {fmt_p(res['p_greater'])} for growth, {fmt_p(res['p_less'])} for decline "
-                f"(smallest attainable {fmt_p(res['min_p'])}). Paper's rho: {fmt(_paper_rho(treatment, control), signed=True)}.")
+    evidence = (
+        f"- {name}: mean paired difference (pp) {used}. Spearman rho = {fmt(res['rho'], signed=True)}{boot}; "
+        f"one-sided permutation p = {fmt_p(res['p_greater'])} for growth, {fmt_p(res['p_less'])} for decline "
+        f"(smallest attainable {fmt_p(res['min_p'])}). Paper's rho: {fmt(_paper_rho(treatment, control), signed=True)}."
+    )
     return Part(name, verdict, test, evidence, p_support, p_contradict)
 
 
@@ -248,29 +272,44 @@ CRITERION_1 = (
     f"For each of RKD and IKD: Spearman's rho between the per-dataset mean paired gain over scratch and the paper's "
     f"complexity rank, over the datasets with ≥ {MIN_PAIRS} paired seeds (≥ {MIN_TREND_DATASETS} needed); one-sided "
     f"exact permutation test over the datasets' orderings. Supported: p(growth) < {ALPHA} for both students. "
-    f"Contradicted: p(decline) < {ALPHA / 2} for either.")
+    f"Contradicted: p(decline) < {ALPHA / 2} for either."
+)
 CLAIM_2 = "IKD beats RKD, and by most on complex data."
 CRITERION_2 = (
     f"(a) IKD − RKD paired by seed per dataset, two-sided paired t-tests, Holm-corrected across datasets: resolved "
     f"positive on ≥ 1 dataset and negative on none; (b) IKD − RKD grows with complexity rank (one-sided exact "
     f"permutation test of Spearman's rho, ≥ {MIN_TREND_DATASETS} datasets). Supported: (a) and (b) at {ALPHA}. "
-    f"Contradicted: (a) resolved negative somewhere and positive nowhere at {ALPHA / 2}, or (b) declining at {ALPHA / 2}.")
+    f"Contradicted: (a) resolved negative somewhere and positive nowhere at {ALPHA / 2}, or (b) declining at {ALPHA / 2}."
+)
 CLAIM_3 = "An IKD student can beat its teacher."
 CRITERION_3 = (
     f"IKD − teacher paired by seed per dataset, two-sided paired t-tests, Holm-corrected across datasets (α = {ALPHA}). "
-    f"Supported: resolved positive on ≥ 1 dataset. Contradicted: resolved negative on every dataset tested.")
+    f"Supported: resolved positive on ≥ 1 dataset. Contradicted: resolved negative on every dataset tested."
+)
 
 
-def _claim(number: int, statement: str, criterion: str, parts: Sequence[Part], recipe: str | None,
-           note: str = "", extra_evidence: Sequence[str] = ()) -> Claim:
+def _claim(
+    number: int,
+    statement: str,
+    criterion: str,
+    parts: Sequence[Part],
+    recipe: str | None,
+    note: str = "",
+    extra_evidence: Sequence[str] = (),
+) -> Claim:
     verdict, p_support, p_contradict = combine(parts)
     test = "; ".join(p.test for p in parts)
     evidence = "\n".join([p.evidence for p in parts] + list(extra_evidence) + ([note] if note else []))
     return Claim(number, statement, criterion, verdict, test, evidence, recipe, tuple(parts), p_support, p_contradict)
 
 
-def claims_for_values(values: pd.DataFrame, recipe: str | None = None, detail: bool = True,
-                      note: str = "", values_vs_teacher: pd.DataFrame | None = None) -> list[Claim]:
+def claims_for_values(
+    values: pd.DataFrame,
+    recipe: str | None = None,
+    detail: bool = True,
+    note: str = "",
+    values_vs_teacher: pd.DataFrame | None = None,
+) -> list[Claim]:
     """The three claims on a plain frame (dataset, method, seed, value in percent) of one recipe.
 
     ``values_vs_teacher``: the same frame without students distilled from another teacher than the
@@ -280,12 +319,16 @@ def claims_for_values(values: pd.DataFrame, recipe: str | None = None, detail: b
     vs_teacher = wide_values(values if values_vs_teacher is None else values_vs_teacher)
     values = wide_values(values)
     claim1 = [trend_part(values, s, "scratch", n_parts=2, bootstrap=detail) for s in ("rkd", "ikd")]
-    claim2 = [per_dataset_part(values, "ikd", "rkd", "all", n_parts=2, power=detail),
-              trend_part(values, "ikd", "rkd", n_parts=2, bootstrap=detail)]
+    claim2 = [
+        per_dataset_part(values, "ikd", "rkd", "all", n_parts=2, power=detail),
+        trend_part(values, "ikd", "rkd", n_parts=2, bootstrap=detail),
+    ]
     claim3 = [per_dataset_part(vs_teacher, "ikd", "teacher", "any", power=detail)]
-    return [_claim(1, CLAIM_1, CRITERION_1, claim1, recipe),
-            _claim(2, CLAIM_2, CRITERION_2, claim2, recipe),
-            _claim(3, CLAIM_3, CRITERION_3, claim3, recipe, note)]
+    return [
+        _claim(1, CLAIM_1, CRITERION_1, claim1, recipe),
+        _claim(2, CLAIM_2, CRITERION_2, claim2, recipe),
+        _claim(3, CLAIM_3, CRITERION_3, claim3, recipe, note),
+    ]
 
 
 def _mismatched_teacher(runs: pd.DataFrame) -> pd.DataFrame:
@@ -312,9 +355,13 @@ def evaluate_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, detail: bo
         note = ""
         if not bad.empty:
             drop = set(zip(bad["dataset"], bad["method"], bad["seed"].astype(int)))
-            keep = [(d, m, int(sd)) not in drop for d, m, sd in zip(values["dataset"], values["method"], values["seed"])]
-            note = (f"- Left out of IKD − Teacher: {len(bad)} student run(s) distilled from another teacher than the "
-                    "sweep's teacher row of their dataset and seed (listed under *teacher mismatch*).")
+            keep = [
+                (d, m, int(sd)) not in drop for d, m, sd in zip(values["dataset"], values["method"], values["seed"])
+            ]
+            note = (
+                f"- Left out of IKD − Teacher: {len(bad)} student run(s) distilled from another teacher than the "
+                "sweep's teacher row of their dataset and seed (listed under *teacher mismatch*)."
+            )
             out += claims_for_values(values, label, detail, note, values[keep])
         else:
             out += claims_for_values(values, label, detail)
@@ -323,8 +370,19 @@ def evaluate_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, detail: bo
 
 def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
     """Claims as a table (for CSV and the notebook)."""
-    cols = ["recipe", "number", "statement", "criterion", "verdict", "test", "evidence", "p_support", "p_contradict",
-            "p_support_family", "p_contradict_family"]
+    cols = [
+        "recipe",
+        "number",
+        "statement",
+        "criterion",
+        "verdict",
+        "test",
+        "evidence",
+        "p_support",
+        "p_contradict",
+        "p_support_family",
+        "p_contradict_family",
+    ]
     return pd.DataFrame([{k: v for k, v in asdict(c).items() if k != "parts"} for c in claims], columns=cols)
 
 
@@ -350,33 +408,46 @@ def factor_trend_part(points: pd.DataFrame, factor: str, student: str, n_parts: 
     order = np.argsort(ranks, kind="stable")
     per_level = ", ".join(f"{factor}={means.index[i]:g}: {fmt(means.iloc[i], signed=True)}" for i in order) or "none"
     n_levels = len(means)
-    unit = (f"unit: the level ({n_levels} level(s) with a paired seed, {_seed_counts(paired) if n_levels else 0} "
-            f"seed(s) each; {draw_design(paired, factor)})")
+    unit = (
+        f"unit: the level ({n_levels} level(s) with a paired seed, {_seed_counts(paired) if n_levels else 0} "
+        f"seed(s) each; {draw_design(paired, factor)})"
+    )
     if n_levels < FACTOR_MIN_LEVELS:
-        return Part(name, NOT_TESTABLE,
-                    f"{name}: {n_levels} level(s); a trend over levels needs ≥ {FACTOR_MIN_LEVELS} (seeds at one level "
-                    "are not independent evidence for a trend)",
-                    f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Add "
-                    f"{FACTOR_MIN_LEVELS - n_levels} level(s) to test a trend.")
+        return Part(
+            name,
+            NOT_TESTABLE,
+            f"{name}: {n_levels} level(s); a trend over levels needs ≥ {FACTOR_MIN_LEVELS} (seeds at one level "
+            "are not independent evidence for a trend)",
+            f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Add "
+            f"{FACTOR_MIN_LEVELS - n_levels} level(s) to test a trend.",
+        )
     res = stats.slope_test(ranks, means.to_numpy())
     if math.isnan(res["t"]):
-        return Part(name, NOT_TESTABLE, f"{name}: the level means lie exactly on a line (no scatter to judge the slope by)",
-                    f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}.")
+        return Part(
+            name,
+            NOT_TESTABLE,
+            f"{name}: the level means lie exactly on a line (no scatter to judge the slope by)",
+            f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}.",
+        )
     p_support, p_contradict = _directional(res["p_greater"], res["p_less"], n_parts)
     verdict = verdict_from(p_support, p_contradict)
     mde = stats.slope_mde(res["resid_sd"], n_levels)
     needed = stats.levels_needed(res["slope"], res["resid_sd"])
     within = paired.groupby("level")["diff"].std(ddof=1).dropna()
     seed_sd = f"; seed-to-seed sd within a level {fmt(float(np.sqrt((within**2).mean())))} pp" if len(within) else ""
-    test = (f"{name}: slope {fmt(res['slope'], signed=True)} pp per level step over {n_levels} levels, t-test on "
-            f"{int(res['df'])} df, p {fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)")
-    evidence = (f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Slope "
-                f"{fmt(res['slope'], signed=True)} pp per step, level scatter around the line {fmt(res['resid_sd'])} pp"
-                f"{seed_sd}; Spearman rho of the level means {fmt(stats.spearman_rho(ranks, means.to_numpy()), signed=True)} "
-                f"(descriptive). Detectable with 80% power at this scatter: a growth of ≥ {fmt(mde)} pp per level step "
-                f"({fmt(mde * (n_levels - 1))} pp from the easiest to the hardest level)"
-                + (f"; the observed slope would need ≥ {fmt_n(needed)} equally spaced levels." if res["slope"] > 0 else ".")
-                + " More seeds shrink only the seed part of the level scatter; more levels shrink both.")
+    test = (
+        f"{name}: slope {fmt(res['slope'], signed=True)} pp per level step over {n_levels} levels, t-test on "
+        f"{int(res['df'])} df, p {fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)"
+    )
+    evidence = (
+        f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Slope "
+        f"{fmt(res['slope'], signed=True)} pp per step, level scatter around the line {fmt(res['resid_sd'])} pp"
+        f"{seed_sd}; Spearman rho of the level means {fmt(stats.spearman_rho(ranks, means.to_numpy()), signed=True)} "
+        f"(descriptive). Detectable with 80% power at this scatter: a growth of ≥ {fmt(mde)} pp per level step "
+        f"({fmt(mde * (n_levels - 1))} pp from the easiest to the hardest level)"
+        + (f"; the observed slope would need ≥ {fmt_n(needed)} equally spaced levels." if res["slope"] > 0 else ".")
+        + " More seeds shrink only the seed part of the level scatter; more levels shrink both."
+    )
     return Part(name, verdict, test, evidence, p_support, p_contradict)
 
 
@@ -386,26 +457,42 @@ def factor_contrast_part(points: pd.DataFrame, factor: str, student: str, n_part
     paired = paired_by_level(points, student, "scratch")
     name = f"{method_label(student)} − {method_label('scratch')} as {FACTOR_TEXT[factor]}"
     levels = sorted(paired["level"].unique(), key=lambda lv: DIFFICULTY_SIGN[factor] * lv)
-    per_level = ", ".join(f"{factor}={lv:g}: {fmt(paired.loc[paired['level'] == lv, 'diff'].mean(), signed=True)}"
-                          for lv in levels) or "none"
+    per_level = (
+        ", ".join(
+            f"{factor}={lv:g}: {fmt(paired.loc[paired['level'] == lv, 'diff'].mean(), signed=True)}" for lv in levels
+        )
+        or "none"
+    )
     if len(levels) != 2:
-        return Part(name, NOT_TESTABLE, f"{name}: {len(levels)} condition(s) with paired seeds; the contrast needs both",
-                    f"- {name}: mean paired gain (pp) {per_level}.")
+        return Part(
+            name,
+            NOT_TESTABLE,
+            f"{name}: {len(levels)} condition(s) with paired seeds; the contrast needs both",
+            f"- {name}: mean paired gain (pp) {per_level}.",
+        )
     by_seed = paired.pivot_table(index="seed", columns="level", values="diff", aggfunc="mean").dropna()
     contrast = (by_seed[levels[1]] - by_seed[levels[0]]).to_numpy()
     t = stats.paired_t(contrast)
     unit = f"unit: the seed ({len(contrast)} seed(s) with both conditions paired)"
     if math.isnan(t["p"]):
-        return Part(name, NOT_TESTABLE, f"{name}: {len(contrast)} seed(s) with both conditions; the contrast needs ≥ "
-                    f"{MIN_PAIRS} with some spread", f"- {name}: mean paired gain (pp) {per_level}; {unit}.")
+        return Part(
+            name,
+            NOT_TESTABLE,
+            f"{name}: {len(contrast)} seed(s) with both conditions; the contrast needs ≥ {MIN_PAIRS} with some spread",
+            f"- {name}: mean paired gain (pp) {per_level}; {unit}.",
+        )
     p_support, p_contradict = _directional(t["p_greater"], t["p_less"], n_parts)
     mde = stats.minimum_detectable_effect(t["std"], t["n"], alpha=2 * ALPHA)  # one-sided at ALPHA
-    test = (f"{name}: gain {factor}={levels[1]:g} minus gain {factor}={levels[0]:g} {fmt(t['mean'], signed=True)} pp "
-            f"{fmt_ci(t['ci_low'], t['ci_high'])} over {t['n']} seeds, p {fmt_p(t['p_greater'])} (grows) / "
-            f"{fmt_p(t['p_less'])} (shrinks)")
-    evidence = (f"- {name}: mean paired gain (pp) {per_level}; {unit}. Difference of gains "
-                f"{fmt(t['mean'], signed=True)} pp {fmt_ci(t['ci_low'], t['ci_high'])}; detectable with 80% power: "
-                f"≥ {fmt(mde)} pp.")
+    test = (
+        f"{name}: gain {factor}={levels[1]:g} minus gain {factor}={levels[0]:g} {fmt(t['mean'], signed=True)} pp "
+        f"{fmt_ci(t['ci_low'], t['ci_high'])} over {t['n']} seeds, p {fmt_p(t['p_greater'])} (grows) / "
+        f"{fmt_p(t['p_less'])} (shrinks)"
+    )
+    evidence = (
+        f"- {name}: mean paired gain (pp) {per_level}; {unit}. Difference of gains "
+        f"{fmt(t['mean'], signed=True)} pp {fmt_ci(t['ci_low'], t['ci_high'])}; detectable with 80% power: "
+        f"≥ {fmt(mde)} pp."
+    )
     return Part(name, verdict_from(p_support, p_contradict), test, evidence, p_support, p_contradict)
 
 
@@ -419,17 +506,23 @@ def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> list[Clai
         part = factor_contrast_part if contrast else factor_trend_part
         students = students_of(sub)
         parts = [part(sub, factor, s, n_parts=len(students)) for s in students]
-        statement = (f"On {dataset_label(dataset)}, the gain from distillation over scratch grows as "
-                     f"{FACTOR_TEXT[factor]} ({' and '.join(map(method_label, students)) or 'no distilling student ran'}).")
+        statement = (
+            f"On {dataset_label(dataset)}, the gain from distillation over scratch grows as "
+            f"{FACTOR_TEXT[factor]} ({' and '.join(map(method_label, students)) or 'no distilling student ran'})."
+        )
         if contrast:
-            criterion = (f"For each distilling student, per seed: gain over scratch on the harder condition minus on the "
-                         f"easier one; one-sided t-test over seeds (the unit). Supported: p(growth) < {ALPHA} for each. "
-                         f"Contradicted: p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family.")
+            criterion = (
+                f"For each distilling student, per seed: gain over scratch on the harder condition minus on the "
+                f"easier one; one-sided t-test over seeds (the unit). Supported: p(growth) < {ALPHA} for each. "
+                f"Contradicted: p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family."
+            )
         else:
-            criterion = (f"For each distilling student: the per-level mean paired gain over scratch regressed on the level's "
-                         f"difficulty rank; one-sided t-test of the slope on L − 2 df (the unit is the level, "
-                         f"≥ {FACTOR_MIN_LEVELS} levels). Supported: p(growth) < {ALPHA} for each. Contradicted: "
-                         f"p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family.")
+            criterion = (
+                f"For each distilling student: the per-level mean paired gain over scratch regressed on the level's "
+                f"difficulty rank; one-sided t-test of the slope on L − 2 df (the unit is the level, "
+                f"≥ {FACTOR_MIN_LEVELS} levels). Supported: p(growth) < {ALPHA} for each. Contradicted: "
+                f"p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family."
+            )
         complexity = [line for s in students for line in complexity_evidence(sub, s)]
         claims.append(_claim(100 + number, statement, criterion, parts, recipe, extra_evidence=complexity))
     return claims
@@ -448,8 +541,11 @@ def control_family(claims: Sequence[Claim]) -> list[Claim]:
         testable = all(p.verdict != NOT_TESTABLE for p in c.parts) if c.parts else not math.isnan(c.p_support)
         verdict = verdict_from(float(ps), float(pc), testable)
         note = f"family: Holm-adjusted p {fmt_p(ps)} (supported) / {fmt_p(pc)} (contradicted)"
-        out.append(replace(c, verdict=verdict, test=f"{c.test}; {note}", p_support_family=float(ps),
-                           p_contradict_family=float(pc)))
+        out.append(
+            replace(
+                c, verdict=verdict, test=f"{c.test}; {note}", p_support_family=float(ps), p_contradict_family=float(pc)
+            )
+        )
     return out
 
 

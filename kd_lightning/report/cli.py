@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from kd_lightning.report.runs import DEFAULT_METRIC, METRICS
 from kd_lightning.report.writer import write_report
@@ -15,14 +15,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    parser = argparse.ArgumentParser(prog="python -m kd_lightning.report", description=(
-        "Summarise a knowledge-distillation sweep (every results.json under SWEEP, except archive/ folders) "
-        "into report.md, PNG figures and CSV tables, with a verdict on each of the paper's claims."))
-    parser.add_argument("sweep", type=Path, nargs="+",
-                        help="sweep folder, e.g. outputs/study; several are read as one (e.g. one per recipe)")
+    parser = argparse.ArgumentParser(
+        prog="python -m kd_lightning.report",
+        description=(
+            "Summarise a knowledge-distillation sweep (every results.json under SWEEP, except archive/ folders) "
+            "into report.md, PNG figures and CSV tables, with a verdict on each of the paper's claims."
+        ),
+    )
+    parser.add_argument(
+        "sweep",
+        type=Path,
+        nargs="+",
+        help="sweep folder, e.g. outputs/study; several are read as one (e.g. one per recipe)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: the first SWEEP/report)")
-    parser.add_argument("--metric", choices=sorted(METRICS), default=DEFAULT_METRIC,
-                        help="headline metric for figures and claims (both are tabulated); default: %(default)s")
+    parser.add_argument(
+        "--metric",
+        choices=sorted(METRICS),
+        default=DEFAULT_METRIC,
+        help="headline metric for figures and claims (both are tabulated); default: %(default)s",
+    )
     args = parser.parse_args(argv)
     try:
         path = write_report(args.sweep, args.out, args.metric)

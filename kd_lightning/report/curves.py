@@ -8,8 +8,13 @@ import pandas as pd
 
 from kd_lightning.report.runs import KEYS, _sort, completed_runs
 
-CURVE_COLUMNS = {"val/acc": "val_acc", "val/loss": "val_loss", "val/f1": "val_f1",
-                 "train/loss_epoch": "train_loss", "train/acc": "train_acc"}
+CURVE_COLUMNS = {
+    "val/acc": "val_acc",
+    "val/loss": "val_loss",
+    "val/f1": "val_f1",
+    "train/loss_epoch": "train_loss",
+    "train/acc": "train_acc",
+}
 
 
 def read_metrics_csv(run_dir: str | Path) -> pd.DataFrame:
@@ -38,7 +43,9 @@ def load_curves(runs: pd.DataFrame) -> pd.DataFrame:
     for run in completed_runs(runs).to_dict("records"):
         curve = read_metrics_csv(run["path"]) if isinstance(run.get("path"), str) else pd.DataFrame()
         if not curve.empty:
-            frames.append(curve.assign(recipe=run["recipe"], dataset=run["dataset"], method=run["method"], seed=run["seed"]))
+            frames.append(
+                curve.assign(recipe=run["recipe"], dataset=run["dataset"], method=run["method"], seed=run["seed"])
+            )
     if not frames:
         return pd.DataFrame(columns=cols)
     return pd.concat(frames, ignore_index=True)[cols]
@@ -53,6 +60,11 @@ def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
     if "recipe" not in data:
         data = data.assign(recipe="n/a")
     grouped = data.groupby(["recipe", "dataset", "method", "epoch"])
-    out = grouped.agg(n=("seed", "count"), val_acc_mean=("val_acc", "mean"), val_acc_std=("val_acc", "std"),
-                      val_loss_mean=("val_loss", "mean"), val_loss_std=("val_loss", "std")).reset_index()
+    out = grouped.agg(
+        n=("seed", "count"),
+        val_acc_mean=("val_acc", "mean"),
+        val_acc_std=("val_acc", "std"),
+        val_loss_mean=("val_loss", "mean"),
+        val_loss_std=("val_loss", "std"),
+    ).reset_index()
     return _sort(out.assign(seed=pd.NA))[cols]

@@ -34,22 +34,53 @@ from kd_lightning.report.tables import GAP_MIN_PP
 
 PAIRS_NOISE = "label_noise (pairs)"
 #: +1: a larger level is harder data; -1: a smaller level is harder
-DIFFICULTY_SIGN = {"train_fraction": -1, "label_noise": +1, PAIRS_NOISE: +1, "classes": +1, "resolution": -1,
-                   "grayscale": +1, "imbalance": +1}
+DIFFICULTY_SIGN = {
+    "train_fraction": -1,
+    "label_noise": +1,
+    PAIRS_NOISE: +1,
+    "classes": +1,
+    "resolution": -1,
+    "grayscale": +1,
+    "imbalance": +1,
+}
 #: factors whose levels are two fixed conditions: a paired contrast, not a trend
 TWO_LEVEL_FACTORS = frozenset({"grayscale"})
 #: factors that draw at random (from ``factor_seed``): their data draw is part of a level's condition
 RANDOM_FACTORS = frozenset({"train_fraction", "label_noise", PAIRS_NOISE, "imbalance"})
 #: the level of a run without this factor (None: read from the run, see :func:`_level`)
-DEFAULT_LEVEL = {"train_fraction": 1.0, "label_noise": 0.0, PAIRS_NOISE: 0.0, "classes": None, "resolution": None,
-                 "grayscale": 0.0, "imbalance": 1.0}
-FACTOR_TEXT = {
-    "train_fraction": "training data shrinks", "label_noise": "label noise grows",
-    PAIRS_NOISE: "pair-flip label noise grows", "classes": "the number of classes grows",
-    "resolution": "resolution drops", "grayscale": "colour is removed", "imbalance": "class imbalance grows",
+DEFAULT_LEVEL = {
+    "train_fraction": 1.0,
+    "label_noise": 0.0,
+    PAIRS_NOISE: 0.0,
+    "classes": None,
+    "resolution": None,
+    "grayscale": 0.0,
+    "imbalance": 1.0,
 }
-POINT_COLUMNS = ["dataset", "base_recipe", "factor", "level", "method", "distils", "seed", "factor_seed", "value", "agreement",
-                 "soft_label_entropy", "teacher_match", *COMPLEXITY_MEASURES]
+FACTOR_TEXT = {
+    "train_fraction": "training data shrinks",
+    "label_noise": "label noise grows",
+    PAIRS_NOISE: "pair-flip label noise grows",
+    "classes": "the number of classes grows",
+    "resolution": "resolution drops",
+    "grayscale": "colour is removed",
+    "imbalance": "class imbalance grows",
+}
+POINT_COLUMNS = [
+    "dataset",
+    "base_recipe",
+    "factor",
+    "level",
+    "method",
+    "distils",
+    "seed",
+    "factor_seed",
+    "value",
+    "agreement",
+    "soft_label_entropy",
+    "teacher_match",
+    *COMPLEXITY_MEASURES,
+]
 
 
 def factor_of(factors: dict[str, Any]) -> list[str]:
@@ -91,8 +122,9 @@ def factor_points(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
     done = done.assign(distils=done["method"].isin(distilling_methods(done)))
     split = split_of(metric)
     checks = teacher_check(runs)
-    mismatch = {(r["recipe"], r["dataset"], r["method"], int(r["seed"])): r["teacher_match"]
-                for r in checks.to_dict("records")}
+    mismatch = {
+        (r["recipe"], r["dataset"], r["method"], int(r["seed"])): r["teacher_match"] for r in checks.to_dict("records")
+    }
     rows = []
     for _, row in done.iterrows():
         factors = row["factors"] if isinstance(row["factors"], dict) else {}
@@ -101,13 +133,23 @@ def factor_points(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
             level = _level(factor, factors, row)
             if level is None:
                 continue
-            rows.append({"dataset": row["dataset"], "base_recipe": row.get("base_recipe"), "factor": factor,
-                         "level": level, "method": row["method"], "distils": row["distils"], "seed": int(row["seed"]),
-                         "factor_seed": factors.get("factor_seed", -1), "value": 100.0 * float(row[metric]),
-                         "agreement": row.get(f"{split}.agreement"),
-                         "soft_label_entropy": row.get(f"{split}.soft_label_entropy"),
-                         "teacher_match": mismatch.get((row["recipe"], row["dataset"], row["method"], int(row["seed"])), ""),
-                         **{m: row.get(f"complexity.{m}") for m in COMPLEXITY_MEASURES}})
+            rows.append(
+                {
+                    "dataset": row["dataset"],
+                    "base_recipe": row.get("base_recipe"),
+                    "factor": factor,
+                    "level": level,
+                    "method": row["method"],
+                    "distils": row["distils"],
+                    "seed": int(row["seed"]),
+                    "factor_seed": factors.get("factor_seed", -1),
+                    "value": 100.0 * float(row[metric]),
+                    "agreement": row.get(f"{split}.agreement"),
+                    "soft_label_entropy": row.get(f"{split}.soft_label_entropy"),
+                    "teacher_match": mismatch.get((row["recipe"], row["dataset"], row["method"], int(row["seed"])), ""),
+                    **{m: row.get(f"complexity.{m}") for m in COMPLEXITY_MEASURES},
+                }
+            )
     points = pd.DataFrame(rows, columns=POINT_COLUMNS)
     for col in ("level", "value", "agreement", "soft_label_entropy", *COMPLEXITY_MEASURES):
         points[col] = pd.to_numeric(points[col], errors="coerce")
@@ -151,8 +193,9 @@ def draw_design(points: pd.DataFrame, factor: str) -> str:
         return "no level draws data at random"
     if (drawn["factor_seed"].astype(int) == drawn["seed"].astype(int)).all():
         return "each seed draws its own data at every level (factor_seed = seed)"
-    shared = drawn.groupby("level").apply(lambda g: g["factor_seed"].nunique() == 1 and g["seed"].nunique() > 1,
-                                          include_groups=False)
+    shared = drawn.groupby("level").apply(
+        lambda g: g["factor_seed"].nunique() == 1 and g["seed"].nunique() > 1, include_groups=False
+    )
     if shared.all():
         return "the seeds at a level share one data draw (a fixed factor_seed)"
     return "mixed: some seeds share a data draw, others draw their own"
@@ -172,18 +215,35 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
             for student in students_of(at):
                 paired = paired_by_level(at, student, "scratch")
                 t = stats.paired_t(paired["diff"].to_numpy())
-                teacher, scratch, kd = means.get("teacher", math.nan), means.get("scratch", math.nan), means.get(student, math.nan)
+                teacher, scratch, kd = (
+                    means.get("teacher", math.nan),
+                    means.get("scratch", math.nan),
+                    means.get(student, math.nan),
+                )
                 own_teacher = at[(at["method"] == student) & (at["teacher_match"] != "no")]["value"].mean()
                 gap = teacher - scratch
-                out.append({
-                    "dataset": dataset, "recipe": recipe, "factor": factor, "level": level, "student": student,
-                    "teacher": teacher, "scratch": scratch, "student_acc": kd, "n_pairs": t["n"],
-                    "gain": t["mean"], "gain_ci_low": t["ci_low"], "gain_ci_high": t["ci_high"],
-                    "gap_closed": (own_teacher - scratch) / gap if gap >= GAP_MIN_PP else math.nan,  # no room to close otherwise
-                    "agreement": at.loc[at["method"] == student, "agreement"].mean(),
-                    "teacher_soft_label_entropy": at.loc[at["method"] == "teacher", "soft_label_entropy"].mean(),
-                    **{f"complexity.{m}": v for m, v in complexity.items()},
-                })
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "recipe": recipe,
+                        "factor": factor,
+                        "level": level,
+                        "student": student,
+                        "teacher": teacher,
+                        "scratch": scratch,
+                        "student_acc": kd,
+                        "n_pairs": t["n"],
+                        "gain": t["mean"],
+                        "gain_ci_low": t["ci_low"],
+                        "gain_ci_high": t["ci_high"],
+                        "gap_closed": (own_teacher - scratch) / gap
+                        if gap >= GAP_MIN_PP
+                        else math.nan,  # no room to close otherwise
+                        "agreement": at.loc[at["method"] == student, "agreement"].mean(),
+                        "teacher_soft_label_entropy": at.loc[at["method"] == "teacher", "soft_label_entropy"].mean(),
+                        **{f"complexity.{m}": v for m, v in complexity.items()},
+                    }
+                )
     return pd.DataFrame(out)
 
 
@@ -193,8 +253,11 @@ def complexity_evidence(points: pd.DataFrame, student: str) -> list[str]:
     measures = points.groupby("level")[list(COMPLEXITY_MEASURES)].mean(numeric_only=True)
     lines = []
     for m in COMPLEXITY_MEASURES:
-        by_level = [(measures.loc[lv, m], d.to_numpy()) for lv, d in paired.groupby("level")["diff"]
-                    if lv in measures.index and pd.notna(measures.loc[lv, m])]
+        by_level = [
+            (measures.loc[lv, m], d.to_numpy())
+            for lv, d in paired.groupby("level")["diff"]
+            if lv in measures.index and pd.notna(measures.loc[lv, m])
+        ]
         if len(by_level) < 3:
             continue
         x = [v for v, _ in by_level]
@@ -203,5 +266,7 @@ def complexity_evidence(points: pd.DataFrame, student: str) -> list[str]:
         lines.append(f"{m} {fmt(rho, signed=True)} {fmt_ci(low, high)}")
     if not lines:
         return []
-    return [f"- {method_label(student)} gain vs measured complexity over {paired['level'].nunique()} levels "
-            f"(Spearman rho, 95% bootstrap interval over seeds; descriptive): " + "; ".join(lines) + "."]
+    return [
+        f"- {method_label(student)} gain vs measured complexity over {paired['level'].nunique()} levels "
+        f"(Spearman rho, 95% bootstrap interval over seeds; descriptive): " + "; ".join(lines) + "."
+    ]

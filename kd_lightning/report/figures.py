@@ -5,18 +5,27 @@ Each function takes the runs of ONE recipe (``runs.for_recipe``) and returns a `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kd_lightning.report.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
 from kd_lightning.report.curves import curve_summary
 from kd_lightning.report.formatting import dataset_label, metric_note
-from kd_lightning.report.runs import DEFAULT_METRIC, completed_runs, datasets_in, for_recipe, ordered_datasets, ordered_methods, recipes_in
+from kd_lightning.report.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
+from kd_lightning.report.runs import (
+    DEFAULT_METRIC,
+    completed_runs,
+    datasets_in,
+    for_recipe,
+    ordered_datasets,
+    ordered_methods,
+    recipes_in,
+)
 from kd_lightning.report.tables import efficiency_table, paired_comparison, summary_table
 
 METHOD_COLORS = {"teacher": "#4C72B0", "scratch": "#8C8C8C", "rkd": "#DD8452", "ikd": "#55A868"}
@@ -48,11 +57,24 @@ def plot_accuracy(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
     x, bar, offsets = _bar_positions(len(datasets), len(methods))
     for offset, method in zip(offsets, methods):
         rows = summary[summary["method"] == method].set_index("dataset").reindex(datasets)
-        ax.bar(x + offset, rows["mean"], bar, yerr=rows["std"].fillna(0), capsize=3,
-               color=METHOD_COLORS.get(method), label=METHOD_LABELS.get(method, method))
+        ax.bar(
+            x + offset,
+            rows["mean"],
+            bar,
+            yerr=rows["std"].fillna(0),
+            capsize=3,
+            color=METHOD_COLORS.get(method),
+            label=METHOD_LABELS.get(method, method),
+        )
         if rows["paper"].notna().any():
-            ax.scatter(x + offset, rows["paper"], marker="x", color="black", zorder=3,
-                       label="paper (reported)" if method == methods[0] else None)
+            ax.scatter(
+                x + offset,
+                rows["paper"],
+                marker="x",
+                color="black",
+                zorder=3,
+                label="paper (reported)" if method == methods[0] else None,
+            )
     if summary["mean"].notna().any():
         low = np.nanmin(summary["mean"] - summary["std"].fillna(0))
         ax.set_ylim(max(0.0, low - 5), 100)
@@ -61,7 +83,9 @@ def plot_accuracy(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
     ax.set_xticks(x, [dataset_label(d) for d in datasets])
     ax.set_xlabel("dataset (simplest → most complex)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Test accuracy by method\n{metric_note(metric)}; mean over seeds, error bars: sample std", fontsize="medium")
+    ax.set_title(
+        f"Test accuracy by method\n{metric_note(metric)}; mean over seeds, error bars: sample std", fontsize="medium"
+    )
     _legend(ax, loc="lower left", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     return fig
@@ -76,12 +100,21 @@ def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylab
     for offset, (method, frame) in zip(offsets, pairs):
         rows = frame.set_index("dataset").reindex(datasets)
         err = np.vstack([rows["diff_mean"] - rows["ci_low"], rows["ci_high"] - rows["diff_mean"]])
-        ax.bar(x + offset, rows["diff_mean"], bar, yerr=np.nan_to_num(err), capsize=3,
-               color=METHOD_COLORS.get(method), label=METHOD_LABELS.get(method, method))
+        ax.bar(
+            x + offset,
+            rows["diff_mean"],
+            bar,
+            yerr=np.nan_to_num(err),
+            capsize=3,
+            color=METHOD_COLORS.get(method),
+            label=METHOD_LABELS.get(method, method),
+        )
         for xi, (res, low, high) in enumerate(zip(rows["resolved"].fillna(""), rows["ci_low"], rows["ci_high"])):
             if res:  # beyond the end of the interval, on the side the difference points to
                 y = high if res == "+" else low
-                ax.annotate("*", (x[xi] + offset, y), ha="center", va="bottom" if res == "+" else "top", fontsize="large")
+                ax.annotate(
+                    "*", (x[xi] + offset, y), ha="center", va="bottom" if res == "+" else "top", fontsize="large"
+                )
     if not any(frame["diff_mean"].notna().any() for _, frame in pairs):
         _no_data(ax)
     ax.axhline(0, color="black", linewidth=0.8)
@@ -97,15 +130,22 @@ def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylab
 def plot_gain_over_scratch(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
     """RKD and IKD gain over the scratch student per dataset, paired by seed, with 95% CIs."""
     pairs = [(s, paired_comparison(runs, s, "scratch", metric)) for s in ("rkd", "ikd")]
-    return _difference_bars(pairs, f"Student gain over scratch\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
-                                   "* = resolved after Holm", "student − scratch (percentage points)")
+    return _difference_bars(
+        pairs,
+        f"Student gain over scratch\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
+        "* = resolved after Holm",
+        "student − scratch (percentage points)",
+    )
 
 
 def plot_students_vs_teacher(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
     """Each student minus the teacher per dataset: how much of the teacher each student recovers."""
     pairs = [(s, paired_comparison(runs, s, "teacher", metric)) for s in ("scratch", "rkd", "ikd")]
-    return _difference_bars(pairs, f"Students vs teacher\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
-                                   "* = resolved after Holm", "student − teacher (percentage points)")
+    return _difference_bars(
+        pairs,
+        f"Students vs teacher\n{metric_note(metric)}; paired by seed, error bars: 95% CI, * = resolved after Holm",
+        "student − teacher (percentage points)",
+    )
 
 
 def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
@@ -118,18 +158,29 @@ def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) ->
         frame = paired_comparison(runs, student, "scratch", metric).dropna(subset=["complexity_rank", "diff_mean"])
         if not frame.empty:
             err = np.vstack([frame["diff_mean"] - frame["ci_low"], frame["ci_high"] - frame["diff_mean"]])
-            ax.errorbar(frame["complexity_rank"], frame["diff_mean"], yerr=np.nan_to_num(err), marker="o", capsize=3,
-                        color=color, label=f"{METHOD_LABELS[student]} (this sweep)")
+            ax.errorbar(
+                frame["complexity_rank"],
+                frame["diff_mean"],
+                yerr=np.nan_to_num(err),
+                marker="o",
+                capsize=3,
+                color=color,
+                label=f"{METHOD_LABELS[student]} (this sweep)",
+            )
             plotted = True
         paper = [(r, paper_accuracy(d, student) - paper_accuracy(d, "scratch")) for d, r in COMPLEXITY_RANK.items()]
-        ax.plot(*zip(*paper), linestyle="--", marker=".", color=color, alpha=0.6, label=f"{METHOD_LABELS[student]} (paper)")
+        ax.plot(
+            *zip(*paper), linestyle="--", marker=".", color=color, alpha=0.6, label=f"{METHOD_LABELS[student]} (paper)"
+        )
     if not plotted:
         _no_data(ax, "no ranked datasets with paired runs")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(list(COMPLEXITY_RANK.values()), [f"{r}\n{dataset_label(d)}" for d, r in COMPLEXITY_RANK.items()])
     ax.set_xlabel("dataset complexity rank (1 = simplest, paper's ordering)")
     ax.set_ylabel("student − scratch (percentage points)")
-    ax.set_title(f"Distillation gain vs dataset complexity\n{metric_note(metric)}; error bars: 95% CI", fontsize="medium")
+    ax.set_title(
+        f"Distillation gain vs dataset complexity\n{metric_note(metric)}; error bars: 95% CI", fontsize="medium"
+    )
     _legend(ax, fontsize="small")
     ax.grid(alpha=0.3)
     return fig
@@ -145,10 +196,18 @@ def plot_training_curves(curves: pd.DataFrame, dataset: str) -> Figure:
         epoch = rows["epoch"].to_numpy() + 1
         for ax, name in ((ax_acc, "val_acc"), (ax_loss, "val_loss")):
             mean, std = rows[f"{name}_mean"].to_numpy(float), rows[f"{name}_std"].fillna(0).to_numpy(float)
-            ax.plot(epoch, mean, marker=".", color=METHOD_COLORS.get(method), label=f"{METHOD_LABELS.get(method, method)} (n≤{rows['n'].max()})")
+            ax.plot(
+                epoch,
+                mean,
+                marker=".",
+                color=METHOD_COLORS.get(method),
+                label=f"{METHOD_LABELS.get(method, method)} (n≤{rows['n'].max()})",
+            )
             ax.fill_between(epoch, mean - std, mean + std, color=METHOD_COLORS.get(method), alpha=0.15)
-    for ax, ylabel, title in ((ax_acc, "validation accuracy (%)", "Validation accuracy"),
-                              (ax_loss, "validation loss (cross-entropy, nats)", "Validation loss")):
+    for ax, ylabel, title in (
+        (ax_acc, "validation accuracy (%)", "Validation accuracy"),
+        (ax_loss, "validation loss (cross-entropy, nats)", "Validation loss"),
+    ):
         if summary.empty:
             _no_data(ax, "no metrics.csv found")
         else:
@@ -170,16 +229,27 @@ def plot_per_class_f1(runs: pd.DataFrame, dataset: str, metric: str = DEFAULT_ME
     done = done[(done["dataset"] == dataset) & done[column].notna()] if column in done else done.iloc[0:0]
     methods = ordered_methods(done["method"]) if not done.empty else []
     n_classes = max((len(v) for v in done[column]), default=0) if not done.empty else 0
-    fig = Figure(figsize=(min(30.0, max(7.0, 0.35 * n_classes * max(len(methods), 1) / 2 + 2)), 4.5), layout="constrained")
+    fig = Figure(
+        figsize=(min(30.0, max(7.0, 0.35 * n_classes * max(len(methods), 1) / 2 + 2)), 4.5), layout="constrained"
+    )
     ax = fig.add_subplot()
     x, bar, offsets = _bar_positions(n_classes, len(methods))
     for offset, method in zip(offsets, methods):
-        values = np.array([v for v in done.loc[done["method"] == method, column] if len(v) == n_classes], dtype=float) * 100
+        values = (
+            np.array([v for v in done.loc[done["method"] == method, column] if len(v) == n_classes], dtype=float) * 100
+        )
         if len(values) == 0:
             continue
         std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(n_classes)
-        ax.bar(x + offset, values.mean(axis=0), bar, yerr=std, capsize=2 if n_classes <= 20 else 0,
-               color=METHOD_COLORS.get(method), label=f"{METHOD_LABELS.get(method, method)} (n={len(values)})")
+        ax.bar(
+            x + offset,
+            values.mean(axis=0),
+            bar,
+            yerr=std,
+            capsize=2 if n_classes <= 20 else 0,
+            color=METHOD_COLORS.get(method),
+            label=f"{METHOD_LABELS.get(method, method)} (n={len(values)})",
+        )
     if n_classes == 0:
         _no_data(ax)
     else:
@@ -188,7 +258,10 @@ def plot_per_class_f1(runs: pd.DataFrame, dataset: str, metric: str = DEFAULT_ME
     ax.set_xlabel("class index")
     ax.set_ylabel("test F1 (%)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"Per-class test F1 — {dataset_label(dataset)}\n{metric_note(metric)}; mean over seeds, error bars: sample std", fontsize="medium")
+    ax.set_title(
+        f"Per-class test F1 — {dataset_label(dataset)}\n{metric_note(metric)}; mean over seeds, error bars: sample std",
+        fontsize="medium",
+    )
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -208,8 +281,15 @@ def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost
         rows = eff[eff["dataset"] == dataset]
         for r in rows.to_dict("records"):
             err = [[r["acc_mean"] - r["acc_ci_low"]], [r["acc_ci_high"] - r["acc_mean"]]]
-            ax.errorbar(r[cost], r["acc_mean"], yerr=np.nan_to_num(err), marker="o", capsize=3,
-                        color=METHOD_COLORS.get(r["method"]), label=METHOD_LABELS.get(r["method"], r["method"]))
+            ax.errorbar(
+                r[cost],
+                r["acc_mean"],
+                yerr=np.nan_to_num(err),
+                marker="o",
+                capsize=3,
+                color=METHOD_COLORS.get(r["method"]),
+                label=METHOD_LABELS.get(r["method"], r["method"]),
+            )
         ax.set_xscale("log" if cost == "flops_per_image" else "linear")
         ax.set_title(dataset_label(dataset))
         ax.set_xlabel(COSTS.get(cost, cost))
@@ -233,7 +313,15 @@ def plot_gain_by_recipe(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Fig
         for offset, student in zip(offsets, ("rkd", "ikd")):
             rows = paired_comparison(sub, student, "scratch", metric).set_index("dataset").reindex(datasets)
             err = np.vstack([rows["diff_mean"] - rows["ci_low"], rows["ci_high"] - rows["diff_mean"]])
-            ax.bar(x + offset, rows["diff_mean"], bar, yerr=np.nan_to_num(err), capsize=3, color=METHOD_COLORS[student], label=METHOD_LABELS[student])
+            ax.bar(
+                x + offset,
+                rows["diff_mean"],
+                bar,
+                yerr=np.nan_to_num(err),
+                capsize=3,
+                color=METHOD_COLORS[student],
+                label=METHOD_LABELS[student],
+            )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(x, [dataset_label(d) for d in datasets])
         ax.set_title(f"recipe {recipe}", fontsize="medium")
@@ -253,13 +341,24 @@ def plot_factor_gain(table: pd.DataFrame, dataset: str, factor: str) -> Figure:
     for student, sub in rows.groupby("student", sort=False):
         color = METHOD_COLORS.get(student)
         err = np.vstack([sub["gain"] - sub["gain_ci_low"], sub["gain_ci_high"] - sub["gain"]])
-        gain_ax.errorbar(sub["level"], sub["gain"], yerr=np.nan_to_num(err), marker="o", capsize=3, color=color, label=METHOD_LABELS[student])
+        gain_ax.errorbar(
+            sub["level"],
+            sub["gain"],
+            yerr=np.nan_to_num(err),
+            marker="o",
+            capsize=3,
+            color=color,
+            label=METHOD_LABELS[student],
+        )
         agree_ax.plot(sub["level"], 100 * sub["agreement"], marker="o", color=color, label=METHOD_LABELS[student])
     if rows.empty:
         _no_data(gain_ax)
     gain_ax.axhline(0, color="black", linewidth=0.8)
-    gain_ax.set(xlabel=factor, ylabel="student − scratch (pp)", title=f"{dataset_label(dataset)}: gain over scratch vs {factor}\n"
-                "paired by seed, error bars: 95% CI")
+    gain_ax.set(
+        xlabel=factor,
+        ylabel="student − scratch (pp)",
+        title=f"{dataset_label(dataset)}: gain over scratch vs {factor}\npaired by seed, error bars: 95% CI",
+    )
     agree_ax.set(xlabel=factor, ylabel="top-1 agreement with teacher (%)", title="Fidelity vs " + factor)
     for ax in (gain_ax, agree_ax):
         _legend(ax)

@@ -62,4 +62,6 @@ def method_label(method: Any) -> str:
 
 def metric_note(metric: str) -> str:
     """Which checkpoint a number comes from, short enough for a title line."""
-    return {"test_best": "best-validation checkpoint", "test_last": "last-epoch checkpoint"}.get(metric.split(".")[0], metric)
+    return {"test_best": "best-validation checkpoint", "test_last": "last-epoch checkpoint"}.get(
+        metric.split(".")[0], metric
+    )

@@ -3,9 +3,10 @@ claims first, then the evidence behind them, then runs and their problems."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -48,39 +49,48 @@ def format_comparison(table: pd.DataFrame, comparison: Comparison) -> pd.DataFra
     rows = []
     for r in table.to_dict("records"):
         ci = fmt_ci(r["ci_low"], r["ci_high"]) if r["n_pairs"] > 1 else "[n/a]"
-        rows.append(_recipe_cell(r, {
-            "Dataset": dataset_label(r["dataset"]),
-            f"{method_label(a)} (n)": f"{mean_std(r[f'{a}_mean'], r[f'{a}_std'])} ({r[f'{a}_n']})",
-            f"{method_label(b)} (n)": f"{mean_std(r[f'{b}_mean'], r[f'{b}_std'])} ({r[f'{b}_n']})",
-            f"{delta} [95% CI] (pairs)": f"{fmt(r['diff_mean'], signed=True)} {ci} ({r['n_pairs']})",
-            "Holm p": fmt_p(r["p_holm"]),
-            "Resolved": r["resolved"] or "no",
-            "MDE (80%)": fmt(r["mde"]),
-            f"Paper {method_label(a)}": fmt(r[f"paper_{a}"]),
-            f"Paper {method_label(b)}": fmt(r[f"paper_{b}"]),
-            "Paper Δ": fmt(r["paper_diff"], signed=True),
-            "Seeds for paper Δ": fmt_n(r["pairs_needed_paper"]),
-            "Differences from the paper's protocol": r["differences"],
-        }))
+        rows.append(
+            _recipe_cell(
+                r,
+                {
+                    "Dataset": dataset_label(r["dataset"]),
+                    f"{method_label(a)} (n)": f"{mean_std(r[f'{a}_mean'], r[f'{a}_std'])} ({r[f'{a}_n']})",
+                    f"{method_label(b)} (n)": f"{mean_std(r[f'{b}_mean'], r[f'{b}_std'])} ({r[f'{b}_n']})",
+                    f"{delta} [95% CI] (pairs)": f"{fmt(r['diff_mean'], signed=True)} {ci} ({r['n_pairs']})",
+                    "Holm p": fmt_p(r["p_holm"]),
+                    "Resolved": r["resolved"] or "no",
+                    "MDE (80%)": fmt(r["mde"]),
+                    f"Paper {method_label(a)}": fmt(r[f"paper_{a}"]),
+                    f"Paper {method_label(b)}": fmt(r[f"paper_{b}"]),
+                    "Paper Δ": fmt(r["paper_diff"], signed=True),
+                    "Seeds for paper Δ": fmt_n(r["pairs_needed_paper"]),
+                    "Differences from the paper's protocol": r["differences"],
+                },
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def table_caption(comparison: Comparison, metric: str) -> str:
     """One line above a comparison table: which comparison, which metric and checkpoint."""
-    return (f"**{comparison.title}** — {METRICS.get(metric, metric)} (`{metric}`, %). Δ = "
-            f"{method_label(comparison.treatment)} − {method_label(comparison.control)} in percentage points, paired by seed.")
+    return (
+        f"**{comparison.title}** — {METRICS.get(metric, metric)} (`{metric}`, %). Δ = "
+        f"{method_label(comparison.treatment)} − {method_label(comparison.control)} in percentage points, paired by seed."
+    )
 
 
 def comparisons_note() -> str:
     """How every comparison table is made (said once per section)."""
-    return (f"Arms: mean ± sample std (ddof=1) over seeds, n seeds in brackets. Δ: treatment − control in percentage "
-            f"points, paired by seed (only seeds present in both arms), 95% t-interval (df = pairs − 1). Holm p: "
-            f"two-sided paired t-test, Holm-adjusted across the datasets of the table; Resolved: +/− when Holm p < "
-            f"{ALPHA}. MDE: the smallest |Δ| a paired t-test with these pairs and this sd detects with 80% power "
-            f"(α = {ALPHA}, two-sided). Seeds for paper Δ: seeds needed to detect the paper's difference with 80% power "
-            f"at the observed sd. Paper columns are filled only where every run of the row is paper-configured (its "
-            f"config values, not the recipe's name, equal the paper's protocol); otherwise the last column lists what "
-            f"differs.")
+    return (
+        f"Arms: mean ± sample std (ddof=1) over seeds, n seeds in brackets. Δ: treatment − control in percentage "
+        f"points, paired by seed (only seeds present in both arms), 95% t-interval (df = pairs − 1). Holm p: "
+        f"two-sided paired t-test, Holm-adjusted across the datasets of the table; Resolved: +/− when Holm p < "
+        f"{ALPHA}. MDE: the smallest |Δ| a paired t-test with these pairs and this sd detects with 80% power "
+        f"(α = {ALPHA}, two-sided). Seeds for paper Δ: seeds needed to detect the paper's difference with 80% power "
+        f"at the observed sd. Paper columns are filled only where every run of the row is paper-configured (its "
+        f"config values, not the recipe's name, equal the paper's protocol); otherwise the last column lists what "
+        f"differs."
+    )
 
 
 def _summary_wide(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -88,7 +98,9 @@ def _summary_wide(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     summary = summary_table(runs, metric)
     if summary.empty:
         return summary
-    summary = summary.assign(cell=[f"{mean_std(m, s)} ({n})" for m, s, n in zip(summary["mean"], summary["std"], summary["n"])])
+    summary = summary.assign(
+        cell=[f"{mean_std(m, s)} ({n})" for m, s, n in zip(summary["mean"], summary["std"], summary["n"])]
+    )
     index = ["recipe", "dataset"] if "recipe" in summary else ["dataset"]
     wide = summary.pivot_table(index=index, columns="method", values="cell", aggfunc="first").reset_index()
     methods = ordered_methods(c for c in wide.columns if c not in index)
@@ -106,7 +118,8 @@ def format_fidelity(table: pd.DataFrame) -> pd.DataFrame:
         for _, name, _, unit in FIDELITY_FIELDS:
             digits = 3 if unit.startswith("nats") else 2
             out[f"{name.upper() if name in ('nll', 'ece', 'kl') else name.capitalize()} ({unit})"] = (
-                f"{mean_std(r[f'{name}_mean'], r[f'{name}_std'], digits)} ({r[f'{name}_n']})")
+                f"{mean_std(r[f'{name}_mean'], r[f'{name}_std'], digits)} ({r[f'{name}_n']})"
+            )
         rows.append(_recipe_cell(r, out))
     return pd.DataFrame(rows)
 
@@ -114,37 +127,60 @@ def format_fidelity(table: pd.DataFrame) -> pd.DataFrame:
 def format_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in table.to_dict("records"):
-        rows.append(_recipe_cell(r, {
-            "Dataset": dataset_label(r["dataset"]), "Student": method_label(r["student"]), "Seeds": r["n_seeds"],
-            "Gain over scratch (pp) [95% CI]": f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}",
-            "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
-            "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
-            "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0) if pd.notna(r["paper_gap_closed"]) else "n/a",
-        }))
+        rows.append(
+            _recipe_cell(
+                r,
+                {
+                    "Dataset": dataset_label(r["dataset"]),
+                    "Student": method_label(r["student"]),
+                    "Seeds": r["n_seeds"],
+                    "Gain over scratch (pp) [95% CI]": f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}",
+                    "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
+                    "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
+                    "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0)
+                    if pd.notna(r["paper_gap_closed"])
+                    else "n/a",
+                },
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def format_evidence(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in table.to_dict("records"):
-        rows.append(_recipe_cell(r, {
-            "Comparison": f"{method_label(r['treatment'])} − {method_label(r['control'])}",
-            "Dataset": dataset_label(r["dataset"]), "Pairs": r["n_pairs"], "Δ (pp)": fmt(r["diff_mean"], signed=True),
-            "sd of Δ (pp)": fmt(r["diff_std"]), "MDE, 80% power (pp)": fmt(r["mde"]),
-            "Paper Δ (pp)": fmt(r["paper_diff"], signed=True), "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
-        }))
+        rows.append(
+            _recipe_cell(
+                r,
+                {
+                    "Comparison": f"{method_label(r['treatment'])} − {method_label(r['control'])}",
+                    "Dataset": dataset_label(r["dataset"]),
+                    "Pairs": r["n_pairs"],
+                    "Δ (pp)": fmt(r["diff_mean"], signed=True),
+                    "sd of Δ (pp)": fmt(r["diff_std"]),
+                    "MDE, 80% power (pp)": fmt(r["mde"]),
+                    "Paper Δ (pp)": fmt(r["paper_diff"], signed=True),
+                    "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
+                },
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def format_provenance(checks: pd.DataFrame, multi: bool) -> pd.DataFrame:
     rows = []
     for r in checks.to_dict("records"):
-        out = {"Dataset": dataset_label(r["dataset"]), "Method": method_label(r["method"]), "Seed": r["seed"],
-               "Teacher used": r["teacher.key"] or "n/a", "Sweep's teacher run": r["sweep_teacher_key"] or "n/a",
-               "Same teacher": r["teacher_match"],
-               "Stale": {True: "yes", False: "no"}.get(r["teacher.stale"], "n/a"),
-               "Source": r["teacher.source"] or "n/a",
-               "Teacher test acc (%)": fmt(100 * r["teacher.test_acc"]) if pd.notna(r["teacher.test_acc"]) else "n/a"}
+        out = {
+            "Dataset": dataset_label(r["dataset"]),
+            "Method": method_label(r["method"]),
+            "Seed": r["seed"],
+            "Teacher used": r["teacher.key"] or "n/a",
+            "Sweep's teacher run": r["sweep_teacher_key"] or "n/a",
+            "Same teacher": r["teacher_match"],
+            "Stale": {True: "yes", False: "no"}.get(r["teacher.stale"], "n/a"),
+            "Source": r["teacher.source"] or "n/a",
+            "Teacher test acc (%)": fmt(100 * r["teacher.test_acc"]) if pd.notna(r["teacher.test_acc"]) else "n/a",
+        }
         rows.append({"Recipe": r["recipe"], **out} if multi else out)
     return pd.DataFrame(rows)
 
@@ -152,32 +188,52 @@ def format_provenance(checks: pd.DataFrame, multi: bool) -> pd.DataFrame:
 def format_student_buys(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in table.to_dict("records"):
-        rows.append(_recipe_cell(r, {
-            "Dataset": dataset_label(r["dataset"]), "Student": method_label(r["student"]),
-            "Accuracy (%)": fmt(r["acc_mean"]), "Teacher (%)": fmt(r["teacher_acc_mean"]),
-            "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
-            "Gap to teacher (pp) [95% CI]": f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}",
-            "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
-            "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×" if pd.notna(r["size_reduction"]) else "n/a",
-            "FLOPs reduction": f"{fmt(r['flops_reduction'], 2)}×" if pd.notna(r["flops_reduction"]) else "n/a",
-        }))
+        rows.append(
+            _recipe_cell(
+                r,
+                {
+                    "Dataset": dataset_label(r["dataset"]),
+                    "Student": method_label(r["student"]),
+                    "Accuracy (%)": fmt(r["acc_mean"]),
+                    "Teacher (%)": fmt(r["teacher_acc_mean"]),
+                    "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
+                    "Gap to teacher (pp) [95% CI]": f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}",
+                    "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
+                    "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×"
+                    if pd.notna(r["size_reduction"])
+                    else "n/a",
+                    "FLOPs reduction": f"{fmt(r['flops_reduction'], 2)}×" if pd.notna(r["flops_reduction"]) else "n/a",
+                },
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def format_factors(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in table.to_dict("records"):
-        rows.append({
-            "Dataset": dataset_label(r["dataset"]), "Recipe": r["recipe"], "Factor": r["factor"], "Level": f"{r['level']:g}",
-            "Student": method_label(r["student"]), "Teacher": fmt(r["teacher"]), "Scratch": fmt(r["scratch"]),
-            "Student acc": fmt(r["student_acc"]), "n": fmt_n(r["n_pairs"]),
-            "Gain (pp, 95% CI)": f"{fmt(r['gain'], signed=True)} {fmt_ci(r['gain_ci_low'], r['gain_ci_high'])}",
-            "Gap closed": f"{fmt(100 * r['gap_closed'], 0)}%" if pd.notna(r["gap_closed"]) else "n/a",
-            "Agreement": f"{fmt(100 * r['agreement'], 1)}%" if pd.notna(r["agreement"]) else "n/a",
-            "Probe acc": fmt(r.get("complexity.probe_acc"), 3), "N3": fmt(r.get("complexity.n3"), 3),
-            "1/(1+F1)": fmt(r.get("complexity.f1_inv"), 3), "ID": fmt(r.get("complexity.intrinsic_dim"), 1),
-            "CSG": fmt(r.get("complexity.csg"), 2), "Teacher H(T=4)": fmt(r.get("teacher_soft_label_entropy"), 3),
-        })
+        rows.append(
+            {
+                "Dataset": dataset_label(r["dataset"]),
+                "Recipe": r["recipe"],
+                "Factor": r["factor"],
+                "Level": f"{r['level']:g}",
+                "Student": method_label(r["student"]),
+                "Teacher": fmt(r["teacher"]),
+                "Scratch": fmt(r["scratch"]),
+                "Student acc": fmt(r["student_acc"]),
+                "n": fmt_n(r["n_pairs"]),
+                "Gain (pp, 95% CI)": f"{fmt(r['gain'], signed=True)} {fmt_ci(r['gain_ci_low'], r['gain_ci_high'])}",
+                "Gap closed": f"{fmt(100 * r['gap_closed'], 0)}%" if pd.notna(r["gap_closed"]) else "n/a",
+                "Agreement": f"{fmt(100 * r['agreement'], 1)}%" if pd.notna(r["agreement"]) else "n/a",
+                "Probe acc": fmt(r.get("complexity.probe_acc"), 3),
+                "N3": fmt(r.get("complexity.n3"), 3),
+                "1/(1+F1)": fmt(r.get("complexity.f1_inv"), 3),
+                "ID": fmt(r.get("complexity.intrinsic_dim"), 1),
+                "CSG": fmt(r.get("complexity.csg"), 2),
+                "Teacher H(T=4)": fmt(r.get("teacher_soft_label_entropy"), 3),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -202,23 +258,38 @@ def claims_summary(claims: Sequence[Claim]) -> pd.DataFrame:
 
 def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
     n_support, n_contradict = family_sizes(claims)
-    lines = [f"Verdicts use the headline metric ({metric}), one recipe (and data-factor level) at a time; where runs "
-             "are not paper-configured they describe this sweep's recipe, not a replication. Verdicts: **supported** / "
-             f"**contradicted** (shown with error control), **inconclusive** (the data cannot tell), **not testable** "
-             f"(runs missing: < {MIN_PAIRS} paired seeds, < {MIN_TREND_DATASETS} datasets for a trend over datasets, "
-             f"< {FACTOR_MIN_LEVELS} levels for a trend over a factor's levels). Criteria in "
-             "`kd_lightning/report/claims.py` and docs/report.md.", "",
-             f"**Family.** The {len(claims)} claims below are one family: Holm's step-down procedure at α = {ALPHA} over "
-             f"the {n_support} claim(s) testable for support and, separately, the {n_contradict} testable for the "
-             f"opposite, so the chance of any false *supported* (or any false *contradicted*) in this report is at most "
-             f"{ALPHA:.0%}, however many recipes and levels it holds. Each claim's test line ends with its "
-             "Holm-adjusted p-values. Factor trends count the **level** as the unit of replication (a level's seeds "
-             "share its condition), the grayscale contrast the seed.", "",
-             markdown_table(claims_summary(claims)), ""]
+    lines = [
+        f"Verdicts use the headline metric ({metric}), one recipe (and data-factor level) at a time; where runs "
+        "are not paper-configured they describe this sweep's recipe, not a replication. Verdicts: **supported** / "
+        f"**contradicted** (shown with error control), **inconclusive** (the data cannot tell), **not testable** "
+        f"(runs missing: < {MIN_PAIRS} paired seeds, < {MIN_TREND_DATASETS} datasets for a trend over datasets, "
+        f"< {FACTOR_MIN_LEVELS} levels for a trend over a factor's levels). Criteria in "
+        "`kd_lightning/report/claims.py` and docs/report.md.",
+        "",
+        f"**Family.** The {len(claims)} claims below are one family: Holm's step-down procedure at α = {ALPHA} over "
+        f"the {n_support} claim(s) testable for support and, separately, the {n_contradict} testable for the "
+        f"opposite, so the chance of any false *supported* (or any false *contradicted*) in this report is at most "
+        f"{ALPHA:.0%}, however many recipes and levels it holds. Each claim's test line ends with its "
+        "Holm-adjusted p-values. Factor trends count the **level** as the unit of replication (a level's seeds "
+        "share its condition), the grayscale contrast the seed.",
+        "",
+        markdown_table(claims_summary(claims)),
+        "",
+    ]
     for c in claims:
         where = f" — recipe `{c.recipe}`" if c.recipe else ""
-        lines += [f"### Claim {c.number}: {c.statement}{where}", "", f"**Verdict: {c.verdict}**", "",
-                  f"Criterion: {c.criterion}", "", f"Test: {c.test}", "", c.evidence, ""]
+        lines += [
+            f"### Claim {c.number}: {c.statement}{where}",
+            "",
+            f"**Verdict: {c.verdict}**",
+            "",
+            f"Criterion: {c.criterion}",
+            "",
+            f"Test: {c.test}",
+            "",
+            c.evidence,
+            "",
+        ]
     return lines
 
 
@@ -227,15 +298,25 @@ def budget_note(runs: pd.DataFrame) -> list[str]:
     floors = sorted({int(v) for v in runs.get("min_steps", pd.Series(dtype=object)).dropna()})
     if not floors:
         return []
-    return [f"- Training budget: runs with a floor on optimizer steps (`recipe.min_steps` = {', '.join(map(str, floors))}) "
-            "train max(E, ⌈min_steps / steps per epoch⌉) epochs, E the configured epochs and steps per epoch those of "
-            "the run's own (factored) training set, so a smaller training set is not trained less "
-            "(`results.json` → `budget`; columns `min_steps`, `optimizer_steps` of the runs table)."]
+    return [
+        f"- Training budget: runs with a floor on optimizer steps (`recipe.min_steps` = {', '.join(map(str, floors))}) "
+        "train max(E, ⌈min_steps / steps per epoch⌉) epochs, E the configured epochs and steps per epoch those of "
+        "the run's own (factored) training set, so a smaller training set is not trained less "
+        "(`results.json` → `budget`; columns `min_steps`, `optimizer_steps` of the runs table)."
+    ]
 
 
-def build_markdown(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, comparisons: dict[str, pd.DataFrame],
-                   claims: list[Claim], issues: pd.DataFrame, figures: list[tuple[str, Path]], out: Path,
-                   tables: dict[str, pd.DataFrame] | None = None) -> str:
+def build_markdown(
+    sweeps: Sequence[Path],
+    runs: pd.DataFrame,
+    metric: str,
+    comparisons: dict[str, pd.DataFrame],
+    claims: list[Claim],
+    issues: pd.DataFrame,
+    figures: list[tuple[str, Path]],
+    out: Path,
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> str:
     """Assemble report.md: claims, the numbers behind them, runs and their problems, figures."""
     tables = tables or {}
     other = [m for m in METRICS if m != metric]
@@ -243,7 +324,8 @@ def build_markdown(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, comp
     multi = len(recipes_in(runs)) > 1
     counts = tables.get("run_counts", pd.DataFrame())
     lines = [
-        "# Knowledge distillation study report", "",
+        "# Knowledge distillation study report",
+        "",
         f"- Sweep{'s' if len(sweeps) > 1 else ''}: {', '.join(f'`{s}`' for s in sweeps)}",
         f"- Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- Runs found: {len(runs)} results.json ({len(done)} completed); problems listed in "
@@ -253,90 +335,166 @@ def build_markdown(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, comp
         f"- Recipes (`config.recipe.name`): {', '.join(f'`{r}`' for r in recipes_in(runs)) or 'n/a'}"
         + (" — tables and claims are per recipe (never pooled)." if multi else ""),
         f"- Paper-configured completed runs: {int(done['paper_comparable'].sum()) if not done.empty else 0} of {len(done)}"
-        + (f"; differences: {differences_label(done)}" if not done.empty and not done["paper_comparable"].all() else ""),
+        + (
+            f"; differences: {differences_label(done)}" if not done.empty and not done["paper_comparable"].all() else ""
+        ),
         *budget_note(runs),
         "",
-        "## Claims", "", *claims_markdown(claims, metric),
-        "## Runs", "", "Completed runs per dataset and method (out of the seeds seen anywhere in the sweep).", "",
-        markdown_table(counts.assign(dataset=counts["dataset"].map(dataset_label))) if not counts.empty
-        else "_No results.json found._", "",
-        "## Accuracy per method", "",
+        "## Claims",
+        "",
+        *claims_markdown(claims, metric),
+        "## Runs",
+        "",
+        "Completed runs per dataset and method (out of the seeds seen anywhere in the sweep).",
+        "",
+        markdown_table(counts.assign(dataset=counts["dataset"].map(dataset_label)))
+        if not counts.empty
+        else "_No results.json found._",
+        "",
+        "## Accuracy per method",
+        "",
     ]
     for m in [metric, *other]:
-        lines += [f"{METRICS[m].capitalize()} ({m}, %), mean ± sample std over seeds (n).", "",
-                  markdown_table(_summary_wide(runs, m)), ""]
+        lines += [
+            f"{METRICS[m].capitalize()} ({m}, %), mean ± sample std over seeds (n).",
+            "",
+            markdown_table(_summary_wide(runs, m)),
+            "",
+        ]
     for m in [metric, *other]:
         lines += [f"## Comparisons — {m} ({METRICS[m]})", "", comparisons_note(), ""]
         for comparison in TABLES:
             table = comparisons[f"{comparison.key}_{m.split('.')[0].removeprefix('test_')}"]
             lines += [table_caption(comparison, m), "", markdown_table(format_comparison(table, comparison)), ""]
-    lines += ["## How much evidence", "",
-              f"For every comparison of the claims ({metric}): the minimum detectable effect (MDE) of a two-sided "
-              f"paired t-test at α = {ALPHA} with 80% power, from the observed sd of the paired differences and the "
-              "number of pairs, and the number of seeds that would detect the paper's difference with 80% power at "
-              "that sd. A true difference smaller than the MDE is likely to come out *inconclusive*; Holm's "
-              "correction across datasets makes the per-dataset test stricter still. n/a: < 2 pairs or no spread.", "",
-              markdown_table(format_evidence(tables.get("evidence", pd.DataFrame()))), "",
-              "## Gap closed", "",
-              "Over the seeds with teacher, scratch and the student: gain = mean paired "
-              "(student − scratch) with its 95% t-interval; teacher − scratch = mean paired gap; gap closed = gain / "
-              f"(teacher − scratch), a ratio of paired means (100% = as good as the teacher, 0% = no better than "
-              f"scratch, > 100% = better than the teacher). n/a when teacher − scratch < {GAP_MIN_PP:g} pp (no room to "
-              "close). The paper's gap closed is shown only for paper-configured rows.", "",
-              *[line for m in [metric, *other] for line in (
-                  f"**{METRICS[m].capitalize()}** (`{m}`)", "",
-                  markdown_table(format_gap_closed(tables.get(f"gap_closed_{m.split('.')[0].removeprefix('test_')}",
-                                                              pd.DataFrame()))), "")],
-              "## Fidelity and calibration", "",
-              "Per dataset and method, mean ± sample std over seeds (n runs carrying the field): test accuracy; NLL = mean "
-              "cross-entropy on the test set (nats); ECE = expected calibration error (%); agreement = top-1 "
-              "teacher–student agreement (%); KL = KL(teacher ‖ student) at T = 1 (nats/sample). Agreement and KL "
-              "are for students with a teacher; n/a where the records do not carry a field.", ""]
+    lines += [
+        "## How much evidence",
+        "",
+        f"For every comparison of the claims ({metric}): the minimum detectable effect (MDE) of a two-sided "
+        f"paired t-test at α = {ALPHA} with 80% power, from the observed sd of the paired differences and the "
+        "number of pairs, and the number of seeds that would detect the paper's difference with 80% power at "
+        "that sd. A true difference smaller than the MDE is likely to come out *inconclusive*; Holm's "
+        "correction across datasets makes the per-dataset test stricter still. n/a: < 2 pairs or no spread.",
+        "",
+        markdown_table(format_evidence(tables.get("evidence", pd.DataFrame()))),
+        "",
+        "## Gap closed",
+        "",
+        "Over the seeds with teacher, scratch and the student: gain = mean paired "
+        "(student − scratch) with its 95% t-interval; teacher − scratch = mean paired gap; gap closed = gain / "
+        f"(teacher − scratch), a ratio of paired means (100% = as good as the teacher, 0% = no better than "
+        f"scratch, > 100% = better than the teacher). n/a when teacher − scratch < {GAP_MIN_PP:g} pp (no room to "
+        "close). The paper's gap closed is shown only for paper-configured rows.",
+        "",
+        *[
+            line
+            for m in [metric, *other]
+            for line in (
+                f"**{METRICS[m].capitalize()}** (`{m}`)",
+                "",
+                markdown_table(
+                    format_gap_closed(tables.get(f"gap_closed_{m.split('.')[0].removeprefix('test_')}", pd.DataFrame()))
+                ),
+                "",
+            )
+        ],
+        "## Fidelity and calibration",
+        "",
+        "Per dataset and method, mean ± sample std over seeds (n runs carrying the field): test accuracy; NLL = mean "
+        "cross-entropy on the test set (nats); ECE = expected calibration error (%); agreement = top-1 "
+        "teacher–student agreement (%); KL = KL(teacher ‖ student) at T = 1 (nats/sample). Agreement and KL "
+        "are for students with a teacher; n/a where the records do not carry a field.",
+        "",
+    ]
     for split, note in SPLITS.items():
-        lines += [f"**At the {note}** (`{split}`)", "",
-                  markdown_table(format_fidelity(tables.get(f"fidelity_{split.removeprefix('test_')}", pd.DataFrame()))), ""]
+        lines += [
+            f"**At the {note}** (`{split}`)",
+            "",
+            markdown_table(format_fidelity(tables.get(f"fidelity_{split.removeprefix('test_')}", pd.DataFrame()))),
+            "",
+        ]
     checks = teacher_check(runs)
     mismatched = checks[checks["teacher_match"] == "no"]
     stale = checks[checks["teacher.stale"] == True]  # noqa: E712 (object column)
-    lines += ["## Teacher provenance", "",
-              "Each RKD/IKD run's teacher (`results.json` → `teacher`) against the sweep's teacher run of the same "
-              "dataset and seed (its `teacher_key`). *Same teacher* = no marks a student distilled from another "
-              "teacher than the one its table row compares with; *stale* = the teacher was trained by another code "
-              "commit.", "",
-              f"- Students with another teacher than the sweep's: {len(mismatched)}"
-              + (f" ({', '.join(f'{dataset_label(r.dataset)} {r.method} seed {r.seed}' for r in mismatched.itertuples())})" if len(mismatched) else ""),
-              f"- Students with a stale teacher: {len(stale)}"
-              + (f" ({', '.join(sorted(set(str(k) for k in stale['teacher.key'])))})" if len(stale) else ""), "",
-              markdown_table(format_provenance(checks, multi)) if not checks.empty else "_No distilled students._", ""]
+    lines += [
+        "## Teacher provenance",
+        "",
+        "Each RKD/IKD run's teacher (`results.json` → `teacher`) against the sweep's teacher run of the same "
+        "dataset and seed (its `teacher_key`). *Same teacher* = no marks a student distilled from another "
+        "teacher than the one its table row compares with; *stale* = the teacher was trained by another code "
+        "commit.",
+        "",
+        f"- Students with another teacher than the sweep's: {len(mismatched)}"
+        + (
+            f" ({', '.join(f'{dataset_label(r.dataset)} {r.method} seed {r.seed}' for r in mismatched.itertuples())})"
+            if len(mismatched)
+            else ""
+        ),
+        f"- Students with a stale teacher: {len(stale)}"
+        + (f" ({', '.join(sorted(set(str(k) for k in stale['teacher.key'])))})" if len(stale) else ""),
+        "",
+        markdown_table(format_provenance(checks, multi)) if not checks.empty else "_No distilled students._",
+        "",
+    ]
     buys = tables.get("student_buys", pd.DataFrame())
     if not buys.empty:
-        lines += ["## What the student buys", "",
-                  f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
-                  "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
-                  "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
-                  "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) (`results.json` → `efficiency`); latencies are "
-                  "comparable only within one machine.", "", markdown_table(format_student_buys(buys)), ""]
+        lines += [
+            "## What the student buys",
+            "",
+            f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
+            "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
+            "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
+            "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) (`results.json` → `efficiency`); latencies are "
+            "comparable only within one machine.",
+            "",
+            markdown_table(format_student_buys(buys)),
+            "",
+        ]
     factors = tables.get("factors", pd.DataFrame())
     if not factors.empty:
-        lines += ["## Data factors", "",
-                  f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
-                  "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
-                  f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
-                  "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
-                  "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy at T = 4 (nats). Verdicts are the claims numbered from 101.", "",
-                  markdown_table(format_factors(factors)), ""]
+        lines += [
+            "## Data factors",
+            "",
+            f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
+            "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
+            f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
+            "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
+            "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy at T = 4 (nats). Verdicts are the claims numbered from 101.",
+            "",
+            markdown_table(format_factors(factors)),
+            "",
+        ]
     lines += ["## Figures", ""]
     for caption, path in figures:
         lines += [f"### {caption}", "", f"![{caption}]({path.relative_to(out).as_posix()})", ""]
-    lines += ["## Missing, failed and running runs", "",
-              "Expected grid: every dataset × method × seed that appears anywhere in the sweep (per recipe). Teacher "
-              "mismatches and stale teachers are listed here too.", "", issues_markdown(issues), "",
-              "## Files", "", "Tables as CSV under `tables/` (runs, issues, claims, curves, evidence, gap_closed, "
-              "fidelity_<best|last>, provenance, summary_<best|last>, <comparison>_<best|last>, efficiency); figures as "
-              "PNG under `figures/`.", ""]
+    lines += [
+        "## Missing, failed and running runs",
+        "",
+        "Expected grid: every dataset × method × seed that appears anywhere in the sweep (per recipe). Teacher "
+        "mismatches and stale teachers are listed here too.",
+        "",
+        issues_markdown(issues),
+        "",
+        "## Files",
+        "",
+        "Tables as CSV under `tables/` (runs, issues, claims, curves, evidence, gap_closed, "
+        "fidelity_<best|last>, provenance, summary_<best|last>, <comparison>_<best|last>, efficiency); figures as "
+        "PNG under `figures/`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-__all__ = ["markdown_table", "format_comparison", "table_caption", "build_markdown", "claims_markdown",
-           "comparisons_note", "format_fidelity", "format_gap_closed", "format_evidence", "format_provenance", "format_student_buys",
-           "issues_markdown"]
+__all__ = [
+    "markdown_table",
+    "format_comparison",
+    "table_caption",
+    "build_markdown",
+    "claims_markdown",
+    "comparisons_note",
+    "format_fidelity",
+    "format_gap_closed",
+    "format_evidence",
+    "format_provenance",
+    "format_student_buys",
+    "issues_markdown",
+]

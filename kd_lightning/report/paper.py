@@ -58,9 +58,17 @@ def paper_accuracy(dataset: str, method: str) -> float | None:
 
 #: the recipe and split keys that define the paper's protocol (paths into the resolved config)
 PROTOCOL_KEYS: tuple[str, ...] = (
-    "recipe.batch_size", "recipe.optimizer._target_", "recipe.optimizer.lr", "recipe.optimizer.momentum",
-    "recipe.optimizer.weight_decay", "recipe.scheduler", "recipe.augmentation.rotation", "recipe.augmentation.hflip",
-    "recipe.augmentation.vflip", "dataset.val_fraction", "trainer.max_epochs",
+    "recipe.batch_size",
+    "recipe.optimizer._target_",
+    "recipe.optimizer.lr",
+    "recipe.optimizer.momentum",
+    "recipe.optimizer.weight_decay",
+    "recipe.scheduler",
+    "recipe.augmentation.rotation",
+    "recipe.augmentation.hflip",
+    "recipe.augmentation.vflip",
+    "dataset.val_fraction",
+    "trainer.max_epochs",
 )
 #: the method's own hyperparameters (Eq. 4: alpha, tau; IKD's stages and weight), where the method has them
 METHOD_KEYS: tuple[str, ...] = ("method.alpha", "method.temperature", "method.feature_weight", "method.stages")
@@ -81,7 +89,7 @@ PAPER_DATA_FACTORS: dict[str, Any] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _paper_run(method: str) -> dict[str, Any]:
     """The resolved config of the paper's run of ``method`` (``recipe=paper``), composed from ``conf/``."""
     return OmegaConf.to_container(compose_run_config(["recipe=paper", f"method={method}"]), resolve=True)
@@ -119,7 +127,9 @@ def _same(value: Any, reference: Any) -> bool:
     if isinstance(reference, bool) or reference is None or isinstance(value, bool):
         return value is reference if reference is None else value == reference and type(value) is type(reference)
     if isinstance(reference, (int, float)):
-        return isinstance(value, (int, float)) and math.isclose(float(value), float(reference), rel_tol=1e-9, abs_tol=1e-12)
+        return isinstance(value, (int, float)) and math.isclose(
+            float(value), float(reference), rel_tol=1e-9, abs_tol=1e-12
+        )
     if isinstance(reference, (list, tuple)):
         return isinstance(value, (list, tuple)) and len(value) == len(reference) and all(map(_same, value, reference))
     return value == reference

@@ -45,28 +45,61 @@ def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({**{k: row[k] for k in PICK_KEYS}, "status": row["status"], "detail": detail, "path": row["path"]})
     for row in kept[kept["status"] == "completed"].to_dict("records"):
         if pd.isna(row["test_best.acc"]) and pd.isna(row["test_last.acc"]):
-            rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "completed (no test metrics)",
-                         "detail": "results.json has neither test_best nor test_last", "path": row["path"]})
+            rows.append(
+                {
+                    **{k: row[k] for k in PICK_KEYS},
+                    "status": "completed (no test metrics)",
+                    "detail": "results.json has neither test_best nor test_last",
+                    "path": row["path"],
+                }
+            )
     for row in superseded.to_dict("records"):
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": f"duplicate ({row['status']}, ignored)",
-                     "detail": "another record for the same recipe/dataset/method/seed is used", "path": row["path"]})
+        rows.append(
+            {
+                **{k: row[k] for k in PICK_KEYS},
+                "status": f"duplicate ({row['status']}, ignored)",
+                "detail": "another record for the same recipe/dataset/method/seed is used",
+                "path": row["path"],
+            }
+        )
     for recipe in recipes_in(kept):
         sub = for_recipe(runs, recipe)
         present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
         grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
         for key in grid:
             if key not in present:
-                rows.append({"recipe": recipe, "dataset": key[0], "method": key[1], "seed": key[2], "status": "missing",
-                             "detail": "no results.json", "path": ""})
+                rows.append(
+                    {
+                        "recipe": recipe,
+                        "dataset": key[0],
+                        "method": key[1],
+                        "seed": key[2],
+                        "status": "missing",
+                        "detail": "no results.json",
+                        "path": "",
+                    }
+                )
     checks = teacher_check(runs)
     for row in checks[checks["teacher_match"] == "no"].to_dict("records"):
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "teacher mismatch",
-                     "detail": f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
-                               f"dataset and seed is {row['sweep_teacher_key']}", "path": row["path"]})
+        rows.append(
+            {
+                **{k: row[k] for k in PICK_KEYS},
+                "status": "teacher mismatch",
+                "detail": f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
+                f"dataset and seed is {row['sweep_teacher_key']}",
+                "path": row["path"],
+            }
+        )
     for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": "stale teacher",
-                     "detail": f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code "
-                               f"commit: {row['teacher.checkpoint']}", "path": row["path"]})
+        rows.append(
+            {
+                **{k: row[k] for k in PICK_KEYS},
+                "status": "stale teacher",
+                "detail": f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code "
+                f"commit: {row['teacher.checkpoint']}",
+                "path": row["path"],
+            }
+        )
     issues = pd.DataFrame(rows, columns=cols)
     issues["seed"] = issues["seed"].astype("Int64")
     issues = _sort(issues)

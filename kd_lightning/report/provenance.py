@@ -16,8 +16,18 @@ import pandas as pd
 
 from kd_lightning.report.runs import PICK_KEYS, completed_runs, distils
 
-COLUMNS = [*PICK_KEYS, "teacher.key", "sweep_teacher_key", "teacher_match", "teacher.stale", "teacher.source",
-           "teacher.test_acc", "teacher.checkpoint", "teacher.run_dir", "path"]
+COLUMNS = [
+    *PICK_KEYS,
+    "teacher.key",
+    "sweep_teacher_key",
+    "teacher_match",
+    "teacher.stale",
+    "teacher.source",
+    "teacher.test_acc",
+    "teacher.checkpoint",
+    "teacher.run_dir",
+    "path",
+]
 
 
 def teacher_check(runs: pd.DataFrame) -> pd.DataFrame:

@@ -17,9 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from kd_lightning.report.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, paper_differences, paper_epochs
 from kd_lightning.run.records import RESULTS_FILE
-from kd_lightning.report.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, paper_epochs
-from kd_lightning.report.paper import paper_differences
 
 #: measured complexity of a run's training data (kd_lightning/measure/complexity.py): the run's own ``data_complexity``
 #: (teacher runs record it), else the sweep's cache entry for the same data (:func:`fill_complexity`)
@@ -43,18 +42,50 @@ SPLITS: dict[str, str] = {"test_best": "best-validation checkpoint", "test_last"
 #: (fraction), teacher-student top-1 agreement (fraction) and KL(teacher || student) (nats/sample, T=1)
 SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student", "soft_label_entropy")
 TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source")
-EFFICIENCY_FIELDS = ("params", "flops_per_image", "checkpoint_mb", "latency_ms_b1", "latency_ms_b1_p90",
-                     "latency_threads", "throughput_b64_img_s")
+EFFICIENCY_FIELDS = (
+    "params",
+    "flops_per_image",
+    "checkpoint_mb",
+    "latency_ms_b1",
+    "latency_ms_b1_p90",
+    "latency_threads",
+    "throughput_b64_img_s",
+)
 
 RUN_COLUMNS = [
-    "dataset", "method", "seed", "status", "path", "recipe", "paper_comparable", "paper_differences",
-    "max_epochs", "paper_epochs", "limit_train_batches", "epochs", "min_steps", "optimizer_steps", "best_epoch", "best_val_acc", "wall_time_s",
-    "started_at", "finished_at", "error_type", "error_message",
+    "dataset",
+    "method",
+    "seed",
+    "status",
+    "path",
+    "recipe",
+    "paper_comparable",
+    "paper_differences",
+    "max_epochs",
+    "paper_epochs",
+    "limit_train_batches",
+    "epochs",
+    "min_steps",
+    "optimizer_steps",
+    "best_epoch",
+    "best_val_acc",
+    "wall_time_s",
+    "started_at",
+    "finished_at",
+    "error_type",
+    "error_message",
     *(f"{split}.{field}" for split in SPLITS for field in SPLIT_FIELDS),
-    "test_best.per_class_f1", "test_last.per_class_f1",
-    "teacher_key", *(f"teacher.{f}" for f in TEACHER_FIELDS),
+    "test_best.per_class_f1",
+    "test_last.per_class_f1",
+    "teacher_key",
+    *(f"teacher.{f}" for f in TEACHER_FIELDS),
     *(f"efficiency.{f}" for f in EFFICIENCY_FIELDS),
-    "base_recipe", "factors", "image_size", "num_classes", "distils", *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
+    "base_recipe",
+    "factors",
+    "image_size",
+    "num_classes",
+    "distils",
+    *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
 ]
 _OBJECT_COLUMNS = ("factors", "distils", "max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
 
@@ -96,8 +127,9 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     error = _dict(record.get("error"))
     differences = paper_differences(config, method)
     # a failed or interrupted run knows its data factors too: they are written when the run starts
-    factors = (_dict(_dict(record.get("data_factors")).get("identity"))
-               or _dict(_dict(_dict(record.get("identity")).get("dataset")).get("factors")))
+    factors = _dict(_dict(record.get("data_factors")).get("identity")) or _dict(
+        _dict(_dict(record.get("identity")).get("dataset")).get("factors")
+    )
     if factors:
         differences.append(f"data factors {factor_label(factors)}")
     base_recipe = _dict(config.get("recipe")).get("name") or record.get("recipe") or NO_RECIPE
@@ -145,21 +177,25 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         row[f"teacher.{field}"] = _float(value) if field == "test_acc" else value
     eff = _dict(record.get("efficiency"))
     latency = _dict(eff.get("latency_ms_b1"))
-    row.update({
-        "efficiency.params": _float(eff.get("params")),
-        "efficiency.flops_per_image": _float(eff.get("flops_per_image")),
-        "efficiency.checkpoint_mb": _float(eff.get("checkpoint_mb")),
-        "efficiency.latency_ms_b1": _float(latency.get("median")),
-        "efficiency.latency_ms_b1_p90": _float(latency.get("p90")),
-        "efficiency.latency_threads": _float(latency.get("threads")),
-        "efficiency.throughput_b64_img_s": _float(eff.get("throughput_b64_img_s")),
-    })
+    row.update(
+        {
+            "efficiency.params": _float(eff.get("params")),
+            "efficiency.flops_per_image": _float(eff.get("flops_per_image")),
+            "efficiency.checkpoint_mb": _float(eff.get("checkpoint_mb")),
+            "efficiency.latency_ms_b1": _float(latency.get("median")),
+            "efficiency.latency_ms_b1_p90": _float(latency.get("p90")),
+            "efficiency.latency_threads": _float(latency.get("threads")),
+            "efficiency.throughput_b64_img_s": _float(eff.get("throughput_b64_img_s")),
+        }
+    )
     measures = _dict(_dict(record.get("data_complexity")).get("measures"))
     row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
     # where to look up the complexity of this run's data when the run did not record it (fill_complexity)
     paths = _dict(config.get("paths"))
     row["_data_identity"] = _dict(_dict(record.get("identity")).get("dataset")) or None
-    row["_complexity_dir"] = paths.get("complexity_dir") or (f"{paths['output_dir']}/complexity" if paths.get("output_dir") else None)
+    row["_complexity_dir"] = paths.get("complexity_dir") or (
+        f"{paths['output_dir']}/complexity" if paths.get("output_dir") else None
+    )
     return row
 
 
@@ -184,13 +220,22 @@ def fill_complexity(rows: list[dict[str, Any]], sweep: Path) -> None:
     (:func:`kd_lightning.run.identity.data_identity`) equals theirs, from the folder their config names or a
     ``complexity/`` folder in the sweep or beside it (``python -m kd_lightning.measure_complexity``
     fills one without training)."""
-    missing = [r for r in rows if r.get("_data_identity") and all(math.isnan(r[f"complexity.{m}"]) for m in COMPLEXITY_MEASURES)]
+    missing = [
+        r
+        for r in rows
+        if r.get("_data_identity") and all(math.isnan(r[f"complexity.{m}"]) for m in COMPLEXITY_MEASURES)
+    ]
     if not missing:
         return
     from kd_lightning.run.identity import data_identity
 
-    folders = dict.fromkeys([sweep / "complexity", sweep.parent / "complexity",
-                             *(Path(r["_complexity_dir"]) for r in missing if r.get("_complexity_dir"))])
+    folders = dict.fromkeys(
+        [
+            sweep / "complexity",
+            sweep.parent / "complexity",
+            *(Path(r["_complexity_dir"]) for r in missing if r.get("_complexity_dir")),
+        ]
+    )
     cached = _cached_complexity(folders)
     for row in missing:
         measures = cached.get(json.dumps(data_identity(row["_data_identity"]), sort_keys=True))
@@ -204,9 +249,12 @@ def factor_label(factors: dict[str, Any], seed: Any = None) -> str:
     ``factor_seed`` is left out when it is the run's own seed (the default: each seed draws its own
     subsample and flips), and shown otherwise, so runs of one seed on different data draws are never
     taken for the same condition; ``noise_kind`` is left out when it is the default (symmetric)."""
-    shown = {k: v for k, v in factors.items()
-             if not (k == "factor_seed" and (seed is None or pd.isna(seed) or int(v) == int(seed)))
-             and not (k == "noise_kind" and v == "symmetric")}
+    shown = {
+        k: v
+        for k, v in factors.items()
+        if not (k == "factor_seed" and (seed is None or pd.isna(seed) or int(v) == int(seed)))
+        and not (k == "noise_kind" and v == "symmetric")
+    }
     return ",".join(f"{k}={v}" for k, v in shown.items())
 
 
@@ -225,9 +273,18 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
                 raise ValueError("not a JSON object")
             rows.append(_run_row(path, record))
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            rows.append({**_keys_from_path(path), "status": "unreadable", "path": str(path.parent), "recipe": NO_RECIPE,
-                         "paper_comparable": False, "paper_differences": "record unreadable",
-                         "error_type": type(exc).__name__, "error_message": str(exc)})
+            rows.append(
+                {
+                    **_keys_from_path(path),
+                    "status": "unreadable",
+                    "path": str(path.parent),
+                    "recipe": NO_RECIPE,
+                    "paper_comparable": False,
+                    "paper_differences": "record unreadable",
+                    "error_type": type(exc).__name__,
+                    "error_message": str(exc),
+                }
+            )
     for folder in folders:
         fill_complexity(rows, folder)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -249,8 +306,9 @@ def distils(runs: pd.DataFrame) -> pd.Series:
     legacy = runs["method"].isin(LEGACY_DISTILLING) if "method" in runs else pd.Series(False, index=runs.index)
     if "distils" not in runs:
         return legacy
-    return pd.Series([bool(d) if isinstance(d, bool) else bool(lg) for d, lg in zip(runs["distils"], legacy)],
-                     index=runs.index)
+    return pd.Series(
+        [bool(d) if isinstance(d, bool) else bool(lg) for d, lg in zip(runs["distils"], legacy)], index=runs.index
+    )
 
 
 def distilling_methods(runs: pd.DataFrame) -> list[str]:
@@ -304,8 +362,10 @@ def _sort(frame: pd.DataFrame) -> pd.DataFrame:
     paths = frame["path"].astype(str).tolist() if "path" in frame else [""] * n
     recipes = frame["recipe"].astype(str).tolist() if "recipe" in frame else [""] * n
     seeds = [-1 if s is None or pd.isna(s) else int(s) for s in frame["seed"].tolist()] if "seed" in frame else [-1] * n
-    keys = [(rc, _dataset_key(d), _method_key(m), s, p)
-            for rc, d, m, s, p in zip(recipes, frame["dataset"].tolist(), frame["method"].tolist(), seeds, paths)]
+    keys = [
+        (rc, _dataset_key(d), _method_key(m), s, p)
+        for rc, d, m, s, p in zip(recipes, frame["dataset"].tolist(), frame["method"].tolist(), seeds, paths)
+    ]
     return frame.iloc[sorted(range(n), key=keys.__getitem__)].reset_index(drop=True)
 
 
@@ -327,8 +387,11 @@ def pick_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     status = runs["status"] if "status" in runs else pd.Series("completed", index=runs.index)
     finished = runs["finished_at"] if "finished_at" in runs else pd.Series("", index=runs.index)
     path = runs["path"] if "path" in runs else pd.Series("", index=runs.index)
-    ranked = runs.assign(_completed=(status == "completed").astype(int), _finished=finished.fillna("").astype(str),
-                         _path=path.fillna("").astype(str))
+    ranked = runs.assign(
+        _completed=(status == "completed").astype(int),
+        _finished=finished.fillna("").astype(str),
+        _path=path.fillna("").astype(str),
+    )
     ranked = ranked.sort_values(["_completed", "_finished", "_path"], ascending=False, kind="stable")
     keyed = ranked[ranked[KEYS].notna().all(axis=1)]
     duplicated = keyed.duplicated(subset=PICK_KEYS, keep="first")
@@ -377,7 +440,9 @@ def per_recipe(runs: pd.DataFrame, build, *args: Any, **kwargs: Any) -> pd.DataF
     if len(recipes) <= 1:
         return build(runs, *args, **kwargs)
     frames = [build(for_recipe(runs, r), *args, **kwargs) for r in recipes]
-    frames = [f.drop(columns="recipe", errors="ignore").assign(recipe=r) for f, r in zip(frames, recipes) if not f.empty]
+    frames = [
+        f.drop(columns="recipe", errors="ignore").assign(recipe=r) for f, r in zip(frames, recipes) if not f.empty
+    ]
     if not frames:
         return build(runs.iloc[0:0], *args, **kwargs)
     out = pd.concat(frames, ignore_index=True)
@@ -390,12 +455,15 @@ def per_recipe(runs: pd.DataFrame, build, *args: Any, **kwargs: Any) -> pd.DataF
 
 def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
     """Completed runs per dataset x method out of the seeds seen anywhere in the sweep (per recipe)."""
+
     def build(sub: pd.DataFrame) -> pd.DataFrame:
         seeds = sub["seed"].dropna().unique()
         done = completed_runs(sub)
         table = pd.DataFrame(index=pd.Index(datasets_in(sub), name="dataset"))
         for method in methods_in(sub):
-            counts = done[done["method"] == method].groupby("dataset").size() if not done.empty else pd.Series(dtype=int)
+            counts = (
+                done[done["method"] == method].groupby("dataset").size() if not done.empty else pd.Series(dtype=int)
+            )
             table[method] = [f"{int(counts.get(d, 0))}/{len(seeds)}" for d in table.index]
         return table.reset_index()
 

@@ -39,7 +39,8 @@ import functools
 import itertools
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
@@ -78,12 +79,26 @@ def paired_t(diffs: Sequence[float], confidence: float = CONFIDENCE) -> dict[str
     out = mean_ci(d, confidence)
     n, sd = out["n"], out["std"]
     if n < 2 or not sd > 0:
-        return {**out, "se": math.nan, "t": math.nan, "p": math.nan, "p_greater": math.nan, "p_less": math.nan,
-                "ci_low": math.nan, "ci_high": math.nan}
+        return {
+            **out,
+            "se": math.nan,
+            "t": math.nan,
+            "p": math.nan,
+            "p_greater": math.nan,
+            "p_less": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+        }
     se = sd / math.sqrt(n)
     t = out["mean"] / se
-    return {**out, "se": se, "t": t, "p": float(2 * stats.t.sf(abs(t), n - 1)),
-            "p_greater": float(stats.t.sf(t, n - 1)), "p_less": float(stats.t.cdf(t, n - 1))}
+    return {
+        **out,
+        "se": se,
+        "t": t,
+        "p": float(2 * stats.t.sf(abs(t), n - 1)),
+        "p_greater": float(stats.t.sf(t, n - 1)),
+        "p_less": float(stats.t.cdf(t, n - 1)),
+    }
 
 
 def t_interval(mean: float, se: float, n: int, confidence: float) -> tuple[float, float]:
@@ -126,7 +141,7 @@ def spearman_rho(x: Sequence[float], y: np.ndarray, axis: int = -1) -> np.ndarra
     ry = stats.rankdata(y, axis=axis)
     rx = rx - rx.mean()
     ry = ry - ry.mean(axis=axis, keepdims=True)
-    den = np.sqrt((rx ** 2).sum() * (ry ** 2).sum(axis=axis))
+    den = np.sqrt((rx**2).sum() * (ry**2).sum(axis=axis))
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = (ry * rx).sum(axis=axis) / den
     rho = np.where(den > 1e-12, rho, np.nan)
@@ -138,7 +153,9 @@ def min_permutation_p(n: int) -> float:
     return 1.0 / math.factorial(n) if n >= 1 else math.nan
 
 
-def trend_test(ranks: Sequence[float], values: Sequence[float], n_resamples: int = 20_000, seed: int = 0) -> dict[str, float]:
+def trend_test(
+    ranks: Sequence[float], values: Sequence[float], n_resamples: int = 20_000, seed: int = 0
+) -> dict[str, float]:
     """Spearman's rho of ``values`` against ``ranks`` and its one-sided permutation p-values.
 
     ``p_greater`` = P(rho >= observed) and ``p_less`` = P(rho <= observed) over the orderings of
@@ -165,8 +182,15 @@ def trend_test(ranks: Sequence[float], values: Sequence[float], n_resamples: int
         return np.asarray(spearman_rho(r, y, axis=axis))
 
     for alternative in ("greater", "less"):
-        res = stats.permutation_test((v,), statistic, permutation_type="pairings", vectorized=True,
-                                     n_resamples=n_resamples, alternative=alternative, rng=np.random.default_rng(seed))
+        res = stats.permutation_test(
+            (v,),
+            statistic,
+            permutation_type="pairings",
+            vectorized=True,
+            n_resamples=n_resamples,
+            alternative=alternative,
+            rng=np.random.default_rng(seed),
+        )
         out[f"p_{alternative}"] = float(res.pvalue)
     return out
 
@@ -183,8 +207,15 @@ def slope_test(x: Sequence[float], y: np.ndarray) -> dict[str, np.ndarray | floa
     xc = xv - xv.mean()
     sxx = float((xc**2).sum())
     nan = np.full(yv.shape[:-1], math.nan)
-    out: dict[str, np.ndarray | float] = {"n": n, "df": n - 2, "slope": nan, "resid_sd": nan, "t": nan,
-                                          "p_greater": nan, "p_less": nan}
+    out: dict[str, np.ndarray | float] = {
+        "n": n,
+        "df": n - 2,
+        "slope": nan,
+        "resid_sd": nan,
+        "t": nan,
+        "p_greater": nan,
+        "p_less": nan,
+    }
     if n < 3 or not sxx > 0:
         return _scalars(out)
     slope = (xc * (yv - yv.mean(axis=-1, keepdims=True))).sum(axis=-1) / sxx
@@ -236,14 +267,19 @@ def levels_needed(slope: float, sd: float, alpha: float = ALPHA, power: float = 
     return math.inf
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _orderings(n: int) -> np.ndarray:
     """All n! orderings of range(n), one per row."""
     return np.array(list(itertools.permutations(range(n))), dtype=np.intp)
 
 
-def bootstrap_rho(ranks: Sequence[float], samples: Sequence[Sequence[float]], n_resamples: int = 2000,
-                  confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float]:
+def bootstrap_rho(
+    ranks: Sequence[float],
+    samples: Sequence[Sequence[float]],
+    n_resamples: int = 2000,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile interval of rho(ranks, per-dataset means) resampling each dataset's values (seeds)
     independently with replacement (``scipy.stats.bootstrap`` with one sample per dataset)."""
     data = [np.asarray(s, dtype=float) for s in samples]
@@ -257,8 +293,16 @@ def bootstrap_rho(ranks: Sequence[float], samples: Sequence[Sequence[float]], n_
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = stats.bootstrap(data, statistic, paired=False, vectorized=True, n_resamples=n_resamples,
-                              confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+        res = stats.bootstrap(
+            data,
+            statistic,
+            paired=False,
+            vectorized=True,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return low, high
 

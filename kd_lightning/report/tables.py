@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report import stats
+from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     completed_runs,
@@ -54,9 +54,27 @@ TABLES: tuple[Comparison, ...] = (
 #: gap closed is reported only where the teacher beats scratch by at least this much (pp)
 GAP_MIN_PP = 1.0
 
-PAIRED_COLUMNS = ["dataset", "complexity_rank", "treatment", "control", "n_pairs", "seeds", "diff_mean", "diff_std",
-                  "ci_low", "ci_high", "p", "p_holm", "holm_level", "holm_low", "holm_high", "resolved", "mde",
-                  "paper_diff", "pairs_needed_paper"]
+PAIRED_COLUMNS = [
+    "dataset",
+    "complexity_rank",
+    "treatment",
+    "control",
+    "n_pairs",
+    "seeds",
+    "diff_mean",
+    "diff_std",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_holm",
+    "holm_level",
+    "holm_low",
+    "holm_high",
+    "resolved",
+    "mde",
+    "paper_diff",
+    "pairs_needed_paper",
+]
 
 
 def _paper_diff(dataset: str, treatment: str, control: str) -> float:
@@ -70,7 +88,11 @@ def wide_values(values: pd.DataFrame) -> pd.DataFrame:
         return values
     if values.empty:
         return pd.DataFrame(index=pd.MultiIndex.from_arrays([[], []], names=["dataset", "seed"]))
-    return values.drop_duplicates(["dataset", "seed", "method"]).set_index(["dataset", "seed", "method"])["value"].unstack("method")
+    return (
+        values.drop_duplicates(["dataset", "seed", "method"])
+        .set_index(["dataset", "seed", "method"])["value"]
+        .unstack("method")
+    )
 
 
 def paired_values(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.Series]:
@@ -93,36 +115,53 @@ def paired_values(values: pd.DataFrame, treatment: str, control: str) -> dict[st
     return out
 
 
-def paired_from_values(values: pd.DataFrame, treatment: str, control: str, alpha: float = stats.ALPHA,
-                       power: bool = True) -> pd.DataFrame:
+def paired_from_values(
+    values: pd.DataFrame, treatment: str, control: str, alpha: float = stats.ALPHA, power: bool = True
+) -> pd.DataFrame:
     """:func:`paired_comparison` on a plain frame (dataset, method, seed, value in percent) of one recipe.
     ``power=False`` leaves the MDE and seeds-needed columns NaN (they cost time, not verdicts)."""
     rows = []
     for dataset, diff in paired_values(values, treatment, control).items():
         test = stats.paired_t(diff.to_numpy())
         paper = _paper_diff(dataset, treatment, control)
-        rows.append({
-            "dataset": dataset, "complexity_rank": COMPLEXITY_RANK.get(dataset), "treatment": treatment,
-            "control": control, "n_pairs": test["n"], "seeds": ",".join(str(int(s)) for s in diff.index),
-            "diff_mean": test["mean"], "diff_std": test["std"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
-            "p": test["p"], "se": test["se"],
-            "mde": stats.minimum_detectable_effect(test["std"], test["n"], alpha) if power else math.nan,
-            "paper_diff": paper, "pairs_needed_paper": stats.pairs_needed(paper, test["std"], alpha) if power else math.nan,
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "complexity_rank": COMPLEXITY_RANK.get(dataset),
+                "treatment": treatment,
+                "control": control,
+                "n_pairs": test["n"],
+                "seeds": ",".join(str(int(s)) for s in diff.index),
+                "diff_mean": test["mean"],
+                "diff_std": test["std"],
+                "ci_low": test["ci_low"],
+                "ci_high": test["ci_high"],
+                "p": test["p"],
+                "se": test["se"],
+                "mde": stats.minimum_detectable_effect(test["std"], test["n"], alpha) if power else math.nan,
+                "paper_diff": paper,
+                "pairs_needed_paper": stats.pairs_needed(paper, test["std"], alpha) if power else math.nan,
+            }
+        )
     frame = pd.DataFrame(rows, columns=[*PAIRED_COLUMNS, "se"])
     adjusted, level = stats.holm(frame["p"].to_numpy(dtype=float)) if len(frame) else (np.array([]), np.array([]))
     frame["p_holm"], frame["holm_level"] = adjusted, level
-    bounds = [stats.t_interval(m, se, n, lv) for m, se, n, lv in
-              zip(frame["diff_mean"], frame["se"], frame["n_pairs"], frame["holm_level"])]
+    bounds = [
+        stats.t_interval(m, se, n, lv)
+        for m, se, n, lv in zip(frame["diff_mean"], frame["se"], frame["n_pairs"], frame["holm_level"])
+    ]
     frame["holm_low"] = [b[0] for b in bounds]
     frame["holm_high"] = [b[1] for b in bounds]
-    frame["resolved"] = ["+" if p < alpha and m > 0 else "−" if p < alpha and m < 0 else ""
-                         for p, m in zip(frame["p_holm"].fillna(1.0), frame["diff_mean"].fillna(0.0))]
+    frame["resolved"] = [
+        "+" if p < alpha and m > 0 else "−" if p < alpha and m < 0 else ""
+        for p, m in zip(frame["p_holm"].fillna(1.0), frame["diff_mean"].fillna(0.0))
+    ]
     return frame[PAIRED_COLUMNS].astype({"n_pairs": int})
 
 
-def paired_comparison(runs: pd.DataFrame, treatment: str, control: str, metric: str = DEFAULT_METRIC,
-                      alpha: float = stats.ALPHA) -> pd.DataFrame:
+def paired_comparison(
+    runs: pd.DataFrame, treatment: str, control: str, metric: str = DEFAULT_METRIC, alpha: float = stats.ALPHA
+) -> pd.DataFrame:
     """Per dataset: ``treatment - control`` (pp), paired by seed: mean, sd, 95% t-interval, two-sided p,
     Holm-adjusted p across the datasets (and the interval at Holm's level), ``resolved`` (``+``/``−`` when
     the Holm-adjusted p < alpha), the minimum detectable effect at 80% power, the paper's difference and
@@ -143,11 +182,19 @@ def summary_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
             s = stats.mean_ci(arm[metric].astype(float) * 100.0)
             comparable = bool(len(arm)) and bool(arm["paper_comparable"].all()) if "paper_comparable" in arm else False
             paper = paper_accuracy(dataset, method)
-            rows.append({"dataset": dataset, "complexity_rank": COMPLEXITY_RANK.get(dataset), "method": method,
-                         "n": s["n"], "mean": s["mean"], "std": s["std"],
-                         "seeds": ",".join(str(int(x)) for x in sorted(arm["seed"].dropna().astype(int))),
-                         "paper_comparable": comparable,
-                         "paper": paper if comparable and paper is not None else math.nan})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "complexity_rank": COMPLEXITY_RANK.get(dataset),
+                    "method": method,
+                    "n": s["n"],
+                    "mean": s["mean"],
+                    "std": s["std"],
+                    "seeds": ",".join(str(int(x)) for x in sorted(arm["seed"].dropna().astype(int))),
+                    "paper_comparable": comparable,
+                    "paper": paper if comparable and paper is not None else math.nan,
+                }
+            )
         return pd.DataFrame(rows, columns=cols)
 
     return per_recipe(runs, build)
@@ -167,7 +214,9 @@ def differences_label(arms: pd.DataFrame) -> str:
             if part and method not in owners.setdefault(part, []):
                 owners[part].append(method)
     every = list(dict.fromkeys(methods))
-    labels = [part if len(every) < 2 or set(who) == set(every) else f"{'/'.join(who)}: {part}" for part, who in owners.items()]
+    labels = [
+        part if len(every) < 2 or set(who) == set(every) else f"{'/'.join(who)}: {part}" for part, who in owners.items()
+    ]
     return "; ".join(labels) if labels else "paper-configured"
 
 
@@ -175,9 +224,12 @@ def comparison_table(runs: pd.DataFrame, comparison: Comparison, metric: str = D
     """One two-arm table: both arms (mean, std, n), the paired difference with its 95% t-interval, Holm's
     adjusted p and interval, the MDE and seeds needed for the paper's difference, and the paper's values
     (filled only where every run of the row is paper-configured; otherwise ``differences`` says why)."""
+
     def build(sub: pd.DataFrame) -> pd.DataFrame:
         summary = summary_table(sub, metric).set_index(["dataset", "method"])
-        paired = paired_from_values(metric_values(sub, metric), comparison.treatment, comparison.control).set_index("dataset")
+        paired = paired_from_values(metric_values(sub, metric), comparison.treatment, comparison.control).set_index(
+            "dataset"
+        )
         done = completed_runs(sub, metric)
         rows = []
         for dataset in paired.index:
@@ -190,8 +242,12 @@ def comparison_table(runs: pd.DataFrame, comparison: Comparison, metric: str = D
             p = paired.loc[dataset]
             row.update({k: p[k] for k in PAIRED_COLUMNS[4:] if k != "paper_diff"})
             arms = done[(done["dataset"] == dataset) & done["method"].isin([comparison.first, comparison.second])]
-            comparable = (bool(row[f"{comparison.first}_n"]) and bool(row[f"{comparison.second}_n"])
-                          and "paper_comparable" in arms and bool(arms["paper_comparable"].all()))
+            comparable = (
+                bool(row[f"{comparison.first}_n"])
+                and bool(row[f"{comparison.second}_n"])
+                and "paper_comparable" in arms
+                and bool(arms["paper_comparable"].all())
+            )
             row["differences"] = differences_label(arms)
             row["paper_comparable"] = comparable
             for method in (comparison.first, comparison.second):
@@ -224,6 +280,7 @@ def fidelity_table(runs: pd.DataFrame, split: str = "test_best") -> pd.DataFrame
     """Per dataset x method, at one checkpoint (``test_best`` or ``test_last``): accuracy, NLL, ECE,
     teacher-student top-1 agreement and KL(teacher || student), mean, sd and n over seeds (NaN where
     the records do not carry the field: older records, or students without a teacher)."""
+
     def build(sub: pd.DataFrame) -> pd.DataFrame:
         done = completed_runs(sub)
         rows = []
@@ -232,7 +289,9 @@ def fidelity_table(runs: pd.DataFrame, split: str = "test_best") -> pd.DataFrame
             row: dict[str, Any] = {"dataset": dataset, "method": method}
             for field, name, scale, _ in FIDELITY_FIELDS:
                 col = f"{split}.{field}"
-                values = pd.to_numeric(arm[col], errors="coerce").dropna() * scale if col in arm else pd.Series(dtype=float)
+                values = (
+                    pd.to_numeric(arm[col], errors="coerce").dropna() * scale if col in arm else pd.Series(dtype=float)
+                )
                 s = stats.mean_ci(values)
                 row.update({f"{name}_mean": s["mean"], f"{name}_std": s["std"], f"{name}_n": s["n"]})
             rows.append(row)
@@ -243,8 +302,17 @@ def fidelity_table(runs: pd.DataFrame, split: str = "test_best") -> pd.DataFrame
 
 def gap_closed_from_values(values: pd.DataFrame, students: tuple[str, ...] = ("rkd", "ikd")) -> pd.DataFrame:
     """Gap closed per dataset and student on a plain frame (one recipe); see :func:`gap_closed_table`."""
-    cols = ["dataset", "student", "n_seeds", "gain_mean", "gain_low", "gain_high", "teacher_gap_mean",
-            "gap_closed", "paper_gap_closed"]
+    cols = [
+        "dataset",
+        "student",
+        "n_seeds",
+        "gain_mean",
+        "gain_low",
+        "gain_high",
+        "teacher_gap_mean",
+        "gap_closed",
+        "paper_gap_closed",
+    ]
     rows = []
     if values.empty:
         return pd.DataFrame(columns=cols)
@@ -258,12 +326,20 @@ def gap_closed_from_values(values: pd.DataFrame, students: tuple[str, ...] = ("r
             gap = float((both["teacher"] - both["scratch"]).mean()) if len(both) else math.nan
         else:
             both, gain, gap = [], stats.mean_ci([]), math.nan
-        row.update({"n_seeds": len(both), "gain_mean": gain["mean"], "gain_low": gain["ci_low"],
-                    "gain_high": gain["ci_high"], "teacher_gap_mean": gap,
-                    "gap_closed": gain["mean"] / gap if gap >= GAP_MIN_PP else math.nan})
+        row.update(
+            {
+                "n_seeds": len(both),
+                "gain_mean": gain["mean"],
+                "gain_low": gain["ci_low"],
+                "gain_high": gain["ci_high"],
+                "teacher_gap_mean": gap,
+                "gap_closed": gain["mean"] / gap if gap >= GAP_MIN_PP else math.nan,
+            }
+        )
         pt, ps, pk = (paper_accuracy(dataset, m) for m in need)
-        row["paper_gap_closed"] = ((pk - ps) / (pt - ps) if None not in (pt, ps, pk) and pt - ps >= GAP_MIN_PP
-                                   else math.nan)
+        row["paper_gap_closed"] = (
+            (pk - ps) / (pt - ps) if None not in (pt, ps, pk) and pt - ps >= GAP_MIN_PP else math.nan
+        )
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
@@ -279,11 +355,15 @@ def gap_closed_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.Dat
     ratio says nothing. The paper's gap closed (from its printed accuracies) is shown only where the
     rows are paper-configured.
     """
+
     def build(sub: pd.DataFrame) -> pd.DataFrame:
         out = gap_closed_from_values(metric_values(sub, metric))
         done = completed_runs(sub, metric)
-        comparable = {d: bool(len(g)) and bool(g["paper_comparable"].all()) for d, g in done.groupby("dataset")} \
-            if "paper_comparable" in done else {}
+        comparable = (
+            {d: bool(len(g)) and bool(g["paper_comparable"].all()) for d, g in done.groupby("dataset")}
+            if "paper_comparable" in done
+            else {}
+        )
         out.loc[[not comparable.get(d, False) for d in out["dataset"]], "paper_gap_closed"] = math.nan
         return out
 
@@ -305,8 +385,10 @@ def evidence_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataF
 # Efficiency (results.json "efficiency", when the runs carry it)
 
 EFFICIENCY_COLUMNS = {
-    "efficiency.params": "params", "efficiency.flops_per_image": "flops_per_image",
-    "efficiency.checkpoint_mb": "checkpoint_mb", "efficiency.latency_ms_b1": "latency_ms_b1",
+    "efficiency.params": "params",
+    "efficiency.flops_per_image": "flops_per_image",
+    "efficiency.checkpoint_mb": "checkpoint_mb",
+    "efficiency.latency_ms_b1": "latency_ms_b1",
     "efficiency.throughput_b64_img_s": "throughput_b64_img_s",
 }
 
@@ -319,6 +401,7 @@ def efficiency_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.Dat
     """Per dataset x method: accuracy (mean, std) and cost (median over seeds: a timing slowed by another
     process on the machine must not move it): parameters, FLOPs per image,
     checkpoint size (MB), CPU latency at batch 1 (median ms) and throughput at batch 64 (img/s)."""
+
     def build(sub: pd.DataFrame) -> pd.DataFrame:
         done = completed_runs(sub, metric)
         rows = []
@@ -327,8 +410,15 @@ def efficiency_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.Dat
             if arm.empty:
                 continue
             s = stats.mean_ci(arm[metric].astype(float) * 100.0)
-            row = {"dataset": dataset, "method": method, "n": s["n"], "acc_mean": s["mean"], "acc_std": s["std"],
-                   "acc_ci_low": s["ci_low"], "acc_ci_high": s["ci_high"]}
+            row = {
+                "dataset": dataset,
+                "method": method,
+                "n": s["n"],
+                "acc_mean": s["mean"],
+                "acc_std": s["std"],
+                "acc_ci_low": s["ci_low"],
+                "acc_ci_high": s["ci_high"],
+            }
             for col, name in EFFICIENCY_COLUMNS.items():
                 row[name] = float(pd.to_numeric(arm[col], errors="coerce").median()) if col in arm else math.nan
             rows.append(row)
@@ -342,6 +432,7 @@ def student_buys_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.D
     teacher mean accuracy, %), gap to the teacher (paired student - teacher, pp, 95% CI), speed-up
     (teacher / student median batch-1 latency), size reduction (teacher / student parameters) and
     compute reduction (teacher / student FLOPs per image)."""
+
     def build(sub: pd.DataFrame) -> pd.DataFrame:
         eff = efficiency_table(sub, metric)
         if eff.empty:
@@ -357,17 +448,29 @@ def student_buys_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.D
                 if (dataset, student) not in eff.index:
                     continue
                 s = eff.loc[(dataset, student)]
-                gap = stats.mean_ci(paired_values(values, student, "teacher").get(dataset, pd.Series(dtype=float)).to_numpy())
+                gap = stats.mean_ci(
+                    paired_values(values, student, "teacher").get(dataset, pd.Series(dtype=float)).to_numpy()
+                )
 
                 def ratio(a: float, b: float) -> float:
                     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
-                rows.append({"dataset": dataset, "student": student, "acc_mean": s["acc_mean"],
-                             "teacher_acc_mean": t["acc_mean"], "accuracy_kept": 100.0 * ratio(s["acc_mean"], t["acc_mean"]),
-                             "gap_to_teacher": gap["mean"], "gap_low": gap["ci_low"], "gap_high": gap["ci_high"],
-                             "n_pairs": gap["n"], "speed_up": ratio(t["latency_ms_b1"], s["latency_ms_b1"]),
-                             "size_reduction": ratio(t["params"], s["params"]),
-                             "flops_reduction": ratio(t["flops_per_image"], s["flops_per_image"])})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "student": student,
+                        "acc_mean": s["acc_mean"],
+                        "teacher_acc_mean": t["acc_mean"],
+                        "accuracy_kept": 100.0 * ratio(s["acc_mean"], t["acc_mean"]),
+                        "gap_to_teacher": gap["mean"],
+                        "gap_low": gap["ci_low"],
+                        "gap_high": gap["ci_high"],
+                        "n_pairs": gap["n"],
+                        "speed_up": ratio(t["latency_ms_b1"], s["latency_ms_b1"]),
+                        "size_reduction": ratio(t["params"], s["params"]),
+                        "flops_reduction": ratio(t["flops_per_image"], s["flops_per_image"]),
+                    }
+                )
         return pd.DataFrame(rows)
 
     return per_recipe(runs, build) if has_efficiency(runs) else pd.DataFrame()

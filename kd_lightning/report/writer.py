@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from kd_lightning.report.claims import Claim, claims_frame, report_claims
-from kd_lightning.report.factor_sweeps import factor_table
 from kd_lightning.report.curves import curve_summary, load_curves
+from kd_lightning.report.factor_sweeps import factor_table
 from kd_lightning.report.figures import (
     plot_accuracy,
     plot_accuracy_vs_cost,
@@ -69,34 +69,76 @@ def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, metric: str, figures
         sub_curves = curves[curves["recipe"] == recipe] if "recipe" in curves else curves
         tag, where = (f"_{file_tag(recipe)}", f" — recipe {recipe}") if len(recipes) > 1 else ("", "")
         made += [
-            (f"Test accuracy per dataset and method{where}", save_figure(plot_accuracy(sub, metric), figures / f"accuracy{tag}.png")),
-            (f"Student gain over scratch{where}", save_figure(plot_gain_over_scratch(sub, metric), figures / f"gain_over_scratch{tag}.png")),
-            (f"Students vs teacher{where}", save_figure(plot_students_vs_teacher(sub, metric), figures / f"students_vs_teacher{tag}.png")),
-            (f"Gain vs dataset complexity{where}", save_figure(plot_gain_vs_complexity(sub, metric), figures / f"gain_vs_complexity{tag}.png")),
+            (
+                f"Test accuracy per dataset and method{where}",
+                save_figure(plot_accuracy(sub, metric), figures / f"accuracy{tag}.png"),
+            ),
+            (
+                f"Student gain over scratch{where}",
+                save_figure(plot_gain_over_scratch(sub, metric), figures / f"gain_over_scratch{tag}.png"),
+            ),
+            (
+                f"Students vs teacher{where}",
+                save_figure(plot_students_vs_teacher(sub, metric), figures / f"students_vs_teacher{tag}.png"),
+            ),
+            (
+                f"Gain vs dataset complexity{where}",
+                save_figure(plot_gain_vs_complexity(sub, metric), figures / f"gain_vs_complexity{tag}.png"),
+            ),
         ]
         if has_efficiency(sub):
-            made.append((f"Accuracy vs CPU latency{where}",
-                         save_figure(plot_accuracy_vs_cost(sub, metric, "latency_ms_b1"), figures / f"accuracy_vs_latency{tag}.png")))
-            made.append((f"Accuracy vs FLOPs{where}",
-                         save_figure(plot_accuracy_vs_cost(sub, metric, "flops_per_image"), figures / f"accuracy_vs_flops{tag}.png")))
+            made.append(
+                (
+                    f"Accuracy vs CPU latency{where}",
+                    save_figure(
+                        plot_accuracy_vs_cost(sub, metric, "latency_ms_b1"), figures / f"accuracy_vs_latency{tag}.png"
+                    ),
+                )
+            )
+            made.append(
+                (
+                    f"Accuracy vs FLOPs{where}",
+                    save_figure(
+                        plot_accuracy_vs_cost(sub, metric, "flops_per_image"), figures / f"accuracy_vs_flops{tag}.png"
+                    ),
+                )
+            )
         for dataset in datasets_in(sub):
-            made.append((f"Training curves — {dataset}{where}",
-                         save_figure(plot_training_curves(sub_curves, dataset), figures / f"curves_{dataset}{tag}.png")))
+            made.append(
+                (
+                    f"Training curves — {dataset}{where}",
+                    save_figure(plot_training_curves(sub_curves, dataset), figures / f"curves_{dataset}{tag}.png"),
+                )
+            )
         for dataset in datasets_in(sub):
-            made.append((f"Per-class F1 — {dataset}{where}",
-                         save_figure(plot_per_class_f1(sub, dataset, metric), figures / f"per_class_f1_{dataset}{tag}.png")))
+            made.append(
+                (
+                    f"Per-class F1 — {dataset}{where}",
+                    save_figure(plot_per_class_f1(sub, dataset, metric), figures / f"per_class_f1_{dataset}{tag}.png"),
+                )
+            )
     if len([r for r in recipes if "·" not in r]) > 1:
-        made.append(("KD gain over scratch under each recipe", save_figure(plot_gain_by_recipe(runs, metric), figures / "gain_by_recipe.png")))
+        made.append(
+            (
+                "KD gain over scratch under each recipe",
+                save_figure(plot_gain_by_recipe(runs, metric), figures / "gain_by_recipe.png"),
+            )
+        )
     factors = factor_table(runs, metric)
     if not factors.empty:
         for (dataset, factor), _ in factors.groupby(["dataset", "factor"], sort=False):
-            made.append((f"KD gain and fidelity vs {factor} — {dataset}",
-                         save_figure(plot_factor_gain(factors, dataset, factor), figures / f"factor_{factor}_{dataset}.png")))
+            made.append(
+                (
+                    f"KD gain and fidelity vs {factor} — {dataset}",
+                    save_figure(plot_factor_gain(factors, dataset, factor), figures / f"factor_{factor}_{dataset}.png"),
+                )
+            )
     return made
 
 
-def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, issues: pd.DataFrame, claims: list[Claim], metric: str,
-                 tables: Path) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+def write_tables(
+    runs: pd.DataFrame, curves: pd.DataFrame, issues: pd.DataFrame, claims: list[Claim], metric: str, tables: Path
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """CSV copies of everything in the report. Returns (comparison tables keyed '<key>_<best|last>', other tables)."""
     tables.mkdir(parents=True, exist_ok=True)
     flat = runs.copy()
@@ -113,10 +155,14 @@ def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, issues: pd.DataFrame,
             key = f"{comparison.key}_{_short(m)}"
             comparisons[key] = comparison_table(runs, comparison, m)
             comparisons[key].to_csv(tables / f"{key}.csv", index=False)
-    other = {"run_counts": run_counts(runs), "evidence": evidence_table(runs, metric),
-             "provenance": teacher_check(runs),
-             "efficiency": efficiency_table(runs, metric), "student_buys": student_buys_table(runs, metric),
-             "factors": factor_table(runs, metric)}
+    other = {
+        "run_counts": run_counts(runs),
+        "evidence": evidence_table(runs, metric),
+        "provenance": teacher_check(runs),
+        "efficiency": efficiency_table(runs, metric),
+        "student_buys": student_buys_table(runs, metric),
+        "factors": factor_table(runs, metric),
+    }
     for split in SPLITS:
         other[f"fidelity_{_short(split)}"] = fidelity_table(runs, split)
     for m in METRICS:
@@ -127,7 +173,9 @@ def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, issues: pd.DataFrame,
     return comparisons, other
 
 
-def write_report(sweep: str | Path | Sequence[str | Path], out: str | Path | None = None, metric: str = DEFAULT_METRIC) -> Path:
+def write_report(
+    sweep: str | Path | Sequence[str | Path], out: str | Path | None = None, metric: str = DEFAULT_METRIC
+) -> Path:
     """Write report.md, figures/*.png and tables/*.csv for a sweep folder, or several read as one (e.g.
     the paper recipe's and the strong recipe's); returns the path of report.md (default
     ``<first sweep>/report``)."""

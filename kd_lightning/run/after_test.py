@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from kd_lightning.measure import complexity, onnx
 from kd_lightning.measure.efficiency import measure_efficiency
 from kd_lightning.models import network_copy
-from kd_lightning.run.records import write_json
 from kd_lightning.run.identity import data_identity, identity
+from kd_lightning.run.records import write_json
 
 log = logging.getLogger("kd_lightning")
 #: where a run's ONNX export goes, relative to its run folder

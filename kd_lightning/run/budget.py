@@ -42,7 +42,9 @@ class TrainingBudget(L.Callback):
 
     def __init__(self, min_steps: int | None = None) -> None:
         if min_steps is not None and int(min_steps) < 1:
-            raise ValueError(f"recipe.min_steps must be a positive number of optimizer steps or null, got {min_steps!r}")
+            raise ValueError(
+                f"recipe.min_steps must be a positive number of optimizer steps or null, got {min_steps!r}"
+            )
         self.min_steps = int(min_steps) if min_steps is not None else None
         self.configured_epochs: int | None = None
         self.steps_per_epoch: int | None = None

@@ -85,7 +85,13 @@ class Speedups(L.Callback):
     #: attributes of the LightningModule that hold networks worth compiling
     NETWORKS = ("net", "teacher")
 
-    def __init__(self, channels_last: bool = False, compile: bool = False, compile_mode: str | None = None, compile_backend: str = "inductor") -> None:
+    def __init__(
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        compile_backend: str = "inductor",
+    ) -> None:
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
         self.compile_mode = compile_mode

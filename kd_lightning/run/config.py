@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
 from kd_lightning.datasets.factors import validate_factors
+from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
 
 
 class ConfigError(ValueError):
@@ -38,7 +38,9 @@ def _stage_problems(cfg: DictConfig) -> list[str]:
         bad = [s for s in stages if s not in names]
         if bad:
             top = [name for name, _ in net.named_children()]
-            problems.append(f"method.stages={list(stages)}: {bad} not found in {model_key} ({m.arch}); top-level modules are {top}")
+            problems.append(
+                f"method.stages={list(stages)}: {bad} not found in {model_key} ({m.arch}); top-level modules are {top}"
+            )
     return problems
 
 
@@ -52,7 +54,11 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("recipe.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("dataset.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("recipe.min_steps", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1 or null (no floor)"),
+    (
+        "recipe.min_steps",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "an integer >= 1 or null (no floor)",
+    ),
     ("dataset.val_fraction", lambda v: 0.0 < float(v) < 1.0, "a number in (0, 1)"),
     ("dataset.split_seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("dataset.num_workers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
@@ -165,7 +171,9 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("dataset.mean", "dataset.std"):
         values = _get(cfg, key)
         if values is None or len(values) != _get(cfg, "dataset.channels"):
-            problems.append(f"{key}={values!r}: give one value per channel (dataset.channels={_get(cfg, 'dataset.channels')})")
+            problems.append(
+                f"{key}={values!r}: give one value per channel (dataset.channels={_get(cfg, 'dataset.channels')})"
+            )
     if any(float(s) <= 0 for s in _get(cfg, "dataset.std") or []):
         problems.append(f"dataset.std={list(_get(cfg, 'dataset.std'))}: every value must be > 0")
     problems += _distribution_problems(cfg)

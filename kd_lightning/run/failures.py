@@ -26,7 +26,10 @@ log = logging.getLogger("kd_lightning")
 def report_failed_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike, exc: BaseException) -> None:
     """Called by a failed run of a multirun: leave a marker for :class:`ExitNonzeroOnFailedRuns`."""
     name = str(run_dir).strip("/").replace("/", "__")
-    write_json(Path(sweep_dir) / MARKER_FOLDER / f"{name}.json", {"run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}"})
+    write_json(
+        Path(sweep_dir) / MARKER_FOLDER / f"{name}.json",
+        {"run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}"},
+    )
 
 
 class ExitNonzeroOnFailedRuns(Callback):

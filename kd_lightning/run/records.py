@@ -28,7 +28,10 @@ class OutputError(OSError):
     """A result could not be written (disk full, no permission, a file where a folder should be)."""
 
     def __init__(self, path: Path, cause: OSError) -> None:
-        super().__init__(cause.errno, f"could not write {path}: {cause.strerror or cause}. Free disk space, fix the folder's permissions, or choose another paths.output_dir")
+        super().__init__(
+            cause.errno,
+            f"could not write {path}: {cause.strerror or cause}. Free disk space, fix the folder's permissions, or choose another paths.output_dir",
+        )
         self.path = path
 
 
@@ -70,9 +73,12 @@ def read_results(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def git_commit() -> dict[str, Any]:
     """Commit of the source tree and whether it had uncommitted changes (None outside a git checkout)."""
+
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
@@ -102,10 +108,16 @@ def device_info(device: Any) -> dict[str, Any]:
     import torch
 
     device = torch.device(device)
-    info: dict[str, Any] = {"type": device.type, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    info: dict[str, Any] = {
+        "type": device.type,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(name=props.name, memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}")
+        info.update(
+            name=props.name, memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}"
+        )
     else:
         info["name"] = f"cpu ({os.cpu_count()} cores)"
     try:

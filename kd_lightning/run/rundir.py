@@ -133,8 +133,15 @@ def write_results(run_dir: str | Path, record: dict[str, Any]) -> None:
 def record_keys(cfg: Any) -> dict[str, Any]:
     """What every record of a run carries, a failed one included: which run, recipe and data condition,
     so the report lists a run that stopped early at its own level."""
-    keys = {k: OmegaConf.select(cfg, path, default=None) for k, path in
-            (("dataset", "dataset.name"), ("method", "method.name"), ("seed", "seed"), ("recipe", "recipe.name"))}
+    keys = {
+        k: OmegaConf.select(cfg, path, default=None)
+        for k, path in (
+            ("dataset", "dataset.name"),
+            ("method", "method.name"),
+            ("seed", "seed"),
+            ("recipe", "recipe.name"),
+        )
+    }
     try:
         factors = factor_identity(OmegaConf.select(cfg, "dataset.factors"), OmegaConf.select(cfg, "dataset.image_size"))
     except Exception:  # noqa: BLE001 - a malformed factor is reported by validate_config; the record still gets written
@@ -142,7 +149,9 @@ def record_keys(cfg: Any) -> dict[str, Any]:
     return {**keys, "data_factors": {"identity": factors}}
 
 
-def start_record(run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+def start_record(
+    run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any], identity: dict[str, Any]
+) -> dict[str, Any]:
     """Write the ``running`` record (with config, identity, versions and git commit) and return it."""
     record: dict[str, Any] = {
         "status": "running",

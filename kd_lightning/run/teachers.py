@@ -30,10 +30,10 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.models import CheckpointError, load_network
 from kd_lightning.run import rundir
 from kd_lightning.run.identity import digest, fingerprint, identity
-from kd_lightning.models import CheckpointError, load_network
-from kd_lightning import PROJECT_ROOT
 from kd_lightning.run.records import RESULTS_FILE, git_commit, write_json
 
 TEACHER_METHOD_FILE = PROJECT_ROOT / "conf" / "method" / "teacher.yaml"
@@ -113,7 +113,13 @@ def publish(entry: Path, checkpoint: Path, record: dict[str, Any], key: str, tea
     shutil.copyfile(checkpoint, tmp)
     tmp.replace(entry / CHECKPOINT_FILE)
     code = (record.get("environment") or {}).get("git") or git_commit()
-    meta = {**record, "teacher_key": key, "teacher_identity": teacher_identity, "code_version": code, "source_checkpoint": str(checkpoint)}
+    meta = {
+        **record,
+        "teacher_key": key,
+        "teacher_identity": teacher_identity,
+        "code_version": code,
+        "source_checkpoint": str(checkpoint),
+    }
     write_json(entry / METADATA_FILE, meta)
 
 
@@ -129,7 +135,11 @@ def train_command(cfg: DictConfig) -> str:
         # keep everything that shapes the teacher (dataset.*, recipe.*, trainer.*...), drop what names
         # the student or is already spelled out above
         task = HydraConfig.get().overrides.task
-        overrides += [o for o in task if key(o) not in ("dataset", "seed", "teacher_ckpt", "teacher_missing") and key(o).split(".")[0] != "method"]
+        overrides += [
+            o
+            for o in task
+            if key(o) not in ("dataset", "seed", "teacher_ckpt", "teacher_missing") and key(o).split(".")[0] != "method"
+        ]
     except ValueError:  # not inside a Hydra app (tests, notebooks)
         pass
     return "python -m kd_lightning.train " + " ".join(overrides)
@@ -214,7 +224,9 @@ def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> Teac
     if cfg.get("teacher_ckpt"):
         path = str(cfg.teacher_ckpt)
         record = describe(path, "teacher_ckpt")
-        return TeacherChoice(path, _warn_if_stale(record) if distils else record, teacher_reference(cfg) if distils else None)
+        return TeacherChoice(
+            path, _warn_if_stale(record) if distils else record, teacher_reference(cfg) if distils else None
+        )
     key = teacher_key(cfg)
     entry = entry_dir(cfg, key)
     if read_entry(entry) is None and distils:
@@ -230,18 +242,27 @@ def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> Teac
             tcfg.force = False
         train(tcfg)
     if read_entry(entry) is None:
-        log.info("no teacher in the registry for %s seed=%s: fidelity metrics are left empty", cfg.dataset.name, cfg.seed)
+        log.info(
+            "no teacher in the registry for %s seed=%s: fidelity metrics are left empty", cfg.dataset.name, cfg.seed
+        )
         return None
     record = describe(entry / CHECKPOINT_FILE, "registry", key)
-    return TeacherChoice(str(entry / CHECKPOINT_FILE), _warn_if_stale(record) if distils else record,
-                         teacher_reference(cfg, key) if distils else None)
+    return TeacherChoice(
+        str(entry / CHECKPOINT_FILE),
+        _warn_if_stale(record) if distils else record,
+        teacher_reference(cfg, key) if distils else None,
+    )
 
 
 def _warn_if_stale(description: dict[str, Any]) -> dict[str, Any]:
     if description["stale"]:
         commit = (description.get("code_version") or {}).get("commit")
-        log.warning("teacher %s was trained by other code (commit %s); it is used as it is "
-                    "(force=true on the teacher run retrains it)", description["checkpoint"], commit)
+        log.warning(
+            "teacher %s was trained by other code (commit %s); it is used as it is "
+            "(force=true on the teacher run retrains it)",
+            description["checkpoint"],
+            commit,
+        )
     return description
 
 
