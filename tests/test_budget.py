@@ -15,13 +15,14 @@ from kd_lightning.run import teachers
 from kd_lightning.run.budget import budget_epochs
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import fingerprint, identity
-from tests.helpers import compose_cfg
+from tests.helpers import MOMENTUM, compose_cfg
 
 #: a small teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split
 RUN = [
     "method=teacher",
     "model@teacher_model=resnet18",
     "recipe=strong",
+    MOMENTUM,  # Nesterov needs the momentum FAST switches off
     "recipe.batch_size=16",
     "trainer.limit_train_batches=null",
     "trainer.limit_val_batches=1",

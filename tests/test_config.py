@@ -57,6 +57,7 @@ def test_paper_defaults():
         ("teacher_missing=maybe", "teacher_missing"),
         ("teacher_ckpt=/no/such/teacher.ckpt", "teacher_ckpt"),
         ("paths.data_dir=/no/such/folder", "paths.data_dir"),
+        ("recipe=strong recipe.optimizer.momentum=0", "recipe.optimizer.nesterov"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):

@@ -177,6 +177,11 @@ def validate_config(cfg: DictConfig) -> None:
     if any(float(s) <= 0 for s in _get(cfg, "dataset.std") or []):
         problems.append(f"dataset.std={list(_get(cfg, 'dataset.std'))}: every value must be > 0")
     problems += _distribution_problems(cfg)
+    if _get(cfg, "recipe.optimizer.nesterov") and not (_get(cfg, "recipe.optimizer.momentum") or 0) > 0:
+        problems.append(
+            "recipe.optimizer.nesterov=true: needs recipe.optimizer.momentum > 0 "
+            f"(got {_get(cfg, 'recipe.optimizer.momentum')!r}); set a momentum or recipe.optimizer.nesterov=false"
+        )
     problems += _stage_problems(cfg)
     problems += _factor_problems(cfg)
     teacher_ckpt = _get(cfg, "teacher_ckpt")
