@@ -418,20 +418,29 @@ def format_report(report: dict[str, Any]) -> str:
 
     s = report["settings"]
     lines = [
-        f"kd_lightning.bench: {report['dataset']['name']} {tuple(report['dataset']['shape'])}, {report['dataset']['data']['source']} data, "
-        f"device {report['device']['name']}, batch {s['batch_size']}, warmup {s['warmup_steps']} + {s['windows']} x {s['window_steps']} steps, "
-        f"num_workers {s['num_workers']}, torch threads {s['torch_threads']}, augmentation {'on' if s['augmentation'] else 'off'}, "
-        f"precision {s['trainer']['precision'] or '32-true'}, channels_last {s['speedups']['channels_last']}, compile {s['speedups']['compile']}",
+        f"kd_lightning.bench: {report['dataset']['name']} {tuple(report['dataset']['shape'])}, "
+        f"{report['dataset']['data']['source']} data, "
+        f"device {report['device']['name']}, batch {s['batch_size']}, "
+        f"warmup {s['warmup_steps']} + {s['windows']} x {s['window_steps']} steps, "
+        f"num_workers {s['num_workers']}, torch threads {s['torch_threads']}, "
+        f"augmentation {'on' if s['augmentation'] else 'off'}, "
+        f"precision {s['trainer']['precision'] or '32-true'}, channels_last {s['speedups']['channels_last']}, "
+        f"compile {s['speedups']['compile']}",
         "",
-        "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 | 2/1, 2/3 of best windows | window spread 1/2/3 | MFLOP/img |",
+        (
+            "| method | 1 bare PyTorch (img/s) | 2 Lightning (img/s) | 3 model only (img/s) | 2/1 | 2/3 "
+            "| 2/1, 2/3 of best windows | window spread 1/2/3 | MFLOP/img |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for method, r in report["results"].items():
         spread = "/".join(num(r[p]["spread"], "{:.0%}") for p in PATHS)
         lines.append(
-            f"| {method} | {num(r['bare']['images_per_s'])} | {num(r['lightning']['images_per_s'])} | {num(r['model']['images_per_s'])} "
+            f"| {method} | {num(r['bare']['images_per_s'])} | {num(r['lightning']['images_per_s'])} "
+            f"| {num(r['model']['images_per_s'])} "
             f"| {num(r['ratio_lightning_vs_bare'], '{:.3f}')} | {num(r['ratio_lightning_vs_model'], '{:.3f}')} "
-            f"| {num(r['best_window_ratio_lightning_vs_bare'], '{:.3f}')}, {num(r['best_window_ratio_lightning_vs_model'], '{:.3f}')} "
+            f"| {num(r['best_window_ratio_lightning_vs_bare'], '{:.3f}')}, "
+            f"{num(r['best_window_ratio_lightning_vs_model'], '{:.3f}')} "
             f"| {spread} | {num(r['flops_per_image'] / 1e6)} |"
         )
     ratios = report["ikd_rkd_step_time_ratio"]
@@ -468,7 +477,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="folder with the dataset in torchvision's format (default: $KD_DATA_DIR, <project>/data, <project>/../shared/datasets)",
+        help=(
+            "folder with the dataset in torchvision's format "
+            "(default: $KD_DATA_DIR, <project>/data, <project>/../shared/datasets)"
+        ),
     )
     p.add_argument(
         "--synthetic",
@@ -494,7 +506,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=None,
-        help="torch.set_num_threads for the run (default: torch's choice). On a CPU shared with other jobs, 1 avoids OpenMP threads spinning on each other",
+        help=(
+            "torch.set_num_threads for the run (default: torch's choice). "
+            "On a CPU shared with other jobs, 1 avoids OpenMP threads spinning on each other"
+        ),
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -610,8 +625,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seed": args.seed,
             "statistic": "median over windows of images / window wall time",
             "paths": {
-                "bare": "plain PyTorch loop; uint8 data in host memory, BatchAugment on the device; same nets, losses, SGD",
-                "lightning": "project LightningModule + Lightning Trainer (trainer config; no logger/ckpt/progress/val) + project DataModule",
+                "bare": (
+                    "plain PyTorch loop; uint8 data in host memory, BatchAugment on the device; same nets, losses, SGD"
+                ),
+                "lightning": (
+                    "project LightningModule + Lightning Trainer (trainer config; no logger/ckpt/progress/val) "
+                    "+ project DataModule"
+                ),
                 "model": "plain PyTorch training step on one random batch resident on the device",
             },
         },

@@ -133,7 +133,8 @@ def resolve_source(source: str | os.PathLike) -> tuple[Path, Path | None, dict[s
         if candidate.is_file():
             return candidate, path, config, origin
     raise ExportError(
-        f"{path}: no checkpoint found (looked for results.json's best_checkpoint, checkpoints/best-*.ckpt and teacher.ckpt). "
+        f"{path}: no checkpoint found (looked for results.json's best_checkpoint, "
+        "checkpoints/best-*.ckpt and teacher.ckpt). "
         "Pass a finished kd_lightning.train run folder, or the .ckpt file itself."
     )
 
@@ -193,7 +194,8 @@ def dataset_config(
     for other, what in ((trained_on, "the checkpoint's hyper_parameters"), (run_ds.get("name"), "the run config")):
         if name and other and other != name:
             raise ExportError(
-                f"{info['checkpoint']}: dataset {name!r} requested but {what} say(s) {other!r}; drop --dataset or fix it."
+                f"{info['checkpoint']}: dataset {name!r} requested but {what} say(s) {other!r}; "
+                "drop --dataset or fix it."
             )
     known = sorted(p.stem for p in DATASET_CONF_DIR.glob("*.yaml"))
     if not name:
@@ -430,28 +432,37 @@ def format_report(report: Mapping[str, Any]) -> str:
     v = report.get("verification", {})
     lines = [
         f"source      {report['checkpoint']}",
-        f"network     {report['net']['arch']} ({report['net'].get('stem', 'imagenet')} stem), {report['params']:,} parameters"
-        f" ({report['params_bn_folded']:,} with BatchNorm folded; ONNX initializers {report.get('onnx_initializer_params', 0):,})",
-        f"left out    {', '.join(k + '.*' for k in report['left_out'])} (training machinery, not part of the deployable network)"
+        f"network     {report['net']['arch']} ({report['net'].get('stem', 'imagenet')} stem), "
+        f"{report['params']:,} parameters"
+        f" ({report['params_bn_folded']:,} with BatchNorm folded; "
+        f"ONNX initializers {report.get('onnx_initializer_params', 0):,})",
+        f"left out    {', '.join(k + '.*' for k in report['left_out'])} "
+        "(training machinery, not part of the deployable network)"
         if report["left_out"]
         else "left out    nothing (the checkpoint holds the network alone)",
-        f"dataset     {report['dataset']}, input {report['input_shape']}, mean {report['mean']}, std {report['std']} (from {report['dataset_config_from']})",
+        f"dataset     {report['dataset']}, input {report['input_shape']}, mean {report['mean']}, std {report['std']} "
+        f"(from {report['dataset_config_from']})",
         f"checked on  {v.get('data_note', '?')}",
-        f"max |logit difference| {v.get('max_abs_logit_diff', float('nan')):.3g} (tolerance {v.get('tolerance', float('nan')):.3g}), "
-        f"top-1 agreement {_pct(v.get('top1_agreement'))} ({v.get('top1_disagreements', '?')} differ, {v.get('disagreements_beyond_tie', '?')} beyond a tie)",
+        f"max |logit difference| {v.get('max_abs_logit_diff', float('nan')):.3g} "
+        f"(tolerance {v.get('tolerance', float('nan')):.3g}), "
+        f"top-1 agreement {_pct(v.get('top1_agreement'))} ({v.get('top1_disagreements', '?')} differ, "
+        f"{v.get('disagreements_beyond_tie', '?')} beyond a tie)",
         f"accuracy    PyTorch {_pct(v.get('accuracy_pytorch'))}, onnxruntime {_pct(v.get('accuracy_onnx'))}",
     ]
     if report.get("run_status") not in (None, "completed"):
         lines.insert(
             1,
-            f"note        the run's results.json says status={report['run_status']!r}: this is its best checkpoint so far",
+            f"note        the run's results.json says status={report['run_status']!r}: "
+            "this is its best checkpoint so far",
         )
     if report.get("int8"):
         q = report["int8"]
         lines += [
             f"int8        {q['out']} ({q['int8_mb']} MB vs {q['fp32_mb']} MB), calibrated on {q['calibrated_on']}",
-            f"            accuracy fp32 {_pct(q['accuracy_fp32'])}, int8 {_pct(q['accuracy_int8'])}; top-1 agreement with fp32 {_pct(q['top1_agreement_with_fp32'])}",
-            f"            batch-1 latency (onnxruntime, {q['latency_ms_b1_fp32']['threads']} threads, median / p90): fp32 "
+            f"            accuracy fp32 {_pct(q['accuracy_fp32'])}, int8 {_pct(q['accuracy_int8'])}; "
+            f"top-1 agreement with fp32 {_pct(q['top1_agreement_with_fp32'])}",
+            f"            batch-1 latency (onnxruntime, {q['latency_ms_b1_fp32']['threads']} threads, "
+            "median / p90): fp32 "
             f"{q['latency_ms_b1_fp32']['median']:.2f} / {q['latency_ms_b1_fp32']['p90']:.2f} ms, int8 "
             f"{q['latency_ms_b1_int8']['median']:.2f} / {q['latency_ms_b1_int8']['p90']:.2f} ms",
         ]

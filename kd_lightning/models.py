@@ -109,7 +109,8 @@ def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, An
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds; all mean "not a checkpoint"
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise CheckpointError(
-            f"{path}: not readable as a PyTorch checkpoint with weights_only=True ({type(exc).__name__}: {first_line}). "
+            f"{path}: not readable as a PyTorch checkpoint with weights_only=True "
+            f"({type(exc).__name__}: {first_line}). "
             "Pass a .ckpt written by kd_lightning.train."
         ) from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None

@@ -8,7 +8,8 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig
 
-from kd_lightning.run.compose import CONF_DIR, compose_run_config  # noqa: F401  (CONF_DIR: for tests that compose by hand)
+# CONF_DIR: for tests that compose by hand
+from kd_lightning.run.compose import CONF_DIR, compose_run_config  # noqa: F401
 
 #: SGD without momentum keeps no momentum buffers: checkpoints half the size (~45 MB for a ResNet18), and
 #: writing them was a third of a FAST run's time. Tests that resume the optimizer state, and every recipe=strong

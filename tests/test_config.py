@@ -132,7 +132,8 @@ def test_teacher_config_is_the_student_config_with_method_teacher(fake_data_dir)
 def test_multi_device_runs_are_refused_naming_the_key_and_the_launchers(
     overrides, key, gpus, fake_data_dir, monkeypatch
 ):
-    """Several devices per run would pad evaluation with duplicate batches and grow the batch: the grid scales by jobs."""
+    """Several devices per run would pad evaluation with duplicate batches and grow the batch:
+    the grid scales by jobs."""
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     cfg = compose_cfg(overrides, data_dir=fake_data_dir)
     with pytest.raises(ConfigError) as info:

@@ -79,7 +79,10 @@ def test_a_waiting_job_gets_the_slot_a_finished_job_frees(tmp_path):
 
 def test_a_killed_jobs_slot_is_not_lost(tmp_path):
     """The OS releases a dead process's file lock: a crashed job frees its slot."""
-    script = f"import time; from kd_lightning.run.gpu_slots import claim; held = claim({str(tmp_path)!r}, ['0'], 1); print('held', flush=True); time.sleep(600)"
+    script = (
+        "import time; from kd_lightning.run.gpu_slots import claim; "
+        f"held = claim({str(tmp_path)!r}, ['0'], 1); print('held', flush=True); time.sleep(600)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

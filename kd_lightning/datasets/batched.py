@@ -316,7 +316,8 @@ def load_as_uint8_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
     targets = getattr(dataset, "targets", None)
     if data is None or targets is None:
         raise TypeError(
-            f"{type(dataset).__name__} has no .data/.targets arrays; load_as_uint8_tensors needs a torchvision image dataset"
+            f"{type(dataset).__name__} has no .data/.targets arrays; "
+            "load_as_uint8_tensors needs a torchvision image dataset"
         )
     images = data if isinstance(data, Tensor) else torch.from_numpy(np.ascontiguousarray(data))
     if images.dtype != torch.uint8:

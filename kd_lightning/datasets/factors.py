@@ -294,18 +294,21 @@ def validate_factors(
             problems.append(f"{p}.label_noise={get('label_noise')!r}: must be in [0, 1)")
         elif kind == "pairs" and eta >= 0.5:
             problems.append(
-                f"{p}.label_noise={eta!r}: with noise_kind=pairs it must be < 0.5, else the paired class is the majority label"
+                f"{p}.label_noise={eta!r}: with noise_kind=pairs it must be < 0.5, "
+                "else the paired class is the majority label"
             )
         elif kind == "symmetric" and eta >= (k - 1) / k:
             problems.append(
-                f"{p}.label_noise={eta!r}: with noise_kind=symmetric and {k} classes it must be < {(k - 1) / k:.4g}, else a wrong class is the plurality label"
+                f"{p}.label_noise={eta!r}: with noise_kind=symmetric and {k} classes "
+                f"it must be < {(k - 1) / k:.4g}, else a wrong class is the plurality label"
             )
 
     resolution = get("resolution")
     if resolution is not None and typed_ok("resolution"):
         if resolution > image_size:
             problems.append(
-                f"{p}.resolution={resolution}: larger than the native {image_size} px (dataset.image_size); up-sampling adds no information"
+                f"{p}.resolution={resolution}: larger than the native {image_size} px (dataset.image_size); "
+                "up-sampling adds no information"
             )
         elif resolution < min_size:
             problems.append(f"{p}.resolution={resolution}: below the minimum of {min_size} px")

@@ -161,7 +161,8 @@ class ClassifierModule(L.LightningModule):
         if not torch.isfinite(loss):
             bad = [name for name, value in terms.items() if not torch.isfinite(value)]
             raise NonFiniteLossError(
-                f"non-finite loss term(s) {bad} at global step {self.global_step} (epoch {self.current_epoch + 1}, counted from 1); "
+                f"non-finite loss term(s) {bad} at global step {self.global_step} "
+                f"(epoch {self.current_epoch + 1}, counted from 1); "
                 "lower recipe.optimizer.lr or check the inputs. Checkpoints written so far are kept."
             )
         batch_size = labels.shape[0]

@@ -136,7 +136,10 @@ def _dataset_lines(paired: pd.DataFrame, power: bool) -> str:
     """'- USPS: +2.10 [+0.50, +3.70] (3 pairs), Holm p 0.030 → +; MDE 1.9; seeds for paper's +2.65: 3'."""
     lines = []
     for r in paired.to_dict("records"):
-        text = f"  - {dataset_label(r['dataset'])}: {fmt(r['diff_mean'], signed=True)} pp {fmt_ci(r['ci_low'], r['ci_high'])} ({r['n_pairs']} pairs)"
+        text = (
+            f"  - {dataset_label(r['dataset'])}: {fmt(r['diff_mean'], signed=True)} pp "
+            f"{fmt_ci(r['ci_low'], r['ci_high'])} ({r['n_pairs']} pairs)"
+        )
         if not math.isnan(r["p"]):
             text += (
                 f", p {fmt_p(r['p'])}, Holm p {fmt_p(r['p_holm'])} (interval at Holm's level "
@@ -149,7 +152,10 @@ def _dataset_lines(paired: pd.DataFrame, power: bool) -> str:
         if power:
             text += f"; MDE (80% power) {fmt(r['mde'])}" + (" pp" if not math.isnan(r["mde"]) else "")
             if not math.isnan(r["paper_diff"]):
-                text += f"; paper {fmt(r['paper_diff'], signed=True)} pp, seeds to detect it: {fmt_n(r['pairs_needed_paper'])}"
+                text += (
+                    f"; paper {fmt(r['paper_diff'], signed=True)} pp, "
+                    f"seeds to detect it: {fmt_n(r['pairs_needed_paper'])}"
+                )
         lines.append(text)
     return "\n".join(lines) if lines else "  - no paired runs"
 
@@ -270,7 +276,8 @@ def combine(parts: Sequence[Part]) -> tuple[str, float, float]:
 CLAIM_1 = "The gain from distillation over the scratch student grows with dataset complexity (for RKD and for IKD)."
 CRITERION_1 = (
     f"For each of RKD and IKD: Spearman's rho between the per-dataset mean paired gain over scratch and the paper's "
-    f"complexity rank, over the datasets with ≥ {MIN_PAIRS} paired seeds (≥ {MIN_TREND_DATASETS} needed); one-sided "
+    f"complexity rank, over the datasets with ≥ {MIN_PAIRS} paired seeds "
+    f"(≥ {MIN_TREND_DATASETS} needed); one-sided "
     f"exact permutation test over the datasets' orderings. Supported: p(growth) < {ALPHA} for both students. "
     f"Contradicted: p(decline) < {ALPHA / 2} for either."
 )
@@ -279,11 +286,13 @@ CRITERION_2 = (
     f"(a) IKD − RKD paired by seed per dataset, two-sided paired t-tests, Holm-corrected across datasets: resolved "
     f"positive on ≥ 1 dataset and negative on none; (b) IKD − RKD grows with complexity rank (one-sided exact "
     f"permutation test of Spearman's rho, ≥ {MIN_TREND_DATASETS} datasets). Supported: (a) and (b) at {ALPHA}. "
-    f"Contradicted: (a) resolved negative somewhere and positive nowhere at {ALPHA / 2}, or (b) declining at {ALPHA / 2}."
+    f"Contradicted: (a) resolved negative somewhere and positive nowhere at {ALPHA / 2}, "
+    f"or (b) declining at {ALPHA / 2}."
 )
 CLAIM_3 = "An IKD student can beat its teacher."
 CRITERION_3 = (
-    f"IKD − teacher paired by seed per dataset, two-sided paired t-tests, Holm-corrected across datasets (α = {ALPHA}). "
+    f"IKD − teacher paired by seed per dataset, two-sided paired t-tests, "
+    f"Holm-corrected across datasets (α = {ALPHA}). "
     f"Supported: resolved positive on ≥ 1 dataset. Contradicted: resolved negative on every dataset tested."
 )
 

@@ -296,7 +296,10 @@ def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost
         ax.grid(alpha=0.3)
         _legend(ax, fontsize="small")
     axes[0].set_ylabel("test accuracy (%)")
-    fig.suptitle(f"Accuracy vs cost — {metric_note(metric)}; error bars: 95% t-interval over seeds", fontsize="medium")
+    fig.suptitle(
+        f"Accuracy vs cost — {metric_note(metric)}; error bars: 95% t-interval over seeds",
+        fontsize="medium",
+    )
     return fig
 
 

@@ -75,7 +75,8 @@ def table_caption(comparison: Comparison, metric: str) -> str:
     """One line above a comparison table: which comparison, which metric and checkpoint."""
     return (
         f"**{comparison.title}** — {METRICS.get(metric, metric)} (`{metric}`, %). Δ = "
-        f"{method_label(comparison.treatment)} − {method_label(comparison.control)} in percentage points, paired by seed."
+        f"{method_label(comparison.treatment)} − {method_label(comparison.control)} "
+        "in percentage points, paired by seed."
     )
 
 
@@ -134,7 +135,9 @@ def format_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
                     "Dataset": dataset_label(r["dataset"]),
                     "Student": method_label(r["student"]),
                     "Seeds": r["n_seeds"],
-                    "Gain over scratch (pp) [95% CI]": f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}",
+                    "Gain over scratch (pp) [95% CI]": (
+                        f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}"
+                    ),
                     "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
                     "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
                     "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0)
@@ -197,7 +200,9 @@ def format_student_buys(table: pd.DataFrame) -> pd.DataFrame:
                     "Accuracy (%)": fmt(r["acc_mean"]),
                     "Teacher (%)": fmt(r["teacher_acc_mean"]),
                     "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
-                    "Gap to teacher (pp) [95% CI]": f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}",
+                    "Gap to teacher (pp) [95% CI]": (
+                        f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}"
+                    ),
                     "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
                     "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×"
                     if pd.notna(r["size_reduction"])
@@ -334,7 +339,8 @@ def build_markdown(
         "percentage points (pp).",
         f"- Recipes (`config.recipe.name`): {', '.join(f'`{r}`' for r in recipes_in(runs)) or 'n/a'}"
         + (" — tables and claims are per recipe (never pooled)." if multi else ""),
-        f"- Paper-configured completed runs: {int(done['paper_comparable'].sum()) if not done.empty else 0} of {len(done)}"
+        f"- Paper-configured completed runs: "
+        f"{int(done['paper_comparable'].sum()) if not done.empty else 0} of {len(done)}"
         + (
             f"; differences: {differences_label(done)}" if not done.empty and not done["paper_comparable"].all() else ""
         ),
@@ -443,7 +449,8 @@ def build_markdown(
             f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
             "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
             "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
-            "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) (`results.json` → `efficiency`); latencies are "
+            "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) "
+            "(`results.json` → `efficiency`); latencies are "
             "comparable only within one machine.",
             "",
             markdown_table(format_student_buys(buys)),
@@ -457,8 +464,10 @@ def build_markdown(
             f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
             "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
             f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
-            "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
-            "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy at T = 4 (nats). Verdicts are the claims numbered from 101.",
+            "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: "
+            "linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
+            "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy "
+            "at T = 4 (nats). Verdicts are the claims numbered from 101.",
             "",
             markdown_table(format_factors(factors)),
             "",

@@ -80,7 +80,8 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 
 def _factor_problems(cfg: DictConfig) -> list[str]:
-    """Data factors checked against the dataset's metadata (kd_lightning/datasets/factors.py), before any data is read."""
+    """Data factors checked against the dataset's metadata (kd_lightning/datasets/factors.py),
+    before any data is read."""
     factors = _get(cfg, "dataset.factors")
     try:
         meta = [int(_get(cfg, f"dataset.{k}")) for k in ("num_classes", "channels", "image_size")]

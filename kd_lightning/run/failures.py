@@ -45,7 +45,8 @@ class ExitNonzeroOnFailedRuns(Callback):
         shutil.rmtree(folder, ignore_errors=True)
         if failures:
             log.error(
-                "%d run(s) of this multirun failed (each results.json says why, unless its folder held a completed run):\n%s",
+                "%d run(s) of this multirun failed "
+                "(each results.json says why, unless its folder held a completed run):\n%s",
                 len(failures),
                 "\n".join(failures),
             )

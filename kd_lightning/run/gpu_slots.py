@@ -84,14 +84,16 @@ def visible_devices(gpus: int | str = "auto") -> list[str]:
         if not devices:
             raise GpuSlotError(
                 f"{CONFIG_KEY}.gpus=auto: no GPU is visible ({VISIBLE_ENV}={env!r}, torch.cuda.device_count()=0). "
-                "Give the count (launcher=gpu_node hydra.callbacks.gpu_slots.gpus=4), or use launcher=joblib on a CPU machine"
+                "Give the count (launcher=gpu_node hydra.callbacks.gpu_slots.gpus=4), "
+                "or use launcher=joblib on a CPU machine"
             )
         return devices
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
         raise GpuSlotError(f"{CONFIG_KEY}.gpus={gpus!r}: must be 'auto' or an integer >= 1")
     if listed is not None and gpus > len(listed):
         raise GpuSlotError(
-            f"{CONFIG_KEY}.gpus={gpus}: only {len(listed)} device(s) visible ({VISIBLE_ENV}={env!r}); lower it or use gpus=auto"
+            f"{CONFIG_KEY}.gpus={gpus}: only {len(listed)} device(s) visible ({VISIBLE_ENV}={env!r}); "
+            "lower it or use gpus=auto"
         )
     return listed[:gpus] if listed is not None else [str(i) for i in range(gpus)]
 
@@ -176,7 +178,8 @@ def _try_acquire(lock: FileLock) -> bool:
 
 
 def apply(slot: Slot) -> None:
-    """Give this process the slot's GPU and thread budget (before CUDA initialises: afterwards the GPU cannot change)."""
+    """Give this process the slot's GPU and thread budget
+    (before CUDA initialises: afterwards the GPU cannot change)."""
     import torch
 
     os.environ[VISIBLE_ENV] = slot.device
@@ -203,7 +206,8 @@ def claim_for_process(
         return _held[0]
     if torch.cuda.is_initialized() and bound is None:
         raise GpuSlotError(
-            f"CUDA was initialised in this process before a GPU slot was claimed: {CONFIG_KEY} must run before any CUDA call"
+            "CUDA was initialised in this process before a GPU slot was claimed: "
+            f"{CONFIG_KEY} must run before any CUDA call"
         )
     release()
     only = bound if torch.cuda.is_initialized() else None

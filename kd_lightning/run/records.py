@@ -30,7 +30,8 @@ class OutputError(OSError):
     def __init__(self, path: Path, cause: OSError) -> None:
         super().__init__(
             cause.errno,
-            f"could not write {path}: {cause.strerror or cause}. Free disk space, fix the folder's permissions, or choose another paths.output_dir",
+            f"could not write {path}: {cause.strerror or cause}. "
+            "Free disk space, fix the folder's permissions, or choose another paths.output_dir",
         )
         self.path = path
 
@@ -139,6 +140,7 @@ def environment() -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpu_threads": torch.get_num_threads(),
-        "gpu_slot": held_slot(),  # launcher=gpu_node: which GPU slot this run's process held (kd_lightning/run/gpu_slots.py)
+        # launcher=gpu_node: which GPU slot this run's process held (kd_lightning/run/gpu_slots.py)
+        "gpu_slot": held_slot(),
         "git": git_commit(),
     }

@@ -76,7 +76,8 @@ def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = 
                 say("already completed, skipping (force=true reruns): %s", run_dir)
                 return RunPlan(run_dir, fingerprint, completed=prior)
             raise RunConflictError(
-                f"{run_dir} holds a completed run of a different config (fingerprint {prior.get('fingerprint')} vs {fingerprint}). "
+                f"{run_dir} holds a completed run of a different config "
+                f"(fingerprint {prior.get('fingerprint')} vs {fingerprint}). "
                 "Give this run another name (name=...), or force=true to archive the old outputs and rerun."
             )
         say("force=true: archived the previous outputs to %s", archive(run_dir))

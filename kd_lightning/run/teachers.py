@@ -232,7 +232,8 @@ def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> Teac
     if read_entry(entry) is None and distils:
         if cfg.teacher_missing == "fail":
             raise TeacherError(
-                f"no teacher for dataset={cfg.dataset.name} seed={cfg.seed} in {entry}. Train it with:\n  {train_command(cfg)}\n"
+                f"no teacher for dataset={cfg.dataset.name} seed={cfg.seed} in {entry}. "
+                f"Train it with:\n  {train_command(cfg)}\n"
                 "or pass teacher_ckpt=<path>, or teacher_missing=train to train it here first."
             )
         log.info("teacher missing from the registry: training it first, in %s", entry / RUN_FOLDER)
