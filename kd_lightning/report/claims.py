@@ -3,7 +3,7 @@
 Every claim gets exactly one verdict:
 
 - ``supported``     - the sweep shows it with the error control stated below (false-positive rate <= 5%
-                      when there is no effect; ``tests/test_claims.py`` measures it on simulated sweeps);
+                      when there is no effect; ``tests/report/test_claims.py`` measures it on simulated sweeps);
 - ``contradicted``  - the sweep shows the opposite, with the same error control;
 - ``inconclusive``  - the test could run but the data cannot tell (intervals include 0, no trend shown);
 - ``not testable``  - runs are missing: fewer than 2 paired seeds on every dataset, or fewer datasets
@@ -32,7 +32,7 @@ Building blocks (``stats.py`` has the formulas):
   subset) is shared by all its seeds, so seeds never count as independent evidence for a trend;
   >= 3 levels needed. The evidence names the unit, the number of units, the detectable slope at the
   observed level scatter and how many levels the observed slope would need.
-  ``tests/test_factor_report.py`` measures the false-"supported" rate with level effects of 1-3x the
+  ``tests/report/test_factor_report.py`` measures the false-"supported" rate with level effects of 1-3x the
   paired noise, and the power at the detectable slope.
 - **Factor contrast** (``grayscale``, two fixed conditions): per seed, the gain over scratch without
   colour minus the gain with colour (a difference of paired differences), one-sided t-test over seeds.

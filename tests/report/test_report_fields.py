@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from kd_lightning import report
-from tests.test_report import paper_config
+from tests.report.test_report import paper_config
 
 ACC = {"teacher": [0.95, 0.93], "scratch": [0.90, 0.89], "rkd": [0.92, 0.90], "ikd": [0.94, 0.92]}
 FIELDS = {

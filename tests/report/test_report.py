@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_lightning import report
+from kd_lightning import PROJECT_ROOT, report
 from kd_lightning.report.paper import PAPER_ACCURACY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 NOTEBOOK = ROOT / "notebooks" / "study.ipynb"
 
 # Two-sided 95% Student t critical values from printed tables (not from the module under test).

@@ -17,13 +17,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from kd_lightning import train
+from kd_lightning import PROJECT_ROOT, train
 from kd_lightning.run.compose import compose_run_config
 from tests.fakedata import write_all
 from tests.helpers import CONF_DIR, FAST, MOMENTUM
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 
 
 def run_cli(monkeypatch, *args: str) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from kd_lightning import report
+from kd_lightning import PROJECT_ROOT, report
 from kd_lightning.report import paper as paper_config
 from kd_lightning.report.paper import METHODS
-from tests.test_report import paper_config as config_for
+from tests.report.test_report import paper_config as config_for
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = PROJECT_ROOT / "conf"
 
 
 #: what section 4.1 and Eq. 4 of the paper state (the rest are the project's documented defaults)
