@@ -39,7 +39,7 @@ import functools
 import itertools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -250,10 +250,7 @@ def slope_mde(sd: float, n_levels: int, alpha: float = ALPHA, power: float = POW
     """Smallest growth per level step that the one-sided slope test detects with ``power``."""
     if n_levels < 3 or not sd > 0:
         return math.nan
-    hi = sd
-    while slope_power(hi, sd, n_levels, alpha) < power:
-        hi *= 2
-    return float(optimize.brentq(lambda b: slope_power(b, sd, n_levels, alpha) - power, 0.0, hi, xtol=1e-10 * sd))
+    return _smallest_effect(lambda b: slope_power(b, sd, n_levels, alpha), sd, power)
 
 
 def levels_needed(slope: float, sd: float, alpha: float = ALPHA, power: float = POWER, most: int = 200) -> float:
@@ -329,12 +326,18 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: fl
     """Smallest |mean difference| the two-sided paired t-test detects with ``power`` (same units as sd)."""
     if n < 2 or not sd > 0:
         return math.nan
+    return _smallest_effect(lambda e: paired_t_power(e, sd, n, alpha), sd, power)
+
+
+def _smallest_effect(power_at: Callable[[float], float], sd: float, power: float) -> float:
+    """The effect at which ``power_at`` (growing with the effect) reaches ``power``: bracket by doubling from
+    ``sd``, then Brent's root; inf when even 1e9 sd is not enough."""
     hi = sd
-    while paired_t_power(hi, sd, n, alpha) < power:
+    while power_at(hi) < power:
         hi *= 2
         if hi > 1e9 * sd:
             return math.inf
-    return float(optimize.brentq(lambda e: paired_t_power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-10 * sd))
+    return float(optimize.brentq(lambda e: power_at(e) - power, 0.0, hi, xtol=1e-10 * sd))
 
 
 def pairs_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
