@@ -55,9 +55,7 @@ def test_study_grid_runs_once_and_reruns_nothing(tmp_path, fake_data_dir, monkey
     run_cli(monkeypatch, *args)  # no run fails: the multirun returns normally (exit status 0)
     sweep = tmp_path / "study"
     records = all_results(sweep)
-    expected = {
-        f"{d}/{m}/seed{s}" for d in ("usps", "mnist") for m in ("teacher", "rkd") for s in (0, 1)
-    }
+    expected = {f"{d}/{m}/seed{s}" for d in ("usps", "mnist") for m in ("teacher", "rkd") for s in (0, 1)}
     assert set(records) == expected
     assert all(r["status"] == "completed" for r in records.values())
     for key in (
