@@ -15,6 +15,7 @@ from torchvision import datasets
 from kd_lightning import PROJECT_ROOT, bench
 from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
+from kd_lightning.measure import throughput
 from kd_lightning.measure.efficiency import count_flops
 from kd_lightning.models import build_resnet
 
@@ -95,7 +96,7 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
 
     assert list(report["results"]) == list(bench.METHODS)
     for method, r in report["results"].items():
-        for path in bench.PATHS:
+        for path in throughput.PATHS:
             assert PATH_FIELDS <= set(r[path]), (method, path)
             assert r[path]["images_per_s"] > 0, (method, path)
             assert len(r[path]["windows_images_per_s"]) == settings["windows"]
@@ -111,7 +112,7 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
             max(r["lightning"]["windows_images_per_s"]), rel=1e-3
         )
     ratios = report["ikd_rkd_step_time_ratio"]
-    assert set(ratios) == {*bench.PATHS, "flops"}
+    assert set(ratios) == {*throughput.PATHS, "flops"}
     assert ratios["flops"] == pytest.approx(
         report["results"]["ikd"]["flops_per_image"] / report["results"]["rkd"]["flops_per_image"]
     )
@@ -120,7 +121,7 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
     )
 
     targets = report["targets"]
-    assert set(targets) == set(bench.TARGETS)
+    assert set(targets) == set(throughput.TARGETS)
     for key in ("lightning_vs_bare", "lightning_vs_model"):
         assert set(targets[key]["per_method"]) == set(bench.METHODS)
         assert targets[key]["pass"] == all(v["ratio"] >= 0.95 for v in targets[key]["per_method"].values())
@@ -152,13 +153,13 @@ def test_synthetic_data_has_the_config_shapes(tmp_path, name):
 
 
 def test_window_statistics():
-    assert [d for d in range(1, 12) if bench.is_window_edge(d, warmup=2, steps=3)] == [2, 5, 8, 11]
+    assert [d for d in range(1, 12) if throughput.is_window_edge(d, warmup=2, steps=3)] == [2, 5, 8, 11]
     marks = [(0.0, 0), (1.0, 10), (3.0, 20), (3.8, 30)]  # windows of 10, 5 and 12.5 images/s
-    s = bench.summarize(marks)
+    s = throughput.summarize(marks)
     assert s["images_per_s"] == 10.0 and s["windows_images_per_s"] == [10.0, 5.0, 12.5]
     assert s["best_images_per_s"] == pytest.approx(12.5)
     assert s["spread"] == pytest.approx(0.75)
-    assert bench.summarize([(0.0, 0)])["images_per_s"] is None
+    assert throughput.summarize([(0.0, 0)])["images_per_s"] is None
 
 
 def test_verdicts():
@@ -173,14 +174,14 @@ def test_verdicts():
         }
 
     results = {"teacher": r(100, 96, 100), "rkd": r(100, 90, 100), "ikd": r(80, 80, 80)}
-    v = bench.verdicts(results)
+    v = throughput.verdicts(results)
     assert (
         v["lightning_vs_bare"]["per_method"]["teacher"]["pass"]
         and not v["lightning_vs_bare"]["per_method"]["rkd"]["pass"]
     )
     assert not v["lightning_vs_bare"]["pass"]
     assert v["ikd_vs_rkd_step_time"]["ratio"] == pytest.approx(90 / 80) and v["ikd_vs_rkd_step_time"]["pass"]
-    assert bench.ikd_rkd_ratios(results)["flops"] == pytest.approx(80 / 100)
+    assert throughput.ikd_rkd_ratios(results)["flops"] == pytest.approx(80 / 100)
 
 
 @pytest.mark.parametrize("method", ["scratch", "rkd", "ikd"])
@@ -189,7 +190,7 @@ def test_bare_step_is_the_same_math_as_the_module(method, one_thread):
     formula written out here) and its optimizer, which never holds the teacher."""
     torch.manual_seed(0)
     cfg = bench.compose_config("usps", method, ["recipe.batch_size=4"])
-    step = bench.BareStep(cfg, torch.device("cpu"))
+    step = throughput.BareStep(cfg, torch.device("cpu"))
     module = step.module
     assert isinstance(module, get_class(cfg.method._target_))
 
@@ -230,7 +231,7 @@ def test_bare_step_is_the_same_math_as_the_module(method, one_thread):
 def test_speed_switches_reach_both_paths(tmp_path, one_thread):
     """--channels-last switches the bare loop's networks too, so the 2/1 ratio compares like with like."""
     cfg = bench.compose_config("usps", "ikd", ["callbacks.speedups.channels_last=true"])
-    step = bench.BareStep(cfg, torch.device("cpu"))
+    step = throughput.BareStep(cfg, torch.device("cpu"))
     for net in (step.net, step.teacher, step.adapters):
         assert all(
             p.is_contiguous(memory_format=torch.channels_last)
@@ -239,7 +240,9 @@ def test_speed_switches_reach_both_paths(tmp_path, one_thread):
         )
     step.close()
     with pytest.raises(ValueError, match="trainer.precision=16-mixed"):
-        bench.BareStep(bench.compose_config("usps", "scratch", ["trainer.precision=16-mixed"]), torch.device("cpu"))
+        throughput.BareStep(
+            bench.compose_config("usps", "scratch", ["trainer.precision=16-mixed"]), torch.device("cpu")
+        )
 
     out = tmp_path / "bench.json"
     bench.run(["--smoke", "--methods", "scratch", "--channels-last", "--precision", "bf16-mixed", "--out", str(out)])
@@ -252,7 +255,7 @@ def test_step_flops_add_up(one_thread):
     images, labels = torch.randn(4, 1, 16, 16), torch.arange(4)
     flops = {}
     for method in ("scratch", "rkd", "ikd"):
-        step = bench.BareStep(bench.compose_config("usps", method), torch.device("cpu"))
+        step = throughput.BareStep(bench.compose_config("usps", method), torch.device("cpu"))
         flops[method] = count_flops(step, images, labels)
         step.close()
     cfg = bench.compose_config("usps", "rkd")

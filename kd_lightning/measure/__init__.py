@@ -2,9 +2,11 @@
 
 - :mod:`~kd_lightning.measure.efficiency`: parameters, FLOPs, file size, latency and throughput;
 - :mod:`~kd_lightning.measure.onnx`: ONNX export of a network, checked against PyTorch, int8 copy;
+- :mod:`~kd_lightning.measure.throughput`: training throughput of a method's step (timing windows, the bare
+  step, the three paths of ``kd_lightning.bench``; the one module here that builds from a composed config);
 - :mod:`~kd_lightning.measure.complexity`: how hard a labelled image set is (docs/complexity.md).
 
-Nothing here reads configs, checkpoints or run folders: :mod:`kd_lightning.run.after_test` applies these to a
+Nothing else here reads configs, checkpoints or run folders: :mod:`kd_lightning.run.after_test` applies these to a
 finished run, and the command-line tools (``kd_lightning.export``, ``kd_lightning.bench``,
 ``kd_lightning.measure_complexity``) to what they are pointed at.
 """

@@ -7,6 +7,7 @@
 - ``records``     atomic JSON, the environment record, the git commit
 - ``callbacks``, ``loggers``  what the Trainer is given besides the module
 - ``after_test``  what a run measures once its accuracy is final (cost, ONNX, data complexity, HParams)
+- ``finished``    a finished run on disk as the tools read it: its checkpoint, run config, dataset and data
 - ``failures``    the Hydra callback that makes a multirun with failed runs exit 1
 - ``gpu_slots``   the Hydra callback that gives each job of ``launcher=gpu_node`` its own GPU slot
 """
