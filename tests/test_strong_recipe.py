@@ -162,3 +162,17 @@ def test_a_strong_run_cut_after_an_epoch_resumes_to_the_uninterrupted_weights(fa
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == full["global_steps"]
     assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"]
     assert full["test_best"] == resumed["test_best"]
+
+
+def test_the_fast_candidate_is_the_strong_recipe_with_its_stated_changes(fake_data_dir):
+    """conf/recipe/fast.yaml inherits strong and changes only batch, epochs, peak lr, warm-up and the floor."""
+    fast = compose_cfg(["dataset=usps", "recipe=fast", MOMENTUM, "method=ikd"], data_dir=fake_data_dir, fast=False)
+    strong = compose_cfg(["dataset=usps", *STRONG, "method=ikd"], data_dir=fake_data_dir, fast=False)
+    validate_config(fast)
+    assert (fast.recipe.batch_size, fast.trainer.max_epochs, fast.recipe.optimizer.lr) == (192, 12, 0.05)
+    assert fast.recipe.scheduler.pct_start == 0.25 and fast.recipe.step_floor == 7291 // 192 * 12
+    changed = {"name", "folder", "batch_size", "epochs", "step_floor", "optimizer", "scheduler"}
+    for key in set(strong.recipe) - changed:
+        assert fast.recipe[key] == strong.recipe[key], key
+    assert fast.recipe.optimizer.momentum == strong.recipe.optimizer.momentum and fast.recipe.optimizer.nesterov
+    assert fast.paths.run_dir != strong.paths.run_dir  # its own folders
