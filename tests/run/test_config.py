@@ -71,7 +71,7 @@ def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):
 
 @pytest.mark.parametrize(
     ("group", "choice"),
-    [("dataset", "svhn"), ("method", "relational"), ("recipe", "fast"), ("model@student_model", "vgg")],
+    [("dataset", "svhn"), ("method", "relational"), ("recipe", "turbo"), ("model@student_model", "vgg")],
 )
 def test_unknown_group_option_lists_the_valid_ones(group, choice):
     with pytest.raises(MissingConfigException) as info:
