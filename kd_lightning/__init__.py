@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from kd_lightning.run.gpu_slots import pool_size
+
 __version__ = "0.1.0"
 #: the checkout (conf/, outputs/, data/): every entry point finds its files from here, wherever it is launched
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +38,4 @@ OmegaConf.register_new_resolver(
 
 # ${kd_gpu_jobs:${hydra.callbacks.gpu_slots.gpus},${hydra.callbacks.gpu_slots.slots_per_gpu}} in
 # conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot (kd_lightning/run/gpu_slots.py).
-def _gpu_jobs(gpus: int | str, slots_per_gpu: int) -> int:
-    from kd_lightning.run.gpu_slots import pool_size  # imported on use: it imports torch
-
-    return pool_size(gpus, slots_per_gpu)
-
-
-OmegaConf.register_new_resolver("kd_gpu_jobs", _gpu_jobs, replace=True)
+OmegaConf.register_new_resolver("kd_gpu_jobs", pool_size, replace=True)

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
+from kd_lightning.seeding import isolated_rng
+
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101")
 STEMS = ("imagenet", "cifar")
 #: the keys of ``hyper_parameters["net"]``: build_resnet's arguments
@@ -79,8 +81,6 @@ def network_from_state(net_cfg: Mapping[str, Any], state: Mapping[str, torch.Ten
 
     Raises :class:`CheckpointError` when ``net_cfg`` is not a network or ``state`` does not fit it.
     """
-    from kd_lightning.seeding import isolated_rng
-
     try:
         with isolated_rng():
             net = build_resnet(**{k: net_cfg[k] for k in NET_KEYS if k in net_cfg})
