@@ -44,8 +44,11 @@ report: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m kd_lightning.bench --dataset $(DATASET) $(ARGS)
 
+# Two pytest workers (pytest-xdist), each test file on one worker (module fixtures keep their order);
+# every test process uses one torch thread (tests/conftest.py), so the two workers fill two cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
