@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from kd_lightning.report.curves import curve_summary
-from kd_lightning.report.formatting import dataset_label, metric_note
+from kd_lightning.report.formatting import dataset_label, method_label, metric_note
 from kd_lightning.report.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
@@ -351,9 +351,9 @@ def plot_factor_gain(table: pd.DataFrame, dataset: str, factor: str) -> Figure:
             marker="o",
             capsize=3,
             color=color,
-            label=METHOD_LABELS[student],
+            label=method_label(student),
         )
-        agree_ax.plot(sub["level"], 100 * sub["agreement"], marker="o", color=color, label=METHOD_LABELS[student])
+        agree_ax.plot(sub["level"], 100 * sub["agreement"], marker="o", color=color, label=method_label(student))
     if rows.empty:
         _no_data(gain_ax)
     gain_ax.axhline(0, color="black", linewidth=0.8)

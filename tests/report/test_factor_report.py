@@ -434,3 +434,18 @@ def test_results_json_factors_reach_the_written_report(tmp_path):
     assert (tmp_path / "report" / "figures" / "accuracy_paper_train_fraction-0.1.png").is_file()
     links = re.findall(r"\]\((figures/[^)]*)\)", report)
     assert links and all(" " not in link and (tmp_path / "report" / link).is_file() for link in links)
+
+
+def test_a_new_distilling_method_joins_the_factor_claims_tables_and_figure():
+    """The report asks each run whether it distils (its record's identity names a teacher), not its name."""
+    from kd_lightning.report.figures import plot_factor_gain
+
+    runs = factor_runs("train_fraction", np.random.default_rng(3), 6.0)
+    crd = runs[runs["method"] == "rkd"].assign(method="crd", path=lambda f: f["path"] + "-crd")
+    runs = pd.concat([runs.assign(distils=runs["method"].isin(["rkd", "ikd"])), crd.assign(distils=True)])
+    claim = factor_claims(runs)[0]
+    assert [p.name.split(" ")[0] for p in claim.parts] == ["RKD", "IKD", "crd"] and "crd" in claim.statement
+    table = factor_table(runs)
+    assert set(table["student"]) == {"rkd", "ikd", "crd"}
+    figure = plot_factor_gain(table, "usps", "train_fraction")
+    assert "crd" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
