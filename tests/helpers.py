@@ -65,10 +65,14 @@ def compose_cfg(
 
 
 class PreemptAfterFirstEpoch(L.Callback):
-    """Stands in for a job killed at its time limit: stops the run once epoch 1's checkpoint exists."""
+    """Stands in for a job killed at its time limit: stops the run when epoch ``at_epoch`` starts (by default once
+    epoch 1's checkpoint exists)."""
+
+    def __init__(self, at_epoch: int = 1) -> None:
+        self.at_epoch = at_epoch
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == 1:
+        if trainer.current_epoch == self.at_epoch:
             raise RuntimeError("preempted (test)")
 
 

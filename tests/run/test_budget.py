@@ -5,14 +5,16 @@ when set) and is recorded in results.json and stated in the report."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import open_dict
 
 from kd_lightning import train
 from kd_lightning.run import teachers
-from kd_lightning.run.budget import budget_epochs
+from kd_lightning.run.budget import budget_epochs, budget_plan
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import fingerprint, identity
 from tests.helpers import MOMENTUM, compose_cfg
@@ -36,7 +38,21 @@ def test_the_rule():
     assert budget_epochs(30, 56, 1680) == 30  # full USPS at the strong recipe: the floor does not bind
     assert budget_epochs(30, 2, 1680) == 840  # train_fraction 0.05 (365 images, 2 steps an epoch)
     assert budget_epochs(30, 3, 100) == 34  # ceil: at least min_steps steps
-    assert budget_epochs(30, 0, 100) == 30  # no full batch: nothing to scale
+    assert budget_epochs(30, 0, 100) == 30  # no full batch: nothing to scale (the run refuses it)
+
+
+def test_validation_keeps_the_configured_cadence():
+    """(epochs, validate every n): as many validations as the configured schedule, the last epoch among them."""
+    assert budget_plan(12, 37, 444) == (12, 1)  # full USPS at the fast recipe: unchanged
+    assert budget_plan(12, 1, 444) == (444, 37)  # 5%: one step an epoch, 12 validations
+    assert budget_plan(12, 3, 444) == (156, 12)  # 10%: 148 epochs rounded up to a multiple of 12
+    assert budget_plan(30, 2, 1680) == (840, 28)
+    assert budget_plan(30, 56, 1680, validate_every=2) == (30, 2)  # a configured cadence is kept when not scaled
+    assert budget_plan(10, 3, 100, validate_every=2) == (36, 6)
+    for configured, per_epoch, floor, every in [(12, 1, 444, 1), (12, 3, 444, 1), (7, 2, 101, 3), (30, 5, 1680, 1)]:
+        epochs, validate_every = budget_plan(configured, per_epoch, floor, every)
+        assert epochs * per_epoch >= floor and epochs % validate_every == 0
+        assert configured // every <= epochs // validate_every <= 2 * configured // every + 1
 
 
 def test_unset_floor_leaves_identity_as_before_and_a_floor_changes_run_and_teacher(fake_data_dir):
@@ -94,6 +110,7 @@ def test_two_fractions_get_the_stated_optimizer_steps(fraction, fake_data_dir, t
         "configured_epochs": 1,
         "epochs": math.ceil(9 / per_epoch),
         "optimizer_steps": math.ceil(9 / per_epoch) * per_epoch,
+        "validate_every_n_epochs": math.ceil(9 / per_epoch),  # one configured epoch: validated once, at the end
     }
     assert 9 <= steps < 9 + per_epoch and budget["epochs"] > 1  # the floor binds at both levels
 
@@ -112,14 +129,49 @@ def test_the_floor_is_not_applied_when_the_data_give_enough_steps(fake_data_dir,
         out_dir=tmp_path,
     )
     steps, budget = _steps_on_record(train.run(cfg))
-    assert budget == {"min_steps": 5, "steps_per_epoch": 2, "configured_epochs": 3, "epochs": 3, "optimizer_steps": 6}
+    assert budget == {
+        "min_steps": 5,
+        "steps_per_epoch": 2,
+        "configured_epochs": 3,
+        "epochs": 3,
+        "optimizer_steps": 6,
+        "validate_every_n_epochs": 1,
+    }
+
+
+def test_a_floored_run_validates_every_k_epochs_and_at_the_last(fake_data_dir, tmp_path):
+    """2 configured epochs of 2 steps, floor 10: 5 epochs -> every 2, rounded up to 6 epochs, validated at 2, 4, 6."""
+    cfg = compose_cfg(
+        [*RUN, "trainer.limit_train_batches=2", "trainer.max_epochs=2", "recipe.min_steps=10"],
+        data_dir=fake_data_dir,
+        out_dir=tmp_path,
+    )
+    record = train.run(cfg)
+    assert record["budget"]["epochs"] == 6 and record["budget"]["validate_every_n_epochs"] == 2
+    metrics = pd.read_csv(Path(record["last_checkpoint"]).parents[1] / "csv" / "metrics.csv")
+    validated = sorted(metrics.loc[metrics["val/acc"].notna(), "epoch"].astype(int).unique())
+    assert validated == [1, 3, 5]
+    assert record["best_epoch"] in validated
+
+
+def test_a_training_split_without_a_full_batch_is_refused(fake_data_dir, tmp_path):
+    cfg = compose_cfg(
+        [*RUN, "dataset.factors.train_fraction=0.2", "recipe.batch_size=512"], data_dir=fake_data_dir, out_dir=tmp_path
+    )
+    with pytest.raises(ValueError, match=r"no full batch of recipe\.batch_size=512.*dataset\.factors\.train_fraction"):
+        train.run(cfg)
 
 
 def test_a_run_cut_after_its_first_epoch_resumes_to_the_same_budget(fake_data_dir, tmp_path):
-    common = [*RUN, "trainer.limit_train_batches=2", "recipe.min_steps=6"]  # 3 epochs of 2 steps
+    # 2 configured epochs, floor 8: 4 epochs of 2 steps, validated (and checkpointed) after epochs 2 and 4
+    common = [*RUN, "trainer.limit_train_batches=2", "trainer.max_epochs=2", "recipe.min_steps=8"]
     full = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "full"))
     cut = compose_cfg(
-        [*common, "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch"],
+        [
+            *common,
+            "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch",
+            "+callbacks.preempt.at_epoch=3",
+        ],
         data_dir=fake_data_dir,
         out_dir=tmp_path / "cut",
     )  # its own teacher registry too
@@ -127,8 +179,8 @@ def test_a_run_cut_after_its_first_epoch_resumes_to_the_same_budget(fake_data_di
         train.run(cut)
     resumed = train.run(compose_cfg(common, data_dir=fake_data_dir, out_dir=tmp_path / "cut"))
     assert resumed["resumed_from"].endswith("last.ckpt")
-    assert _steps_on_record(resumed) == _steps_on_record(full) == (6, resumed["budget"])
-    assert resumed["budget"]["epochs"] == 3
+    assert _steps_on_record(resumed) == _steps_on_record(full) == (8, resumed["budget"])
+    assert resumed["budget"]["epochs"] == 4
 
 
 def test_the_report_reads_the_budget_and_states_the_rule(tmp_path):
