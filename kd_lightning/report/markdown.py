@@ -161,6 +161,8 @@ def format_evidence(table: pd.DataFrame) -> pd.DataFrame:
                     "Pairs": r["n_pairs"],
                     "Δ (pp)": fmt(r["diff_mean"], signed=True),
                     "sd of Δ (pp)": fmt(r["diff_std"]),
+                    "sd per arm (pp)": f"{fmt(r['treatment_std'])} / {fmt(r['control_std'])}",
+                    "ρ": fmt(r["corr"]),
                     "MDE, 80% power (pp)": fmt(r["mde"]),
                     "Paper Δ (pp)": fmt(r["paper_diff"], signed=True),
                     "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
@@ -379,7 +381,9 @@ def build_markdown(
         f"paired t-test at α = {ALPHA} with 80% power, from the observed sd of the paired differences and the "
         "number of pairs, and the number of seeds that would detect the paper's difference with 80% power at "
         "that sd. A true difference smaller than the MDE is likely to come out *inconclusive*; Holm's "
-        "correction across datasets makes the per-dataset test stricter still. n/a: < 2 pairs or no spread.",
+        "correction across datasets makes the per-dataset test stricter still. n/a: < 2 pairs or no spread. "
+        "Beside it each arm's sd over the same seeds (treatment / control) and their correlation ρ: "
+        "sd(Δ)² = s_t² + s_c² − 2ρ·s_t·s_c, so pairing by seed helps only as far as ρ > 0.",
         "",
         markdown_table(format_evidence(tables.get("evidence", pd.DataFrame()))),
         "",

@@ -101,6 +101,20 @@ def paired_t(diffs: Sequence[float], confidence: float = CONFIDENCE) -> dict[str
     }
 
 
+def pairing(treatment: Sequence[float], control: Sequence[float]) -> dict[str, float]:
+    """Each arm's sample sd over the pairs and their correlation ρ: how much the pairing removes.
+
+    var(t − c) = s_t² + s_c² − 2 ρ s_t s_c, so the paired difference is tighter than either arm only when ρ > 0;
+    with ρ = 0 (nothing shared) its sd is √(s_t² + s_c²), larger than either arm's.
+    """
+    t, c = np.asarray(treatment, dtype=float), np.asarray(control, dtype=float)
+    if len(t) < 2:
+        return {"treatment_std": math.nan, "control_std": math.nan, "corr": math.nan}
+    st, sc = float(np.std(t, ddof=1)), float(np.std(c, ddof=1))
+    corr = float(np.corrcoef(t, c)[0, 1]) if st > 0 and sc > 0 else math.nan
+    return {"treatment_std": st, "control_std": sc, "corr": corr}
+
+
 def t_interval(mean: float, se: float, n: int, confidence: float) -> tuple[float, float]:
     """Mean ± t_crit(df = n - 1) · se at the given two-sided confidence."""
     if n < 2 or not se > 0 or not 0 < confidence < 1:

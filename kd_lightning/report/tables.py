@@ -63,6 +63,9 @@ PAIRED_COLUMNS = [
     "seeds",
     "diff_mean",
     "diff_std",
+    "treatment_std",
+    "control_std",
+    "corr",
     "ci_low",
     "ci_high",
     "p",
@@ -95,24 +98,29 @@ def wide_values(values: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def paired_values(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.Series]:
-    """Per dataset (simplest first): ``treatment - control`` by seed (index = seeds present in both arms).
+def paired_arms(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.DataFrame]:
+    """Per dataset (simplest first): the two arms' values by seed, columns ``treatment`` and ``control``, on the
+    seeds present in both arms.
 
     ``values``: a plain frame (dataset, method, seed, value) or its :func:`wide_values` form.
     """
     wide = wide_values(values)
     datasets = ordered_datasets(wide.index.get_level_values(0).unique()) if len(wide) else []
     if treatment not in wide or control not in wide:
-        return {d: pd.Series(dtype=float) for d in datasets}
-    diff = (wide[treatment] - wide[control]).dropna()
-    names = diff.index.get_level_values(0).to_numpy()
-    seeds = diff.index.get_level_values(1).to_numpy()
-    vals = diff.to_numpy(dtype=float)
+        return {d: pd.DataFrame(columns=["treatment", "control"], dtype=float) for d in datasets}
+    both = pd.DataFrame({"treatment": wide[treatment], "control": wide[control]}).dropna()
+    names = both.index.get_level_values(0).to_numpy()
+    seeds = both.index.get_level_values(1).to_numpy()
     out = {}
     for d in datasets:
         mask = names == d
-        out[d] = pd.Series(vals[mask], index=seeds[mask].astype(int)).sort_index()
+        out[d] = both[mask].set_axis(seeds[mask].astype(int)).sort_index()
     return out
+
+
+def paired_values(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.Series]:
+    """Per dataset (simplest first): ``treatment - control`` by seed (index = seeds present in both arms)."""
+    return {d: arms["treatment"] - arms["control"] for d, arms in paired_arms(values, treatment, control).items()}
 
 
 def paired_from_values(
@@ -121,7 +129,8 @@ def paired_from_values(
     """:func:`paired_comparison` on a plain frame (dataset, method, seed, value in percent) of one recipe.
     ``power=False`` leaves the MDE and seeds-needed columns NaN (they cost time, not verdicts)."""
     rows = []
-    for dataset, diff in paired_values(values, treatment, control).items():
+    for dataset, arms in paired_arms(values, treatment, control).items():
+        diff = arms["treatment"] - arms["control"]
         test = stats.paired_t(diff.to_numpy())
         paper = _paper_diff(dataset, treatment, control)
         rows.append(
@@ -134,6 +143,7 @@ def paired_from_values(
                 "seeds": ",".join(str(int(s)) for s in diff.index),
                 "diff_mean": test["mean"],
                 "diff_std": test["std"],
+                **stats.pairing(arms["treatment"].to_numpy(), arms["control"].to_numpy()),
                 "ci_low": test["ci_low"],
                 "ci_high": test["ci_high"],
                 "p": test["p"],

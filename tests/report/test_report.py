@@ -210,6 +210,10 @@ def test_comparison_tables_paired_difference_and_ci(sweep, comparison, dataset):
     row, exp = table.loc[dataset], _expected_diff(dataset, comparison.treatment, comparison.control)
     assert row["n_pairs"] == exp["n"]
     assert row["diff_mean"] == pytest.approx(exp["mean"])
+    paired = sorted(set(_arm(dataset, comparison.treatment)) & set(_arm(dataset, comparison.control)))
+    for arm, method in (("treatment", comparison.treatment), ("control", comparison.control)):
+        on_pairs = [_arm(dataset, method)[s] for s in paired]  # each arm's sd over the paired seeds only
+        assert row[f"{arm}_std"] == pytest.approx(np.std(on_pairs, ddof=1), nan_ok=True)
     assert row["ci_low"] == pytest.approx(exp["low"], abs=1e-3, nan_ok=True)
     assert row["ci_high"] == pytest.approx(exp["high"], abs=1e-3, nan_ok=True)
     for method in (comparison.first, comparison.second):

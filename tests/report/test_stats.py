@@ -159,3 +159,20 @@ def test_pairs_needed_undefined():
     assert math.isnan(stats.pairs_needed(0.0, 1.0))
     assert math.isnan(stats.pairs_needed(1.0, math.nan))
     assert stats.pairs_needed(1e-4, 10.0) == math.inf
+
+
+def test_pairing_recovers_the_difference_variance():
+    """sd(t − c)² = s_t² + s_c² − 2ρ s_t s_c, by hand on numbers with known structure."""
+    t, c = np.array([97.0, 98.0, 96.5, 97.5]), np.array([96.8, 98.1, 96.0, 97.2])
+    out = stats.pairing(t, c)
+    assert out["treatment_std"] == pytest.approx(np.std(t, ddof=1))
+    assert out["control_std"] == pytest.approx(np.std(c, ddof=1))
+    rebuilt = (
+        out["treatment_std"] ** 2
+        + out["control_std"] ** 2
+        - 2 * out["corr"] * out["treatment_std"] * out["control_std"]
+    )
+    assert rebuilt == pytest.approx(np.var(t - c, ddof=1))
+    assert out["corr"] > 0.9  # the arms move together
+    assert stats.pairing(t, t[::-1])["corr"] < 0  # reversed: anti-correlated, the pairing hurts
+    assert math.isnan(stats.pairing([97.0], [96.0])["corr"])
