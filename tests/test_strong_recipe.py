@@ -169,7 +169,7 @@ def test_the_fast_candidate_is_the_strong_recipe_with_its_stated_changes(fake_da
     fast = compose_cfg(["dataset=usps", "recipe=fast", MOMENTUM, "method=ikd"], data_dir=fake_data_dir, fast=False)
     strong = compose_cfg(["dataset=usps", *STRONG, "method=ikd"], data_dir=fake_data_dir, fast=False)
     validate_config(fast)
-    assert (fast.recipe.batch_size, fast.trainer.max_epochs, fast.recipe.optimizer.lr) == (192, 12, 0.05)
+    assert (fast.recipe.batch_size, fast.trainer.max_epochs, fast.recipe.optimizer.lr) == (192, 12, 0.03)
     assert fast.recipe.scheduler.pct_start == 0.25 and fast.recipe.step_floor == 7291 // 192 * 12
     changed = {"name", "folder", "batch_size", "epochs", "step_floor", "optimizer", "scheduler"}
     for key in set(strong.recipe) - changed:
