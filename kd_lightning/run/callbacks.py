@@ -11,14 +11,16 @@ import torch
 
 
 class ThroughputMeter(L.Callback):
-    """Training images per second: time between consecutive training-batch ends, so data loading,
-    host-to-device copies and on-device augmentation count, while validation and each epoch's first
-    batch (worker start-up) do not."""
+    """Training images per second. A batch counts from the previous batch's end, so data loading, host-to-device
+    copies and on-device augmentation are included; an epoch's first batch counts from its own start (its loading
+    may include worker start-up), so runs whose epochs are a single batch (a 5% subsample under the training
+    budget) are measured too. Validation never counts."""
 
     def __init__(self) -> None:
         self.images = 0
         self.seconds = 0.0
         self._last: float | None = None
+        self._start: float | None = None
 
     def _now(self, pl_module: L.LightningModule) -> float:
         if pl_module.device.type == "cuda":
@@ -28,10 +30,15 @@ class ThroughputMeter(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last = None
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._last is None:
+            self._start = self._now(pl_module)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = self._now(pl_module)
-        if self._last is not None:
-            self.seconds += now - self._last
+        since = self._last if self._last is not None else self._start
+        if since is not None:
+            self.seconds += now - since
             self.images += int(batch[1].shape[0])
         self._last = now
 
