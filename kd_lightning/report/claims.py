@@ -407,6 +407,15 @@ def _seed_counts(paired: pd.DataFrame) -> str:
     return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
 
 
+def _levels_needed_text(slope: float, needed: float) -> str:
+    """How many equally spaced levels the observed slope would need for 80% power (nothing for no growth)."""
+    if not slope > 0:
+        return "."
+    if math.isinf(needed):
+        return "; at the observed slope not even 200 equally spaced levels would give 80% power."
+    return f"; the observed slope would need ≥ {fmt_n(needed)} equally spaced levels."
+
+
 def factor_trend_part(points: pd.DataFrame, factor: str, student: str, n_parts: int = 2) -> Part:
     """Does the student's paired gain over scratch grow as the data gets harder along ``factor``?
     The level is the unit (module docstring): one mean gain per level, slope over difficulty ranks."""
@@ -454,7 +463,7 @@ def factor_trend_part(points: pd.DataFrame, factor: str, student: str, n_parts: 
         f"{seed_sd}; Spearman rho of the level means {fmt(stats.spearman_rho(ranks, means.to_numpy()), signed=True)} "
         f"(descriptive). Detectable with 80% power at this scatter: a growth of ≥ {fmt(mde)} pp per level step "
         f"({fmt(mde * (n_levels - 1))} pp from the easiest to the hardest level)"
-        + (f"; the observed slope would need ≥ {fmt_n(needed)} equally spaced levels." if res["slope"] > 0 else ".")
+        + _levels_needed_text(res["slope"], needed)
         + " More seeds shrink only the seed part of the level scatter; more levels shrink both."
     )
     return Part(name, verdict, test, evidence, p_support, p_contradict)

@@ -25,6 +25,7 @@ from kd_lightning.report.claims import (
     NOT_TESTABLE,
     SUPPORTED,
     Claim,
+    _levels_needed_text,
     control_family,
     evaluate_claims,
     factor_claims,
@@ -449,3 +450,11 @@ def test_a_new_distilling_method_joins_the_factor_claims_tables_and_figure():
     assert set(table["student"]) == {"rkd", "ikd", "crd"}
     figure = plot_factor_gain(table, "usps", "train_fraction")
     assert "crd" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+
+
+def test_levels_needed_is_stated_in_words_for_flat_and_growing_slopes():
+    assert _levels_needed_text(-0.3, math.nan) == "."  # no growth: nothing to ask for
+    flat = stats.levels_needed(1e-4, 0.5)
+    assert math.isinf(flat) and "not even 200" in _levels_needed_text(1e-4, flat)
+    grows = stats.levels_needed(1.0, 0.5)
+    assert 3 <= grows < 200 and _levels_needed_text(1.0, grows).endswith(f"≥ {int(grows)} equally spaced levels.")
