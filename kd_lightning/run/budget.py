@@ -55,7 +55,8 @@ def budget_plan(
 
 
 class TrainingBudget(L.Callback):
-    """Sets ``trainer.fit_loop.max_epochs`` by :func:`budget_epochs` before the optimizers are configured.
+    """Sets ``trainer.fit_loop.max_epochs`` and the validation cadence by :func:`budget_plan` before the optimizers
+    are configured (only the epochs when validation is by steps: ``check_val_every_n_epoch: null``).
 
     The optimizer steps per epoch are counted from ``len(datamodule.train_dataloader())``, which builds the
     loader without iterating it (no random draw, so resumed runs keep their data order), and checked against
