@@ -84,7 +84,7 @@ def main(report: str) -> None:
 
     runs = read("runs")
     runs = runs[runs.status == "completed"]
-    print("\n| train_fraction | optimizer steps | teacher | scratch | RKD | IKD | all four (median seed) |")
+    print("\n| train_fraction | optimizer steps | teacher | scratch | RKD | IKD | all four (sum of medians) |")
     print("|---|---|---|---|---|---|---|")
     for lv in sorted(runs.level.unique()):
         sub = runs[runs.level == lv]
