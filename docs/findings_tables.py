@@ -13,7 +13,8 @@ import math
 import sys
 
 import pandas as pd
-from scipy import stats
+
+from kd_lightning.report.stats import t_interval
 
 METHODS = ("teacher", "scratch", "rkd", "ikd")
 USPS_TRAIN = 7291
@@ -24,10 +25,10 @@ def level(recipe: str) -> float:
 
 
 def arm_cell(mean: float, sd: float, n: int) -> str:
-    if n < 2 or pd.isna(sd):
+    low, high = t_interval(mean, sd / math.sqrt(n), n, 0.95)
+    if math.isnan(low):
         return f"{mean:.2f} (n {n})"
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def diff_cell(rows: pd.DataFrame) -> str:
