@@ -48,3 +48,15 @@ def isolated_rng(seed: int | None = None) -> Iterator[None]:
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+#: run seeds of students (and of the paper's single teacher) lie below this; ensemble members' seeds at or above
+#: it, below 2^32 (what ``lightning.seed_everything`` accepts). So no member is ever a student of a sweep, and a
+#: member's initial weights, data order and augmentation never equal a student's.
+MEMBER_SEED_BASE = 2**31
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The run seed of ensemble member ``member`` (0-based) of run seed ``seed``: its own stream, in
+    ``[MEMBER_SEED_BASE, 2^32)``. A pure function of both, so a member is found again by every student."""
+    return MEMBER_SEED_BASE + derive_seed(seed, "ensemble_member", member) % MEMBER_SEED_BASE

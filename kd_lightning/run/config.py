@@ -46,7 +46,7 @@ def _stage_problems(cfg: DictConfig) -> list[str]:
 
 # (key, test, what is allowed). A missing key (method without that hyperparameter) is not checked.
 _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "an integer in [0, 2^32)"),
     ("method.alpha", lambda v: 0.0 <= float(v) <= 1.0, "a number in [0, 1]"),
     ("method.temperature", lambda v: float(v) > 0, "a number > 0"),
     ("method.feature_weight", lambda v: float(v) >= 0, "a number >= 0"),
