@@ -11,6 +11,7 @@ network from one held in memory.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,6 +66,52 @@ def frozen_forward(model: nn.Module, images: Tensor) -> Tensor:
     with torch.inference_mode():
         out = model(images)
     return out.clone()
+
+
+class EnsembleTeacher(nn.Module):
+    """K trained networks as one teacher (Hinton et al. 2015; Stanton et al. 2021).
+
+    - ``forward(x)``: the ensemble's prediction, ``log mean_k softmax(z_k)``: logits whose softmax is the mean of
+      the members' probabilities (what accuracy, agreement and KL(teacher || student) are measured on);
+    - :meth:`soft_logits` ``(x, T)``: ``T * log mean_k softmax(z_k / T)``, whose softmax at temperature ``T`` is
+      the KD target ``mean_k softmax(z_k / T)``; averaging logits instead would be a different (sharper) target;
+    - :attr:`hint_network`: member 0, whose stage outputs are IKD's feature hints. Independently trained
+      networks' channels are not aligned, so their feature maps have no meaningful average: IKD with an
+      ensemble matches member 0's features and the ensemble's soft labels.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def hint_network(self) -> nn.Module:
+        return self.members[0]
+
+    def soft_logits(self, images: Tensor, temperature: float = 1.0) -> Tensor:
+        log_probs = torch.stack([(m(images) / temperature).log_softmax(-1) for m in self.members])
+        return temperature * (torch.logsumexp(log_probs, dim=0) - math.log(len(self.members)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.soft_logits(images, 1.0)
+
+
+def hint_network(teacher: nn.Module) -> nn.Module:
+    """The network whose stages give feature hints: the teacher itself, or an ensemble's member 0."""
+    return teacher.hint_network if isinstance(teacher, EnsembleTeacher) else teacher
+
+
+def distillation_logits(teacher: nn.Module, images: Tensor, temperature: float) -> Tensor:
+    """Frozen logits whose softmax at ``temperature`` is the teacher's KD target: a single network's own logits
+    (unchanged, so every single-teacher run computes exactly what it always did), an ensemble's
+    :meth:`EnsembleTeacher.soft_logits`."""
+    if isinstance(teacher, EnsembleTeacher):
+        with torch.inference_mode():
+            out = teacher.soft_logits(images, temperature)
+        return out.clone()
+    return frozen_forward(teacher, images)
 
 
 def count_parameters(module: nn.Module) -> int:

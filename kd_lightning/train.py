@@ -4,7 +4,8 @@ One run = one dataset x one method x one seed, in ``paths.run_dir``. It reads as
 validate -> resolve the teacher -> plan the folder -> build -> fit -> test -> record. Run bookkeeping
 lives in :mod:`kd_lightning.run`: the folder (skip, resume, archive, conflict, failure record) in
 ``rundir``, which runs are the same experiment in ``identity``, which teacher a student uses in
-``teachers``, what is measured once the accuracy is final in ``after_test``.
+``teachers`` (one network, or an ensemble: ``teacher_kinds``), what is measured once the accuracy is final in
+``after_test``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.models import count_parameters
-from kd_lightning.run import after_test, gpu_slots, rundir, teachers
+from kd_lightning.run import after_test, gpu_slots, rundir, teacher_kinds, teachers
 from kd_lightning.run.budget import TrainingBudget
 from kd_lightning.run.build import build_datamodule, build_module, build_trainer
 from kd_lightning.run.callbacks import ThroughputMeter
@@ -43,8 +44,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         gpu_slots.raise_if_claim_failed()  # launcher=gpu_node: a job without a GPU slot must not train on GPU 0
         validate_config(cfg)
         if get_class(cfg.method._target_).publishes_teacher:
-            return teachers.train_or_reuse(cfg, fit_and_test)
-        return fit_and_test(cfg, teachers.resolve_teacher(cfg, train=run))
+            return teacher_kinds.train_or_reuse(cfg, fit_and_test)
+        return fit_and_test(cfg, teacher_kinds.resolve_teacher(cfg, train=run))
     except BaseException as exc:
         try:
             rundir.record_failure(cfg.paths.run_dir, rundir.record_keys(cfg), exc)
@@ -67,9 +68,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
     datamodule.prepare_data()  # fails here, before any model is built, when files are missing
     teacher_net = teacher_info = None
     if teacher is not None:  # on a private random stream: the student's is untouched
-        teacher_net, loaded = teachers.load_teacher(
-            teacher.checkpoint, cfg.dataset.name, int(cfg.student_model.num_classes), cfg.dataset.channels
-        )
+        teacher_net, loaded = teacher_kinds.load_members(teacher.checkpoints, cfg)
         teacher_info = {**loaded, **teacher.record}
     L.seed_everything(cfg.seed, workers=True)  # the student's stream: the same for every method of this seed
     module = build_module(cfg, teacher_net, teacher_info)

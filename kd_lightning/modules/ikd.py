@@ -4,7 +4,8 @@ Forward hooks (``kd_lightning/hooks.py``) read the stage outputs of both unmodif
 networks; a 1x1 convolution per stage maps student channels to teacher channels, and the MSE between
 adapted student and teacher maps, summed over stages and weighted by ``feature_weight``, is added to
 the RKD loss. Adapters train jointly with the student from the first step; there is no separate
-hint-pretraining stage (FitNets' stage 1), as in most KD codebases.
+hint-pretraining stage (FitNets' stage 1), as in most KD codebases. With an ensemble teacher the hints come
+from member 0's stages (:func:`kd_lightning.models.hint_network`) and the soft labels from the whole ensemble.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from kd_lightning.hooks import FeatureTap
 from kd_lightning.losses import feature_matching_loss
+from kd_lightning.models import hint_network
 from kd_lightning.modules.rkd import RKDStudent
 from kd_lightning.seeding import isolated_rng
 
@@ -67,9 +69,10 @@ class IKDStudent(RKDStudent):
         self.feature_weight = feature_weight
         self.stages = list(stages)
         self.student_tap = FeatureTap(self.net, self.stages)
-        self.teacher_tap = FeatureTap(self.teacher, self.stages)
+        hints = hint_network(self.teacher)
+        self.teacher_tap = FeatureTap(hints, self.stages)
         student_shapes = probe_feature_shapes(self.net, self.student_tap, input_shape)
-        teacher_shapes = probe_feature_shapes(self.teacher, self.teacher_tap, input_shape)
+        teacher_shapes = probe_feature_shapes(hints, self.teacher_tap, input_shape)
         adapters = {}
         for stage in self.stages:  # shapes checked first, then initialised below on a private stream
             s, t = student_shapes[stage], teacher_shapes[stage]

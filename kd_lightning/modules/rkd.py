@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kd_lightning.losses import kd_loss
-from kd_lightning.models import frozen_forward
+from kd_lightning.models import distillation_logits
 from kd_lightning.modules.base import ClassifierModule
 
 TEACHER_PREFIX = "teacher."
@@ -21,6 +21,9 @@ class RKDStudent(ClassifierModule):
     The teacher is frozen for the whole run: no gradients, not in the optimizer, run in inference
     mode, always in eval mode (so its BatchNorm statistics never move, even when Lightning calls
     ``.train()`` on this module), and left out of this module's checkpoints (it has its own).
+
+    The teacher is one network or a :class:`~kd_lightning.models.EnsembleTeacher`, whose KD target is the mean of
+    its members' probabilities at ``T``: ``KL(mean_k softmax(t_k/T) || softmax(s/T))``.
     """
 
     requires_teacher = True
@@ -56,7 +59,7 @@ class RKDStudent(ClassifierModule):
 
     def loss_terms(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.net(images)
-        teacher_logits = frozen_forward(self.teacher, images)
+        teacher_logits = distillation_logits(self.teacher, images, self.temperature)
         return logits, {
             "ce": (1.0 - self.alpha) * F.cross_entropy(logits, labels),
             "kd": self.alpha * kd_loss(logits, teacher_logits, self.temperature),

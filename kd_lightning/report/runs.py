@@ -19,6 +19,7 @@ import pandas as pd
 
 from kd_lightning.report.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, paper_differences, paper_epochs
 from kd_lightning.run.records import RESULTS_FILE
+from kd_lightning.teacher_kind import condition_label
 
 #: measured complexity of a run's training data (kd_lightning/measure/complexity.py): the run's own ``data_complexity``
 #: (teacher runs record it), else the sweep's cache entry for the same data (:func:`fill_complexity`)
@@ -78,6 +79,8 @@ RUN_COLUMNS = [
     "test_best.per_class_f1",
     "test_last.per_class_f1",
     "teacher_key",
+    "teacher_kind",
+    "teacher.members_mean_acc",
     *(f"teacher.{f}" for f in TEACHER_FIELDS),
     *(f"efficiency.{f}" for f in EFFICIENCY_FIELDS),
     "base_recipe",
@@ -132,7 +135,10 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     )
     if factors:
         differences.append(f"data factors {factor_label(factors)}")
+    kind = _teacher_kind(config)
     base_recipe = _dict(config.get("recipe")).get("name") or record.get("recipe") or NO_RECIPE
+    if kind:  # each teacher kind is its own condition, never pooled with another
+        base_recipe = f"{base_recipe} · teacher {kind}"
     row: dict[str, Any] = {
         "dataset": record.get("dataset") or inferred["dataset"],
         "method": method,
@@ -164,6 +170,11 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "error_type": error.get("type"),
         "error_message": error.get("message"),
         "teacher_key": record.get("teacher_key") if isinstance(record.get("teacher_key"), str) else None,
+        "teacher_kind": kind,
+        # an ensemble teacher's members' mean accuracy: on its own row, and on each of its students' rows
+        "teacher.members_mean_acc": _float(
+            _dict(record.get("ensemble")).get("members_mean_acc", _dict(record.get("teacher")).get("members_mean_acc"))
+        ),
     }
     for split in SPLITS:
         metrics = _dict(record.get(split))
@@ -197,6 +208,54 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         f"{paths['output_dir']}/complexity" if paths.get("output_dir") else None
     )
     return row
+
+
+def _teacher_kind(config: dict[str, Any]) -> str | None:
+    """The run's teacher kind as a condition label (:func:`kd_lightning.teacher_kind.condition_label`); None for
+    the paper's design and for records from before teacher kinds existed."""
+    teacher = _dict(config.get("teacher"))
+    arch = _dict(config.get("teacher_model")).get("arch")
+    if not teacher or not arch:
+        return None
+    return condition_label(int(teacher.get("members") or 0), str(arch), str(teacher.get("data") or "same"))
+
+
+#: a control row's fields that compare it with its own teacher: void in a condition of another teacher kind
+_FIDELITY_FIELDS = tuple(f"{split}.{f}" for split in SPLITS for f in ("agreement", "kl_teacher_student"))
+
+
+def share_controls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Students that do not distil (scratch) belong to every teacher condition of their recipe, data and seed:
+    one run is the control of each teacher kind it is compared with. A copy in another kind's condition has no
+    fidelity numbers (they were measured against its own run's teacher)."""
+
+    def group(row: dict[str, Any]) -> tuple[Any, ...]:
+        base = str(row.get("base_recipe"))
+        kind = row.get("teacher_kind")
+        plain = base[: -len(f" · teacher {kind}")] if kind else base
+        return plain, row.get("dataset"), json.dumps(row.get("factors") or {}, sort_keys=True, default=str)
+
+    def is_control(row: dict[str, Any]) -> bool:
+        return row.get("distils") is False and not row.get("teacher_key") and row.get("status") != "unreadable"
+
+    kinds: dict[tuple[Any, ...], set[str | None]] = {}
+    for row in rows:
+        if not is_control(row):
+            kinds.setdefault(group(row), set()).add(row.get("teacher_kind"))
+    out = []
+    for row in rows:
+        if not is_control(row):
+            out.append(row)
+            continue
+        plain = group(row)[0]
+        for kind in sorted(kinds.get(group(row)) or {row.get("teacher_kind")}, key=lambda k: k or ""):
+            base = f"{plain} · teacher {kind}" if kind else plain
+            copy = {**row, "teacher_kind": kind, "base_recipe": base}
+            copy["recipe"] = base + str(row["recipe"])[len(str(row["base_recipe"])) :]
+            if kind != row.get("teacher_kind"):
+                copy.update({field: math.nan for field in _FIDELITY_FIELDS})
+            out.append(copy)
+    return out
 
 
 def _cached_complexity(folders: Iterable[Path]) -> dict[str, dict[str, Any]]:
@@ -287,6 +346,7 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
             )
     for folder in folders:
         fill_complexity(rows, folder)
+    rows = share_controls(rows)
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs["seed"] = runs["seed"].astype("Int64")
     for col in _OBJECT_COLUMNS:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.datasets.factors import validate_factors
 from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
+from kd_lightning.seeding import MEMBER_SEED_BASE
 
 
 class ConfigError(ValueError):
@@ -152,6 +153,32 @@ def _single_device_strategy(strategy: Any) -> bool:
     return isinstance(target, str) and target.endswith(".SingleDeviceStrategy")
 
 
+#: ``teacher.data``: the students' own training data (the paper's) or the full training split (run/teachers.py)
+TEACHER_DATA = ("same", "full")
+
+
+def _teacher_problems(cfg: DictConfig) -> list[str]:
+    """``teacher.members`` / ``teacher.data`` (conf/teacher/), and student seeds apart from ensemble members'."""
+    problems = []
+    members, data = _get(cfg, "teacher.members"), _get(cfg, "teacher.data")
+    if members is not None and not (isinstance(members, int) and not isinstance(members, bool) and members >= 0):
+        problems.append(f"teacher.members={members!r}: must be an integer >= 0 (0: one teacher on the run's seed)")
+    if data is not None and data not in TEACHER_DATA:
+        problems.append(f"teacher.data={data!r}: must be one of {list(TEACHER_DATA)}")
+    if members and _get(cfg, "teacher_ckpt") is not None:
+        problems.append(
+            f"teacher_ckpt with teacher.members={members}: a checkpoint is one network; use teacher=resnet50 "
+            "(teacher.members=0) with teacher_ckpt, or drop teacher_ckpt to use the ensemble"
+        )
+    seed, method = _get(cfg, "seed"), _get(cfg, "method.name")
+    if isinstance(seed, int) and seed >= MEMBER_SEED_BASE and method != "teacher":
+        problems.append(
+            f"seed={seed}: student seeds must be below 2^31 = {MEMBER_SEED_BASE}; seeds from 2^31 up are ensemble "
+            "members' own streams (kd_lightning.seeding.member_seed)"
+        )
+    return problems
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every bad value; silent when the config is usable."""
     problems = []
@@ -185,6 +212,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     problems += _stage_problems(cfg)
     problems += _factor_problems(cfg)
+    problems += _teacher_problems(cfg)
     teacher_ckpt = _get(cfg, "teacher_ckpt")
     if teacher_ckpt is not None and not Path(teacher_ckpt).is_file():
         problems.append(f"teacher_ckpt={teacher_ckpt!r}: no such file")

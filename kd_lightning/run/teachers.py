@@ -48,14 +48,32 @@ class TeacherError(RuntimeError):
     """The teacher is missing, or does not fit the student's dataset."""
 
 
+#: what ``teacher.data=full`` undoes: the factors that shrink the training split (its students keep them). Content
+#: factors (classes, resolution, grayscale) and label noise stay: the teacher sees the same kind of images and labels.
+FULL_DATA_FACTORS = {"train_fraction": 1.0, "imbalance": 1.0}
+
+
+def teacher_data(cfg: DictConfig) -> str:
+    """``same`` (the paper's: the students' own training data) or ``full`` (the full training split)."""
+    return str(OmegaConf.select(cfg, "teacher.data", default="same"))
+
+
 def teacher_config(cfg: DictConfig) -> DictConfig:
-    """The config ``method=teacher`` with the same overrides would have: the run that trains this teacher."""
-    if cfg.method.name == "teacher":
+    """The config ``method=teacher`` with the same overrides would have: the run that trains this teacher.
+
+    With ``teacher.data=full`` it trains on the full training split (:data:`FULL_DATA_FACTORS`): at the full-data
+    level that is the same config, so the same registry entry, as the same-data teacher's.
+    """
+    full = teacher_data(cfg) == "full" and OmegaConf.select(cfg, "dataset.factors") is not None
+    if cfg.method.name == "teacher" and not full:
         return cfg
     tcfg = copy.deepcopy(cfg)
     with open_dict(tcfg):
-        tcfg.method = OmegaConf.load(TEACHER_METHOD_FILE)
+        if cfg.method.name != "teacher":
+            tcfg.method = OmegaConf.load(TEACHER_METHOD_FILE)
         tcfg.teacher_ckpt = None
+        if full:
+            tcfg.dataset.factors.update(FULL_DATA_FACTORS)
     return tcfg
 
 
@@ -205,7 +223,7 @@ class TeacherChoice:
     """The teacher a student distils from (``reference`` set: part of its identity), or that a scratch
     student is compared with for fidelity (``reference`` None)."""
 
-    checkpoint: str
+    checkpoints: tuple[str, ...]  # one network's, or an ensemble's members' (kd_lightning/run/teacher_kinds.py)
     record: dict[str, Any]  # :func:`describe`: key, checkpoint, source, test accuracy, producing run, code version
     reference: str | None
 
@@ -225,34 +243,45 @@ def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> Teac
         path = str(cfg.teacher_ckpt)
         record = describe(path, "teacher_ckpt")
         return TeacherChoice(
-            path, _warn_if_stale(record) if distils else record, teacher_reference(cfg) if distils else None
+            (path,), _warn_if_stale(record) if distils else record, teacher_reference(cfg) if distils else None
         )
-    key = teacher_key(cfg)
-    entry = entry_dir(cfg, key)
-    if read_entry(entry) is None and distils:
-        if cfg.teacher_missing == "fail":
-            raise TeacherError(
-                f"no teacher for dataset={cfg.dataset.name} seed={cfg.seed} in {entry}. "
-                f"Train it with:\n  {train_command(cfg)}\n"
-                "or pass teacher_ckpt=<path>, or teacher_missing=train to train it here first."
-            )
-        log.info("teacher missing from the registry: training it first, in %s", entry / RUN_FOLDER)
-        tcfg = teacher_config(cfg)
-        with open_dict(tcfg):
-            tcfg.paths.run_dir = str(entry / RUN_FOLDER)
-            tcfg.force = False
-        train(tcfg)
-    if read_entry(entry) is None:
+    found = registered(cfg, teacher_config(cfg), train, train_if_missing=distils)
+    if found is None:
         log.info(
             "no teacher in the registry for %s seed=%s: fidelity metrics are left empty", cfg.dataset.name, cfg.seed
         )
         return None
+    entry, key = found
     record = describe(entry / CHECKPOINT_FILE, "registry", key)
     return TeacherChoice(
-        str(entry / CHECKPOINT_FILE),
+        (str(entry / CHECKPOINT_FILE),),
         _warn_if_stale(record) if distils else record,
         teacher_reference(cfg, key) if distils else None,
     )
+
+
+def registered(
+    cfg: DictConfig, tcfg: DictConfig, train: Callable[[DictConfig], Any], train_if_missing: bool
+) -> tuple[Path, str] | None:
+    """The registry entry and key of the teacher run ``tcfg`` (for the run ``cfg``), trained first by ``train`` in
+    the entry's own run folder when missing and ``train_if_missing`` (or a clear error with
+    ``teacher_missing=fail``); None when it is missing and not to be trained."""
+    key = teacher_key(tcfg)
+    entry = entry_dir(tcfg, key)
+    if read_entry(entry) is None and train_if_missing:
+        if cfg.teacher_missing == "fail":
+            raise TeacherError(
+                f"no teacher for dataset={cfg.dataset.name} seed={tcfg.seed} in {entry}. "
+                f"Train it with:\n  {train_command(cfg)}\n"
+                "or pass teacher_ckpt=<path>, or teacher_missing=train to train it here first."
+            )
+        log.info("teacher missing from the registry: training it first, in %s", entry / RUN_FOLDER)
+        run_cfg = copy.deepcopy(tcfg)
+        with open_dict(run_cfg):
+            run_cfg.paths.run_dir = str(entry / RUN_FOLDER)
+            run_cfg.force = False
+        train(run_cfg)
+    return (entry, key) if read_entry(entry) is not None else None
 
 
 def _warn_if_stale(description: dict[str, Any]) -> dict[str, Any]:
@@ -270,6 +299,7 @@ def _warn_if_stale(description: dict[str, Any]) -> dict[str, Any]:
 def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, Any]]) -> dict[str, Any]:
     """A teacher run: train it with ``fit`` and register it, or record the registry's identical teacher in
     this folder instead of training it again. Holds the entry's lock, so it is trained once."""
+    cfg = teacher_config(cfg)  # teacher.data=full: the full training split, in this run's folder
     key = teacher_key(cfg)
     entry = entry_dir(cfg, key)
     with lock(entry):

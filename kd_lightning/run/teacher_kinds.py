@@ -1,0 +1,219 @@
+"""Which kind of teacher a run has: one registry network, or an ensemble of K registry networks (``teacher=``).
+
+- ``teacher.members: 0`` (``teacher=resnet50``, the paper's): one ``teacher_model`` on the run's own seed, the
+  registry teacher of :mod:`kd_lightning.run.teachers`, unchanged.
+- ``teacher.members: K >= 1`` (``teacher=ensemble``, K = 4; ``teacher=resnet18``, K = 1, born-again): K networks,
+  member k trained as the teacher run of seed :func:`~kd_lightning.seeding.member_seed` ``(seed, k)`` on the
+  students' own data draw (``factor_seed`` kept). Each member is an ordinary registry teacher: trained once,
+  reused by every student, under the registry's lock, and only the missing ones are trained.
+- The ensemble's identity is its members' identities plus K (:func:`ensemble_reference`); it is what a student's
+  identity names as its teacher. Its test metrics are measured once and cached beside the members
+  (:func:`ensemble_summary`).
+- ``teacher.data: full`` trains the teacher (or each member) on the full training split
+  (:func:`kd_lightning.run.teachers.teacher_config`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from kd_lightning import teacher_kind
+from kd_lightning.models import EnsembleTeacher
+from kd_lightning.modules.base import ClassifierModule
+from kd_lightning.run import rundir, teachers
+from kd_lightning.run.build import build_datamodule
+from kd_lightning.run.config import to_plain
+from kd_lightning.run.identity import digest
+from kd_lightning.run.records import write_json
+from kd_lightning.seeding import isolated_rng, member_seed
+
+ENSEMBLE_FILE = "ensemble.json"
+log = logging.getLogger("kd_lightning")
+
+
+def ensemble_size(cfg: DictConfig) -> int:
+    """K, the number of members; 0 for the paper's single teacher on the run's own seed."""
+    return int(OmegaConf.select(cfg, "teacher.members", default=0) or 0)
+
+
+def teacher_label(cfg: DictConfig) -> str:
+    """:func:`kd_lightning.teacher_kind.label` of this run's teacher."""
+    return teacher_kind.label(ensemble_size(cfg), str(cfg.teacher_model.arch), teachers.teacher_data(cfg))
+
+
+def member_config(cfg: DictConfig, member: int) -> DictConfig:
+    """The teacher run of ensemble member ``member``: ``method=teacher`` on seed ``member_seed(seed, member)``, on
+    the students' own data draw (``factor_seed`` pinned to theirs), a single teacher itself."""
+    mcfg = copy.deepcopy(teachers.teacher_config(cfg))
+    factor_seed = OmegaConf.select(cfg, "dataset.factors.factor_seed", default=None)
+    with open_dict(mcfg):
+        if factor_seed is not None:
+            mcfg.dataset.factors.factor_seed = int(factor_seed)
+        mcfg.seed = member_seed(int(cfg.seed), member)
+        mcfg.teacher = {"members": 0, "data": "same"}  # data=full is already applied by teacher_config
+    return mcfg
+
+
+def member_entries(
+    cfg: DictConfig, train: Callable[[DictConfig], Any], train_if_missing: bool
+) -> list[tuple[Path, str]] | None:
+    """Each member's registry entry and key, training the missing ones first; None if any is missing (and not
+    to be trained)."""
+    members = range(ensemble_size(cfg))
+    found = [teachers.registered(cfg, member_config(cfg, k), train, train_if_missing) for k in members]
+    return None if any(f is None for f in found) else found  # type: ignore[return-value]
+
+
+def ensemble_reference(found: Sequence[tuple[Path, str]]) -> str:
+    """The ensemble's identity: K and its members' identities (registry key and seed folder), in member order."""
+    return f"ensemble{len(found)}[" + ",".join(f"{key}/{entry.name}" for entry, key in found) + "]"
+
+
+def ensemble_key(found: Sequence[tuple[Path, str]]) -> str:
+    return f"ensemble{len(found)}-{digest({'teacher': ensemble_reference(found)}, length=8)}"
+
+
+# -- the ensemble's own test metrics -----------------------------------------------------------------
+def test_metrics(net: nn.Module, cfg: DictConfig) -> dict[str, Any]:
+    """The metrics a run's test split gives ``net`` (accuracy, macro-F1, NLL, ECE, soft-label entropy, per-class
+    F1), through the same test step as every run (:class:`~kd_lightning.modules.base.ClassifierModule`)."""
+    with isolated_rng():  # the placeholder network built below must not move anyone's stream
+        module = ClassifierModule(
+            net=OmegaConf.to_container(cfg.teacher_model, resolve=True),
+            optimizer={},
+            top_k=list(cfg.dataset.top_k),
+            dataset=str(cfg.dataset.name),
+        )
+    module.net = net
+    trainer = L.Trainer(
+        accelerator=str(OmegaConf.select(cfg, "trainer.accelerator", default="auto")),
+        devices=1,
+        limit_test_batches=OmegaConf.select(cfg, "trainer.limit_test_batches", default=None),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.test(module, datamodule=build_datamodule(cfg), verbose=False)
+    return dict(module.last_test_results)
+
+
+def load_members(checkpoints: Sequence[str], cfg: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher network of ``checkpoints`` (the network itself for one, an :class:`EnsembleTeacher` for more),
+    each checked against this run's data, and the first one's network config and dataset."""
+    loaded = [
+        teachers.load_teacher(c, str(cfg.dataset.name), int(cfg.student_model.num_classes), int(cfg.dataset.channels))
+        for c in checkpoints
+    ]
+    nets = [net for net, _ in loaded]
+    return (nets[0] if len(nets) == 1 else EnsembleTeacher(nets)), loaded[0][1]
+
+
+def _member_record(entry: Path, key: str) -> dict[str, Any]:
+    meta = teachers.read_entry(entry) or {}
+    return {
+        **teachers.describe(entry / teachers.CHECKPOINT_FILE, "registry", key),
+        "seed": meta.get("seed"),
+        "wall_time_s": meta.get("wall_time_s"),
+        "last_checkpoint": meta.get("last_checkpoint"),
+    }
+
+
+def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict[str, Any]:
+    """The ensemble's members and its test metrics (best-validation members; last-epoch members where every
+    member's last checkpoint is still on disk), measured once and cached in the registry beside the members."""
+    reference = ensemble_reference(found)
+    cache = Path(cfg.paths.teachers_dir) / str(cfg.dataset.name) / ensemble_key(found) / f"seed{cfg.seed}"
+    if (cache / ENSEMBLE_FILE).is_file():
+        cached = json.loads((cache / ENSEMBLE_FILE).read_text())
+        if cached.get("reference") == reference:
+            return cached
+    members = [_member_record(entry, key) for entry, key in found]
+    tcfg = teachers.teacher_config(cfg)
+    last = [m["last_checkpoint"] for m in members]
+    summary = {
+        "reference": reference,
+        "key": ensemble_key(found),
+        "label": teacher_label(cfg),
+        "size": len(found),
+        "data": teachers.teacher_data(cfg),
+        "members": members,
+        "members_mean_acc": statistics.fmean(m["test_acc"] for m in members),
+        "test_best": test_metrics(load_members([m["checkpoint"] for m in members], tcfg)[0], tcfg),
+        "test_last": (
+            test_metrics(load_members(last, tcfg)[0], tcfg) if all(p and Path(p).is_file() for p in last) else None
+        ),
+    }
+    write_json(cache / ENSEMBLE_FILE, summary)
+    return summary
+
+
+# -- the two entry points train.py calls ---------------------------------------------------------------
+def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> teachers.TeacherChoice | None:
+    """The teacher this run distils from (or, for scratch, is compared with): the registry's single teacher, or
+    the ensemble of its members; its record says the kind, the label and the data it saw."""
+    kind = {"kind": "single", "label": teacher_label(cfg), "data": teachers.teacher_data(cfg)}
+    if not ensemble_size(cfg) or cfg.get("teacher_ckpt"):
+        choice = teachers.resolve_teacher(cfg, train)
+        return dataclasses.replace(choice, record={**choice.record, **kind}) if choice is not None else None
+    if cfg.method.name == "teacher":
+        return None
+    distils = bool(get_class(cfg.method._target_).requires_teacher)
+    found = member_entries(cfg, train, train_if_missing=distils)
+    if found is None:
+        log.info("ensemble members missing for %s seed=%s: fidelity metrics are left empty", cfg.dataset.name, cfg.seed)
+        return None
+    summary = ensemble_summary(cfg, found)
+    record = {
+        **kind,
+        "kind": "ensemble",
+        "key": summary["key"],
+        "checkpoint": None,
+        "source": "registry",
+        "test_acc": summary["test_best"]["acc"],
+        "members_mean_acc": summary["members_mean_acc"],
+        "members": summary["members"],
+        "run_dir": None,
+        "stale": any(m["stale"] for m in summary["members"]),
+    }
+    checkpoints = tuple(m["checkpoint"] for m in summary["members"])
+    return teachers.TeacherChoice(checkpoints, record, summary["reference"] if distils else None)
+
+
+def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, Any]]) -> dict[str, Any]:
+    """A teacher run: the single teacher (:func:`kd_lightning.run.teachers.train_or_reuse`), or every missing
+    member trained into the registry and the ensemble's record written in this run's folder."""
+    if not ensemble_size(cfg):
+        return teachers.train_or_reuse(cfg, fit)
+    train_members = copy.deepcopy(cfg)
+    with open_dict(train_members):
+        train_members.teacher_missing = "train"  # a teacher run is asked to train its teacher
+    found = member_entries(train_members, lambda mcfg: teachers.train_or_reuse(mcfg, fit), train_if_missing=True)
+    assert found is not None  # every member was trained or found
+    summary = ensemble_summary(cfg, found)
+    plan = rundir.plan(cfg.paths.run_dir, digest({"teacher": summary["reference"]}), bool(cfg.force), log)
+    if plan.completed is not None:
+        return plan.completed
+    identity = {"seed": int(cfg.seed), "teacher": summary["reference"]}
+    record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
+    walls = [m["wall_time_s"] for m in summary["members"]]
+    return rundir.complete(
+        record,
+        wall_time_s=sum(walls) if all(isinstance(w, (int, float)) for w in walls) else None,
+        teacher_key=summary["key"],
+        ensemble={k: v for k, v in summary.items() if k not in ("test_best", "test_last")},
+        test_best=summary["test_best"],
+        test_last=summary["test_last"],
+    )

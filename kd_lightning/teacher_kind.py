@@ -1,0 +1,19 @@
+"""What a teacher kind (conf/teacher/) is called: one name for the records, the logs and the report's conditions.
+
+Torch-free, so the report can name conditions without importing the training stack.
+"""
+
+from __future__ import annotations
+
+
+def label(members: int, arch: str, data: str = "same") -> str:
+    """``resnet50``, ``born-again resnet18`` (one member), ``ensemble of 4 resnet18``; `` (full-data)`` for a
+    teacher trained on the full training split while its students train on a subsample."""
+    name = arch if members == 0 else f"born-again {arch}" if members == 1 else f"ensemble of {members} {arch}"
+    return name + (" (full-data)" if data == "full" else "")
+
+
+def condition_label(members: int, arch: str, data: str = "same") -> str | None:
+    """The teacher's part of a report condition: None for the paper's design (one teacher on the run's seed and
+    the students' data), so reports of earlier sweeps keep their labels; else :func:`label`."""
+    return None if members == 0 and data == "same" else label(members, arch, data)

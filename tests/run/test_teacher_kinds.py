@@ -1,0 +1,138 @@
+"""Teacher kinds (kd_lightning/run/teacher_kinds.py): ensemble members are registry teachers trained once, found
+again by every student, resumed one by one; born-again and full-data teachers; the records name the kind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.run import teacher_kinds, teachers
+from kd_lightning.run.config import ConfigError, validate_config
+from kd_lightning.run.identity import fingerprint
+from kd_lightning.seeding import member_seed
+from kd_lightning.train import run
+from tests.helpers import FAST, compose_cfg
+
+ENSEMBLE = ["dataset=usps", "teacher=ensemble", "teacher.members=2", "seed=0"]
+
+
+def member_ckpts(out: Path) -> list[Path]:
+    return sorted((out / "teachers").rglob("teacher.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def ensemble_runs(tmp_path_factory, fake_data_dir):
+    """RKD, IKD and the teacher row with a 2-member ensemble, in that order (members trained by the first)."""
+    out = tmp_path_factory.mktemp("ensemble")
+    records = {}
+    finished = {}
+    for method in ("rkd", "ikd", "teacher", "scratch"):
+        records[method] = run(compose_cfg([f"method={method}", *ENSEMBLE], fake_data_dir, out))
+        metas = [json.loads((c.parent / "teacher.json").read_text()) for c in member_ckpts(out)]
+        finished[method] = [meta["finished_at"] for meta in metas]
+    return out, records, finished
+
+
+def test_members_train_once_for_every_student_and_the_teacher_row(ensemble_runs):
+    out, records, finished = ensemble_runs
+    assert len(member_ckpts(out)) == 2
+    assert finished["rkd"] == finished["ikd"] == finished["teacher"] == finished["scratch"]  # never retrained
+    seeds = sorted(int(c.parent.name.removeprefix("seed")) for c in member_ckpts(out))
+    assert seeds == sorted(member_seed(0, k) for k in range(2))
+
+
+def test_records_name_the_kind_the_members_and_their_accuracies(ensemble_runs):
+    _, records, _ = ensemble_runs
+    for method in ("rkd", "ikd", "scratch"):
+        teacher = records[method]["teacher"]
+        assert teacher["kind"] == "ensemble" and teacher["label"] == "ensemble of 2 resnet18"
+        assert len(teacher["members"]) == 2 and all(0 <= m["test_acc"] <= 1 for m in teacher["members"])
+        assert teacher["members_mean_acc"] == pytest.approx(sum(m["test_acc"] for m in teacher["members"]) / 2)
+    row = records["teacher"]
+    assert row["method"] == "teacher" and row["status"] == "completed"
+    assert row["test_best"]["acc"] == records["rkd"]["teacher"]["test_acc"]
+    assert row["ensemble"]["size"] == 2 and row["teacher_key"] == records["rkd"]["teacher"]["key"]
+    # the ensemble's identity is its members' identities plus K; the distilling students name it
+    reference = records["rkd"]["identity"]["teacher"]
+    assert reference.startswith("ensemble2[") and reference == records["ikd"]["identity"]["teacher"]
+    assert all(f"seed{member_seed(0, k)}" in reference for k in range(2))
+    assert "teacher" not in records["scratch"]["identity"]  # scratch does not distil: one run serves every kind
+
+
+def test_born_again_teacher_is_member_zero_of_the_stream(ensemble_runs, fake_data_dir):
+    out, _, _ = ensemble_runs
+    overrides = ["method=rkd", "dataset=usps", "teacher=resnet18", "seed=0", "name=ban"]
+    record = run(compose_cfg(overrides, fake_data_dir, out))
+    assert record["teacher"]["label"] == "born-again resnet18"
+    assert f"seed{member_seed(0, 0)}" in record["identity"]["teacher"]
+    assert len(member_ckpts(out)) == 2  # the born-again teacher is the ensemble's member 0: nothing new trained
+
+
+def test_an_ensemble_with_one_member_missing_trains_only_that_member(ensemble_runs, fake_data_dir):
+    out, _, _ = ensemble_runs
+    kept, gone = member_ckpts(out)[0].parent, member_ckpts(out)[1].parent
+    before = (kept / "teacher.json").read_text()
+    shutil.move(gone, out / "moved-away")
+    run(compose_cfg(["method=rkd", *ENSEMBLE, "name=resumed"], fake_data_dir, out))
+    assert (kept / "teacher.json").read_text() == before
+    assert (gone / "teacher.ckpt").is_file()
+
+
+def test_full_data_teacher_is_the_full_levels_teacher_and_a_separate_condition(fake_data_dir, tmp_path):
+    def cfg(*extra):
+        return compose_cfg(["method=rkd", "dataset=usps", *extra], fake_data_dir, tmp_path)
+
+    small_full = cfg("dataset.factors.train_fraction=0.5", "teacher.data=full")
+    small_same = cfg("dataset.factors.train_fraction=0.5")
+    full_level = cfg()
+    assert teachers.teacher_key(small_full) == teachers.teacher_key(full_level) != teachers.teacher_key(small_same)
+    assert fingerprint(small_full, teachers.teacher_reference(small_full)) != fingerprint(
+        small_same, teachers.teacher_reference(small_same)
+    )
+    assert teachers.teacher_config(small_full).dataset.factors.train_fraction == 1.0
+    assert small_full.dataset.factors.train_fraction == 0.5  # the students keep their subsample
+    assert teacher_kinds.teacher_label(small_full) == "resnet18 (full-data)"
+    # ensemble members of a subsampled level keep the students' own draw
+    member = teacher_kinds.member_config(cfg("teacher=ensemble", "dataset.factors.train_fraction=0.5", "seed=3"), 1)
+    assert member.seed == member_seed(3, 1) and member.dataset.factors.factor_seed == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["teacher.members=-1"], "teacher.members=-1"),
+        (["teacher.data=half"], "teacher.data='half'"),
+        ([f"seed={2**31}"], "student seeds must be below 2^31"),
+        (["teacher=ensemble", "teacher_ckpt=" + str(PROJECT_ROOT / "README.md")], "a checkpoint is one network"),
+    ],
+)
+def test_bad_teacher_settings_are_refused_before_training(fake_data_dir, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("^", r"\^").replace("(", r"\(")):
+        validate_config(compose_cfg(["method=rkd", *overrides], fake_data_dir, tmp_path))
+
+
+@pytest.mark.slow
+def test_two_students_run_concurrently_train_each_member_once(tmp_path, fake_data_dir):
+    common = [*ENSEMBLE, f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kd_lightning.train", f"method={m}", *common],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for m in ("rkd", "ikd")
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    joined = "\n".join(outputs)
+    for k in range(2):
+        assert joined.count(f"fitting usps teacher seed={member_seed(0, k)}") == 1, joined
+    assert len(member_ckpts(tmp_path)) == 2
