@@ -24,28 +24,25 @@ Building blocks (``stats.py`` has the formulas):
   datasets with >= 2 paired seeds; one-sided exact permutation test over the datasets' orderings.
   Grows: p(rho >= observed) < 0.05; shrinks: p(rho <= observed) < 0.05. A bootstrap-over-seeds 95%
   interval for rho is shown beside it (descriptive).
-- **Factor trend** (one claim per factor a single-factor sweep varies, numbered from 101): for each of
-  RKD and IKD, the unit of replication is the **level**: the level's mean paired gain over scratch (over
-  its seeds and data draws) is regressed on the level's difficulty rank (1 = easiest: most data, least
-  noise, fewest classes, native resolution, colour, balanced), one-sided t-test of the slope on
-  L - 2 degrees of freedom (``stats.slope_test``). A level's chance offset (its data draw, its class
-  subset) is shared by all its seeds, so seeds never count as independent evidence for a trend;
-  >= 3 levels needed. The evidence names the unit, the number of units, the detectable slope at the
-  observed level scatter and how many levels the observed slope would need.
-  ``tests/report/test_factor_report.py`` measures the false-"supported" rate with level effects of 1-3x the
-  paired noise, and the power at the detectable slope.
-- **Factor contrast** (``grayscale``, two fixed conditions): per seed, the gain over scratch without
-  colour minus the gain with colour (a difference of paired differences), one-sided t-test over seeds.
+- **Factor claims** (one per factor a single-factor sweep varies, numbered from 101), for each distilling student:
+  when each seed draws its own data (``factor_seed = seed``) the unit is the **seed**: per seed the slope of its
+  paired gain over scratch on the levels' fixed positions (``factor_sweeps.LEVEL_POSITION``: log2 of the data
+  reduction for ``train_fraction``), or its gain at the hardest level minus at the easiest (the contrast;
+  ``grayscale`` always), one-sided t-test over seeds on S − 1 df (:func:`factor_seed_part`). When the seeds at a
+  level share its data (one draw or a fixed transformation) the unit is the **level**: level means on positions,
+  slope t-test on L − 2 df, ≥ 3 levels (:func:`factor_level_part`). The evidence names the unit and why, and
+  the effect the verdict as decided detects with 80% power (:func:`claim_mde`). ``tests/report/test_seed_unit.py``
+  and ``kd_lightning/report/calibration.py`` measure the error rates on sweeps with each seed's own AR(1) chain.
 - **Conjunctions** (claims 1 and 2 and the factor claims have two parts): a claim's p-value for
   "supported" is the largest of its parts' (an intersection-union test: no correction needed); its
   p-value for "contradicted" is the smallest part's times the number of parts (Bonferroni).
-- **One family for the whole report** (:func:`control_family`): every claim the report tests (claims
-  1-3 for each recipe and factor level, plus the factor claims) enters Holm's step-down procedure at
-  alpha = 0.05, once in the supported direction and once in the contradicted direction. So the chance
-  that the report calls any claim supported (or any contradicted) when it is not is at most 5%,
-  however many recipes and levels the sweep holds. A claim's verdict is ``supported`` when its
-  Holm-adjusted p for support is < 0.05, ``contradicted`` when its adjusted p for the opposite is;
-  else ``not testable`` when some part could not be tested, else ``inconclusive``.
+- **Families** (:func:`control_family`): the primary claim named in advance (``claims.primary``,
+  :mod:`kd_lightning.report.primary`) is tested first at the full alpha = 0.05; every other claim is
+  exploratory: Holm's step-down among themselves at alpha = 0.05, once in the supported direction and once in
+  the contradicted direction, so the chance of any false supported (or contradicted) among them is at most 5%.
+  Each claim records its family, the order it was tested in and the alpha it was tested at. A claim's verdict
+  is ``supported`` when its p for support is below its alpha, ``contradicted`` likewise for the opposite; else
+  ``not testable`` when some part could not be tested, else ``inconclusive``.
 """
 
 from __future__ import annotations

@@ -16,14 +16,14 @@ Everything uses scipy.stats distributions (no hand-written critical values):
   n <= 8 (vectorised), ``scipy.stats.permutation_test`` with random orderings beyond. Valid when, with no
   trend, every ordering of the per-dataset values is equally likely. The smallest attainable one-sided
   p-value is 1/n!: 0.167 with 3 datasets, 0.042 with 4, 0.0083 with 5.
-- **Trend over the levels of a data factor** (the level is the unit): one value per level (its mean
-  paired gain over the seeds), ordinary least squares of it on the level's difficulty rank x = 1..L,
-  slope b = Sxy / Sxx, residual sd s = sqrt(RSS / (L - 2)), t = b / (s / sqrt(Sxx)) on L - 2 degrees of
-  freedom, one-sided p-values. When every level has the same number of seeds this is the exact test of
-  the slope in the random-level-effects model y_ls = a + b x_l + u_l + e_ls: the level means carry both
-  variances (var u + var e / seeds), so a level's chance offset cannot pass for a trend (a Wald test of
-  a mixed model with 3-5 groups would be anti-conservative). Power is the noncentral t's:
-  ncp = b sqrt(Sxx) / sigma on L - 2 df; with equally spaced ranks Sxx = L (L^2 - 1) / 12.
+- **Trend over the levels of a data factor, the level as the unit** (the seeds at a level share its data): one
+  value per level (its mean paired gain over the seeds), OLS of it on the level's fixed position x_l, slope
+  b = Sxy / Sxx, residual sd s = sqrt(RSS / (L - 2)), t = b / (s / sqrt(Sxx)) on L - 2 df, one-sided p-values;
+  with equal seeds per level the exact test of the slope in the random-level-effects model
+  y_ls = a + b x_l + u_l + e_ls. Power: noncentral t with ncp = b sqrt(Sxx) / sigma on L - 2 df.
+- **The seed as the unit** (each seed draws its own nested chain of data across the levels, so a seed's levels
+  correlate): per seed, b_s = sum_l (x_l - x̄) g_sl / Sxx (its slope) or g_s,hardest - g_s,easiest (its contrast);
+  one-sample t-test of the b_s over the S seeds on S - 1 df. Exact for any correlation within a seed.
 - **Bootstrap interval for rho**: resampling seeds with replacement within each dataset (stratified),
   recomputing the per-dataset means and rho; percentile interval. Descriptive only (with 3 seeds a
   dataset has only 10 distinct resamples), never used for a verdict.
@@ -31,6 +31,10 @@ Everything uses scipy.stats distributions (no hand-written critical values):
   nc = effect * sqrt(n) / sd). The minimum detectable effect (MDE) is the effect with 80% power at
   alpha = 0.05 for the observed sd and number of pairs; "pairs needed" is the smallest n reaching 80%
   power for a given effect (the paper's difference) at the observed sd.
+- **Power of a verdict** that needs every part (both students) to pass a one-sided t-test at the claim's alpha:
+  the product of the parts' noncentral-t powers (a lower bound when the parts correlate positively), each sd at
+  its one-sided upper confidence limit sd · sqrt(df / chi2_{1-c}(df)), c = SD_CONFIDENCE, because an sd from a
+  few units can be far from the true one. The verdict's MDE and the seeds it needs follow from it.
 """
 
 from __future__ import annotations
