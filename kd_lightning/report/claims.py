@@ -24,34 +24,33 @@ Building blocks (``stats.py`` has the formulas):
   datasets with >= 2 paired seeds; one-sided exact permutation test over the datasets' orderings.
   Grows: p(rho >= observed) < 0.05; shrinks: p(rho <= observed) < 0.05. A bootstrap-over-seeds 95%
   interval for rho is shown beside it (descriptive).
-- **Factor trend** (one claim per factor a single-factor sweep varies, numbered from 101): for each of
-  RKD and IKD, the unit of replication is the **level**: the level's mean paired gain over scratch (over
-  its seeds and data draws) is regressed on the level's difficulty rank (1 = easiest: most data, least
-  noise, fewest classes, native resolution, colour, balanced), one-sided t-test of the slope on
-  L - 2 degrees of freedom (``stats.slope_test``). A level's chance offset (its data draw, its class
-  subset) is shared by all its seeds, so seeds never count as independent evidence for a trend;
-  >= 3 levels needed. The evidence names the unit, the number of units, the detectable slope at the
-  observed level scatter and how many levels the observed slope would need.
-  ``tests/report/test_factor_report.py`` measures the false-"supported" rate with level effects of 1-3x the
-  paired noise, and the power at the detectable slope.
-- **Factor contrast** (``grayscale``, two fixed conditions): per seed, the gain over scratch without
-  colour minus the gain with colour (a difference of paired differences), one-sided t-test over seeds.
+- **Factor claims** (one per factor a single-factor sweep varies, numbered from 101), for each distilling student:
+  when each seed draws its own data (``factor_seed = seed``) the unit is the **seed**: per seed the slope of its
+  paired gain over scratch on the levels' fixed positions (``factor_sweeps.LEVEL_POSITION``: log2 of the data
+  reduction for ``train_fraction``), or its gain at the hardest level minus at the easiest (the contrast;
+  ``grayscale`` always), one-sided t-test over seeds on S − 1 df (:func:`factor_seed_part`). When the seeds at a
+  level share its data (one draw or a fixed transformation) the unit is the **level**: level means on positions,
+  slope t-test on L − 2 df, ≥ 3 levels (:func:`factor_level_part`). The evidence names the unit and why, and
+  the effect the verdict as decided detects with 80% power (:func:`claim_mde`). ``tests/report/test_seed_unit.py``
+  and ``kd_lightning/report/calibration.py`` measure the error rates on sweeps with each seed's own AR(1) chain.
 - **Conjunctions** (claims 1 and 2 and the factor claims have two parts): a claim's p-value for
   "supported" is the largest of its parts' (an intersection-union test: no correction needed); its
   p-value for "contradicted" is the smallest part's times the number of parts (Bonferroni).
-- **One family for the whole report** (:func:`control_family`): every claim the report tests (claims
-  1-3 for each recipe and factor level, plus the factor claims) enters Holm's step-down procedure at
-  alpha = 0.05, once in the supported direction and once in the contradicted direction. So the chance
-  that the report calls any claim supported (or any contradicted) when it is not is at most 5%,
-  however many recipes and levels the sweep holds. A claim's verdict is ``supported`` when its
-  Holm-adjusted p for support is < 0.05, ``contradicted`` when its adjusted p for the opposite is;
-  else ``not testable`` when some part could not be tested, else ``inconclusive``.
+- **Families** (:func:`control_family`): the primary claim named in advance (``claims.primary``,
+  :mod:`kd_lightning.report.primary`) is tested first at the full alpha = 0.05; every other claim is
+  exploratory: Holm's step-down among themselves at alpha = 0.05, once in the supported direction and once in
+  the contradicted direction, so the chance of any false supported (or contradicted) among them is at most 5%.
+  Each claim records its family, the order it was tested in and the alpha it was tested at. A claim's verdict
+  is ``supported`` when its p for support is below its alpha, ``contradicted`` likewise for the opposite; else
+  ``not testable`` when some part could not be tested, else ``inconclusive``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -59,18 +58,20 @@ import pandas as pd
 
 from kd_lightning.report import stats
 from kd_lightning.report.factor_sweeps import (
-    DIFFICULTY_SIGN,
     FACTOR_TEXT,
+    POSITION_UNIT,
     TWO_LEVEL_FACTORS,
     complexity_evidence,
-    difficulty_ranks,
     draw_design,
     factor_points,
+    level_positions,
     paired_by_level,
+    seeds_draw_their_own,
     students_of,
 )
 from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, method_label
 from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
+from kd_lightning.report.primary import PrimaryClaim, primary_from_runs
 from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import DEFAULT_METRIC, for_recipe, metric_values, recipes_in
 from kd_lightning.report.tables import paired_from_values, paired_values, wide_values
@@ -82,6 +83,10 @@ NOT_TESTABLE = "not testable"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
 
 ALPHA = stats.ALPHA
+CONFIDENCE = stats.CONFIDENCE
+#: the families of the report (:func:`control_family`)
+PRIMARY = "primary"
+EXPLORATORY = "exploratory"
 MIN_PAIRS = 2
 #: fewest datasets whose exact permutation test can reach p < ALPHA (1/4! = 0.042)
 MIN_TREND_DATASETS = next(n for n in range(2, 10) if stats.min_permutation_p(n) < ALPHA)
@@ -97,6 +102,14 @@ class Part:
     evidence: str  # markdown lines
     p_support: float = math.nan  # one-sided p for the claim's direction; NaN: not testable
     p_contradict: float = math.nan  # for the opposite direction, already Bonferroni-corrected over the parts
+    #: what the power of its verdict rests on: the unit ("seed" / "level"), the sd of the unit's statistic, its
+    #: df, se = sd · se_scale, the effect's unit, and the span of positions a slope covers (1 for a contrast)
+    unit: str = ""
+    sd: float = math.nan
+    df: int = 0
+    se_scale: float = math.nan
+    effect_unit: str = ""
+    span: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -116,18 +129,24 @@ class Claim:
     #: Holm-adjusted over the report's family (:func:`control_family`); NaN before that or when untested
     p_support_family: float = math.nan
     p_contradict_family: float = math.nan
+    #: primary (named in advance, tested first at the full α) or exploratory (Holm among themselves)
+    family: str = EXPLORATORY
+    order: int = 0  # the order it was tested in (1 = first)
+    alpha: float = math.nan  # the α its support was tested at (Holm's step for an exploratory claim)
+    direction: str = "greater"
+    mde: float = math.nan  # effect with 80% power for the verdict as decided (:func:`claim_mde`)
 
 
 # --------------------------------------------------------------------------------------------------
 # Parts
 
 
-def verdict_from(p_support: float, p_contradict: float, testable: bool = True) -> str:
-    """Supported when p(support) < ALPHA, contradicted when p(contradict) < ALPHA, else not testable /
+def verdict_from(p_support: float, p_contradict: float, testable: bool = True, alpha: float = ALPHA) -> str:
+    """Supported when p(support) < alpha, contradicted when p(contradict) < alpha, else not testable /
     inconclusive. ``p_contradict`` carries any Bonferroni factor already."""
-    if p_support < ALPHA:
+    if p_support < alpha:
         return SUPPORTED
-    if p_contradict < ALPHA:
+    if p_contradict < alpha:
         return CONTRADICTED
     return INCONCLUSIVE if testable and not math.isnan(p_support) else NOT_TESTABLE
 
@@ -391,14 +410,19 @@ def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
         "p_contradict",
         "p_support_family",
         "p_contradict_family",
+        "family",
+        "order",
+        "alpha",
+        "direction",
+        "mde",
     ]
     return pd.DataFrame([{k: v for k, v in asdict(c).items() if k != "parts"} for c in claims], columns=cols)
 
 
 # --------------------------------------------------------------------------------------------------
-# Single-factor sweeps: does the gain grow as the data gets harder along one factor?
+# Single-factor sweeps: does the gain change as the data gets harder along one factor?
 
-#: fewest levels whose slope test has a residual degree of freedom
+#: fewest levels whose level-unit slope test has a residual degree of freedom
 FACTOR_MIN_LEVELS = 3
 
 
@@ -407,172 +431,344 @@ def _seed_counts(paired: pd.DataFrame) -> str:
     return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
 
 
-def _levels_needed_text(slope: float, needed: float) -> str:
-    """How many equally spaced levels the observed slope would need for 80% power (nothing for no growth)."""
-    if not slope > 0:
-        return "."
-    if math.isinf(needed):
-        return "; at the observed slope not even 200 equally spaced levels would give 80% power."
-    return f"; the observed slope would need ≥ {fmt_n(needed)} equally spaced levels."
+#: what a factor claim tests when no primary claim names it
+DEFAULT_FACTOR_TEST = "slope"
 
 
-def factor_trend_part(points: pd.DataFrame, factor: str, student: str, n_parts: int = 2) -> Part:
-    """Does the student's paired gain over scratch grow as the data gets harder along ``factor``?
-    The level is the unit (module docstring): one mean gain per level, slope over difficulty ranks."""
+def _per_level_text(paired: pd.DataFrame, factor: str) -> str:
+    means = paired.groupby("level")["diff"].mean()
+    order = np.argsort(level_positions(factor, means.index), kind="stable")
+    return ", ".join(f"{factor}={means.index[i]:g}: {fmt(means.iloc[i], signed=True)}" for i in order) or "none"
+
+
+def _direction_ps(res: dict[str, float], direction: str, n_parts: int) -> tuple[float, float]:
+    """(p for the claimed direction, p for the opposite Bonferroni-corrected over the parts)."""
+    forward, backward = ("p_greater", "p_less") if direction == "greater" else ("p_less", "p_greater")
+    return _directional(res[forward], res[backward], n_parts)
+
+
+def _seed_unit_text(points: pd.DataFrame, factor: str, n_seeds: int, n_levels: int) -> str:
+    if factor in TWO_LEVEL_FACTORS:
+        why = "two fixed conditions without a random draw: the seeds replicate training"
+    else:
+        why = (
+            "each seed draws its own data at every level (factor_seed = seed), so one seed's gains form one "
+            "chain across the levels and correlate; the seeds, not the levels, are independent"
+        )
+    return f"unit: the seed ({n_seeds} seed(s) with all {n_levels} level(s) paired; {why})"
+
+
+def _untestable(name: str, reason: str, per_level: str, unit: str, kind: str, advice: str = "") -> Part:
+    """A factor part whose test cannot run: the reason, and what the levels show."""
+    evidence = f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}.{advice}"
+    return Part(name, NOT_TESTABLE, reason, evidence, unit=kind)
+
+
+def factor_seed_part(
+    points: pd.DataFrame, factor: str, student: str, test: str, direction: str = "greater", n_parts: int = 2
+) -> Part:
+    """The seed is the unit: per seed, the slope of its paired gain on the levels' fixed positions (``slope``) or
+    its gain at the hardest level minus at the easiest (``contrast``); one-sided t-test over seeds, S − 1 df."""
+    paired = paired_by_level(points, student, "scratch")
+    name = f"{method_label(student)} − {method_label('scratch')} as {FACTOR_TEXT[factor]}"
+    chains = paired.pivot_table(index="seed", columns="level", values="diff", aggfunc="mean").dropna()
+    x = level_positions(factor, chains.columns) if len(chains.columns) else np.array([])
+    unit = _seed_unit_text(points, factor, len(chains), len(chains.columns))
+    per_level = _per_level_text(paired, factor)
+    if len(chains.columns) < 2 or len(chains) < MIN_PAIRS:
+        return _untestable(
+            name,
+            f"{name}: {len(chains)} seed(s) with ≥ 2 levels paired; the test needs ≥ {MIN_PAIRS}",
+            per_level,
+            unit,
+            "seed",
+        )
+    gains = chains.to_numpy()
+    stat = {"slope": stats.per_seed_slopes, "contrast": stats.per_seed_contrast}
+    res = {k: stats.t_over_units(f(x, gains)) for k, f in stat.items()}
+    chosen, other = res[test], res["contrast" if test == "slope" else "slope"]
+    if math.isnan(chosen["t"]):
+        return _untestable(
+            name, f"{name}: every seed's {test} is the same (no spread to judge it by)", per_level, unit, "seed"
+        )
+    p_support, p_contradict = _direction_ps(chosen, direction, n_parts)
+    what = {"slope": f"slope per {POSITION_UNIT[factor]}", "contrast": "hardest minus easiest level"}
+    low, high = stats.t_interval(chosen["mean"], chosen["sd"] / math.sqrt(chosen["n"]), chosen["n"], CONFIDENCE)
+    values = ", ".join(fmt(v, signed=True) for v in stat[test](x, gains))
+    test_line = (
+        f"{name}: per-seed {what[test]} {fmt(chosen['mean'], signed=True)} pp {fmt_ci(low, high)} over "
+        f"{chosen['n']} seeds, t-test on {chosen['df']} df, p {fmt_p(chosen['p_greater'])} (grows) / "
+        f"{fmt_p(chosen['p_less'])} (shrinks)"
+    )
+    evidence = (
+        f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Per seed, {what[test]} "
+        f"(pp): {values}; sd over seeds {fmt(chosen['sd'])} pp. The other statistic (descriptive, outside the "
+        f"family): {what['contrast' if test == 'slope' else 'slope']} {fmt(other['mean'], signed=True)} pp, "
+        f"p {fmt_p(other['p_greater'])} (grows) / {fmt_p(other['p_less'])} (shrinks)."
+    )
+    span = float(x.max() - x.min()) if test == "slope" else 1.0
+    return Part(
+        name,
+        verdict_from(p_support, p_contradict),
+        test_line,
+        evidence,
+        p_support,
+        p_contradict,
+        unit="seed",
+        sd=float(chosen["sd"]),
+        df=int(chosen["df"]),
+        se_scale=1 / math.sqrt(chosen["n"]),
+        effect_unit="pp per " + POSITION_UNIT[factor] if test == "slope" else "pp (hardest minus easiest level)",
+        span=span,
+    )
+
+
+def factor_level_part(
+    points: pd.DataFrame, factor: str, student: str, direction: str = "greater", n_parts: int = 2
+) -> Part:
+    """The level is the unit (the seeds at a level share its draw or its fixed data): one mean gain per level,
+    OLS slope on the levels' fixed positions, one-sided t-test on L − 2 df (``stats.slope_test``)."""
     paired = paired_by_level(points, student, "scratch")
     name = f"{method_label(student)} − {method_label('scratch')} as {FACTOR_TEXT[factor]}"
     means = paired.groupby("level")["diff"].mean()
-    ranks = difficulty_ranks(factor, means.index) if len(means) else np.array([])
-    order = np.argsort(ranks, kind="stable")
-    per_level = ", ".join(f"{factor}={means.index[i]:g}: {fmt(means.iloc[i], signed=True)}" for i in order) or "none"
+    x = level_positions(factor, means.index) if len(means) else np.array([])
+    per_level = _per_level_text(paired, factor)
     n_levels = len(means)
     unit = (
         f"unit: the level ({n_levels} level(s) with a paired seed, {_seed_counts(paired) if n_levels else 0} "
-        f"seed(s) each; {draw_design(paired, factor)})"
+        f"seed(s) each; {draw_design(paired, factor)}: a level's seeds share its data, so they are not "
+        "independent evidence for a trend)"
     )
     if n_levels < FACTOR_MIN_LEVELS:
-        return Part(
+        return _untestable(
             name,
-            NOT_TESTABLE,
             f"{name}: {n_levels} level(s); a trend over levels needs ≥ {FACTOR_MIN_LEVELS} (seeds at one level "
             "are not independent evidence for a trend)",
-            f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Add "
-            f"{FACTOR_MIN_LEVELS - n_levels} level(s) to test a trend.",
+            per_level,
+            unit,
+            "level",
+            f" Add {FACTOR_MIN_LEVELS - n_levels} level(s) to test a trend.",
         )
-    res = stats.slope_test(ranks, means.to_numpy())
+    res = stats.slope_test(x, means.to_numpy())
     if math.isnan(res["t"]):
-        return Part(
+        return _untestable(
             name,
-            NOT_TESTABLE,
             f"{name}: the level means lie exactly on a line (no scatter to judge the slope by)",
-            f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}.",
+            per_level,
+            unit,
+            "level",
         )
-    p_support, p_contradict = _directional(res["p_greater"], res["p_less"], n_parts)
-    verdict = verdict_from(p_support, p_contradict)
-    mde = stats.slope_mde(res["resid_sd"], n_levels)
-    needed = stats.levels_needed(res["slope"], res["resid_sd"])
+    p_support, p_contradict = _direction_ps(res, direction, n_parts)
     within = paired.groupby("level")["diff"].std(ddof=1).dropna()
     seed_sd = f"; seed-to-seed sd within a level {fmt(float(np.sqrt((within**2).mean())))} pp" if len(within) else ""
     test = (
-        f"{name}: slope {fmt(res['slope'], signed=True)} pp per level step over {n_levels} levels, t-test on "
-        f"{int(res['df'])} df, p {fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)"
+        f"{name}: slope {fmt(res['slope'], signed=True)} pp per {POSITION_UNIT[factor]} over {n_levels} level means, "
+        f"t-test on {int(res['df'])} df, p {fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)"
     )
     evidence = (
         f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Slope "
-        f"{fmt(res['slope'], signed=True)} pp per step, level scatter around the line {fmt(res['resid_sd'])} pp"
-        f"{seed_sd}; Spearman rho of the level means {fmt(stats.spearman_rho(ranks, means.to_numpy()), signed=True)} "
-        f"(descriptive). Detectable with 80% power at this scatter: a growth of ≥ {fmt(mde)} pp per level step "
-        f"({fmt(mde * (n_levels - 1))} pp from the easiest to the hardest level)"
-        + _levels_needed_text(res["slope"], needed)
-        + " More seeds shrink only the seed part of the level scatter; more levels shrink both."
+        f"{fmt(res['slope'], signed=True)} pp per {POSITION_UNIT[factor]}, level scatter around the line "
+        f"{fmt(res['resid_sd'])} pp{seed_sd}. More seeds shrink only the seed part of the level scatter; more "
+        "levels add degrees of freedom."
     )
-    return Part(name, verdict, test, evidence, p_support, p_contradict)
+    return Part(
+        name,
+        verdict_from(p_support, p_contradict),
+        test,
+        evidence,
+        p_support,
+        p_contradict,
+        unit="level",
+        sd=float(res["resid_sd"]),
+        df=int(res["df"]),
+        se_scale=1 / math.sqrt(stats.position_sxx(x)),
+        effect_unit=f"pp per {POSITION_UNIT[factor]}",
+        span=float(x.max() - x.min()),
+    )
 
 
-def factor_contrast_part(points: pd.DataFrame, factor: str, student: str, n_parts: int = 2) -> Part:
-    """Two fixed conditions (e.g. colour vs grayscale): per seed, the student's gain over scratch on the
-    harder condition minus on the easier one; one-sided t-test over seeds (the unit is the seed)."""
-    paired = paired_by_level(points, student, "scratch")
-    name = f"{method_label(student)} − {method_label('scratch')} as {FACTOR_TEXT[factor]}"
-    levels = sorted(paired["level"].unique(), key=lambda lv: DIFFICULTY_SIGN[factor] * lv)
-    per_level = (
-        ", ".join(
-            f"{factor}={lv:g}: {fmt(paired.loc[paired['level'] == lv, 'diff'].mean(), signed=True)}" for lv in levels
+def _factor_statement(dataset: str, factor: str, students: Sequence[str], direction: str) -> str:
+    verb = "grows" if direction == "greater" else "shrinks"
+    who = " and ".join(map(method_label, students)) or "no distilling student ran"
+    return (
+        f"On {dataset_label(dataset)}, the gain from distillation over scratch {verb} as {FACTOR_TEXT[factor]} ({who})."
+    )
+
+
+def _factor_criterion(seed_unit: bool, test: str, direction: str) -> str:
+    way = "growth" if direction == "greater" else "decline"
+    if seed_unit:
+        how = (
+            "per seed, the slope of its paired gain over scratch on the levels' fixed positions"
+            if test == "slope"
+            else "per seed, its paired gain over scratch at the hardest level minus at the easiest"
         )
-        or "none"
+        unit = "one-sided t-test over seeds on S − 1 df (the unit is the seed)"
+    else:
+        how = "the per-level mean paired gain over scratch regressed on the levels' fixed positions"
+        unit = f"one-sided t-test of the slope on L − 2 df (the unit is the level, ≥ {FACTOR_MIN_LEVELS} levels)"
+    return (
+        f"For each distilling student named: {how}; {unit}. Supported: p({way}) < the claim's α for each. "
+        "Contradicted: p(the opposite) < α / (students) for any. α: the full α for the primary claim, Holm's "
+        "step among the exploratory claims otherwise."
     )
-    if len(levels) != 2:
-        return Part(
-            name,
-            NOT_TESTABLE,
-            f"{name}: {len(levels)} condition(s) with paired seeds; the contrast needs both",
-            f"- {name}: mean paired gain (pp) {per_level}.",
-        )
-    by_seed = paired.pivot_table(index="seed", columns="level", values="diff", aggfunc="mean").dropna()
-    contrast = (by_seed[levels[1]] - by_seed[levels[0]]).to_numpy()
-    t = stats.paired_t(contrast)
-    unit = f"unit: the seed ({len(contrast)} seed(s) with both conditions paired)"
-    if math.isnan(t["p"]):
-        return Part(
-            name,
-            NOT_TESTABLE,
-            f"{name}: {len(contrast)} seed(s) with both conditions; the contrast needs ≥ {MIN_PAIRS} with some spread",
-            f"- {name}: mean paired gain (pp) {per_level}; {unit}.",
-        )
-    p_support, p_contradict = _directional(t["p_greater"], t["p_less"], n_parts)
-    mde = stats.minimum_detectable_effect(t["std"], t["n"], alpha=2 * ALPHA)  # one-sided at ALPHA
-    test = (
-        f"{name}: gain {factor}={levels[1]:g} minus gain {factor}={levels[0]:g} {fmt(t['mean'], signed=True)} pp "
-        f"{fmt_ci(t['ci_low'], t['ci_high'])} over {t['n']} seeds, p {fmt_p(t['p_greater'])} (grows) / "
-        f"{fmt_p(t['p_less'])} (shrinks)"
-    )
-    evidence = (
-        f"- {name}: mean paired gain (pp) {per_level}; {unit}. Difference of gains "
-        f"{fmt(t['mean'], signed=True)} pp {fmt_ci(t['ci_low'], t['ci_high'])}; detectable with 80% power: "
-        f"≥ {fmt(mde)} pp."
-    )
-    return Part(name, verdict_from(p_support, p_contradict), test, evidence, p_support, p_contradict)
 
 
-def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> list[Claim]:
-    """One claim per (dataset, recipe, factor) the sweep varies; verdicts before :func:`control_family`."""
+def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, primary: PrimaryClaim | None = None) -> list[Claim]:
+    """One claim per (dataset, recipe, factor) the sweep varies; the one ``primary`` names is the primary claim,
+    with its students, test and direction. Verdicts before :func:`control_family`."""
     points = factor_points(runs, metric)
     claims = []
     groups = points.groupby(["dataset", "base_recipe", "factor"], sort=False)
     for number, ((dataset, recipe, factor), sub) in enumerate(groups, start=1):
-        contrast = factor in TWO_LEVEL_FACTORS
-        part = factor_contrast_part if contrast else factor_trend_part
-        students = students_of(sub)
-        parts = [part(sub, factor, s, n_parts=len(students)) for s in students]
-        statement = (
-            f"On {dataset_label(dataset)}, the gain from distillation over scratch grows as "
-            f"{FACTOR_TEXT[factor]} ({' and '.join(map(method_label, students)) or 'no distilling student ran'})."
-        )
-        if contrast:
-            criterion = (
-                f"For each distilling student, per seed: gain over scratch on the harder condition minus on the "
-                f"easier one; one-sided t-test over seeds (the unit). Supported: p(growth) < {ALPHA} for each. "
-                f"Contradicted: p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family."
-            )
+        is_primary = primary is not None and primary.matches(dataset, factor)
+        test = primary.test if is_primary else DEFAULT_FACTOR_TEST
+        direction = primary.direction if is_primary else "greater"
+        seed_unit = factor in TWO_LEVEL_FACTORS or seeds_draw_their_own(sub, factor)
+        test = "contrast" if factor in TWO_LEVEL_FACTORS else test
+        students = [s for s in students_of(sub) if not (is_primary and primary.students) or s in primary.students]
+        if seed_unit:
+            parts = [factor_seed_part(sub, factor, s, test, direction, len(students)) for s in students]
         else:
-            criterion = (
-                f"For each distilling student: the per-level mean paired gain over scratch regressed on the level's "
-                f"difficulty rank; one-sided t-test of the slope on L − 2 df (the unit is the level, "
-                f"≥ {FACTOR_MIN_LEVELS} levels). Supported: p(growth) < {ALPHA} for each. Contradicted: "
-                f"p(decline) < {ALPHA} / (students) for any. Then Holm over the report's family."
-            )
+            parts = [factor_level_part(sub, factor, s, direction, len(students)) for s in students]
         complexity = [line for s in students for line in complexity_evidence(sub, s)]
-        claims.append(_claim(100 + number, statement, criterion, parts, recipe, extra_evidence=complexity))
+        claim = _claim(
+            100 + number,
+            _factor_statement(dataset, factor, students, direction),
+            _factor_criterion(seed_unit, test, direction),
+            parts,
+            recipe,
+            extra_evidence=complexity,
+        )
+        claims.append(replace(claim, family=PRIMARY if is_primary else EXPLORATORY, direction=direction))
+    if primary is not None and not any(c.family == PRIMARY for c in claims):
+        claims.insert(0, _missing_primary(primary))
     return claims
 
 
+def _missing_primary(primary: PrimaryClaim) -> Claim:
+    return Claim(
+        100,
+        f"Primary claim named in advance: {primary.describe()}.",
+        "As named in claims.primary.",
+        NOT_TESTABLE,
+        f"the sweep has no levels of {primary.factor} to test it on",
+        f"- No runs vary {primary.factor}.",
+        family=PRIMARY,
+        direction=primary.direction,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
-# The report's family
+# The report's families: the primary claim first at the full α, the exploratory claims Holm among themselves
+
+
+def _testable(c: Claim) -> bool:
+    return all(p.verdict != NOT_TESTABLE for p in c.parts) if c.parts else not math.isnan(c.p_support)
+
+
+def verdict_power_parts(parts: Sequence[Part], alpha: float) -> tuple[list[float], list[int]]:
+    """The parts' standard errors with each sd at its upper confidence limit (stats.SD_CONFIDENCE), and their df."""
+    ses = [stats.sd_upper_limit(p.sd, p.df) * p.se_scale for p in parts]
+    return ses, [p.df for p in parts]
+
+
+def claim_mde(c: Claim) -> float:
+    """The effect at which this claim's verdict, as decided (every part at the claim's α), has 80% power."""
+    parts = [p for p in c.parts if p.df > 0]
+    if not parts or len(parts) != len(c.parts) or math.isnan(c.alpha):
+        return math.nan
+    return stats.verdict_mde(*verdict_power_parts(parts, c.alpha), alpha=c.alpha)
+
+
+def _mde_text(c: Claim, mde: float) -> str:
+    if math.isnan(mde):
+        return ""
+    parts = c.parts
+    who = "every student named" if len(parts) > 1 else "its one student"
+    over = (
+        f" ({fmt(mde * parts[0].span)} pp across the sweep's range of positions, {fmt(parts[0].span)}; never beyond it)"
+        if parts[0].span != 1.0
+        else ""
+    )
+    dfs = sorted({p.df for p in parts})
+    return (
+        f"- Detectable with 80% power for this verdict as decided ({who} at α {c.alpha:.4g}, one-sided; each sd at "
+        f"its {stats.SD_CONFIDENCE:.0%} upper confidence limit on {'/'.join(map(str, dfs))} df, since an sd from "
+        f"few units can be far from the true one): ≥ {fmt(mde)} {parts[0].effect_unit}{over}. "
+        "`python -m kd_lightning.report plan` gives the seeds for a stated effect."
+    )
+
+
+def _decide(c: Claim, family: str, order: int, alpha: float, ps: float, pc: float, note: str) -> Claim:
+    verdict = verdict_from(ps, pc, _testable(c), alpha)
+    c = replace(
+        c,
+        verdict=verdict,
+        test=f"{c.test}; {note}",
+        p_support_family=ps,
+        p_contradict_family=pc,
+        family=family,
+        order=order,
+        alpha=alpha,
+    )
+    mde = claim_mde(c)
+    text = _mde_text(c, mde)
+    return replace(c, mde=mde, evidence=f"{c.evidence}\n{text}" if text else c.evidence)
 
 
 def control_family(claims: Sequence[Claim]) -> list[Claim]:
-    """Holm over every claim the report tests, once per direction (module docstring); final verdicts."""
-    adjusted_support, _ = stats.holm([c.p_support for c in claims])
-    adjusted_contradict, _ = stats.holm([c.p_contradict for c in claims])
-    out = []
-    for c, ps, pc in zip(claims, adjusted_support, adjusted_contradict):
-        testable = all(p.verdict != NOT_TESTABLE for p in c.parts) if c.parts else not math.isnan(c.p_support)
-        verdict = verdict_from(float(ps), float(pc), testable)
-        note = f"family: Holm-adjusted p {fmt_p(ps)} (supported) / {fmt_p(pc)} (contradicted)"
-        out.append(
-            replace(
-                c, verdict=verdict, test=f"{c.test}; {note}", p_support_family=float(ps), p_contradict_family=float(pc)
-            )
+    """Final verdicts: the primary claim (at most one) at the full α, tested first; every other claim is
+    exploratory, Holm's step-down among themselves in each direction (module docstring)."""
+    primary = [i for i, c in enumerate(claims) if c.family == PRIMARY]
+    rest = [i for i in range(len(claims)) if i not in primary]
+    out: list[Claim | None] = [None] * len(claims)
+    for i in primary:
+        c = claims[i]
+        note = f"family: primary, tested 1st at α {ALPHA} (p {fmt_p(c.p_support)} / {fmt_p(c.p_contradict)})"
+        out[i] = _decide(c, PRIMARY, 1, ALPHA, c.p_support, c.p_contradict, note)
+    adjusted_support, level = stats.holm([claims[i].p_support for i in rest])
+    adjusted_contradict, _ = stats.holm([claims[i].p_contradict for i in rest])
+    steps = np.argsort(np.where(np.isnan(level), np.inf, 1 - level), kind="stable")  # Holm's order: smallest α first
+    rank = {int(j): k for k, j in enumerate(steps)}
+    for j, i in enumerate(rest):
+        alpha = 1 - float(level[j]) if not math.isnan(level[j]) else math.nan
+        order = len(primary) + 1 + rank[j]
+        ps, pc = float(adjusted_support[j]), float(adjusted_contradict[j])
+        note = (
+            f"family: exploratory, Holm over {int(np.sum(~np.isnan(level)))} claim(s), step {rank[j] + 1} "
+            f"(α {alpha:.4g}): Holm-adjusted p {fmt_p(ps)} (supported) / {fmt_p(pc)} (contradicted)"
+            if not math.isnan(alpha)
+            else f"family: exploratory, not tested: Holm-adjusted p {fmt_p(ps)} / {fmt_p(pc)}"
         )
-    return out
+        out[i] = _decide(claims[i], EXPLORATORY, order, alpha, ps, pc, note)
+    return [c for c in out if c is not None]
 
 
 def family_sizes(claims: Sequence[Claim]) -> tuple[int, int]:
-    """How many claims entered the family in each direction (a claim that cannot be tested does not)."""
-    return (sum(not math.isnan(c.p_support) for c in claims), sum(not math.isnan(c.p_contradict) for c in claims))
+    """How many exploratory claims entered Holm in each direction (a claim that cannot be tested does not)."""
+    rest = [c for c in claims if c.family != PRIMARY]
+    return (sum(not math.isnan(c.p_support) for c in rest), sum(not math.isnan(c.p_contradict) for c in rest))
 
 
-def report_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> list[Claim]:
-    """Every claim the report makes (claims 1-3 per recipe and level, then the factor claims), with
-    verdicts under the report-wide family control."""
-    return control_family(evaluate_claims(runs, metric) + factor_claims(runs, metric))
+#: a primary claim the command line names (``--primary``), in force for the reports written inside it
+_PRIMARY_OVERRIDE: contextvars.ContextVar[PrimaryClaim | None] = contextvars.ContextVar("primary", default=None)
+
+
+@contextlib.contextmanager
+def primary_override(primary: PrimaryClaim | None) -> Iterator[None]:
+    """Within the block, :func:`report_claims` takes ``primary`` as the claim named in advance (None: no override)."""
+    token = _PRIMARY_OVERRIDE.set(primary)
+    try:
+        yield
+    finally:
+        _PRIMARY_OVERRIDE.reset(token)
+
+
+def report_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, primary: PrimaryClaim | None = None) -> list[Claim]:
+    """Every claim the report makes (claims 1-3 per recipe and level, then the factor claims) with final verdicts.
+
+    ``primary``: the claim named in advance; default the command line's (:func:`primary_override`), else the one
+    the runs' recorded configs name (``claims.primary``), else none: every claim is exploratory."""
+    primary = primary or _PRIMARY_OVERRIDE.get() or primary_from_runs(runs)
+    return control_family(evaluate_claims(runs, metric) + factor_claims(runs, metric, primary))

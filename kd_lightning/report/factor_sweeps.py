@@ -43,6 +43,28 @@ DIFFICULTY_SIGN = {
     "grayscale": +1,
     "imbalance": +1,
 }
+#: a level's position on its factor's axis, larger = harder (the x of a slope; docs/factors.md): halvings of the
+#: training set (log2 of the reduction 1/f), doublings of the imbalance ratio (log2 ρ), tenths of the label-noise
+#: rate (10 η), doublings of the class count (log2 k), halvings of the resolution (−log2 r: the shift by the
+#: native size cancels in a slope), and colour removed (0 / 1)
+LEVEL_POSITION = {
+    "train_fraction": lambda f: -np.log2(f),
+    "imbalance": np.log2,
+    "label_noise": lambda eta: 10 * eta,
+    PAIRS_NOISE: lambda eta: 10 * eta,
+    "classes": np.log2,
+    "resolution": lambda r: -np.log2(r),
+    "grayscale": lambda g: 1.0 * g,
+}
+POSITION_UNIT = {
+    "train_fraction": "halving of the training set",
+    "imbalance": "doubling of the imbalance ratio",
+    "label_noise": "0.1 of label noise",
+    PAIRS_NOISE: "0.1 of pair-flip label noise",
+    "classes": "doubling of the class count",
+    "resolution": "halving of the resolution",
+    "grayscale": "colour removed",
+}
 #: factors whose levels are two fixed conditions: a paired contrast, not a trend
 TWO_LEVEL_FACTORS = frozenset({"grayscale"})
 #: factors that draw at random (from ``factor_seed``): their data draw is part of a level's condition
@@ -182,6 +204,23 @@ def students_of(points: pd.DataFrame) -> list[str]:
 def difficulty_ranks(factor: str, levels: Any) -> np.ndarray:
     """1 for the easiest level, L for the hardest (ties share the average rank)."""
     return rankdata(DIFFICULTY_SIGN[factor] * np.asarray(levels, dtype=float))
+
+
+def level_positions(factor: str, levels: Any) -> np.ndarray:
+    """Each level's fixed position on the factor's axis (:data:`LEVEL_POSITION`), larger = harder.
+
+    Fixed by the factor's definition, never by the levels a sweep happens to hold: a slope is per unit of
+    this axis, and adding or dropping a level moves no other level."""
+    return LEVEL_POSITION[factor](np.asarray(levels, dtype=float))
+
+
+def seeds_draw_their_own(points: pd.DataFrame, factor: str) -> bool:
+    """True when the seed is the unit: the factor draws at random and every drawn run's data draw is its own
+    seed's (``factor_seed = seed``), so each seed is one chain of draws across the levels."""
+    if factor not in RANDOM_FACTORS:
+        return False
+    drawn = points[points["factor_seed"].astype(int) >= 0]
+    return not drawn.empty and bool((drawn["factor_seed"].astype(int) == drawn["seed"].astype(int)).all())
 
 
 def draw_design(points: pd.DataFrame, factor: str) -> str:

@@ -258,27 +258,49 @@ def issues_markdown(issues: pd.DataFrame) -> str:
 def claims_summary(claims: Sequence[Claim]) -> pd.DataFrame:
     rows = []
     for c in claims:
-        row = {"#": c.number, "Claim": c.statement, "Verdict": f"**{c.verdict}**", "Test": c.test}
+        alpha = f"{c.alpha:.4g}" if c.alpha == c.alpha else "n/a"
+        row = {
+            "#": c.number,
+            "Claim": c.statement,
+            "Family (order, α)": f"{c.family} ({c.order}, {alpha})",
+            "Verdict": f"**{c.verdict}**" + (" (exploratory)" if c.family != "primary" else ""),
+            "Test": c.test,
+        }
         rows.append({"Recipe": c.recipe, **row} if c.recipe else row)
     return pd.DataFrame(rows)
 
 
-def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
+def family_paragraph(claims: Sequence[Claim]) -> str:
+    """Which claim is primary, how the others are controlled, and what the unit of each factor claim is."""
     n_support, n_contradict = family_sizes(claims)
+    primary = [c for c in claims if c.family == "primary"]
+    first = (
+        f"**Primary claim** (named in advance, `claims.primary`): claim {primary[0].number}, tested first at the full "
+        f"α = {ALPHA}. "
+        if primary
+        else "**No primary claim** was named in advance (`claims.primary`): every claim is exploratory. "
+    )
+    return (
+        first + f"**Exploratory claims**: the other {len(claims) - len(primary)}, Holm's step-down procedure at "
+        f"α = {ALPHA} among themselves over the {n_support} testable for support and, separately, the {n_contradict} "
+        "testable for the opposite; they generate hypotheses for the next sweep's primary. The table gives each "
+        "claim's family, the order it was tested in and the α it was tested at. Factor claims count the **seed** as "
+        "the unit when each seed draws its own data (factor_seed = seed: a seed's gains form one chain across the "
+        "levels), and the **level** when a level's seeds share its data (one draw, or a fixed transformation); "
+        "each claim's evidence says which and why."
+    )
+
+
+def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
     lines = [
         f"Verdicts use the headline metric ({metric}), one recipe (and data-factor level) at a time; where runs "
         "are not paper-configured they describe this sweep's recipe, not a replication. Verdicts: **supported** / "
         f"**contradicted** (shown with error control), **inconclusive** (the data cannot tell), **not testable** "
         f"(runs missing: < {MIN_PAIRS} paired seeds, < {MIN_TREND_DATASETS} datasets for a trend over datasets, "
-        f"< {FACTOR_MIN_LEVELS} levels for a trend over a factor's levels). Criteria in "
+        f"< {FACTOR_MIN_LEVELS} levels for a trend over a factor's level means). Criteria in "
         "`kd_lightning/report/claims.py` and docs/report.md.",
         "",
-        f"**Family.** The {len(claims)} claims below are one family: Holm's step-down procedure at α = {ALPHA} over "
-        f"the {n_support} claim(s) testable for support and, separately, the {n_contradict} testable for the "
-        f"opposite, so the chance of any false *supported* (or any false *contradicted*) in this report is at most "
-        f"{ALPHA:.0%}, however many recipes and levels it holds. Each claim's test line ends with its "
-        "Holm-adjusted p-values. Factor trends count the **level** as the unit of replication (a level's seeds "
-        "share its condition), the grayscale contrast the seed.",
+        family_paragraph(claims),
         "",
         markdown_table(claims_summary(claims)),
         "",

@@ -16,14 +16,14 @@ Everything uses scipy.stats distributions (no hand-written critical values):
   n <= 8 (vectorised), ``scipy.stats.permutation_test`` with random orderings beyond. Valid when, with no
   trend, every ordering of the per-dataset values is equally likely. The smallest attainable one-sided
   p-value is 1/n!: 0.167 with 3 datasets, 0.042 with 4, 0.0083 with 5.
-- **Trend over the levels of a data factor** (the level is the unit): one value per level (its mean
-  paired gain over the seeds), ordinary least squares of it on the level's difficulty rank x = 1..L,
-  slope b = Sxy / Sxx, residual sd s = sqrt(RSS / (L - 2)), t = b / (s / sqrt(Sxx)) on L - 2 degrees of
-  freedom, one-sided p-values. When every level has the same number of seeds this is the exact test of
-  the slope in the random-level-effects model y_ls = a + b x_l + u_l + e_ls: the level means carry both
-  variances (var u + var e / seeds), so a level's chance offset cannot pass for a trend (a Wald test of
-  a mixed model with 3-5 groups would be anti-conservative). Power is the noncentral t's:
-  ncp = b sqrt(Sxx) / sigma on L - 2 df; with equally spaced ranks Sxx = L (L^2 - 1) / 12.
+- **Trend over the levels of a data factor, the level as the unit** (the seeds at a level share its data): one
+  value per level (its mean paired gain over the seeds), OLS of it on the level's fixed position x_l, slope
+  b = Sxy / Sxx, residual sd s = sqrt(RSS / (L - 2)), t = b / (s / sqrt(Sxx)) on L - 2 df, one-sided p-values;
+  with equal seeds per level the exact test of the slope in the random-level-effects model
+  y_ls = a + b x_l + u_l + e_ls. Power: noncentral t with ncp = b sqrt(Sxx) / sigma on L - 2 df.
+- **The seed as the unit** (each seed draws its own nested chain of data across the levels, so a seed's levels
+  correlate): per seed, b_s = sum_l (x_l - x̄) g_sl / Sxx (its slope) or g_s,hardest - g_s,easiest (its contrast);
+  one-sample t-test of the b_s over the S seeds on S - 1 df. Exact for any correlation within a seed.
 - **Bootstrap interval for rho**: resampling seeds with replacement within each dataset (stratified),
   recomputing the per-dataset means and rho; percentile interval. Descriptive only (with 3 seeds a
   dataset has only 10 distinct resamples), never used for a verdict.
@@ -31,6 +31,10 @@ Everything uses scipy.stats distributions (no hand-written critical values):
   nc = effect * sqrt(n) / sd). The minimum detectable effect (MDE) is the effect with 80% power at
   alpha = 0.05 for the observed sd and number of pairs; "pairs needed" is the smallest n reaching 80%
   power for a given effect (the paper's difference) at the observed sd.
+- **Power of a verdict** that needs every part (both students) to pass a one-sided t-test at the claim's alpha:
+  the product of the parts' noncentral-t powers (a lower bound when the parts correlate positively), each sd at
+  its one-sided upper confidence limit sd · sqrt(df / chi2_{1-c}(df)), c = SD_CONFIDENCE, because an sd from a
+  few units can be far from the true one. The verdict's MDE and the seeds it needs follow from it.
 """
 
 from __future__ import annotations
@@ -246,36 +250,25 @@ def _scalars(out: dict[str, Any]) -> dict[str, Any]:
     return {k: float(v) if np.ndim(v) == 0 and isinstance(v, (np.ndarray, np.floating)) else v for k, v in out.items()}
 
 
-def ranks_sxx(n_levels: int) -> float:
-    """Sxx of the equally spaced ranks 1..L: L (L^2 - 1) / 12."""
-    return n_levels * (n_levels**2 - 1) / 12.0
+def position_sxx(positions: Sequence[float]) -> float:
+    """Sxx = sum (x - mean x)^2 of the levels' fixed positions (equally spaced ranks 1..L: L (L^2 - 1) / 12)."""
+    x = np.asarray(positions, dtype=float)
+    return float(((x - x.mean()) ** 2).sum())
 
 
-def slope_power(slope: float, sd: float, n_levels: int, alpha: float = ALPHA) -> float:
-    """Power of the one-sided slope t-test over ``n_levels`` equally spaced ranks at residual sd ``sd``."""
-    df = n_levels - 2
+def slope_power(slope: float, sd: float, positions: Sequence[float], alpha: float = ALPHA) -> float:
+    """Power of the one-sided level-unit slope t-test (L - 2 df) at residual sd ``sd`` of the level means."""
+    df = len(positions) - 2
     if df < 1 or not sd > 0 or math.isnan(slope):
         return math.nan
-    ncp = slope * math.sqrt(ranks_sxx(n_levels)) / sd
-    return float(stats.nct.sf(stats.t.ppf(1 - alpha, df), df, ncp))
+    return one_sided_power(slope, sd / math.sqrt(position_sxx(positions)), df, alpha)
 
 
-def slope_mde(sd: float, n_levels: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Smallest growth per level step that the one-sided slope test detects with ``power``."""
-    if n_levels < 3 or not sd > 0:
+def slope_mde(sd: float, positions: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest growth per unit of position that the one-sided level-unit slope test detects with ``power``."""
+    if len(positions) < 3 or not sd > 0:
         return math.nan
-    return _smallest_effect(lambda b: slope_power(b, sd, n_levels, alpha), sd, power)
-
-
-def levels_needed(slope: float, sd: float, alpha: float = ALPHA, power: float = POWER, most: int = 200) -> float:
-    """Fewest equally spaced levels at which a growth of ``slope`` per step is detected with ``power``
-    (same residual sd); inf beyond ``most``, NaN for no growth or no sd."""
-    if not slope > 0 or not sd > 0:
-        return math.nan
-    for n_levels in range(3, most + 1):
-        if slope_power(slope, sd, n_levels, alpha) >= power:
-            return float(n_levels)
-    return math.inf
+    return _smallest_effect(lambda b: slope_power(b, sd, positions, alpha), sd, power)
 
 
 @functools.cache
@@ -370,4 +363,112 @@ def pairs_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = 
             hi = mid
         else:
             lo = mid
+    return float(hi)
+
+
+# --------------------------------------------------------------------------------------------------
+# The seed as the unit (each seed draws its own chain of subsamples)
+
+
+def per_seed_slopes(positions: Sequence[float], gains: np.ndarray) -> np.ndarray:
+    """Each seed's OLS slope of its paired gains on the levels' fixed positions: b_s = Σ_l (x_l − x̄) g_sl / Sxx.
+
+    ``gains`` has the levels on the last axis (seeds and simulations on the leading ones). A seed main effect
+    (the same offset at every level) cancels; the levels of one seed may correlate in any way (AR(1) chain):
+    the seeds, not the levels, are the independent replicates."""
+    x = np.asarray(positions, dtype=float)
+    xc = x - x.mean()
+    return (np.asarray(gains, dtype=float) * xc).sum(axis=-1) / float((xc**2).sum())
+
+
+def per_seed_contrast(positions: Sequence[float], gains: np.ndarray) -> np.ndarray:
+    """Each seed's gain at the hardest level (largest position) minus its gain at the easiest (smallest)."""
+    x = np.asarray(positions, dtype=float)
+    g = np.asarray(gains, dtype=float)
+    return g[..., int(np.argmax(x))] - g[..., int(np.argmin(x))]
+
+
+def t_over_units(values: np.ndarray) -> dict[str, np.ndarray | float]:
+    """One-sample t-test of mean = 0 over the last axis (the units: seeds), vectorised over leading axes.
+
+    t = mean / (sd / sqrt(n)) on n − 1 df, one-sided p-values; NaN without spread or with fewer than 2 units."""
+    v = np.asarray(values, dtype=float)
+    n = v.shape[-1]
+    mean = v.mean(axis=-1)
+    sd = v.std(axis=-1, ddof=1) if n > 1 else np.full(mean.shape, math.nan)
+    scale = np.maximum(1.0, np.abs(v).max(axis=-1)) if n else np.ones(mean.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(sd > 1e-9 * scale, mean / (sd / math.sqrt(max(n, 1))), math.nan)
+    df = max(n - 1, 1)
+    out = {
+        "n": n,
+        "df": n - 1,
+        "mean": mean,
+        "sd": sd,
+        "t": t,
+        "p_greater": stats.t.sf(t, df),
+        "p_less": stats.t.cdf(t, df),
+    }
+    return _scalars(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Power of a verdict as decided (one-sided t-tests, all parts must agree)
+
+#: the sd a power calculation plugs in is the upper limit of this one-sided confidence for the sd
+SD_CONFIDENCE = 0.80
+MAX_SEEDS = 1000
+
+
+def sd_upper_limit(sd: float, df: float, confidence: float = SD_CONFIDENCE) -> float:
+    """One-sided upper confidence limit of a normal sd estimated on ``df`` df: sd · sqrt(df / χ²_{1−c}(df)).
+
+    With 2 df the 80% limit is 2.12 × sd (the true sd is below it in 80% of pilots); with 20 df, 1.19 ×."""
+    if not df >= 1 or not sd > 0:
+        return math.nan
+    return float(sd * math.sqrt(df / stats.chi2.ppf(1 - confidence, df)))
+
+
+def one_sided_power(effect: float, se: float, df: float, alpha: float = ALPHA) -> float:
+    """P(T > t_{1−α}(df)) with T ~ noncentral t(df, effect / se): a one-sided t-test's power."""
+    if not df >= 1 or not se > 0 or math.isnan(effect):
+        return math.nan
+    return float(stats.nct.sf(stats.t.ppf(1 - alpha, df), df, effect / se))
+
+
+def verdict_power(effect: float, ses: Sequence[float], dfs: Sequence[float], alpha: float = ALPHA) -> float:
+    """Power of "supported" when every part must pass its one-sided test at ``alpha`` (intersection-union).
+
+    The product of the parts' powers: exact for independent parts, a lower bound when they correlate
+    positively (students sharing one scratch run and one data chain do; Slepian's inequality)."""
+    powers = [one_sided_power(effect, se, df, alpha) for se, df in zip(ses, dfs)]
+    return float(np.prod(powers)) if powers else math.nan
+
+
+def verdict_mde(ses: Sequence[float], dfs: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest common effect at which :func:`verdict_power` reaches ``power``; NaN when a part has no se."""
+    if not ses or any(not (se > 0) for se in ses) or any(not df >= 1 for df in dfs):
+        return math.nan
+    return _smallest_effect(lambda e: verdict_power(e, ses, dfs, alpha), max(ses), power)
+
+
+def seeds_needed(
+    effect: float, sds: Sequence[float], alpha: float = ALPHA, power: float = POWER, most: int = MAX_SEEDS
+) -> float:
+    """Fewest seeds S at which "supported" (every part's t-test over S seeds, S − 1 df, se = sd / √S) has
+    ``power`` for a true ``effect``; inf beyond ``most``, NaN for no effect or no sd."""
+    if not effect > 0 or not sds or any(not (sd > 0) for sd in sds):
+        return math.nan
+
+    def power_at(n: int) -> float:
+        return verdict_power(effect, [sd / math.sqrt(n) for sd in sds], [n - 1] * len(sds), alpha)
+
+    if power_at(most) < power:
+        return math.inf
+    lo, hi = 2, most  # power grows with the seeds
+    if power_at(lo) >= power:
+        return float(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
     return float(hi)

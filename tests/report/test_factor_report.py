@@ -25,7 +25,6 @@ from kd_lightning.report.claims import (
     NOT_TESTABLE,
     SUPPORTED,
     Claim,
-    _levels_needed_text,
     control_family,
     evaluate_claims,
     factor_claims,
@@ -38,6 +37,7 @@ from kd_lightning.report.factor_sweeps import (
     PAIRS_NOISE,
     factor_points,
     factor_table,
+    level_positions,
     paired_by_level,
 )
 from kd_lightning.report.markdown import claims_markdown
@@ -94,7 +94,7 @@ def test_chance_level_effects_are_rarely_supported(level_sd, levels, seeds):
 def test_a_trend_of_the_detectable_size_is_supported_80_percent_of_the_time(level_sd, levels, seeds):
     n = 20_000
     level_mean_sd = math.sqrt((level_sd**2) * (1 + 0.3**2) + 1.0 / seeds)  # sd of one level's mean gain
-    mde = stats.slope_mde(level_mean_sd, levels)
+    mde = stats.slope_mde(level_mean_sd, np.arange(1, levels + 1))
     rng = np.random.default_rng([8, int(level_sd), levels, seeds])  # independent draws per setting
     part, _, _ = claim_rates(simulated_gains(rng, n, levels, seeds, level_sd, slope=mde), levels)
     print(f"\nMDE {mde:.2f} pp/step at level sd {level_sd}x, {levels}x{seeds}: supported {part:.4f}")
@@ -158,21 +158,27 @@ def _level_value(factor: str, ident: dict, dataset: str) -> float:
 
 def factor_runs(factor: str, rng, gain_per_step: float, seeds: int = 3, level_sd: float = 0.3, noise: float = 0.3):
     """A shipped factor sweep's runs (teacher, scratch, RKD, IKD); the students' gain grows by
-    ``gain_per_step`` per step of difficulty, plus a chance offset per level and seed noise."""
+    ``gain_per_step`` per step of difficulty, plus seed noise and a chance offset of the data: per level for a
+    factor without a random draw (every seed sees the level's data), per level and seed for a random factor
+    (each seed draws its own data: ``factor_seed = seed``)."""
     dataset, identities = shipped_levels(factor)
     values = [_level_value(factor, ident, dataset) for ident in identities]
     steps = rankdata([DIFFICULTY_SIGN[factor] * v for v in values]) - 1  # 0 = easiest
+    x = level_positions(factor, values)  # the effect is linear in the factor's fixed position
+    along = (len(values) - 1) * (x - x.min()) / (x.max() - x.min())
     rows = []
-    for step, ident in zip(steps, identities):
-        offset = rng.normal(0, level_sd)
+    for step, position, ident in zip(steps, along, identities):
+        random = factor in RANDOM or factor == PAIRS_NOISE
+        offset = 0.0 if random else rng.normal(0, level_sd)  # a random factor's default level draws nothing
         for seed in range(seeds):
             factors = dict(ident)
             if any(k in factors for k in RANDOM):
                 factors["factor_seed"] = seed
+                offset = rng.normal(0, level_sd)  # this seed's own draw
             base = 90 - 5 * step + rng.normal(0, 1)
             accs = {"teacher": base + 2, "scratch": base + rng.normal(0, noise)}
             for student in ("rkd", "ikd"):
-                accs[student] = base + gain_per_step * step + offset + rng.normal(0, noise)
+                accs[student] = base + gain_per_step * position + offset + rng.normal(0, noise)
             recipe = (
                 "paper · " + ",".join(f"{k}={v}" for k, v in factors.items() if k != "factor_seed")
                 if factors
@@ -220,7 +226,8 @@ def test_each_shipped_factor_supports_a_clean_effect_and_not_a_null(factor):
     assert sum(c.verdict == SUPPORTED for c in clean) >= 5, [c.test for c in clean]
     assert sum(c.verdict == CONTRADICTED for c in reverse) >= 5, [c.test for c in reverse]
     assert sum(c.verdict == SUPPORTED for c in null) <= 1
-    unit = "unit: the seed" if factor == "grayscale" else "unit: the level (3 level(s)"
+    seed_unit = factor == "grayscale" or factor in RANDOM or factor == PAIRS_NOISE
+    unit = "unit: the seed" if seed_unit else "unit: the level (3 level(s)"
     assert unit in clean[0].evidence
 
 
@@ -230,8 +237,8 @@ def test_the_full_class_level_counts_as_num_classes():
 
 
 def test_too_few_levels_say_how_many_more_are_needed():
-    runs = factor_runs("train_fraction", np.random.default_rng(0), 6.0)
-    two = runs[runs["recipe"] != "paper · train_fraction=0.1"]
+    runs = factor_runs("classes", np.random.default_rng(0), 6.0)  # fixed levels: the level is the unit
+    two = runs[runs["factors"].map(lambda f: len(f.get("classes", [])) != 5)]
     claim = factor_claims(two)[0]
     assert claim.verdict == NOT_TESTABLE and "Add 1 level(s)" in claim.evidence
     assert math.isnan(claim.p_support)
@@ -387,7 +394,9 @@ def test_a_claim_strong_enough_survives_the_family_and_the_test_line_says_so():
     assert [c.verdict for c in out[:3]] == [SUPPORTED, "inconclusive", "inconclusive"]
     assert out[3].verdict == NOT_TESTABLE
     assert out[0].p_support_family == pytest.approx(0.003)  # Holm over the 3 testable claims
-    assert "family: Holm-adjusted p" in out[0].test
+    assert "family: exploratory, Holm over 3 claim(s), step 1 (α 0.01667): Holm-adjusted p 0.003" in out[0].test
+    assert out[0].order == 1 and out[1].order == 2 and out[0].alpha == pytest.approx(0.05 / 3)
+    assert out[1].alpha == pytest.approx(0.05 / 2) and all(c.family == "exploratory" for c in out)
 
 
 def test_the_claims_section_states_the_unit_and_the_family(tmp_path):
@@ -407,9 +416,9 @@ def test_the_claims_section_states_the_unit_and_the_family(tmp_path):
     claims = report_claims(load_sweep(tmp_path))
     assert sum(c.number > 100 for c in claims) == 1 and len(claims) == 3 * 4 + 1
     text = "\n".join(claims_markdown(claims, "test_best.acc"))
-    assert "**Family.** The 13 claims below are one family" in text
-    assert "unit: the level (4 level(s) with a paired seed, 2 seed(s) each; each seed draws its own data" in text
-    assert "Detectable with 80% power at this scatter" in text
+    assert "**No primary claim** was named in advance" in text and "the other 13, Holm's step-down" in text
+    assert "unit: the seed (2 seed(s) with all 4 level(s) paired; each seed draws its own data" in text
+    assert "Detectable with 80% power for this verdict as decided (every student named at α" in text
 
 
 def test_results_json_factors_reach_the_written_report(tmp_path):
@@ -430,7 +439,11 @@ def test_results_json_factors_reach_the_written_report(tmp_path):
     table = factor_table(runs)
     assert table.loc[table["level"] == 0.1, "complexity.n3"].iloc[0] == pytest.approx(0.3)
     report = write_report(tmp_path).read_text()
-    assert "## Data factors" in report and "grows as training data shrinks" in report and "**Family.**" in report
+    assert (
+        "## Data factors" in report
+        and "grows as training data shrinks" in report
+        and "**Exploratory claims**" in report
+    )
     assert (tmp_path / "report" / "figures" / "factor_train_fraction_usps.png").is_file()
     assert (tmp_path / "report" / "figures" / "accuracy_paper_train_fraction-0.1.png").is_file()
     links = re.findall(r"\]\((figures/[^)]*)\)", report)
@@ -450,11 +463,3 @@ def test_a_new_distilling_method_joins_the_factor_claims_tables_and_figure():
     assert set(table["student"]) == {"rkd", "ikd", "crd"}
     figure = plot_factor_gain(table, "usps", "train_fraction")
     assert "crd" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
-
-
-def test_levels_needed_is_stated_in_words_for_flat_and_growing_slopes():
-    assert _levels_needed_text(-0.3, math.nan) == "."  # no growth: nothing to ask for
-    flat = stats.levels_needed(1e-4, 0.5)
-    assert math.isinf(flat) and "not even 200" in _levels_needed_text(1e-4, flat)
-    grows = stats.levels_needed(1.0, 0.5)
-    assert 3 <= grows < 200 and _levels_needed_text(1.0, grows).endswith(f"≥ {int(grows)} equally spaced levels.")
