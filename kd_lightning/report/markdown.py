@@ -22,6 +22,7 @@ from kd_lightning.report.tables import (
     differences_label,
     summary_table,
 )
+from kd_lightning.report.teacher_gate import GATE_COLUMNS, GATE_MARGIN
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -140,6 +141,7 @@ def format_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
                     ),
                     "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
                     "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
+                    "Teacher qualified": "yes" if r["teacher_gap_mean"] >= GATE_MARGIN else "no",
                     "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0)
                     if pd.notna(r["paper_gap_closed"])
                     else "n/a",
@@ -147,6 +149,48 @@ def format_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows)
+
+
+def format_teacher_gate(gate: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in gate.to_dict("records"):
+        rows.append(
+            _recipe_cell(
+                r,
+                {
+                    "Dataset": dataset_label(r["dataset"]),
+                    "Seeds": r["n"],
+                    "Teacher (%)": fmt(r["teacher"]),
+                    "Members' mean (%)": fmt(r["members_mean"]) if pd.notna(r["members_mean"]) else "n/a",
+                    f"{method_label(r['control'])} (%)": fmt(r["control_mean"]),
+                    "Teacher − control (pp) [95% CI]": (
+                        f"{fmt(r['diff'], signed=True)} {fmt_ci(r['ci_low'], r['ci_high'])}"
+                    ),
+                    "Qualified": "yes" if r["qualified"] else "**no**",
+                },
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def gate_line(gate: pd.DataFrame, recipe: str | None) -> str:
+    """The first sentence of a claim's section: whether the teacher of its condition(s) was worth distilling."""
+    if gate.empty or not recipe:
+        return ""
+    rows = gate[(gate["recipe"] == recipe) | gate["recipe"].astype(str).str.startswith(f"{recipe} · ")]
+    if rows.empty:
+        return ""
+    failed = rows[~rows["qualified"].astype(bool)]
+    if failed.empty:
+        return f"Teacher gate: qualified in every condition of this claim (teacher − scratch ≥ {GATE_MARGIN:g} pp)."
+    where = "; ".join(
+        f"{dataset_label(r['dataset'])} `{r['recipe']}` {fmt(r['diff'], signed=True)} pp"
+        for r in failed.to_dict("records")
+    )
+    return (
+        f"**Its teacher was not qualified** (teacher − scratch below {GATE_MARGIN:g} pp: {where}): this answer "
+        "is about students of a teacher no better than themselves."
+    )
 
 
 def format_evidence(table: pd.DataFrame) -> pd.DataFrame:
@@ -291,7 +335,7 @@ def family_paragraph(claims: Sequence[Claim]) -> str:
     )
 
 
-def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
+def claims_markdown(claims: Sequence[Claim], metric: str, gate: pd.DataFrame | None = None) -> list[str]:
     lines = [
         f"Verdicts use the headline metric ({metric}), one recipe (and data-factor level) at a time; where runs "
         "are not paper-configured they describe this sweep's recipe, not a replication. Verdicts: **supported** / "
@@ -307,9 +351,11 @@ def claims_markdown(claims: Sequence[Claim], metric: str) -> list[str]:
     ]
     for c in claims:
         where = f" — recipe `{c.recipe}`" if c.recipe else ""
+        gated = gate_line(gate if gate is not None else pd.DataFrame(), c.recipe)
         lines += [
             f"### Claim {c.number}: {c.statement}{where}",
             "",
+            *([gated, ""] if gated else []),
             f"**Verdict: {c.verdict}**",
             "",
             f"Criterion: {c.criterion}",
@@ -372,7 +418,19 @@ def build_markdown(
         "",
         "## Claims",
         "",
-        *claims_markdown(claims, metric),
+        *claims_markdown(claims, metric, tables.get("teacher_gate")),
+        "## Teacher gate",
+        "",
+        f"Is each condition's teacher worth distilling? Teacher − scratch ({metric}), paired by seed, with its 95% "
+        f"t-interval; **qualified** when the mean is at least {GATE_MARGIN:g} pp (a point estimate: the interval "
+        "says how sure). An ensemble's members' mean is shown beside it. Conditions carry the teacher kind "
+        "(`teacher ...` in the recipe column; none = the paper's single teacher on the students' data) and are "
+        "never pooled.",
+        "",
+        markdown_table(format_teacher_gate(tables.get("teacher_gate", pd.DataFrame(columns=GATE_COLUMNS))))
+        if not tables.get("teacher_gate", pd.DataFrame()).empty
+        else "_No condition has both a teacher row and a scratch run._",
+        "",
         "## Runs",
         "",
         "Completed runs per dataset and method (out of the seeds seen anywhere in the sweep).",

@@ -48,6 +48,7 @@ from kd_lightning.report.tables import (
     student_buys_table,
     summary_table,
 )
+from kd_lightning.report.teacher_gate import teacher_gate
 
 
 def file_tag(recipe: str) -> str:
@@ -146,7 +147,10 @@ def write_tables(
         flat[col] = flat[col].map(lambda v: json.dumps(v) if isinstance(v, list) else "")
     flat.to_csv(tables / "runs.csv", index=False)
     issues.to_csv(tables / "issues.csv", index=False)
-    claims_frame(claims).to_csv(tables / "claims.csv", index=False)
+    verdicts = claims_frame(claims)
+    verdicts.to_csv(tables / "claims.csv", index=False)
+    # the verdict records as data, beside report.md, for tools and notebooks that should not parse markdown
+    verdicts.to_json(tables.parent / "claims.json", orient="records", indent=1, force_ascii=False)
     curve_summary(curves).to_csv(tables / "curves.csv", index=False)
     comparisons = {}
     for m in METRICS:
@@ -162,6 +166,7 @@ def write_tables(
         "efficiency": efficiency_table(runs, metric),
         "student_buys": student_buys_table(runs, metric),
         "factors": factor_table(runs, metric),
+        "teacher_gate": teacher_gate(runs, metric),
     }
     for split in SPLITS:
         other[f"fidelity_{_short(split)}"] = fidelity_table(runs, split)
