@@ -78,7 +78,12 @@ def metadata_field(field: str, node: DictConfig) -> Any:
     """``${kd_folder:<field>}``: one measured value of the dataset config ``node``."""
     if field not in FIELDS:
         raise ValueError(f"${{kd_folder:{field}}}: unknown field; choose one of {list(FIELDS)}")
-    return measure(FolderOptions.from_node(node))[field]
+    try:
+        return measure(FolderOptions.from_node(node))[field]
+    except FolderError:
+        if field == "tag":  # in the run folder's name, which Hydra resolves before the run starts: the error is
+            return "invalid"  # raised by validate_config instead, where it reads as one clear message
+        raise
 
 
 def measure(options: FolderOptions) -> dict[str, Any]:
