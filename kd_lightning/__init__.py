@@ -36,6 +36,19 @@ OmegaConf.register_new_resolver(
 )
 
 
+def _folder_metadata(field: str, _parent_):
+    """The measured metadata of a folder dataset (kd_lightning/datasets/folder_meta.py): imported on first use,
+    so composing a config of a built-in dataset never loads it."""
+    from kd_lightning.datasets.folder_meta import metadata_field
+
+    return metadata_field(field, _parent_)
+
+
+# ${kd_folder:num_classes} in conf/dataset/folder.yaml: classes, channels, size, mean/std and the content
+# fingerprint of the folder at dataset.path, measured on first use and cached.
+OmegaConf.register_new_resolver("kd_folder", _folder_metadata, replace=True)
+
+
 # ${kd_gpu_jobs:${hydra.callbacks.gpu_slots.gpus},${hydra.callbacks.gpu_slots.slots_per_gpu}} in
 # conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot (kd_lightning/run/gpu_slots.py).
 OmegaConf.register_new_resolver("kd_gpu_jobs", pool_size, replace=True)

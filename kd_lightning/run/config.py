@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,9 +180,34 @@ def _teacher_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _is_folder_dataset(cfg: DictConfig) -> bool:
+    """``dataset=folder``: a dataset config with a ``path`` key (conf/dataset/folder.yaml)."""
+    dataset = _get(cfg, "dataset")
+    return OmegaConf.is_dict(dataset) and "path" in dataset.keys()
+
+
+def _check_folder_dataset(cfg: DictConfig) -> list[str]:
+    """Read (or find cached) the folder's metadata first: its problems (empty class, corrupt files, mixed sizes,
+    ...) raise :class:`~kd_lightning.datasets.folder_scan.FolderError` as they are, naming the path and the fix,
+    instead of one "cannot be resolved" line per measured key."""
+    from kd_lightning.datasets.folder import AUGMENTATION_FAMILIES
+    from kd_lightning.datasets.folder_meta import FolderOptions, measure
+
+    measure(FolderOptions.from_node(cfg.dataset))
+    problems = []
+    family = _get(cfg, "dataset.augmentation_family")
+    if family not in AUGMENTATION_FAMILIES:
+        problems.append(f"dataset.augmentation_family={family!r}: must be one of {list(AUGMENTATION_FAMILIES)}")
+    label = _get(cfg, "dataset.label")
+    if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
+        problems.append(f"dataset.label={label!r}: must be a folder-safe name (letters, digits, _ . -)")
+    return problems
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every bad value; silent when the config is usable."""
-    problems = []
+    folder = _is_folder_dataset(cfg)
+    problems = _check_folder_dataset(cfg) if folder else []
     for key, ok, allowed in _RULES:
         try:
             value = _get(cfg, key)
@@ -217,7 +243,7 @@ def validate_config(cfg: DictConfig) -> None:
     if teacher_ckpt is not None and not Path(teacher_ckpt).is_file():
         problems.append(f"teacher_ckpt={teacher_ckpt!r}: no such file")
     data_dir = Path(str(_get(cfg, "dataset.data_dir")))
-    if not data_dir.is_dir() and not _get(cfg, "dataset.download"):
+    if not folder and not data_dir.is_dir() and not _get(cfg, "dataset.download"):
         problems.append(
             f"paths.data_dir={str(data_dir)!r}: no such folder. Point paths.data_dir (or $KD_DATA_DIR) at the folder "
             "holding the datasets, or set dataset.download=true to fetch them"

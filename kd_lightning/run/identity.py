@@ -5,7 +5,9 @@ explicit list (:data:`IDENTITY_KEYS`), not a list of exceptions, so a new cosmet
 logger, workers, output paths, ``name``) can never change an identity by accident:
 
 - data: the dataset config (which files, split, augmentation, pipeline, factors), minus where the files
-  live and how they are loaded (:data:`DATASET_KEYS_NOT_IN_IDENTITY`);
+  live and how they are loaded (:data:`DATASET_KEYS_NOT_IN_IDENTITY`); a folder dataset (``dataset=folder``)
+  holds its content fingerprint and measured metadata instead of its path, so two folders never share a run
+  or a teacher and a moved folder still does;
 - the method with its hyperparameters and trained network (``method``, which holds ``net``);
 - the recipe values that train it: batch size, optimizer, schedule, augmentation, and the training budget's
   floor on optimizer steps (``recipe.min_steps``, only when set: :data:`IDENTITY_KEYS_WHEN_SET`);
@@ -60,10 +62,19 @@ IDENTITY_KEYS: tuple[str, ...] = (
 #: identity keys added after runs existed: they count only when set (not null), so every run from before
 #: them (which behaved as if unset) keeps its fingerprint and its teacher key
 IDENTITY_KEYS_WHEN_SET: tuple[str, ...] = ("recipe.min_steps",)
-#: dataset keys that say where files are or how they are loaded, never what is computed
-DATASET_KEYS_NOT_IN_IDENTITY: tuple[str, ...] = ("data_dir", "num_workers", "download", "pin_memory", "eval_batch_size")
+#: dataset keys that say where files are or how they are loaded, never what is computed (a folder dataset's
+#: ``path`` and metadata ``cache_dir`` included: its content fingerprint, a key of its own, says which data it is)
+DATASET_KEYS_NOT_IN_IDENTITY: tuple[str, ...] = (
+    "data_dir",
+    "num_workers",
+    "download",
+    "pin_memory",
+    "eval_batch_size",
+    "path",
+    "cache_dir",
+)
 #: dataset identity keys that change how the data is trained on, not which images and labels it holds
-TRAINING_ONLY_DATASET_KEYS: tuple[str, ...] = ("batch_size", "augmentation", "pipeline", "top_k")
+TRAINING_ONLY_DATASET_KEYS: tuple[str, ...] = ("batch_size", "augmentation", "pipeline", "top_k", "augmentation_family")
 
 
 def identity(cfg: DictConfig, teacher: str | None = None, include_seed: bool = True) -> dict[str, Any]:

@@ -1,0 +1,199 @@
+"""The layout of a user's image folder and its file list, found from names alone (no image is opened).
+
+Three layouts (docs/own-data.md):
+
+- ``<path>/train/<class>/...`` and ``<path>/test/<class>/...`` (torchvision ``ImageFolder`` trees): the test
+  tree plays the part of a built-in dataset's official test set;
+- ``<path>/<class>/...``, one tree: a fixed, stratified share of every class (``holdout_fraction``, drawn
+  with ``split_seed``) is held out and plays the official test set;
+- ``<path>`` is a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (read by ``folder_read``).
+
+The held-out share is then cut into validation and test by the project's one split rule (``splits.py``),
+like every built-in dataset. Structural problems (no class folders, an empty class, fewer than two classes,
+test classes the training set lacks, a class too small for the split) are found here, in milliseconds,
+before any pixel is read; each error names the path and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from kd_lightning.datasets.datamodules import DatasetError
+from kd_lightning.seeding import generator
+
+LAYOUTS = ("train_test", "one_tree", "npz")
+
+
+class FolderError(DatasetError):
+    """A user's folder (or .npz) cannot be trained on as it is; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """One file the dataset reads: path relative to the root (posix), size and modification time."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a folder holds, before reading: ``train`` / ``test`` are ``(relative path, label)`` in order;
+    ``files`` every file read, sorted (for an ``.npz``: the file itself, and no per-image lists)."""
+
+    root: Path
+    layout: str
+    classes: tuple[str, ...]
+    train: tuple[tuple[str, int], ...]
+    test: tuple[tuple[str, int], ...]
+    files: tuple[FileStat, ...]
+
+
+def scan(path: str | os.PathLike, holdout_fraction: float, split_seed: int) -> Listing:
+    """The listing of ``path``; raises :class:`FolderError` on a structural problem."""
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise FolderError(f"dataset.path={str(path)!r}: no such file or folder. {LAYOUT_HINT}")
+    if root.is_file():
+        if root.suffix != ".npz":
+            raise FolderError(f"dataset.path={str(root)!r} is a file but not a .npz. {LAYOUT_HINT}")
+        return Listing(root, "npz", (), (), (), (_stat(root, root.parent),))
+    train_dir, test_dir = root / "train", root / "test"
+    if train_dir.is_dir() != test_dir.is_dir():
+        have, lack = ("train", "test") if train_dir.is_dir() else ("test", "train")
+        raise FolderError(
+            f"{root} has a {have}/ folder but no {lack}/ folder: add {root / lack}/ with one sub-folder per class, "
+            f"or move the class folders of {have}/ up into {root} to let the project hold out a test share."
+        )
+    if train_dir.is_dir():
+        train = _class_files(train_dir, root)
+        test = _class_files(test_dir, root)
+        _check_classes(train_dir, train)
+        _check_classes(test_dir, test, at_least=1)
+        missing = sorted(set(test) - set(train))
+        if missing:
+            raise FolderError(
+                f"{test_dir} has classes the training set lacks: {missing[:5]}{' ...' if len(missing) > 5 else ''}. "
+                f"Add them to {train_dir} (with at least one image each) or remove them from {test_dir}."
+            )
+        classes = tuple(sorted(train))
+        labelled = (_labelled(train, classes), _labelled(test, classes))
+        return Listing(root, "train_test", classes, *labelled, _sorted_files(train, test))
+    tree = _class_files(root, root)
+    _check_classes(root, tree)
+    classes = tuple(sorted(tree))
+    every = _labelled(tree, classes)
+    kept, held = holdout_split([label for _, label in every], holdout_fraction, split_seed, root, classes)
+    labelled = (tuple(every[i] for i in kept), tuple(every[i] for i in held))
+    return Listing(root, "one_tree", classes, *labelled, _sorted_files(tree))
+
+
+LAYOUT_HINT = (
+    "Give a folder with one sub-folder per class (images inside), or train/ and test/ folders laid out that way, "
+    "or a .npz file with x_train, y_train, x_test, y_test (docs/own-data.md)."
+)
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
+def _class_files(tree: Path, root: Path) -> dict[str, list[FileStat]]:
+    """Class folder name -> its image files (recursive, sorted, relative to ``root``), as ``ImageFolder`` reads.
+    Plain strings and ``os.scandir``: a config access stats every file, so this must take milliseconds."""
+    classes = sorted(d.name for d in os.scandir(tree) if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        loose = [f for f in os.listdir(tree) if _is_image(f)]
+        found = f" (found {len(loose)} image files directly inside it)" if loose else ""
+        raise FolderError(f"{tree} has no class folders{found}. {LAYOUT_HINT}")
+    prefix = tree.relative_to(root).as_posix() + "/" if tree != root else ""
+    return {name: _walk(str(tree / name), prefix + name + "/") for name in classes}
+
+
+def _walk(folder: str, prefix: str) -> list[FileStat]:
+    files, subfolders = [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            subfolders.append(entry)
+        elif _is_image(entry.name):
+            st = entry.stat()
+            files.append(FileStat(prefix + entry.name, st.st_size, st.st_mtime_ns))
+    for entry in subfolders:
+        files += _walk(entry.path, prefix + entry.name + "/")
+    return files
+
+
+def _check_classes(tree: Path, classes: dict[str, list[str]], at_least: int = 2) -> None:
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise FolderError(
+            f"{tree}: class folder(s) without images: {[str(tree / n) for n in empty[:5]]}"
+            f"{' ...' if len(empty) > 5 else ''}. Add images ({', '.join(IMG_EXTENSIONS[:6])}, ...) or remove them."
+        )
+    if len(classes) < at_least:
+        raise FolderError(
+            f"{tree} holds {len(classes)} class folder(s) ({sorted(classes)}); a classifier needs at least 2. "
+            "Add a folder per class, each with its images."
+        )
+
+
+def _labelled(tree: dict[str, list[FileStat]], classes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    index = {name: i for i, name in enumerate(classes)}
+    return tuple((f.rel, index[name]) for name in sorted(tree) for f in tree[name])
+
+
+def _sorted_files(*trees: dict[str, list[FileStat]]) -> tuple[FileStat, ...]:
+    return tuple(sorted((f for tree in trees for files in tree.values() for f in files), key=lambda f: f.rel))
+
+
+def _stat(file: Path, root: Path) -> FileStat:
+    st = file.stat()
+    return FileStat(file.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+
+
+def min_class_size(holdout_fraction: float) -> int:
+    """The fewest images a class needs in one tree: two held out (one can reach validation, one test) and
+    one to train on."""
+    n = 3
+    while not (held_out_count(n, holdout_fraction) >= 2 and n - held_out_count(n, holdout_fraction) >= 1):
+        n += 1
+    return n
+
+
+def held_out_count(n: int, holdout_fraction: float) -> int:
+    return math.floor(n * holdout_fraction + 0.5)
+
+
+def holdout_split(
+    labels: list[int], holdout_fraction: float, split_seed: int, root: Path, classes: tuple[str, ...]
+) -> tuple[list[int], list[int]]:
+    """(kept, held out) indices: ``round(n_c * holdout_fraction)`` of every class, drawn with ``split_seed``
+    (its own stream, so it never coincides with the validation/test cut), each list in file order."""
+    if not 0.0 < holdout_fraction < 1.0:
+        raise FolderError(f"dataset.holdout_fraction={holdout_fraction!r}: must be in (0, 1)")
+    need = min_class_size(holdout_fraction)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    small = {classes[c]: len(idx) for c, idx in sorted(by_class.items()) if len(idx) < need}
+    if small:
+        raise FolderError(
+            f"{root}: class(es) too small for the split: {small} image(s); holding out dataset.holdout_fraction="
+            f"{holdout_fraction} of each class needs at least {need} images per class (2 held out for validation "
+            f"and test, 1 to train on). Add images, raise dataset.holdout_fraction, or give train/ and test/ folders."
+        )
+    held: list[int] = []
+    for c, idx in sorted(by_class.items()):
+        perm = torch.randperm(len(idx), generator=generator(split_seed, "holdout", c)).tolist()
+        held += [idx[j] for j in perm[: held_out_count(len(idx), holdout_fraction)]]
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
