@@ -143,7 +143,9 @@ def publish(entry: Path, checkpoint: Path, record: dict[str, Any], key: str, tea
 
 def train_command(cfg: DictConfig) -> str:
     """The command that trains the teacher this student run needs."""
-    overrides = [f"dataset={cfg.dataset.name}", "method=teacher", f"seed={cfg.seed}"]
+    # a folder dataset is named after its content (conf/dataset/folder.yaml); its config group is `folder`
+    group = "folder" if "path" in cfg.dataset else cfg.dataset.name
+    overrides = [f"dataset={group}", "method=teacher", f"seed={cfg.seed}"]
     try:
         from hydra.core.hydra_config import HydraConfig
 
