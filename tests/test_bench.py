@@ -57,7 +57,7 @@ def test_smoke_run_on_synthetic_cifar_with_torchvisions_checks_in_place(tmp_path
 def test_smoke_run_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     deterministic_before = torch.are_deterministic_algorithms_enabled()
-    bench.run(["--smoke", "--dataset", "usps", "--out", str(out), "--note", "pytest smoke"])
+    bench.run(["--smoke", "--dataset", "usps", "--out", str(out), "--note", "pytest smoke", "--model-path"])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
 
@@ -77,7 +77,7 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
         "batch_size",
         "warmup_steps",
         "window_steps",
-        "windows",
+        "blocks",
         "num_workers",
         "torch_threads",
         "augmentation",
@@ -99,14 +99,13 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
         for path in throughput.PATHS:
             assert PATH_FIELDS <= set(r[path]), (method, path)
             assert r[path]["images_per_s"] > 0, (method, path)
-            assert len(r[path]["windows_images_per_s"]) == settings["windows"]
-        assert r["lightning"]["steps_run"] == settings["steps_per_path"]  # the callback saw every step
-        assert r["ratio_lightning_vs_bare"] == pytest.approx(r["lightning"]["images_per_s"] / r["bare"]["images_per_s"])
+            assert len(r[path]["windows_images_per_s"]) == 2 * settings["blocks"]  # A B B A: two of each per block
+        assert r["lightning"]["steps_run"] == settings["steps_per_path"]  # the real path ran warm-up and windows
+        ci = r["ratio_lightning_vs_bare"]
+        assert len(r["block_ratios_lightning_vs_bare"]) == ci["blocks"] == settings["blocks"]
+        assert ci["low"] <= ci["ratio"] <= ci["high"]
         assert r["ratio_lightning_vs_model"] == pytest.approx(
             r["lightning"]["images_per_s"] / r["model"]["images_per_s"]
-        )
-        assert r["best_window_ratio_lightning_vs_bare"] == pytest.approx(
-            r["lightning"]["best_images_per_s"] / r["bare"]["best_images_per_s"]
         )
         assert r["lightning"]["best_images_per_s"] == pytest.approx(
             max(r["lightning"]["windows_images_per_s"]), rel=1e-3
@@ -122,13 +121,11 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
 
     targets = report["targets"]
     assert set(targets) == set(throughput.TARGETS)
-    for key in ("lightning_vs_bare", "lightning_vs_model"):
-        assert set(targets[key]["per_method"]) == set(bench.METHODS)
-        assert targets[key]["pass"] == all(v["ratio"] >= 0.95 for v in targets[key]["per_method"].values())
-    assert targets["ikd_vs_rkd_step_time"]["pass"] == (ratios["lightning"] <= 1.15)
-
+    assert set(targets["lightning_vs_bare"]["per_method"]) == set(bench.METHODS)
+    for v in targets["lightning_vs_bare"]["per_method"].values():
+        assert v["verdict"] == throughput.verdict(v, 0.95)
     assert "| method |" in printed and "IKD/RKD step-time ratio" in printed
-    assert printed.count("PASS") + printed.count("FAIL") == 3
+    assert "PASS" not in printed and "FAIL" not in printed  # verdicts, never a bare FAIL inside the noise
     # the process-wide flags the Trainer set are put back
     assert torch.are_deterministic_algorithms_enabled() == deterministic_before
 
@@ -153,34 +150,65 @@ def test_synthetic_data_has_the_config_shapes(tmp_path, name):
 
 
 def test_window_statistics():
-    assert [d for d in range(1, 12) if throughput.is_window_edge(d, warmup=2, steps=3)] == [2, 5, 8, 11]
-    marks = [(0.0, 0), (1.0, 10), (3.0, 20), (3.8, 30)]  # windows of 10, 5 and 12.5 images/s
-    s = throughput.summarize(marks)
+    windows = [(10, 1.0), (10, 2.0), (10, 0.8)]  # 10, 5 and 12.5 images/s
+    s = throughput.summarize(windows)
     assert s["images_per_s"] == 10.0 and s["windows_images_per_s"] == [10.0, 5.0, 12.5]
     assert s["best_images_per_s"] == pytest.approx(12.5)
     assert s["spread"] == pytest.approx(0.75)
-    assert throughput.summarize([(0.0, 0)])["images_per_s"] is None
+    assert throughput.summarize([])["images_per_s"] is None
+
+
+def test_abba_blocks_pair_adjacent_windows_and_the_interval_gives_the_verdict():
+    lightning = [(90, 1.0), (90, 1.0), (50, 1.0), (50, 1.0)]  # a slow stretch hits block 2 ...
+    bare = [(100, 1.0), (100, 1.0), (50, 1.0), (50, 1.0)]  # ... on both paths alike
+    assert throughput.block_ratios(lightning, bare) == pytest.approx([0.9, 1.0])
+    tight = throughput.ratio_interval([0.90, 0.91, 0.89, 0.90])
+    assert tight["low"] < 0.90 < tight["high"] < 0.95 and throughput.verdict(tight, 0.95) == "missed"
+    assert throughput.verdict(throughput.ratio_interval([0.99, 1.0, 0.98, 1.01]), 0.95) == "met"
+    noisy = throughput.ratio_interval([0.8, 1.1, 0.9, 1.05])
+    assert throughput.verdict(noisy, 0.95) == "not resolved at this noise"
+    assert throughput.verdict(throughput.ratio_interval([0.99]), 0.95) == "not resolved at this noise"  # one block
+
+
+def test_interleave_runs_bare_windows_abba_between_lightning_windows():
+    """Windows of the two paths in the order L B B L, L B B L after both warm-ups; Lightning's timer resumes at
+    once after each bare window, so the next batch's loading counts on the Lightning side."""
+    order: list[str] = []
+    meter = throughput.ThroughputMeter()
+    meter.cut = lambda device: order.append("L") or (1, 1.0)
+    batches = iter([(torch.zeros(2), torch.zeros(2))] * 100)
+    interleave = throughput.Interleave(meter, lambda x, y: None, batches, warmup=2, steps=3, blocks=2)
+    bare_cut = interleave.bare_meter.cut
+    interleave.bare_meter.cut = lambda device: order.append("B") or bare_cut(device)
+    module = type("M", (), {"device": torch.device("cpu")})()
+    for index in range(interleave.total_steps):
+        interleave.on_train_batch_end(None, module, None, None, index)
+    assert order == ["L", "B", "L", "B", "B", "L", "L", "B", "B", "L"]  # warm-ups, then A B B A twice
+    assert len(interleave.bare_meter.windows) == 4  # the bare warm-up window is dropped
 
 
 def test_verdicts():
-    def r(bare, lightning, model):
+    def r(bare, lightning, blocks):
         return {
             "bare": {"images_per_s": bare},
             "lightning": {"images_per_s": lightning},
-            "model": {"images_per_s": model},
-            "ratio_lightning_vs_bare": lightning / bare,
-            "ratio_lightning_vs_model": lightning / model,
+            "ratio_lightning_vs_bare": throughput.ratio_interval(blocks),
             "flops_per_image": 1e6 * bare,
         }
 
-    results = {"teacher": r(100, 96, 100), "rkd": r(100, 90, 100), "ikd": r(80, 80, 80)}
+    results = {
+        "teacher": r(100, 99, [0.99, 1.0, 0.98]),
+        "rkd": r(100, 90, [0.90, 0.91, 0.89]),
+        "ikd": r(80, 80, [0.7, 1.2, 1.0]),
+    }
     v = throughput.verdicts(results)
-    assert (
-        v["lightning_vs_bare"]["per_method"]["teacher"]["pass"]
-        and not v["lightning_vs_bare"]["per_method"]["rkd"]["pass"]
-    )
-    assert not v["lightning_vs_bare"]["pass"]
-    assert v["ikd_vs_rkd_step_time"]["ratio"] == pytest.approx(90 / 80) and v["ikd_vs_rkd_step_time"]["pass"]
+    assert {m: x["verdict"] for m, x in v["lightning_vs_bare"]["per_method"].items()} == {
+        "teacher": "met",
+        "rkd": "missed",
+        "ikd": "not resolved at this noise",
+    }
+    assert v["ikd_vs_rkd_step_time"]["ratio"] == pytest.approx(90 / 80)
+    assert v["ikd_vs_rkd_step_time"]["verdict"] == "met"
     assert throughput.ikd_rkd_ratios(results)["flops"] == pytest.approx(80 / 100)
 
 

@@ -40,6 +40,82 @@ def classification_metrics(num_classes: int, top_k: Sequence[int]) -> MetricColl
     return MetricCollection(metrics)
 
 
+def _writes_step_logs(trainer: L.Trainer) -> bool:
+    """Whether Lightning writes this training step's logged values to the loggers (every
+    ``trainer.log_every_n_steps`` steps, and on the last step of a stopping run): the only steps worth logging."""
+    try:
+        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+    except AttributeError:  # a Lightning without it: log every step, as before
+        return True
+
+
+class TrainLog:
+    """Running sums of the training loss terms over an epoch, and the first non-finite step, held on the device.
+
+    Why: Lightning's ``self.log`` costs milliseconds per call on a 2-core CPU (it moves its result metric to the
+    device on every call), and testing the loss on the host (``if not torch.isfinite(loss)``) synchronises a GPU
+    every step. Here a step only adds a few tensor ops; the host reads the watch on logging steps, before
+    validation, at the epoch's end and before any checkpoint, so a non-finite loss stops the run within
+    ``trainer.log_every_n_steps`` steps and before its weights are saved, with the step where it first happened.
+    The sums are Lightning's own mean reduction (``value * batch_size`` summed in float32, divided by the summed
+    batch sizes), so the logged epoch means are bitwise what ``self.log(..., on_epoch=True)`` gave.
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.sums: Tensor | None = None
+        self.count: Tensor | None = None
+        #: global step and epoch of the first non-finite loss (-1 while none), and which terms were non-finite then
+        self.first_step: Tensor | None = None
+        self.first_epoch: Tensor | None = None
+        self.bad_terms: Tensor | None = None
+
+    def reset(self) -> None:
+        self.sums = self.count = None
+
+    def update(self, terms: Mapping[str, Tensor], loss: Tensor, batch_size: int, step: int, epoch: int) -> None:
+        """Add one step; a handful of tensor ops, no host read (python scalars go to kernels by value)."""
+        values = torch.stack([*terms.values(), loss]).detach()
+        if values.dtype not in (torch.float32, torch.float64):
+            values = values.to(torch.get_default_dtype())
+        if self.sums is None or self.names != [*terms, "loss"]:
+            self.names = [*terms, "loss"]
+            self.sums = torch.zeros(len(self.names), dtype=torch.get_default_dtype(), device=values.device)
+            self.count = torch.zeros((), dtype=torch.long, device=values.device)
+        self.sums = self.sums + values * batch_size
+        self.count = self.count + batch_size
+        bad = ~torch.isfinite(values)
+        if self.first_step is None or self.bad_terms.shape != bad.shape:
+            self.first_step = torch.full((), -1, dtype=torch.long, device=values.device)
+            self.first_epoch = torch.full((), -1, dtype=torch.long, device=values.device)
+            self.bad_terms = torch.zeros_like(bad)
+        first = bad.any() & (self.first_step < 0)
+        self.first_step = torch.where(first, step, self.first_step)
+        self.first_epoch = torch.where(first, epoch, self.first_epoch)
+        self.bad_terms = torch.where(first, bad, self.bad_terms)
+
+    def epoch_means(self) -> dict[str, Tensor]:
+        if self.sums is None:
+            return {}
+        means = self.sums / self.count
+        return {name: means[i] for i, name in enumerate(self.names)}
+
+    def raise_if_non_finite(self) -> None:
+        """One host read: raise :class:`NonFiniteLossError` naming the first non-finite step and its terms."""
+        if self.first_step is None:
+            return
+        step = int(self.first_step)
+        if step < 0:
+            return
+        bad = [name for name, flag in zip(self.names[:-1], self.bad_terms.tolist()) if flag]
+        epoch = int(self.first_epoch)
+        raise NonFiniteLossError(
+            f"non-finite loss term(s) {bad} at global step {step} "
+            f"(epoch {epoch + 1}, counted from 1); "
+            "lower recipe.optimizer.lr or check the inputs. Checkpoints written so far are kept."
+        )
+
+
 #: the paper's KD temperature (Eq. 4), at which every run's soft-label entropy is measured
 SOFT_LABEL_TEMPERATURE = 4.0
 
@@ -116,6 +192,8 @@ class ClassifierModule(L.LightningModule):
         self.net = build_resnet(**net)
         num_classes = int(net["num_classes"])
         self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        #: epoch sums of the training loss terms and the first non-finite step, on the device
+        self.train_log = TrainLog()
         self.val_metrics = classification_metrics(num_classes, top_k)
         self.test_metrics = classification_metrics(num_classes, top_k)
         self.test_per_class_f1 = MulticlassF1Score(num_classes, average=None)
@@ -156,26 +234,40 @@ class ClassifierModule(L.LightningModule):
         return self.net(images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """One step. Everything per step stays on the device (epoch sums, the non-finite watch, the accuracy
+        state); the host reads it and Lightning's ``log`` runs only on the steps the loggers write
+        (``trainer.log_every_n_steps``) and at the epoch's end (docs/benchmarks.md, "Where a step's time goes")."""
         images, labels = batch
         logits, terms, loss = self.training_loss(images, labels)
-        if not torch.isfinite(loss):
-            bad = [name for name, value in terms.items() if not torch.isfinite(value)]
-            raise NonFiniteLossError(
-                f"non-finite loss term(s) {bad} at global step {self.global_step} "
-                f"(epoch {self.current_epoch + 1}, counted from 1); "
-                "lower recipe.optimizer.lr or check the inputs. Checkpoints written so far are kept."
-            )
-        batch_size = labels.shape[0]
-        self.log_dict(
-            {f"train/{name}": value.detach() for name, value in terms.items()},
-            on_step=True,
-            on_epoch=True,
-            batch_size=batch_size,
-        )
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        self.train_acc(logits.detach(), labels)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.train_log.update(terms, loss, labels.shape[0], self.global_step, self.current_epoch)
+        self.train_acc.update(logits.detach(), labels)
+        if _writes_step_logs(self.trainer):
+            self.train_log.raise_if_non_finite()
+            self.log_dict({f"train/{name}_step": v.detach() for name, v in terms.items()}, on_step=True, on_epoch=False)
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.train_log.reset()
+
+    def on_validation_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.train_log.raise_if_non_finite()  # before validation picks a checkpoint to write
+
+    def on_train_epoch_end(self) -> None:
+        self.train_log.raise_if_non_finite()
+        means = self.train_log.epoch_means()
+        # batch_size=1: Lightning's mean of one value is then the value itself, bit for bit
+        if means:
+            loss = means.pop("loss")
+            self.log_dict({f"train/{name}_epoch": v for name, v in means.items()}, batch_size=1)
+            self.log("train/loss_epoch", loss, prog_bar=True, batch_size=1)
+        if self.train_acc.update_called:
+            self.log("train/acc", self.train_acc.compute(), prog_bar=True, batch_size=1)
+        self.train_acc.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.train_log.raise_if_non_finite()  # no checkpoint of weights a non-finite loss has touched
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch

@@ -10,41 +10,74 @@ import numpy as np
 import torch
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): needed to time it, so done at edges only."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class ThroughputMeter(L.Callback):
-    """Training images per second. A batch counts from the previous batch's end, so data loading, host-to-device
-    copies and on-device augmentation are included; an epoch's first batch counts from its own start (its loading
-    may include worker start-up), so runs whose epochs are a single batch (a 5% subsample under the training
-    budget) are measured too. Validation never counts."""
+    """Training images per second: the one timer of training runs (``results.json`` ``train_images_per_s``) and of
+    the benchmark (``kd_lightning.bench``, which also cuts the time into windows with :meth:`cut`).
+
+    Time runs over stretches of consecutive training batches: from the start hook of a stretch's first batch (its
+    loading, which may include worker start-up, is left out) to the stretch's end (validation, the epoch's end, the
+    end of training). Later batches count their loading, host-to-device copies and on-device augmentation;
+    validation never counts; runs whose epochs are one batch (a 5% subsample under the training budget) are
+    measured too. The device is synchronised only at a stretch's edges: a per-step synchronisation would be a
+    cost of its own on a GPU."""
 
     def __init__(self) -> None:
         self.images = 0
         self.seconds = 0.0
-        self._last: float | None = None
-        self._start: float | None = None
+        #: (images, seconds) of each window closed by :meth:`cut`
+        self.windows: list[tuple[int, float]] = []
+        self._since: float | None = None
+        self._cut_at = (0, 0.0)
 
-    def _now(self, pl_module: L.LightningModule) -> float:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        return time.perf_counter()
+    # -- the timer -------------------------------------------------------------------------------
+    def start(self, device: torch.device) -> None:
+        if self._since is None:
+            synchronize(device)
+            self._since = time.perf_counter()
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._last = None
+    def stop(self, device: torch.device) -> None:
+        if self._since is not None:
+            synchronize(device)
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._last is None:
-            self._start = self._now(pl_module)
+    def count(self, images: int) -> None:
+        if self._since is not None:
+            self.images += images
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = self._now(pl_module)
-        since = self._last if self._last is not None else self._start
-        if since is not None:
-            self.seconds += now - since
-            self.images += int(batch[1].shape[0])
-        self._last = now
+    def cut(self, device: torch.device) -> tuple[int, float]:
+        """Stop, and close a window: the images and seconds since the previous cut."""
+        self.stop(device)
+        window = (self.images - self._cut_at[0], self.seconds - self._cut_at[1])
+        self._cut_at = (self.images, self.seconds)
+        self.windows.append(window)
+        return window
 
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.seconds > 0 else None
+
+    # -- Lightning's hooks -------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.start(pl_module.device)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.count(int(batch[1].shape[0]))
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.stop(pl_module.device)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.stop(pl_module.device)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.stop(pl_module.device)
 
 
 class RNGStateCheckpoint(L.Callback):

@@ -28,7 +28,9 @@ def _epoch(meter: ThroughputMeter, clock: list[float], batches: list[tuple[float
         meter.on_train_batch_start(None, module, batch, index)
         clock[0] += step
         meter.on_train_batch_end(None, module, None, batch, index)
+    meter.on_validation_start(None, module)
     clock[0] += 100.0  # validation between epochs never counts
+    meter.on_train_epoch_end(None, module)
 
 
 def test_one_batch_epochs_are_measured_from_the_batch_start(clock):
@@ -43,6 +45,32 @@ def test_later_batches_count_their_loading_and_the_first_does_not(clock):
     meter = ThroughputMeter()
     _epoch(meter, clock, [(9.0, 1.0, 64), (0.5, 1.0, 64), (0.5, 1.0, 32)])
     assert meter.images_per_second == pytest.approx(160 / (1.0 + 1.5 + 1.5))
+
+
+def test_windows_are_cut_from_the_running_time(clock):
+    """The benchmark's windows: what was timed since the previous cut, paused time left out."""
+    meter, cpu = ThroughputMeter(), torch.device("cpu")
+    meter.start(cpu)
+    clock[0] += 2.0
+    meter.count(10)
+    assert meter.cut(cpu) == (10, 2.0)
+    clock[0] += 50.0  # stopped: not timed
+    meter.start(cpu)
+    clock[0] += 1.0
+    meter.count(4)
+    meter.stop(cpu)
+    meter.count(99)  # counted only while running
+    assert meter.cut(cpu) == (4, 1.0) and meter.windows == [(10, 2.0), (4, 1.0)]
+    assert meter.images_per_second == pytest.approx(14 / 3.0)
+
+
+def test_the_device_is_synchronised_at_edges_only(clock, monkeypatch):
+    """On a GPU a synchronisation per step is a cost of its own: twice per stretch of batches, never per batch."""
+    calls = []
+    monkeypatch.setattr(callbacks, "synchronize", lambda device: calls.append(device))
+    meter = ThroughputMeter()
+    _epoch(meter, clock, [(0.1, 1.0, 8)] * 20)
+    assert len(calls) == 2
 
 
 def test_nothing_trained_reports_none():
