@@ -14,7 +14,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kd_lightning.report.curves import curve_summary
 from kd_lightning.report.formatting import dataset_label, method_label, metric_note
 from kd_lightning.report.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
 from kd_lightning.report.runs import (
@@ -186,9 +185,10 @@ def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) ->
     return fig
 
 
-def plot_training_curves(curves: pd.DataFrame, dataset: str) -> Figure:
-    """Validation accuracy and loss per epoch for every method on one dataset (mean over seeds, ±std band)."""
-    summary = curve_summary(curves[curves["dataset"] == dataset])
+def plot_training_curves(summary: pd.DataFrame, dataset: str) -> Figure:
+    """Validation accuracy and loss per epoch for every method on one dataset (mean over seeds, ±std band),
+    from :func:`kd_lightning.report.curves.curve_summary` (a report folder's ``tables/curves.csv``)."""
+    summary = summary[summary["dataset"] == dataset]
     fig = Figure(figsize=(11.0, 4.2), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     for method in ordered_methods(summary["method"]):

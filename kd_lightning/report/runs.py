@@ -8,6 +8,7 @@ and show as ``n/a``.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -353,6 +354,61 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
         # object dtype keeps None and int-vs-float (Lightning: 5 = five batches, 1.0 = all of them).
         runs[col] = pd.Series([row.get(col) for row in rows], dtype=object)
     return _sort(runs)
+
+
+#: where a report folder keeps its runs (one row per results.json, as :func:`load_sweep` read them)
+RUNS_CSV = Path("tables") / "runs.csv"
+_LIST_COLUMNS = ("test_best.per_class_f1", "test_last.per_class_f1")
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell of an object column back to what the record held: None, a bool, an int, a float or text
+    (Lightning reads 5 as five batches and 1.0 as all of them, so int and float stay apart)."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text
+
+
+def read_runs_csv(path: str | Path) -> pd.DataFrame:
+    """The runs of a report folder's ``tables/runs.csv``, typed as :func:`load_sweep` returns them, so a
+    committed report regenerates under today's rules when its run folders are elsewhere. Columns added since
+    the CSV was written are empty (NaN or None), as for a record that does not carry the field."""
+    object_columns = (*_OBJECT_COLUMNS, *_LIST_COLUMNS, "recipe", "base_recipe", "teacher_kind")
+    raw = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in object_columns})
+    runs = raw.reindex(columns=[*RUN_COLUMNS, *(c for c in raw.columns if c not in RUN_COLUMNS)])
+    for col in object_columns:
+        runs[col] = pd.Series([_cell(v) if isinstance(v, str) else None for v in runs[col]], dtype=object)
+    runs["factors"] = [ast.literal_eval(v) if isinstance(v, str) else {} for v in runs["factors"].astype(object)]
+    for col in _LIST_COLUMNS:
+        runs[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else None for v in raw[col]]
+    runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
+    return runs
+
+
+def is_report_folder(folder: str | Path) -> bool:
+    """A report folder (its ``tables/runs.csv``) rather than a sweep of results.json files."""
+    folder = Path(folder)
+    return (folder / RUNS_CSV).is_file() and not find_results(folder)
+
+
+def load_runs(folders: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """Runs from sweep folders (their results.json files) and report folders (their ``tables/runs.csv``)."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    if len(folders) == 1 and folders[0].suffix == ".csv":
+        return read_runs_csv(folders[0])
+    reports = [f for f in folders if is_report_folder(f)]
+    frames = [read_runs_csv(f / RUNS_CSV) for f in reports]
+    sweeps = [f for f in folders if f not in reports]
+    if sweeps or not frames:
+        frames.append(load_sweep(sweeps))
+    return _sort(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else frames[0]
 
 
 # --------------------------------------------------------------------------------------------------
