@@ -701,7 +701,9 @@ def _mde_text(c: Claim, mde: float) -> str:
 
 
 def _decide(c: Claim, family: str, order: int, alpha: float, ps: float, pc: float, note: str) -> Claim:
-    verdict = verdict_from(ps, pc, _testable(c), alpha)
+    # ps and pc are Holm-adjusted for an exploratory claim: Holm's step-down rejects where the adjusted p is below
+    # the family's α (its step's α applies to the raw p); comparing them with the step's α would correct twice
+    verdict = verdict_from(ps, pc, _testable(c), ALPHA)
     c = replace(
         c,
         verdict=verdict,
