@@ -30,8 +30,6 @@ KEYS = ["dataset", "method", "seed"]
 #: runs of different recipes are different experiments: one record per recipe/dataset/method/seed
 PICK_KEYS = ["recipe", *KEYS]
 NO_RECIPE = "n/a"
-#: see :func:`distils`
-LEGACY_DISTILLING = ("rkd", "ikd")
 
 METRICS: dict[str, str] = {
     "test_best.acc": "test accuracy at the best-validation checkpoint",
@@ -418,18 +416,52 @@ def load_runs(folders: str | Path | Sequence[str | Path]) -> pd.DataFrame:
 def distils(runs: pd.DataFrame) -> pd.Series:
     """Which runs are students that distil from a teacher, from what each record says of itself (its
     identity names a teacher). Records from before run identities existed (and plain frames) do not say:
-    for them the paper's distilling students, RKD and IKD, stand in."""
-    legacy = runs["method"].isin(LEGACY_DISTILLING) if "method" in runs else pd.Series(False, index=runs.index)
-    if "distils" not in runs:
-        return legacy
-    return pd.Series(
-        [bool(d) if isinstance(d, bool) else bool(lg) for d, lg in zip(runs["distils"], legacy)], index=runs.index
-    )
+    for them the methods whose class distils (conf/method/, :mod:`kd_lightning.methods`) stand in."""
+    said = runs["distils"] if "distils" in runs else pd.Series(None, index=runs.index, dtype=object)
+    if all(isinstance(d, bool) for d in said):
+        return said.astype(bool)
+    from kd_lightning.methods import distilling_methods as conf_distilling
+
+    legacy = runs["method"].isin(conf_distilling()) if "method" in runs else pd.Series(False, index=runs.index)
+    return pd.Series([d if isinstance(d, bool) else bool(lg) for d, lg in zip(said, legacy)], index=runs.index)
 
 
 def distilling_methods(runs: pd.DataFrame) -> list[str]:
     """The distilling students of a frame, in the paper's order then alphabetically."""
     return ordered_methods(runs.loc[distils(runs), "method"].unique()) if len(runs) else []
+
+
+def teacher_methods(runs: pd.DataFrame) -> list[str]:
+    """The methods whose runs trained a teacher: their records name the teacher they published (``teacher_key``).
+    A plain frame does not say: the methods of conf/method/ that publish a teacher stand in."""
+    if "teacher_key" not in runs:
+        from kd_lightning.methods import teacher_methods as conf_teachers
+
+        return [m for m in conf_teachers() if "method" in runs and (runs["method"] == m).any()] or list(conf_teachers())
+    return ordered_methods(runs.loc[runs["teacher_key"].map(lambda k: isinstance(k, str)), "method"].unique())
+
+
+def control_methods(runs: pd.DataFrame) -> list[str]:
+    """Students trained on labels alone (scratch): neither a teacher nor distilling; every KD gain is against them."""
+    if runs.empty or "method" not in runs:
+        return []
+    teachers = set(teacher_methods(runs))
+    rest = runs.loc[~distils(runs), "method"]
+    return [m for m in ordered_methods(rest.unique()) if m not in teachers]
+
+
+def student_methods(runs: pd.DataFrame) -> list[str]:
+    """The controls, then the distilling students."""
+    return [*control_methods(runs), *distilling_methods(runs)]
+
+
+def roles(runs: pd.DataFrame) -> tuple[str, str, list[str]]:
+    """(teacher, control, distilling students) of a frame, from its records: the names a comparison pairs."""
+    from kd_lightning import methods
+
+    teachers = teacher_methods(runs) or list(methods.teacher_methods())
+    controls = control_methods(runs) or list(methods.control_methods())
+    return teachers[0], controls[0], distilling_methods(runs)
 
 
 def dataset_label(dataset: Any) -> str:
