@@ -11,6 +11,7 @@ lives in :mod:`kd_lightning.run`: the folder (skip, resume, archive, conflict, f
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.models import count_parameters
-from kd_lightning.run import after_test, gpu_slots, rundir, teacher_kinds, teachers
+from kd_lightning.run import after_test, rundir, teacher_kinds, teachers
 from kd_lightning.run.budget import TrainingBudget
 from kd_lightning.run.build import build_datamodule, build_module, build_trainer
 from kd_lightning.run.callbacks import ThroughputMeter
@@ -33,6 +34,7 @@ from kd_lightning.run.config import to_plain, validate_config
 from kd_lightning.run.failures import report_failed_run
 from kd_lightning.run.identity import fingerprint, identity
 from kd_lightning.run.records import OutputError
+from kd_lightning.run.resolvers import register_resolvers
 from kd_lightning.run.rundir import RunConflictError  # noqa: F401  (re-exported: part of the entry point's API)
 
 log = logging.getLogger("kd_lightning")
@@ -41,7 +43,9 @@ log = logging.getLogger("kd_lightning")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one config to completion (training its teacher first if needed) and return its record."""
     try:
-        gpu_slots.raise_if_claim_failed()  # launcher=gpu_node: a job without a GPU slot must not train on GPU 0
+        gpu_slots = sys.modules.get("kd_lightning.run.gpu_slots")  # imported by launcher=gpu_node's callback only
+        if gpu_slots is not None:
+            gpu_slots.raise_if_claim_failed()  # a job without a GPU slot must not train on GPU 0
         validate_config(cfg)
         if get_class(cfg.method._target_).publishes_teacher:
             return teacher_kinds.train_or_reuse(cfg, fit_and_test)
@@ -143,7 +147,7 @@ def summary_line(record: dict[str, Any]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         record = run(cfg)
@@ -166,6 +170,13 @@ def main(cfg: DictConfig) -> float | None:
         return None
     print(summary_line(record), flush=True)
     return record.get("test_best", {}).get("acc")
+
+
+def main() -> float | None:
+    """``python -m kd_lightning.train <overrides>``: Hydra composes the config (conf/'s ``${kd_...:}`` resolvers
+    registered first, here rather than on import) and runs it, or each of a multirun's."""
+    register_resolvers()
+    return _hydra_main()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,11 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from kd_lightning.datasets.synthetic import unverified_cifar  # noqa: E402
+from kd_lightning.run.resolvers import register_resolvers  # noqa: E402
 from tests.fakedata import write_all  # noqa: E402
+
+# tests compose configs with Hydra directly (initialize_config_dir), as the entry points do after registering
+register_resolvers()
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

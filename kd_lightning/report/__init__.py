@@ -3,12 +3,14 @@
 ``python -m kd_lightning.report outputs/study [--out DIR] [--metric test_best.acc|test_last.acc]``
 writes ``report.md`` (GitHub-readable), ``figures/*.png`` and ``tables/*.csv``. One module per concern:
 
-- ``runs``         finding and reading results.json into a DataFrame, picking one record per run, problems
-- ``paper_config`` the paper's protocol as config values; which values a run differs in
+- ``runs``         results.json (or a report folder's tables/runs.csv) into a DataFrame; one record per run; roles
+- ``paper``        the paper's numbers, methods, tables and protocol; which values a run differs in
 - ``provenance``   which teacher each student used, mismatches and stale teachers
 - ``stats``        paired t-intervals, Holm, permutation/bootstrap trend tests, power, MDE, seeds needed
 - ``tables``       the report's tables as DataFrames (summaries, comparisons, gap closed, fidelity, efficiency)
 - ``claims``       THE STUDY'S CONCLUSIONS: each claim, its criterion and its verdict
+- ``teacher_gate`` is each condition's teacher worth distilling; ``primary``, ``plan``, ``calibration``: the
+  claim named in advance, the seeds a claim needs, the error rates of the rules
 - ``curves``       per-epoch curves from csv/metrics.csv
 - ``figures``      matplotlib figures
 - ``markdown``     formatting and the report.md document

@@ -70,10 +70,10 @@ from kd_lightning.report.factor_sweeps import (
     students_of,
 )
 from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, method_label
-from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, IKD, PAPER_STUDENTS, RKD, SCRATCH, TEACHER, paper_accuracy
 from kd_lightning.report.primary import PrimaryClaim, primary_from_runs
 from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import DEFAULT_METRIC, for_recipe, metric_values, recipes_in
+from kd_lightning.report.runs import DEFAULT_METRIC, for_recipe, metric_values, recipes_in, roles
 from kd_lightning.report.tables import paired_from_values, paired_values, wide_values
 
 SUPPORTED = "supported"
@@ -346,12 +346,12 @@ def claims_for_values(
     """
     vs_teacher = wide_values(values if values_vs_teacher is None else values_vs_teacher)
     values = wide_values(values)
-    claim1 = [trend_part(values, s, "scratch", n_parts=2, bootstrap=detail) for s in ("rkd", "ikd")]
+    claim1 = [trend_part(values, s, SCRATCH, n_parts=2, bootstrap=detail) for s in PAPER_STUDENTS]
     claim2 = [
-        per_dataset_part(values, "ikd", "rkd", "all", n_parts=2, power=detail),
-        trend_part(values, "ikd", "rkd", n_parts=2, bootstrap=detail),
+        per_dataset_part(values, IKD, RKD, "all", n_parts=2, power=detail),
+        trend_part(values, IKD, RKD, n_parts=2, bootstrap=detail),
     ]
-    claim3 = [per_dataset_part(vs_teacher, "ikd", "teacher", "any", power=detail)]
+    claim3 = [per_dataset_part(vs_teacher, IKD, TEACHER, "any", power=detail)]
     return [
         _claim(1, CLAIM_1, CRITERION_1, claim1, recipe),
         _claim(2, CLAIM_2, CRITERION_2, claim2, recipe),
@@ -469,8 +469,9 @@ def factor_seed_part(
 ) -> Part:
     """The seed is the unit: per seed, the slope of its paired gain on the levels' fixed positions (``slope``) or
     its gain at the hardest level minus at the easiest (``contrast``); one-sided t-test over seeds, S − 1 df."""
-    paired = paired_by_level(points, student, "scratch")
-    name = f"{method_label(student)} − {method_label('scratch')} as {FACTOR_TEXT[factor]}"
+    control = roles(points)[1]
+    paired = paired_by_level(points, student, control)
+    name = f"{method_label(student)} − {method_label(control)} as {FACTOR_TEXT[factor]}"
     chains = paired.pivot_table(index="seed", columns="level", values="diff", aggfunc="mean").dropna()
     x = level_positions(factor, chains.columns) if len(chains.columns) else np.array([])
     unit = _seed_unit_text(points, factor, len(chains), len(chains.columns))
@@ -528,8 +529,9 @@ def factor_level_part(
 ) -> Part:
     """The level is the unit (the seeds at a level share its draw or its fixed data): one mean gain per level,
     OLS slope on the levels' fixed positions, one-sided t-test on L − 2 df (``stats.slope_test``)."""
-    paired = paired_by_level(points, student, "scratch")
-    name = f"{method_label(student)} − {method_label('scratch')} as {FACTOR_TEXT[factor]}"
+    control = roles(points)[1]
+    paired = paired_by_level(points, student, control)
+    name = f"{method_label(student)} − {method_label(control)} as {FACTOR_TEXT[factor]}"
     means = paired.groupby("level")["diff"].mean()
     x = level_positions(factor, means.index) if len(means) else np.array([])
     per_level = _per_level_text(paired, factor)
@@ -701,7 +703,9 @@ def _mde_text(c: Claim, mde: float) -> str:
 
 
 def _decide(c: Claim, family: str, order: int, alpha: float, ps: float, pc: float, note: str) -> Claim:
-    verdict = verdict_from(ps, pc, _testable(c), alpha)
+    # ps and pc are Holm-adjusted for an exploratory claim: Holm's step-down rejects where the adjusted p is below
+    # the family's α (its step's α applies to the raw p); comparing them with the step's α would correct twice
+    verdict = verdict_from(ps, pc, _testable(c), ALPHA)
     c = replace(
         c,
         verdict=verdict,

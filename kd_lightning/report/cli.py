@@ -43,7 +43,8 @@ def _side_command(argv: Sequence[str]) -> int:
     if argv[0] == "plan":
         parser.add_argument("--effect", type=float, required=True, help="pp per unit of the factor's position")
     args = parser.parse_args(argv[1:])
-    from kd_lightning.report.plan import load_runs, plan_text
+    from kd_lightning.report.plan import plan_text
+    from kd_lightning.report.runs import load_runs
 
     runs = load_runs(args.folder)
     primary = parse_primary(args.primary)

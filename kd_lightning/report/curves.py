@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from kd_lightning.report.runs import KEYS, _sort, completed_runs
+from kd_lightning.report.runs import KEYS, RUNS_CSV, _sort, completed_runs, is_report_folder
 
 CURVE_COLUMNS = {
     "val/acc": "val_acc",
@@ -51,9 +52,23 @@ def load_curves(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[cols]
 
 
+SUMMARY_COLUMNS = [
+    "recipe",
+    "dataset",
+    "method",
+    "epoch",
+    "n",
+    "val_acc_mean",
+    "val_acc_std",
+    "val_loss_mean",
+    "val_loss_std",
+]
+CURVES_CSV = RUNS_CSV.parent / "curves.csv"
+
+
 def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per recipe/dataset/method/epoch; accuracy in percent."""
-    cols = ["recipe", "dataset", "method", "epoch", "n", "val_acc_mean", "val_acc_std", "val_loss_mean", "val_loss_std"]
+    cols = SUMMARY_COLUMNS
     if curves.empty:
         return pd.DataFrame(columns=cols)
     data = curves.assign(val_acc=curves["val_acc"].astype(float) * 100.0)
@@ -68,3 +83,25 @@ def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
         val_loss_std=("val_loss", "std"),
     ).reset_index()
     return _sort(out.assign(seed=pd.NA))[cols]
+
+
+def read_curve_summary(path: str | Path) -> pd.DataFrame:
+    """A report folder's ``tables/curves.csv`` (:func:`curve_summary` as written); empty when it has none."""
+    if not Path(path).is_file():
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"recipe": str, "dataset": str})
+    return frame.reindex(columns=SUMMARY_COLUMNS)
+
+
+def summary_of_folders(folders: Sequence[str | Path], runs: pd.DataFrame) -> pd.DataFrame:
+    """The curve summary of a report's inputs: report folders give their ``tables/curves.csv`` (their run
+    folders may be elsewhere), sweeps the per-epoch curves of their own runs."""
+    reports = [Path(f) for f in folders if is_report_folder(f)]
+    frames = [read_curve_summary(f / CURVES_CSV) for f in reports]
+    if len(reports) < len(folders):
+        inside = runs["path"].map(lambda p: not any(str(p).startswith(str(r)) for r in reports)) if reports else None
+        frames.append(curve_summary(load_curves(runs if inside is None else runs[inside])))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    return _sort(pd.concat(frames, ignore_index=True).assign(seed=pd.NA))[SUMMARY_COLUMNS]

@@ -29,7 +29,7 @@ from scipy.stats import rankdata
 from kd_lightning.report import stats
 from kd_lightning.report.formatting import fmt, fmt_ci, method_label
 from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import COMPLEXITY_MEASURES, DEFAULT_METRIC, completed_runs, distilling_methods
+from kd_lightning.report.runs import COMPLEXITY_MEASURES, DEFAULT_METRIC, completed_runs, distilling_methods, roles
 from kd_lightning.report.tables import GAP_MIN_PP
 
 PAIRS_NOISE = "label_noise (pairs)"
@@ -197,7 +197,7 @@ def paired_by_level(sub: pd.DataFrame, treatment: str, control: str) -> pd.DataF
 
 
 def students_of(points: pd.DataFrame) -> list[str]:
-    """The distilling students a factor's points hold (each is compared with scratch)."""
+    """The distilling students a factor's points hold (each is compared with the control)."""
     return distilling_methods(points) if len(points) else []
 
 
@@ -248,15 +248,16 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
     points = factor_points(runs, metric)
     out = []
     for (dataset, recipe, factor), sub in points.groupby(["dataset", "base_recipe", "factor"], sort=False):
+        teacher_name, control, _ = roles(sub)
         for level, at in sub.groupby("level"):
             means = at.groupby("method")["value"].mean()
             complexity = {m: pd.to_numeric(at[m], errors="coerce").mean() for m in COMPLEXITY_MEASURES}
             for student in students_of(at):
-                paired = paired_by_level(at, student, "scratch")
+                paired = paired_by_level(at, student, control)
                 t = stats.paired_t(paired["diff"].to_numpy())
                 teacher, scratch, kd = (
-                    means.get("teacher", math.nan),
-                    means.get("scratch", math.nan),
+                    means.get(teacher_name, math.nan),
+                    means.get(control, math.nan),
                     means.get(student, math.nan),
                 )
                 own_teacher = at[(at["method"] == student) & (at["teacher_match"] != "no")]["value"].mean()
@@ -279,7 +280,7 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
                         if gap >= GAP_MIN_PP
                         else math.nan,  # no room to close otherwise
                         "agreement": at.loc[at["method"] == student, "agreement"].mean(),
-                        "teacher_soft_label_entropy": at.loc[at["method"] == "teacher", "soft_label_entropy"].mean(),
+                        "teacher_soft_label_entropy": at.loc[at["method"] == teacher_name, "soft_label_entropy"].mean(),
                         **{f"complexity.{m}": v for m, v in complexity.items()},
                     }
                 )
@@ -288,7 +289,7 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
 
 def complexity_evidence(points: pd.DataFrame, student: str) -> list[str]:
     """Rank correlation of the per-level mean gain with each measured complexity (bootstrap over seeds)."""
-    paired = paired_by_level(points, student, "scratch")
+    paired = paired_by_level(points, student, roles(points)[1])
     measures = points.groupby("level")[list(COMPLEXITY_MEASURES)].mean(numeric_only=True)
     lines = []
     for m in COMPLEXITY_MEASURES:

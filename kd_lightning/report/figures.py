@@ -14,9 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kd_lightning.report.curves import curve_summary
 from kd_lightning.report.formatting import dataset_label, method_label, metric_note
-from kd_lightning.report.paper import COMPLEXITY_RANK, METHOD_LABELS, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, METHODS, paper_accuracy
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     completed_runs,
@@ -25,10 +24,21 @@ from kd_lightning.report.runs import (
     ordered_datasets,
     ordered_methods,
     recipes_in,
+    roles,
+    student_methods,
 )
 from kd_lightning.report.tables import efficiency_table, paired_comparison, summary_table
 
-METHOD_COLORS = {"teacher": "#4C72B0", "scratch": "#8C8C8C", "rkd": "#DD8452", "ikd": "#55A868"}
+#: the paper's methods' colours; any other method takes the next of matplotlib's tab10 (:func:`method_color`)
+METHOD_COLORS = dict(zip(METHODS, ("#4C72B0", "#8C8C8C", "#DD8452", "#55A868")))
+_MORE_COLORS = ("#C44E52", "#8172B3", "#937860", "#DA8BC3", "#CCB974", "#64B5CD")
+
+
+def method_color(method: str) -> str:
+    """A method's colour, stable across figures (a new method gets one without an edit here)."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _MORE_COLORS[sum(map(ord, method)) % len(_MORE_COLORS)]
 
 
 def _no_data(ax: Any, text: str = "no data") -> None:
@@ -63,8 +73,8 @@ def plot_accuracy(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
             bar,
             yerr=rows["std"].fillna(0),
             capsize=3,
-            color=METHOD_COLORS.get(method),
-            label=METHOD_LABELS.get(method, method),
+            color=method_color(method),
+            label=method_label(method),
         )
         if rows["paper"].notna().any():
             ax.scatter(
@@ -106,8 +116,8 @@ def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylab
             bar,
             yerr=np.nan_to_num(err),
             capsize=3,
-            color=METHOD_COLORS.get(method),
-            label=METHOD_LABELS.get(method, method),
+            color=method_color(method),
+            label=method_label(method),
         )
         for xi, (res, low, high) in enumerate(zip(rows["resolved"].fillna(""), rows["ci_low"], rows["ci_high"])):
             if res:  # beyond the end of the interval, on the side the difference points to
@@ -128,8 +138,9 @@ def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylab
 
 
 def plot_gain_over_scratch(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
-    """RKD and IKD gain over the scratch student per dataset, paired by seed, with 95% CIs."""
-    pairs = [(s, paired_comparison(runs, s, "scratch", metric)) for s in ("rkd", "ikd")]
+    """Each distilling student's gain over the control student per dataset, paired by seed, with 95% CIs."""
+    _, control, students = roles(runs)
+    pairs = [(s, paired_comparison(runs, s, control, metric)) for s in students]
     return _difference_bars(
         pairs,
         f"Student gain over scratch\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
@@ -140,7 +151,8 @@ def plot_gain_over_scratch(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> 
 
 def plot_students_vs_teacher(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
     """Each student minus the teacher per dataset: how much of the teacher each student recovers."""
-    pairs = [(s, paired_comparison(runs, s, "teacher", metric)) for s in ("scratch", "rkd", "ikd")]
+    teacher = roles(runs)[0]
+    pairs = [(s, paired_comparison(runs, s, teacher, metric)) for s in student_methods(runs)]
     return _difference_bars(
         pairs,
         f"Students vs teacher\n{metric_note(metric)}; paired by seed, error bars: 95% CI, * = resolved after Holm",
@@ -153,9 +165,10 @@ def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) ->
     fig = Figure(figsize=(7.0, 4.5), layout="constrained")
     ax = fig.add_subplot()
     plotted = False
-    for student in ("rkd", "ikd"):
-        color = METHOD_COLORS[student]
-        frame = paired_comparison(runs, student, "scratch", metric).dropna(subset=["complexity_rank", "diff_mean"])
+    _, control, students = roles(runs)
+    for student in students:
+        color = method_color(student)
+        frame = paired_comparison(runs, student, control, metric).dropna(subset=["complexity_rank", "diff_mean"])
         if not frame.empty:
             err = np.vstack([frame["diff_mean"] - frame["ci_low"], frame["ci_high"] - frame["diff_mean"]])
             ax.errorbar(
@@ -165,13 +178,23 @@ def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) ->
                 marker="o",
                 capsize=3,
                 color=color,
-                label=f"{METHOD_LABELS[student]} (this sweep)",
+                label=f"{method_label(student)} (this sweep)",
             )
             plotted = True
-        paper = [(r, paper_accuracy(d, student) - paper_accuracy(d, "scratch")) for d, r in COMPLEXITY_RANK.items()]
-        ax.plot(
-            *zip(*paper), linestyle="--", marker=".", color=color, alpha=0.6, label=f"{METHOD_LABELS[student]} (paper)"
-        )
+        paper = [
+            (r, paper_accuracy(d, student) - paper_accuracy(d, control))
+            for d, r in COMPLEXITY_RANK.items()
+            if paper_accuracy(d, student) is not None and paper_accuracy(d, control) is not None
+        ]
+        if paper:  # the paper's own students only
+            ax.plot(
+                *zip(*paper),
+                linestyle="--",
+                marker=".",
+                color=color,
+                alpha=0.6,
+                label=f"{method_label(student)} (paper)",
+            )
     if not plotted:
         _no_data(ax, "no ranked datasets with paired runs")
     ax.axhline(0, color="black", linewidth=0.8)
@@ -186,9 +209,10 @@ def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) ->
     return fig
 
 
-def plot_training_curves(curves: pd.DataFrame, dataset: str) -> Figure:
-    """Validation accuracy and loss per epoch for every method on one dataset (mean over seeds, ±std band)."""
-    summary = curve_summary(curves[curves["dataset"] == dataset])
+def plot_training_curves(summary: pd.DataFrame, dataset: str) -> Figure:
+    """Validation accuracy and loss per epoch for every method on one dataset (mean over seeds, ±std band),
+    from :func:`kd_lightning.report.curves.curve_summary` (a report folder's ``tables/curves.csv``)."""
+    summary = summary[summary["dataset"] == dataset]
     fig = Figure(figsize=(11.0, 4.2), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     for method in ordered_methods(summary["method"]):
@@ -200,10 +224,10 @@ def plot_training_curves(curves: pd.DataFrame, dataset: str) -> Figure:
                 epoch,
                 mean,
                 marker=".",
-                color=METHOD_COLORS.get(method),
-                label=f"{METHOD_LABELS.get(method, method)} (n≤{rows['n'].max()})",
+                color=method_color(method),
+                label=f"{method_label(method)} (n≤{rows['n'].max()})",
             )
-            ax.fill_between(epoch, mean - std, mean + std, color=METHOD_COLORS.get(method), alpha=0.15)
+            ax.fill_between(epoch, mean - std, mean + std, color=method_color(method), alpha=0.15)
     for ax, ylabel, title in (
         (ax_acc, "validation accuracy (%)", "Validation accuracy"),
         (ax_loss, "validation loss (cross-entropy, nats)", "Validation loss"),
@@ -247,8 +271,8 @@ def plot_per_class_f1(runs: pd.DataFrame, dataset: str, metric: str = DEFAULT_ME
             bar,
             yerr=std,
             capsize=2 if n_classes <= 20 else 0,
-            color=METHOD_COLORS.get(method),
-            label=f"{METHOD_LABELS.get(method, method)} (n={len(values)})",
+            color=method_color(method),
+            label=f"{method_label(method)} (n={len(values)})",
         )
     if n_classes == 0:
         _no_data(ax)
@@ -287,8 +311,8 @@ def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost
                 yerr=np.nan_to_num(err),
                 marker="o",
                 capsize=3,
-                color=METHOD_COLORS.get(r["method"]),
-                label=METHOD_LABELS.get(r["method"], r["method"]),
+                color=method_color(r["method"]),
+                label=method_label(r["method"]),
             )
         ax.set_xscale("log" if cost == "flops_per_image" else "linear")
         ax.set_title(dataset_label(dataset))
@@ -304,17 +328,18 @@ def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost
 
 
 def plot_gain_by_recipe(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
-    """RKD and IKD gain over scratch per dataset under each recipe side by side (e.g. paper vs strong):
-    does what KD buys survive well-trained networks? Paired by seed, 95% CIs."""
+    """Each distilling student's gain over the control per dataset under each recipe side by side (e.g. paper
+    vs strong): does what KD buys survive well-trained networks? Paired by seed, 95% CIs."""
     recipes = [r for r in recipes_in(runs) if "·" not in r]  # data-factor conditions have their own figure
     fig = Figure(figsize=(5.0 * max(len(recipes), 1), 4.5), layout="constrained")
     axes = fig.subplots(1, max(len(recipes), 1), sharey=True, squeeze=False)[0]
     for ax, recipe in zip(axes, recipes):
         sub = for_recipe(runs, recipe)
         datasets = datasets_in(sub)
-        x, bar, offsets = _bar_positions(len(datasets), 2)
-        for offset, student in zip(offsets, ("rkd", "ikd")):
-            rows = paired_comparison(sub, student, "scratch", metric).set_index("dataset").reindex(datasets)
+        _, control, students = roles(sub)
+        x, bar, offsets = _bar_positions(len(datasets), len(students))
+        for offset, student in zip(offsets, students):
+            rows = paired_comparison(sub, student, control, metric).set_index("dataset").reindex(datasets)
             err = np.vstack([rows["diff_mean"] - rows["ci_low"], rows["ci_high"] - rows["diff_mean"]])
             ax.bar(
                 x + offset,
@@ -322,8 +347,8 @@ def plot_gain_by_recipe(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Fig
                 bar,
                 yerr=np.nan_to_num(err),
                 capsize=3,
-                color=METHOD_COLORS[student],
-                label=METHOD_LABELS[student],
+                color=method_color(student),
+                label=method_label(student),
             )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(x, [dataset_label(d) for d in datasets])
@@ -342,7 +367,7 @@ def plot_factor_gain(table: pd.DataFrame, dataset: str, factor: str) -> Figure:
     gain_ax, agree_ax = fig.subplots(1, 2)
     rows = table[(table["dataset"] == dataset) & (table["factor"] == factor)].sort_values("level")
     for student, sub in rows.groupby("student", sort=False):
-        color = METHOD_COLORS.get(student)
+        color = method_color(student)
         err = np.vstack([sub["gain"] - sub["gain_ci_low"], sub["gain_ci_high"] - sub["gain"]])
         gain_ax.errorbar(
             sub["level"],

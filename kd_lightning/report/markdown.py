@@ -13,7 +13,15 @@ import pandas as pd
 from kd_lightning.report.claims import ALPHA, FACTOR_MIN_LEVELS, MIN_PAIRS, MIN_TREND_DATASETS, Claim, family_sizes
 from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, mean_std, method_label
 from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import METRICS, SPLITS, completed_runs, ordered_datasets, ordered_methods, recipes_in
+from kd_lightning.report.runs import (
+    METRICS,
+    SPLITS,
+    completed_runs,
+    is_report_folder,
+    ordered_datasets,
+    ordered_methods,
+    recipes_in,
+)
 from kd_lightning.report.tables import (
     FIDELITY_FIELDS,
     GAP_MIN_PP,
@@ -381,6 +389,18 @@ def budget_note(runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def source_label(folder: Path) -> str:
+    """A report's input as the header names it: relative to the working folder when inside it, and a report
+    folder (regenerated from its ``tables/runs.csv``) said to be one, with where its runs were."""
+    try:
+        shown = Path(folder).resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = Path(folder)
+    if not is_report_folder(folder):
+        return f"`{shown}`"
+    return f"`{shown}` (regenerated from its `tables/runs.csv`)"
+
+
 def build_markdown(
     sweeps: Sequence[Path],
     runs: pd.DataFrame,
@@ -401,7 +421,7 @@ def build_markdown(
     lines = [
         "# Knowledge distillation study report",
         "",
-        f"- Sweep{'s' if len(sweeps) > 1 else ''}: {', '.join(f'`{s}`' for s in sweeps)}",
+        f"- Sweep{'s' if len(sweeps) > 1 else ''}: {', '.join(source_label(s) for s in sweeps)}",
         f"- Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- Runs found: {len(runs)} results.json ({len(done)} completed); problems listed in "
         f"[Missing, failed and running runs](#missing-failed-and-running-runs): {len(issues)}",

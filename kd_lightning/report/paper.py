@@ -22,8 +22,21 @@ from omegaconf import OmegaConf
 
 from kd_lightning.run.compose import compose_run_config
 
-#: the paper's four methods, in its tables' order
+#: the paper's four methods, in its tables' order: the only place report/ names them (its numbers, its tables
+#: and its three claims are about these; every other table and figure takes the methods from the records)
 METHODS: tuple[str, ...] = ("teacher", "scratch", "rkd", "ikd")
+TEACHER, SCRATCH, RKD, IKD = METHODS
+#: the paper's distilling students, response-based then feature-based (claim 1 is about both)
+PAPER_STUDENTS: tuple[str, ...] = (RKD, IKD)
+#: the paper's Tables 5-7 and the comparisons behind claims 2 and 3: key, title, first and second column,
+#: treatment and control (diff = treatment - control, paired by seed)
+PAPER_COMPARISONS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("table5", "Table 5: teacher vs scratch", TEACHER, SCRATCH, TEACHER, SCRATCH),
+    ("table6", "Table 6: scratch vs RKD", SCRATCH, RKD, RKD, SCRATCH),
+    ("table7", "Table 7: scratch vs IKD", SCRATCH, IKD, IKD, SCRATCH),
+    ("ikd_vs_rkd", "IKD vs RKD (claim 2)", RKD, IKD, IKD, RKD),
+    ("ikd_vs_teacher", "IKD vs teacher (claim 3)", TEACHER, IKD, IKD, TEACHER),
+)
 
 # Test accuracy (%) as printed in the paper.
 PAPER_ACCURACY: dict[str, dict[str, float]] = {

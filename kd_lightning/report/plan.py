@@ -17,9 +17,7 @@ upper confidence limit ``stats.SD_CONFIDENCE``), the fewest seeds with 80% power
 
 from __future__ import annotations
 
-import ast
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -40,21 +38,7 @@ from kd_lightning.report.factor_sweeps import (
 )
 from kd_lightning.report.markdown import markdown_table
 from kd_lightning.report.primary import PrimaryClaim
-from kd_lightning.report.runs import DEFAULT_METRIC, load_sweep
-
-RUNS_CSV = Path("tables") / "runs.csv"
-
-
-def load_runs(folder: str | Path) -> pd.DataFrame:
-    """A sweep's runs: from its results.json files, or from a report folder's ``tables/runs.csv``."""
-    folder = Path(folder)
-    csv = folder / RUNS_CSV if (folder / RUNS_CSV).is_file() else folder if folder.suffix == ".csv" else None
-    if csv is None:
-        return load_sweep(folder)
-    runs = pd.read_csv(csv)
-    runs["factors"] = runs["factors"].map(lambda v: ast.literal_eval(v) if isinstance(v, str) else {})
-    runs["seed"] = runs["seed"].astype("Int64")
-    return runs
+from kd_lightning.report.runs import DEFAULT_METRIC
 
 
 def _row(factor: str, test: str, students: list[str], parts: list, effect: float, alpha: float, family: str) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kd_lightning.report.runs import PICK_KEYS, completed_runs, distils
+from kd_lightning.report.runs import PICK_KEYS, completed_runs, distils, teacher_methods
 
 COLUMNS = [
     *PICK_KEYS,
@@ -31,13 +31,13 @@ COLUMNS = [
 
 
 def teacher_check(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per completed RKD/IKD run: the teacher it used against the sweep's teacher run."""
+    """One row per completed distilling run: the teacher it used against the sweep's teacher run."""
     if runs.empty or "teacher.key" not in runs:
         return pd.DataFrame(columns=COLUMNS)
     done = completed_runs(runs)
     if done.empty:
         return pd.DataFrame(columns=COLUMNS)
-    teachers = done[done["method"] == "teacher"].set_index(["recipe", "dataset", "seed"])["teacher_key"]
+    teachers = done[done["method"].isin(teacher_methods(done))].set_index(["recipe", "dataset", "seed"])["teacher_key"]
     students = done[distils(done)].copy()
     rows = []
     for row in students.to_dict("records"):

@@ -8,6 +8,7 @@ and show as ``n/a``.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -29,8 +30,6 @@ KEYS = ["dataset", "method", "seed"]
 #: runs of different recipes are different experiments: one record per recipe/dataset/method/seed
 PICK_KEYS = ["recipe", *KEYS]
 NO_RECIPE = "n/a"
-#: see :func:`distils`
-LEGACY_DISTILLING = ("rkd", "ikd")
 
 METRICS: dict[str, str] = {
     "test_best.acc": "test accuracy at the best-validation checkpoint",
@@ -355,6 +354,61 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     return _sort(runs)
 
 
+#: where a report folder keeps its runs (one row per results.json, as :func:`load_sweep` read them)
+RUNS_CSV = Path("tables") / "runs.csv"
+_LIST_COLUMNS = ("test_best.per_class_f1", "test_last.per_class_f1")
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell of an object column back to what the record held: None, a bool, an int, a float or text
+    (Lightning reads 5 as five batches and 1.0 as all of them, so int and float stay apart)."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text
+
+
+def read_runs_csv(path: str | Path) -> pd.DataFrame:
+    """The runs of a report folder's ``tables/runs.csv``, typed as :func:`load_sweep` returns them, so a
+    committed report regenerates under today's rules when its run folders are elsewhere. Columns added since
+    the CSV was written are empty (NaN or None), as for a record that does not carry the field."""
+    object_columns = (*_OBJECT_COLUMNS, *_LIST_COLUMNS, "recipe", "base_recipe", "teacher_kind")
+    raw = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in object_columns})
+    runs = raw.reindex(columns=[*RUN_COLUMNS, *(c for c in raw.columns if c not in RUN_COLUMNS)])
+    for col in object_columns:
+        runs[col] = pd.Series([_cell(v) if isinstance(v, str) else None for v in runs[col]], dtype=object)
+    runs["factors"] = [ast.literal_eval(v) if isinstance(v, str) else {} for v in runs["factors"].astype(object)]
+    for col in _LIST_COLUMNS:
+        runs[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else None for v in raw[col]]
+    runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
+    return runs
+
+
+def is_report_folder(folder: str | Path) -> bool:
+    """A report folder (its ``tables/runs.csv``) rather than a sweep of results.json files."""
+    folder = Path(folder)
+    return (folder / RUNS_CSV).is_file() and not find_results(folder)
+
+
+def load_runs(folders: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """Runs from sweep folders (their results.json files) and report folders (their ``tables/runs.csv``)."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    if len(folders) == 1 and folders[0].suffix == ".csv":
+        return read_runs_csv(folders[0])
+    reports = [f for f in folders if is_report_folder(f)]
+    frames = [read_runs_csv(f / RUNS_CSV) for f in reports]
+    sweeps = [f for f in folders if f not in reports]
+    if sweeps or not frames:
+        frames.append(load_sweep(sweeps))
+    return _sort(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else frames[0]
+
+
 # --------------------------------------------------------------------------------------------------
 # Ordering and selection
 
@@ -362,18 +416,52 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
 def distils(runs: pd.DataFrame) -> pd.Series:
     """Which runs are students that distil from a teacher, from what each record says of itself (its
     identity names a teacher). Records from before run identities existed (and plain frames) do not say:
-    for them the paper's distilling students, RKD and IKD, stand in."""
-    legacy = runs["method"].isin(LEGACY_DISTILLING) if "method" in runs else pd.Series(False, index=runs.index)
-    if "distils" not in runs:
-        return legacy
-    return pd.Series(
-        [bool(d) if isinstance(d, bool) else bool(lg) for d, lg in zip(runs["distils"], legacy)], index=runs.index
-    )
+    for them the methods whose class distils (conf/method/, :mod:`kd_lightning.methods`) stand in."""
+    said = runs["distils"] if "distils" in runs else pd.Series(None, index=runs.index, dtype=object)
+    if all(isinstance(d, bool) for d in said):
+        return said.astype(bool)
+    from kd_lightning.methods import distilling_methods as conf_distilling
+
+    legacy = runs["method"].isin(conf_distilling()) if "method" in runs else pd.Series(False, index=runs.index)
+    return pd.Series([d if isinstance(d, bool) else bool(lg) for d, lg in zip(said, legacy)], index=runs.index)
 
 
 def distilling_methods(runs: pd.DataFrame) -> list[str]:
     """The distilling students of a frame, in the paper's order then alphabetically."""
     return ordered_methods(runs.loc[distils(runs), "method"].unique()) if len(runs) else []
+
+
+def teacher_methods(runs: pd.DataFrame) -> list[str]:
+    """The methods whose runs trained a teacher: their records name the teacher they published (``teacher_key``).
+    A plain frame does not say: the methods of conf/method/ that publish a teacher stand in."""
+    if "teacher_key" not in runs:
+        from kd_lightning.methods import teacher_methods as conf_teachers
+
+        return [m for m in conf_teachers() if "method" in runs and (runs["method"] == m).any()] or list(conf_teachers())
+    return ordered_methods(runs.loc[runs["teacher_key"].map(lambda k: isinstance(k, str)), "method"].unique())
+
+
+def control_methods(runs: pd.DataFrame) -> list[str]:
+    """Students trained on labels alone (scratch): neither a teacher nor distilling; every KD gain is against them."""
+    if runs.empty or "method" not in runs:
+        return []
+    teachers = set(teacher_methods(runs))
+    rest = runs.loc[~distils(runs), "method"]
+    return [m for m in ordered_methods(rest.unique()) if m not in teachers]
+
+
+def student_methods(runs: pd.DataFrame) -> list[str]:
+    """The controls, then the distilling students."""
+    return [*control_methods(runs), *distilling_methods(runs)]
+
+
+def roles(runs: pd.DataFrame) -> tuple[str, str, list[str]]:
+    """(teacher, control, distilling students) of a frame, from its records: the names a comparison pairs."""
+    from kd_lightning import methods
+
+    teachers = teacher_methods(runs) or list(methods.teacher_methods())
+    controls = control_methods(runs) or list(methods.control_methods())
+    return teachers[0], controls[0], distilling_methods(runs)
 
 
 def dataset_label(dataset: Any) -> str:

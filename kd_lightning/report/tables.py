@@ -10,6 +10,7 @@ runs of different recipes are never pooled.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, PAPER_COMPARISONS, paper_accuracy
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     completed_runs,
@@ -27,6 +28,8 @@ from kd_lightning.report.runs import (
     metric_values,
     ordered_datasets,
     per_recipe,
+    roles,
+    student_methods,
 )
 
 
@@ -43,13 +46,7 @@ class Comparison:
 
 
 #: the paper's Tables 5-7 and the two comparisons behind claims 2 and 3
-TABLES: tuple[Comparison, ...] = (
-    Comparison("table5", "Table 5: teacher vs scratch", "teacher", "scratch", "teacher", "scratch"),
-    Comparison("table6", "Table 6: scratch vs RKD", "scratch", "rkd", "rkd", "scratch"),
-    Comparison("table7", "Table 7: scratch vs IKD", "scratch", "ikd", "ikd", "scratch"),
-    Comparison("ikd_vs_rkd", "IKD vs RKD (claim 2)", "rkd", "ikd", "ikd", "rkd"),
-    Comparison("ikd_vs_teacher", "IKD vs teacher (claim 3)", "teacher", "ikd", "ikd", "teacher"),
-)
+TABLES: tuple[Comparison, ...] = tuple(Comparison(*row) for row in PAPER_COMPARISONS)
 
 #: gap closed is reported only where the teacher beats scratch by at least this much (pp)
 GAP_MIN_PP = 1.0
@@ -310,8 +307,14 @@ def fidelity_table(runs: pd.DataFrame, split: str = "test_best") -> pd.DataFrame
     return per_recipe(runs, build)
 
 
-def gap_closed_from_values(values: pd.DataFrame, students: tuple[str, ...] = ("rkd", "ikd")) -> pd.DataFrame:
-    """Gap closed per dataset and student on a plain frame (one recipe); see :func:`gap_closed_table`."""
+def gap_closed_from_values(
+    values: pd.DataFrame, students: Sequence[str] | None = None, teacher: str | None = None, control: str | None = None
+) -> pd.DataFrame:
+    """Gap closed per dataset and student on a plain frame (one recipe); see :func:`gap_closed_table`. The
+    teacher, control and students default to the frame's roles (:func:`kd_lightning.report.runs.roles`)."""
+    default_teacher, default_control, default_students = roles(values)
+    teacher, control = teacher or default_teacher, control or default_control
+    students = default_students if students is None else students
     cols = [
         "dataset",
         "student",
@@ -329,11 +332,11 @@ def gap_closed_from_values(values: pd.DataFrame, students: tuple[str, ...] = ("r
     wide = values.pivot_table(index=["dataset", "seed"], columns="method", values="value", aggfunc="first")
     for dataset, student in product(datasets_in(values), students):
         row: dict[str, Any] = {"dataset": dataset, "student": student}
-        need = ["teacher", "scratch", student]
+        need = [teacher, control, student]
         if all(m in wide for m in need) and dataset in wide.index.get_level_values(0):
             both = wide.loc[dataset].dropna(subset=need)
-            gain = stats.mean_ci((both[student] - both["scratch"]).to_numpy())
-            gap = float((both["teacher"] - both["scratch"]).mean()) if len(both) else math.nan
+            gain = stats.mean_ci((both[student] - both[control]).to_numpy())
+            gap = float((both[teacher] - both[control]).mean()) if len(both) else math.nan
         else:
             both, gain, gap = [], stats.mean_ci([]), math.nan
         row.update(
@@ -367,7 +370,8 @@ def gap_closed_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.Dat
     """
 
     def build(sub: pd.DataFrame) -> pd.DataFrame:
-        out = gap_closed_from_values(metric_values(sub, metric))
+        teacher, control, students = roles(sub)
+        out = gap_closed_from_values(metric_values(sub, metric), students, teacher, control)
         done = completed_runs(sub, metric)
         comparable = (
             {d: bool(len(g)) and bool(g["paper_comparable"].all()) for d, g in done.groupby("dataset")}
@@ -450,16 +454,17 @@ def student_buys_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.D
         eff = eff.set_index(["dataset", "method"])
         values = metric_values(sub, metric)
         rows = []
+        teacher = roles(sub)[0]
         for dataset in datasets_in(sub):
-            if (dataset, "teacher") not in eff.index:
+            if (dataset, teacher) not in eff.index:
                 continue
-            t = eff.loc[(dataset, "teacher")]
-            for student in ("scratch", "rkd", "ikd"):
+            t = eff.loc[(dataset, teacher)]
+            for student in student_methods(sub):
                 if (dataset, student) not in eff.index:
                     continue
                 s = eff.loc[(dataset, student)]
                 gap = stats.mean_ci(
-                    paired_values(values, student, "teacher").get(dataset, pd.Series(dtype=float)).to_numpy()
+                    paired_values(values, student, teacher).get(dataset, pd.Series(dtype=float)).to_numpy()
                 )
 
                 def ratio(a: float, b: float) -> float:

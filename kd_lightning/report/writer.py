@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from kd_lightning.report.claims import Claim, claims_frame, report_claims
-from kd_lightning.report.curves import curve_summary, load_curves
+from kd_lightning.report.curves import summary_of_folders
 from kd_lightning.report.factor_sweeps import factor_table
 from kd_lightning.report.figures import (
     plot_accuracy,
@@ -33,7 +33,7 @@ from kd_lightning.report.runs import (
     SPLITS,
     datasets_in,
     for_recipe,
-    load_sweep,
+    load_runs,
     recipes_in,
     run_counts,
 )
@@ -151,7 +151,7 @@ def write_tables(
     verdicts.to_csv(tables / "claims.csv", index=False)
     # the verdict records as data, beside report.md, for tools and notebooks that should not parse markdown
     verdicts.to_json(tables.parent / "claims.json", orient="records", indent=1, force_ascii=False)
-    curve_summary(curves).to_csv(tables / "curves.csv", index=False)
+    curves.to_csv(tables / "curves.csv", index=False)
     comparisons = {}
     for m in METRICS:
         summary_table(runs, m).to_csv(tables / f"summary_{_short(m)}.csv", index=False)
@@ -183,7 +183,8 @@ def write_report(
 ) -> Path:
     """Write report.md, figures/*.png and tables/*.csv for a sweep folder, or several read as one (e.g.
     the paper recipe's and the strong recipe's); returns the path of report.md (default
-    ``<first sweep>/report``)."""
+    ``<first sweep>/report``). A report folder in place of a sweep is read from its ``tables/runs.csv`` and
+    ``tables/curves.csv``: a committed report regenerates, with the same runs, under today's rules."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, not {metric!r}")
     sweeps = [Path(s).resolve() for s in ([sweep] if isinstance(sweep, (str, Path)) else sweep)]
@@ -192,8 +193,8 @@ def write_report(
             raise FileNotFoundError(f"sweep folder not found: {folder}")
     out = Path(out).resolve() if out is not None else sweeps[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_sweep(sweeps)
-    curves = load_curves(runs)
+    runs = load_runs(sweeps)
+    curves = summary_of_folders(sweeps, runs)
     issues = find_issues(runs)
     claims = report_claims(runs, metric)
     comparisons, other = write_tables(runs, curves, issues, claims, metric, out / "tables")

@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from kd_lightning import PROJECT_ROOT
-from kd_lightning.run.gpu_slots import held_slot
 
 RESULTS_FILE = "results.json"
+
+
+def _held_slot() -> dict[str, Any] | None:
+    """launcher=gpu_node's slot of this process; None where that launcher's callback was never imported."""
+    gpu_slots = sys.modules.get("kd_lightning.run.gpu_slots")
+    return gpu_slots.held_slot() if gpu_slots is not None else None
+
+
 _PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy", "kd-lightning")
 
 
@@ -141,6 +148,6 @@ def environment() -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpu_threads": torch.get_num_threads(),
         # launcher=gpu_node: which GPU slot this run's process held (kd_lightning/run/gpu_slots.py)
-        "gpu_slot": held_slot(),
+        "gpu_slot": _held_slot(),
         "git": git_commit(),
     }

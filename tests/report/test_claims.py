@@ -152,3 +152,17 @@ def test_every_claim_has_exactly_one_verdict():
         claims = claims_for_values(values)
         assert [c.number for c in claims] == [1, 2, 3]
         assert all(c.verdict in report.VERDICTS for c in claims)
+
+
+def test_holm_family_compares_adjusted_p_with_the_family_alpha():
+    """Holm's step-down rejects where the adjusted p is below α: p 0.008 first of five claims (adjusted 0.04)
+    is supported, though 0.04 is above its step's α 0.01 (comparing the two would correct twice)."""
+    from kd_lightning.report.claims import Claim, control_family
+
+    ps = [0.008, 0.3, 0.4, 0.5, 0.6]
+    claims = [Claim(i, "s", "c", "inconclusive", "t", "e", p_support=p, p_contradict=1.0) for i, p in enumerate(ps)]
+    first = control_family(claims)[0]
+    assert first.p_support_family == pytest.approx(0.04)
+    assert first.alpha == pytest.approx(0.01)
+    assert first.verdict == "supported"
+    assert [c.verdict for c in control_family(claims)[1:]] == ["inconclusive"] * 4

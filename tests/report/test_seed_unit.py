@@ -19,9 +19,9 @@ from scipy import stats as sps
 from kd_lightning.report import calibration, stats
 from kd_lightning.report.claims import PRIMARY, SUPPORTED, report_claims
 from kd_lightning.report.cli import main
-from kd_lightning.report.plan import load_runs, plan_frame
+from kd_lightning.report.plan import plan_frame
 from kd_lightning.report.primary import PrimaryClaim, parse_primary, primary_from_runs
-from kd_lightning.report.runs import load_sweep
+from kd_lightning.report.runs import load_runs, load_sweep
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "reports" / "usps_train_fraction_fast"
 

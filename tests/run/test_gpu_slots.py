@@ -197,3 +197,25 @@ def test_gpu_node_multirun_spreads_jobs_and_trains_the_shared_teacher_once(tmp_p
     logs = "".join(p.read_text() for p in sweep.glob("*/seed0/*.log"))
     assert logs.count("fitting usps teacher seed=0") == 1, logs
     print(f"gpu_node multirun: {time.monotonic() - started:.0f}s")
+
+
+def test_gpu_node_without_a_gpu_answers_in_one_line(tmp_path):
+    """``launcher=gpu_node`` where no GPU is visible: the reason and what to change, in one line, exit 1."""
+    import subprocess
+    import sys
+
+    from kd_lightning import PROJECT_ROOT
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "kd_lightning.train", "-m", "launcher=gpu_node", f"paths.output_dir={tmp_path}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, lines[-20:]
+    assert "launcher=gpu_node" in lines[0] and "no GPU is visible" in lines[0]

@@ -1,0 +1,85 @@
+"""A fifth method is one module and one YAML (issue 30): written here, outside the package and conf/, it trains
+through the entry point (a Hydra search path adds its YAML), appears in the report's tables and figures from what
+its records say, and is in the bench's method list (kd_lightning/methods.py) when its folder is searched."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kd_lightning import methods, train
+from kd_lightning.report.figures import plot_gain_over_scratch, plot_students_vs_teacher
+from kd_lightning.report.runs import control_methods, distilling_methods, load_runs, student_methods
+from kd_lightning.report.writer import write_report
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.slow
+
+MODULE = '''
+from kd_lightning.modules import RKDStudent
+
+
+class ToyStudent(RKDStudent):
+    """Response-based KD with a softer target: a method the project does not ship."""
+'''
+
+YAML = """\
+_target_: toy_kd_method.ToyStudent
+name: toy
+net: ${student_model}
+alpha: 0.5
+temperature: 2.0
+"""
+
+
+@pytest.fixture
+def toy_method(tmp_path: Path, monkeypatch) -> Path:
+    """The module on sys.path and the YAML in a config folder of its own (``<dir>/method/toy.yaml``)."""
+    code, conf = tmp_path / "code", tmp_path / "conf"
+    code.mkdir()
+    (conf / "method").mkdir(parents=True)
+    (code / "toy_kd_method.py").write_text(MODULE)
+    (conf / "method" / "toy.yaml").write_text(YAML)
+    monkeypatch.syspath_prepend(str(code))
+    yield conf
+    sys.modules.pop("toy_kd_method", None)
+
+
+def test_a_fifth_method_trains_and_is_reported_and_benchmarked(toy_method, tmp_path, fake_data_dir, monkeypatch):
+    out = tmp_path / "outputs"
+    args = [
+        "-m",
+        "dataset=usps",
+        "method=teacher,scratch,toy",
+        "seed=0,1",
+        f"hydra.searchpath=[file://{toy_method}]",
+        f"paths.data_dir={fake_data_dir}",
+        f"paths.output_dir={out}",
+        *FAST,
+        "trainer.limit_train_batches=1",
+    ]
+    monkeypatch.setattr(sys, "argv", ["kd_lightning.train", *args])
+    train.main()
+
+    runs = load_runs(out)
+    assert set(runs["method"]) == {"teacher", "scratch", "toy"} and (runs["status"] == "completed").all()
+    assert distilling_methods(runs) == ["toy"] and control_methods(runs) == ["scratch"]
+    assert student_methods(runs) == ["scratch", "toy"]
+
+    report = write_report(out, tmp_path / "report")
+    summary = pd.read_csv(report.parent / "tables" / "summary_best.csv")
+    assert "toy" in set(summary["method"])
+    gap = pd.read_csv(report.parent / "tables" / "gap_closed_best.csv")
+    assert list(gap["student"]) == ["toy"]
+    for figure in (plot_gain_over_scratch(runs), plot_students_vs_teacher(runs)):
+        labels = [t.get_text() for ax in figure.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
+        assert "toy" in labels, labels
+    assert "toy" in report.read_text()
+
+    # the bench's method list: conf/method/ and the folder the search path adds
+    assert methods.available_methods([toy_method / "method"])[-1] == "toy"
+    assert "toy" in methods.distilling_methods([toy_method / "method"])
+    assert "toy" not in methods.available_methods()
