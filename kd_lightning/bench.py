@@ -43,7 +43,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning import PROJECT_ROOT
@@ -52,22 +51,12 @@ from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.measure.throughput import PATHS, bench_method, ikd_rkd_ratios, verdicts
+from kd_lightning.methods import available_methods
 from kd_lightning.run.build import build_datamodule
-from kd_lightning.run.compose import CONF_DIR, compose_run_config
+from kd_lightning.run.compose import compose_run_config
 from kd_lightning.run.records import device_info, package_versions, write_json
 
-
-def _methods() -> tuple[str, ...]:
-    """The methods of conf/method/: the teacher first, then students without a teacher, then those
-    distilling from one; a method built on another (IKD on RKD) after it."""
-    found = []
-    for file in (CONF_DIR / "method").glob("*.yaml"):
-        cls = get_class(OmegaConf.load(file)._target_)
-        found.append(((not cls.publishes_teacher, cls.requires_teacher, len(cls.__mro__), file.stem), file.stem))
-    return tuple(name for _, name in sorted(found))
-
-
-METHODS = _methods()
+METHODS = available_methods()  # conf/method/: the teacher first, then controls, then distilling students
 DATASETS = ("usps", "mnist", "fashion_mnist", "cifar10", "cifar100")
 PATH_LABELS = {"bare": "1 bare PyTorch", "lightning": "2 Lightning", "model": "3 model only"}
 SMOKE = {"batch_size": 8, "warmup": 1, "steps": 2, "blocks": 2, "synthetic": 48, "num_workers": 0, "threads": 1}

@@ -67,6 +67,7 @@ class RKDStudent(ClassifierModule):
 
     # -- keep the teacher out of student checkpoints -------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the base refuses weights a non-finite loss has touched
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(TEACHER_PREFIX)
         }
