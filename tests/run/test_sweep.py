@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from kd_lightning import PROJECT_ROOT, train
 from kd_lightning.run.compose import compose_run_config
+from kd_lightning.seeding import member_seed
 from tests.fakedata import write_all
 from tests.helpers import CONF_DIR, FAST, MOMENTUM
 
@@ -141,14 +142,17 @@ def cli(*args: str, **kwargs) -> subprocess.Popen:
     )
 
 
-def test_two_runs_needing_the_same_missing_teacher_train_it_once(tmp_path, fake_data_dir):
-    common = ("dataset=usps", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
-    procs = [cli(f"method={m}", *common) for m in ("rkd", "ikd")]
+def test_two_runs_needing_the_same_missing_teachers_train_each_once(tmp_path, fake_data_dir):
+    """Two students started together, distilling from a 2-member ensemble: each member (a registry teacher, under
+    the registry's lock like the paper's single teacher) is trained once (kd_lightning/run/teacher_kinds.py)."""
+    common = ("dataset=usps", "teacher=ensemble", "teacher.members=2", f"paths.data_dir={fake_data_dir}")
+    procs = [cli(f"method={m}", *common, f"paths.output_dir={tmp_path}", *FAST) for m in ("rkd", "ikd")]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     joined = "\n".join(outputs)
-    assert joined.count("fitting usps teacher seed=0") == 1, joined
-    assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 1
+    for k in range(2):
+        assert joined.count(f"fitting usps teacher seed={member_seed(0, k)}") == 1, joined
+    assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 2
 
 
 def test_sigterm_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path, fake_data_dir, monkeypatch):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import fingerprint
 from kd_lightning.seeding import member_seed
 from kd_lightning.train import run
-from tests.helpers import FAST, compose_cfg
+from tests.helpers import compose_cfg
 
 ENSEMBLE = ["dataset=usps", "teacher=ensemble", "teacher.members=2", "seed=0"]
 
@@ -115,24 +113,3 @@ def test_full_data_teacher_is_the_full_levels_teacher_and_a_separate_condition(f
 def test_bad_teacher_settings_are_refused_before_training(fake_data_dir, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("^", r"\^").replace("(", r"\(")):
         validate_config(compose_cfg(["method=rkd", *overrides], fake_data_dir, tmp_path))
-
-
-@pytest.mark.slow
-def test_two_students_run_concurrently_train_each_member_once(tmp_path, fake_data_dir):
-    common = [*ENSEMBLE, f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "kd_lightning.train", f"method={m}", *common],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for m in ("rkd", "ikd")
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    joined = "\n".join(outputs)
-    for k in range(2):
-        assert joined.count(f"fitting usps teacher seed={member_seed(0, k)}") == 1, joined
-    assert len(member_ckpts(tmp_path)) == 2
