@@ -150,8 +150,11 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "factors": factors,
         "image_size": _dict(config.get("dataset")).get("image_size"),
         "num_classes": _dict(config.get("dataset")).get("num_classes"),
-        # a distilling student's identity names its teacher (kd_lightning/run/identity.py); None: not recorded
-        "distils": ("teacher" in record["identity"]) if isinstance(record.get("identity"), dict) else None,
+        # a distilling student's identity names its teacher (kd_lightning/run/identity.py); a run that registered a
+        # teacher (teacher_key: the teacher rows, an ensemble's included) never distils; None: not recorded
+        "distils": ("teacher" in record["identity"] and not isinstance(record.get("teacher_key"), str))
+        if isinstance(record.get("identity"), dict)
+        else None,
         "paper_comparable": not differences,
         "paper_differences": "; ".join(differences),
         "max_epochs": trainer.get("max_epochs"),

@@ -206,7 +206,7 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
     plan = rundir.plan(cfg.paths.run_dir, digest({"teacher": summary["reference"]}), bool(cfg.force), log)
     if plan.completed is not None:
         return plan.completed
-    identity = {"seed": int(cfg.seed), "teacher": summary["reference"]}
+    identity = {"seed": int(cfg.seed), "ensemble": summary["reference"]}  # it is the teacher: it distils from none
     record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
     walls = [m["wall_time_s"] for m in summary["members"]]
     return rundir.complete(

@@ -24,7 +24,8 @@ def write_run(root: Path, name: str, method: str, seed: int, acc: float, teacher
         "method": method,
         "seed": seed,
         "config": {"recipe": {"name": "fast"}, "teacher": teacher, "teacher_model": {"arch": "resnet18"}},
-        "identity": {"seed": seed, **({"teacher": f"{name}/seed{seed}"} if method in ("rkd", "ikd") else {})},
+        # an ensemble's teacher row (written before 2026-12-03 16:00) named its members under "teacher" too
+        "identity": {"seed": seed, **({"teacher": f"{name}/seed{seed}"} if method != "scratch" else {})},
         "test_best": {"acc": acc, "agreement": 0.9},
         "test_last": {"acc": acc},
         "finished_at": f"2026-12-03T00:00:0{seed}",
@@ -57,6 +58,12 @@ def test_each_teacher_kind_is_a_condition_and_scratch_is_the_control_of_each(swe
     other = scratch[scratch["recipe"] == "fast"]
     assert other["test_best.agreement"].isna().all()
     assert (scratch[scratch["recipe"] != "fast"]["test_best.agreement"] == 0.9).all()
+
+
+def test_teacher_rows_are_never_distilling_students(sweep):
+    runs = load_sweep(sweep)
+    assert not runs.loc[runs["method"] == "teacher", "distils"].any()
+    assert runs.loc[runs["method"] == "rkd", "distils"].all()
 
 
 def test_gate_pairs_teacher_and_scratch_by_seed_and_qualifies_at_the_margin(sweep):

@@ -56,6 +56,7 @@ def test_records_name_the_kind_the_members_and_their_accuracies(ensemble_runs):
     assert row["method"] == "teacher" and row["status"] == "completed"
     assert row["test_best"]["acc"] == records["rkd"]["teacher"]["test_acc"]
     assert row["ensemble"]["size"] == 2 and row["teacher_key"] == records["rkd"]["teacher"]["key"]
+    assert "teacher" not in row["identity"] and row["identity"]["ensemble"] == records["rkd"]["identity"]["teacher"]
     # the ensemble's identity is its members' identities plus K; the distilling students name it
     reference = records["rkd"]["identity"]["teacher"]
     assert reference.startswith("ensemble2[") and reference == records["ikd"]["identity"]["teacher"]
