@@ -198,14 +198,16 @@ def dataset_config(
     return cfg, origin
 
 
-def _composed(dataset: str) -> DictConfig:
-    return compose_run_config([f"dataset={dataset}"])
+def _composed(dataset: str, path: str | None = None) -> DictConfig:
+    """The run config of ``dataset=<name>``; a folder dataset (named after its content) is the group ``folder``
+    at its ``path`` (conf/dataset/folder.yaml)."""
+    return compose_run_config(["dataset=folder", f"dataset.path={path}"] if path else [f"dataset={dataset}"])
 
 
 def eval_config(ds_cfg: Mapping[str, Any], seed: int = 0) -> DictConfig:
     """``kd_lightning.train``'s config for the dataset of ``ds_cfg``, with the run's own dataset values on
     top (normalisation, split, data factors): what :func:`kd_lightning.run.build.build_datamodule` takes."""
-    cfg = _composed(str(ds_cfg["name"]))
+    cfg = _composed(str(ds_cfg["name"]), ds_cfg.get("path"))
     with open_dict(cfg):
         cfg.dataset = OmegaConf.merge(cfg.dataset, OmegaConf.create(dict(ds_cfg)))
         cfg.seed = int(seed)

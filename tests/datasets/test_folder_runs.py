@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kd_lightning import export as export_cli
 from kd_lightning import train
 from kd_lightning.report import cli as report_cli
 from tests.datasets.folder_trees import digits_tree, synthetic_tree
@@ -78,3 +79,7 @@ def test_a_tiny_tree_goes_teacher_rkd_report(tmp_path, out_dir, monkeypatch, cap
     report = Path(capsys.readouterr().out.strip().splitlines()[-1])
     text = report.read_text()
     assert dataset in text
+    # the standalone export tool finds the folder dataset again from the run's config (run/finished.py)
+    onnx_file = tmp_path / "rkd.onnx"
+    assert export_cli.main([str(sweep / dataset / "rkd" / "seed0"), "--out", str(onnx_file), "--max-images", "4"]) == 0
+    assert onnx_file.is_file()
