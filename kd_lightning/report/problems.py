@@ -91,12 +91,14 @@ def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)
+        # an ensemble has no checkpoint of its own (None from results.json, NaN from a regenerated runs.csv)
+        where = row["teacher.checkpoint"] if isinstance(row["teacher.checkpoint"], str) else "its ensemble members"
         rows.append(
             {
                 **{k: row[k] for k in PICK_KEYS},
                 "status": "stale teacher",
                 "detail": f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code "
-                f"commit: {row['teacher.checkpoint']}",
+                f"commit: {where}",
                 "path": row["path"],
             }
         )

@@ -187,6 +187,8 @@ def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> teac
         "members": summary["members"],
         "run_dir": None,
         "stale": any(m["stale"] for m in summary["members"]),
+        # the code that trained the members: the first one trained by other code, else member 0's
+        "code_version": next((m for m in summary["members"] if m["stale"]), summary["members"][0])["code_version"],
     }
     checkpoints = tuple(m["checkpoint"] for m in summary["members"])
     return teachers.TeacherChoice(checkpoints, record, summary["reference"] if distils else None)
