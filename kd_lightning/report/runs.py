@@ -135,9 +135,8 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     if factors:
         differences.append(f"data factors {factor_label(factors)}")
     kind = _teacher_kind(config)
-    base_recipe = _dict(config.get("recipe")).get("name") or record.get("recipe") or NO_RECIPE
-    if kind:  # each teacher kind is its own condition, never pooled with another
-        base_recipe = f"{base_recipe} · teacher {kind}"
+    recipe_name = _dict(config.get("recipe")).get("name") or record.get("recipe") or NO_RECIPE
+    base_recipe, condition = condition_labels(recipe_name, kind, factors, seed)
     row: dict[str, Any] = {
         "dataset": record.get("dataset") or inferred["dataset"],
         "method": method,
@@ -145,7 +144,8 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "status": record.get("status", "unknown"),
         "path": str(path.parent),
         # each data-factor level is its own condition, never pooled with another (like a recipe)
-        "recipe": f"{base_recipe} · {factor_label(factors, seed)}" if factors else base_recipe,
+        "recipe": condition,
+        "_recipe_name": recipe_name,
         "base_recipe": base_recipe,
         "factors": factors,
         "image_size": _dict(config.get("dataset")).get("image_size"),
@@ -226,16 +226,21 @@ def _teacher_kind(config: dict[str, Any]) -> str | None:
 _FIDELITY_FIELDS = tuple(f"{split}.{f}" for split in SPLITS for f in ("agreement", "kl_teacher_student"))
 
 
+def condition_labels(recipe: str, kind: str | None, factors: dict[str, Any], seed: Any) -> tuple[str, str]:
+    """(base, condition): ``fast · teacher <kind>`` and the same ``· <factor levels>``. Each recipe, teacher kind and
+    data-factor level is its own condition, never pooled with another (like a recipe)."""
+    base = f"{recipe} · teacher {kind}" if kind else recipe
+    return base, (f"{base} · {factor_label(factors, seed)}" if factors else base)
+
+
 def share_controls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Students that do not distil (scratch) belong to every teacher condition of their recipe, data and seed:
     one run is the control of each teacher kind it is compared with. A copy in another kind's condition has no
     fidelity numbers (they were measured against its own run's teacher)."""
 
     def group(row: dict[str, Any]) -> tuple[Any, ...]:
-        base = str(row.get("base_recipe"))
-        kind = row.get("teacher_kind")
-        plain = base[: -len(f" · teacher {kind}")] if kind else base
-        return plain, row.get("dataset"), json.dumps(row.get("factors") or {}, sort_keys=True, default=str)
+        factors = json.dumps(row.get("factors") or {}, sort_keys=True, default=str)
+        return row.get("_recipe_name", row.get("base_recipe")), row.get("dataset"), factors
 
     def is_control(row: dict[str, Any]) -> bool:
         return row.get("distils") is False and not row.get("teacher_key") and row.get("status") != "unreadable"
@@ -249,11 +254,9 @@ def share_controls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not is_control(row):
             out.append(row)
             continue
-        plain = group(row)[0]
         for kind in sorted(kinds.get(group(row)) or {row.get("teacher_kind")}, key=lambda k: k or ""):
-            base = f"{plain} · teacher {kind}" if kind else plain
-            copy = {**row, "teacher_kind": kind, "base_recipe": base}
-            copy["recipe"] = base + str(row["recipe"])[len(str(row["base_recipe"])) :]
+            base, condition = condition_labels(group(row)[0], kind, row.get("factors") or {}, row.get("seed"))
+            copy = {**row, "teacher_kind": kind, "base_recipe": base, "recipe": condition}
             if kind != row.get("teacher_kind"):
                 copy.update({field: math.nan for field in _FIDELITY_FIELDS})
             out.append(copy)
