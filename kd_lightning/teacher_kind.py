@@ -1,4 +1,5 @@
-"""What a teacher kind (conf/teacher/) is called: one name for the records, the logs and the report's conditions.
+"""What a teacher kind (conf/teacher/, conf/teacher_variant/) is called: one name for the records, the logs and the
+report's conditions.
 
 Torch-free, so the report can name conditions without importing the training stack.
 """
@@ -6,14 +7,17 @@ Torch-free, so the report can name conditions without importing the training sta
 from __future__ import annotations
 
 
-def label(members: int, arch: str, data: str = "same") -> str:
-    """``resnet50``, ``born-again resnet18`` (one member), ``ensemble of 4 resnet18``; `` (full-data)`` for a
-    teacher trained on the full training split while its students train on a subsample."""
+def label(members: int, arch: str, data: str = "same", variant: str | None = None) -> str:
+    """``resnet50``, ``born-again resnet18`` (one member), ``ensemble of 4 resnet18``; then in brackets
+    ``full-data`` for a teacher trained on the full training split while its students train on a subsample, and
+    the variant of its training (``patient``, ``bootstrap``, ...) when it has one."""
     name = arch if members == 0 else f"born-again {arch}" if members == 1 else f"ensemble of {members} {arch}"
-    return name + (" (full-data)" if data == "full" else "")
+    tags = ["full-data"] * (data == "full") + [variant] * bool(variant)
+    return name + (f" ({', '.join(tags)})" if tags else "")
 
 
-def condition_label(members: int, arch: str, data: str = "same") -> str | None:
+def condition_label(members: int, arch: str, data: str = "same", variant: str | None = None) -> str | None:
     """The teacher's part of a report condition: None for the paper's design (one teacher on the run's seed and
-    the students' data), so reports of earlier sweeps keep their labels; else :func:`label`."""
-    return None if members == 0 and data == "same" else label(members, arch, data)
+    the students' data, trained by their recipe), so reports of earlier sweeps keep their labels; else
+    :func:`label`."""
+    return None if members == 0 and data == "same" and not variant else label(members, arch, data, variant)

@@ -19,6 +19,8 @@ factor (``dataset.factors.*``)  what it does                                    
 ``resolution``            down-sample to ``r x r`` (antialiased) and back to native size       train, val, test
 ``grayscale``             RGB -> luminance, replicated to 3 channels                           train, val, test
 ``factor_seed``           seeds every random choice above; independent of the run ``seed``
+``resample_seed``         null, or a bootstrap of the training set: each class's images drawn  train only
+                          with replacement (as many as it has), from this seed's own stream
 ========================  ================================================================  ====================
 
 Rule for the splits: *sample-count* factors (which images are trained on, and with which labels:
@@ -29,7 +31,7 @@ a sweep is scored on the same images with clean labels. *Content* factors (``res
 restricted to the same classes and remapped the same way.
 
 Order inside :func:`apply_train_factors`: classes -> imbalance -> train_fraction -> label_noise ->
-content (resolution, grayscale). ``train_fraction`` is therefore a fraction of the (long-tailed)
+resample -> content (resolution, grayscale). ``train_fraction`` is therefore a fraction of the (long-tailed)
 set, and the noise rate is a rate of the final training set.
 
 Determinism: every random choice draws from ``numpy.random.default_rng([factor_seed, stream,
@@ -111,6 +113,9 @@ DEFAULT_MIN_SIZE = 4
 _LUMA = (0.299, 0.587, 0.114)
 # one independent random stream per factor (numpy SeedSequence entropy [factor_seed, stream, class])
 _STREAM_IMBALANCE, _STREAM_FRACTION, _STREAM_NOISE_PICK, _STREAM_NOISE_TARGET = 1, 2, 3, 4
+# the bootstrap draws from [resample_seed, stream, class]: its own seed, so ensemble members resample the one
+# subsample their students share (factor_seed) each in their own way
+_STREAM_RESAMPLE = 5
 _CHUNK = 4096  # images per interpolate call (bounds the float copy: 4096 x 3 x 32 x 32 x 4 B = 50 MB)
 
 
@@ -134,6 +139,7 @@ class DataFactors:
     grayscale: bool = False
     imbalance: float = 1.0
     factor_seed: int = 0
+    resample_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.classes is not None:
@@ -213,9 +219,12 @@ def _type_problems(raw: Mapping[str, Any], prefix: str) -> list[str]:
         problems.append(f"{p}.resolution={resolution!r}: must be null (native) or an integer number of pixels")
     if not isinstance(get("grayscale"), (bool, np.bool_)):
         problems.append(f"{p}.grayscale={get('grayscale')!r}: must be true or false")
-    seed = get("factor_seed")
-    if not _is_int(seed) or seed < 0:
-        problems.append(f"{p}.factor_seed={seed!r}: must be an integer >= 0")
+    for key in ("factor_seed", "resample_seed"):
+        seed = get(key)
+        if (seed is not None or key == "factor_seed") and (not _is_int(seed) or seed < 0):
+            problems.append(
+                f"{p}.{key}={seed!r}: must be an integer >= 0" + (" or null" if key != "factor_seed" else "")
+            )
     return problems
 
 
@@ -231,8 +240,9 @@ def _coerce(raw: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("grayscale",):
         if key in out:
             out[key] = bool(out[key])
-    if "factor_seed" in out:
-        out["factor_seed"] = int(out["factor_seed"])
+    for key in ("factor_seed", "resample_seed"):
+        if out.get(key) is not None:
+            out[key] = int(out[key])
     return out
 
 
@@ -364,6 +374,8 @@ def factor_identity(factors: DataFactors | Mapping[str, Any] | None, image_size:
         out["grayscale"] = True
     if f.train_fraction != 1.0 or f.label_noise != 0.0 or f.imbalance != 1.0:
         out["factor_seed"] = int(f.factor_seed)
+    if f.resample_seed is not None:
+        out["resample_seed"] = int(f.resample_seed)
     return out
 
 
@@ -483,6 +495,16 @@ def plan_train_factors(
                 targets_c = (c + offsets[: m[c]]) % k
             new_labels_per_class[c][chosen] = targets_c
             flipped_per_class[c][chosen] = True
+    # 5. resample: a stratified bootstrap (each class keeps its count), labels and flips travel with their image
+    if f.resample_seed is not None:
+        for c in range(k):
+            pick = _rng(f.resample_seed, _STREAM_RESAMPLE, class_ids[c]).integers(0, len(pools[c]), size=len(pools[c]))
+            pools[c], new_labels_per_class[c], flipped_per_class[c] = (
+                pools[c][pick],
+                new_labels_per_class[c][pick],
+                flipped_per_class[c][pick],
+            )
+        info["resample_distinct"] = int(sum(len(np.unique(p)) for p in pools))
 
     indices = np.concatenate(pools) if pools else np.zeros(0, dtype=np.int64)
     clean = np.concatenate([np.full(len(pools[c]), c, dtype=np.int64) for c in range(k)])
@@ -574,7 +596,7 @@ def apply_train_factors(
     if images.shape[0] != labels.shape[0]:
         raise FactorError(f"{images.shape[0]} images but {labels.shape[0]} labels")
     plan = plan_train_factors(labels, f, num_classes)
-    if f.classes is None and f.imbalance == 1.0 and f.train_fraction == 1.0 and f.label_noise == 0.0:
+    if plan.info["identity"].keys() <= {"resolution", "grayscale"}:
         out_images, out_labels = images, labels  # every sample, labels unchanged: no copy
     else:
         index = torch.from_numpy(plan.indices)

@@ -219,7 +219,8 @@ def _teacher_kind(config: dict[str, Any]) -> str | None:
     arch = _dict(config.get("teacher_model")).get("arch")
     if not teacher or not arch:
         return None
-    return condition_label(int(teacher.get("members") or 0), str(arch), str(teacher.get("data") or "same"))
+    variant = _dict(teacher.get("variant")).get("name")
+    return condition_label(int(teacher.get("members") or 0), str(arch), str(teacher.get("data") or "same"), variant)
 
 
 #: a control row's fields that compare it with its own teacher: void in a condition of another teacher kind

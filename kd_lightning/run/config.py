@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.datasets.factors import validate_factors
 from kd_lightning.models import ARCHITECTURES, STEMS, build_resnet
+from kd_lightning.run import teachers
 from kd_lightning.seeding import MEMBER_SEED_BASE
 
 
@@ -159,7 +160,8 @@ TEACHER_DATA = ("same", "full")
 
 
 def _teacher_problems(cfg: DictConfig) -> list[str]:
-    """``teacher.members`` / ``teacher.data`` (conf/teacher/), and student seeds apart from ensemble members'."""
+    """``teacher.members`` / ``teacher.data`` (conf/teacher/), the variant (conf/teacher_variant/), and student
+    seeds apart from ensemble members'."""
     problems = []
     members, data = _get(cfg, "teacher.members"), _get(cfg, "teacher.data")
     if members is not None and not (isinstance(members, int) and not isinstance(members, bool) and members >= 0):
@@ -171,6 +173,7 @@ def _teacher_problems(cfg: DictConfig) -> list[str]:
             f"teacher_ckpt with teacher.members={members}: a checkpoint is one network; use teacher=resnet50 "
             "(teacher.members=0) with teacher_ckpt, or drop teacher_ckpt to use the ensemble"
         )
+    problems += teachers.variant_problems(cfg)
     seed, method = _get(cfg, "seed"), _get(cfg, "method.name")
     if isinstance(seed, int) and seed >= MEMBER_SEED_BASE and method != "teacher":
         problems.append(

@@ -43,6 +43,8 @@ RESOLVERS = {
     "kd_num_classes": lambda n, classes=None: int(n) if classes is None else len(classes),
     # conf/recipe/strong.yaml: the step floor only where the data factors shrink the training split
     "kd_when_subsampled": _when_subsampled,
+    # conf/teacher_variant/patient.yaml: a multiple of a count that may be unset (null stays null)
+    "kd_times": lambda factor, value: None if value is None else int(factor) * int(value),
     # conf/dataset/folder.yaml: classes, channels, size, mean/std and the content fingerprint of dataset.path
     "kd_folder": _folder_metadata,
     # conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot

@@ -50,7 +50,8 @@ def ensemble_size(cfg: DictConfig) -> int:
 
 def teacher_label(cfg: DictConfig) -> str:
     """:func:`kd_lightning.teacher_kind.label` of this run's teacher."""
-    return teacher_kind.label(ensemble_size(cfg), str(cfg.teacher_model.arch), teachers.teacher_data(cfg))
+    variant = teachers.teacher_variant(cfg)
+    return teacher_kind.label(ensemble_size(cfg), str(cfg.teacher_model.arch), teachers.teacher_data(cfg), variant)
 
 
 def member_config(cfg: DictConfig, member: int) -> DictConfig:

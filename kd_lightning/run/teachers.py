@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from filelock import FileLock
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -58,14 +59,67 @@ def teacher_data(cfg: DictConfig) -> str:
     return str(OmegaConf.select(cfg, "teacher.data", default="same"))
 
 
+def teacher_variant(cfg: DictConfig) -> str | None:
+    """The name of the teacher's training variant (conf/teacher_variant/), None for the plain one."""
+    return OmegaConf.select(cfg, "teacher.variant.name", default=None) or None
+
+
+def variant_overrides(cfg: DictConfig) -> list[tuple[str, Any]]:
+    """``teacher.variant.overrides`` as (key, value) pairs: each ``key=value`` with the value read as YAML, so
+    ``${...}`` stays an interpolation resolved in the teacher's own config (a member's ``${seed}`` is its own)."""
+    node = OmegaConf.select(cfg, "teacher.variant.overrides", default=None)
+    items = OmegaConf.to_container(node, resolve=False) if node is not None else []  # unresolved: the teacher's
+    pairs = []
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise TeacherError(f"teacher.variant.overrides: {item!r} is not key=value (e.g. trainer.max_epochs=24)")
+        pairs.append((key.strip(), yaml.safe_load(value)))
+    return pairs
+
+
+def variant_problems(cfg: DictConfig) -> list[str]:
+    """What makes a teacher variant unusable, found before any training: a setting without a name (its students
+    would be pooled with the plain teacher's), a key the config does not have (a typo would train the plain
+    teacher), an explicit ``teacher_ckpt`` (which the variant cannot change), and settings that leave the teacher's
+    identity as it is (its students would reuse the plain teacher under another label)."""
+    try:
+        pairs = variant_overrides(cfg)
+    except TeacherError as exc:
+        return [str(exc)]
+    if not pairs:
+        return []
+    name = teacher_variant(cfg)
+    problems = [] if name else ["teacher.variant.overrides are set but teacher.variant.name is not: name the variant"]
+    missing = [key for key, _ in pairs if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT]
+    problems += [f"teacher.variant.overrides: {key!r} is no key of the config (a typo?)" for key in missing]
+    if cfg.get("teacher_ckpt"):
+        problems.append(f"teacher_variant={name} with teacher_ckpt: a checkpoint is trained already; drop one of them")
+    if not problems:
+        plain = copy.deepcopy(cfg)
+        with open_dict(plain):
+            plain.teacher.variant = {"name": None, "overrides": []}
+        if teacher_key(plain) == teacher_key(cfg):
+            problems.append(
+                f"teacher_variant={name}: its settings {[k for k, _ in pairs]} do not change the teacher's identity "
+                "(run/identity.py), so its students would reuse the plain teacher; set keys that change its training"
+            )
+    return problems
+
+
+_ABSENT = object()
+
+
 def teacher_config(cfg: DictConfig) -> DictConfig:
     """The config ``method=teacher`` with the same overrides would have: the run that trains this teacher.
 
     With ``teacher.data=full`` it trains on the full training split (:data:`FULL_DATA_FACTORS`): at the full-data
-    level that is the same config, so the same registry entry, as the same-data teacher's.
+    level that is the same config, so the same registry entry, as the same-data teacher's. A teacher variant's
+    settings (:func:`variant_overrides`) apply here, to the teacher's run only.
     """
     full = teacher_data(cfg) == "full" and OmegaConf.select(cfg, "dataset.factors") is not None
-    if cfg.method.name == "teacher" and not full:
+    overrides = variant_overrides(cfg)
+    if cfg.method.name == "teacher" and not full and not overrides:
         return cfg
     tcfg = copy.deepcopy(cfg)
     with open_dict(tcfg):
@@ -74,6 +128,8 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
         tcfg.teacher_ckpt = None
         if full:
             tcfg.dataset.factors.update(FULL_DATA_FACTORS)
+        for key, value in overrides:  # the same values each time: applying them to a teacher run again is a no-op
+            OmegaConf.update(tcfg, key, value, merge=False)
     return tcfg
 
 
