@@ -63,7 +63,9 @@ def member_config(cfg: DictConfig, member: int) -> DictConfig:
         if factor_seed is not None:
             mcfg.dataset.factors.factor_seed = int(factor_seed)
         mcfg.seed = member_seed(int(cfg.seed), member)
-        mcfg.teacher = {"members": 0, "data": "same"}  # data=full is already applied by teacher_config
+        # data=full and the variant's settings are applied by teacher_config already; the variant keeps its name
+        variant = {"name": teachers.teacher_variant(cfg), "overrides": []}
+        mcfg.teacher = {"members": 0, "data": "same", "variant": variant}
     return mcfg
 
 

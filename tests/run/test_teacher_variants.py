@@ -58,6 +58,7 @@ def test_bootstrap_members_resample_the_students_subsample_each_their_own_way(fa
     members = [teacher_kinds.member_config(cfg, k) for k in range(2)]
     assert [m.dataset.factors.resample_seed for m in members] == [member_seed(3, k) for k in range(2)]
     assert all(m.dataset.factors.factor_seed == 3 for m in members)  # the students' own draw, resampled
+    assert all(m.teacher.variant.name == "bootstrap" for m in members)  # named in the member's own record
 
 
 def test_the_resample_factor_is_a_stratified_bootstrap_on_its_own_stream():
