@@ -15,10 +15,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from kd_lightning.report.formatting import dataset_label, method_label, metric_note
-from kd_lightning.report.paper import COMPLEXITY_RANK, METHODS, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     completed_runs,
+    conf_methods,
     datasets_in,
     for_recipe,
     ordered_datasets,
@@ -29,15 +30,17 @@ from kd_lightning.report.runs import (
 )
 from kd_lightning.report.tables import efficiency_table, paired_comparison, summary_table
 
-#: the paper's methods' colours; any other method takes the next of matplotlib's tab10 (:func:`method_color`)
-METHOD_COLORS = dict(zip(METHODS, ("#4C72B0", "#8C8C8C", "#DD8452", "#55A868")))
+#: colours in conf/method/'s order (the teacher, the controls, the distilling students); a method beyond them, or
+#: one conf/method/ does not hold, takes one of the rest by its name (:func:`method_color`)
+PALETTE = ("#4C72B0", "#8C8C8C", "#DD8452", "#55A868")
 _MORE_COLORS = ("#C44E52", "#8172B3", "#937860", "#DA8BC3", "#CCB974", "#64B5CD")
 
 
 def method_color(method: str) -> str:
     """A method's colour, stable across figures (a new method gets one without an edit here)."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
+    known = conf_methods()
+    if method in known and known.index(method) < len(PALETTE):
+        return PALETTE[known.index(method)]
     return _MORE_COLORS[sum(map(ord, method)) % len(_MORE_COLORS)]
 
 

@@ -1,10 +1,10 @@
 """Which teacher each distilled student learnt from, and whether it is the sweep's teacher.
 
-Teacher runs record ``teacher_key`` (registry key, e.g. ``resnet50-1a2b3c4d``); RKD/IKD students record
+Teacher runs record ``teacher_key`` (registry key, e.g. ``resnet50-1a2b3c4d``); distilling students record
 ``teacher = {key, checkpoint, test_acc, run_dir, stale, source}``. A student is marked
 
 - ``teacher_match = "no"`` when its ``teacher.key`` differs from the ``teacher_key`` of the sweep's teacher
-  run of the same recipe, dataset and seed (the teacher the "IKD vs teacher" rows compare against);
+  run of the same recipe, dataset and seed (the teacher the "vs teacher" rows compare against);
 - ``"yes"`` when they agree; ``"n/a"`` when either key is unknown or the sweep holds no such teacher run.
 
 A ``stale`` teacher was trained by another code commit than the student that used it.
