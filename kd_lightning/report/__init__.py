@@ -12,12 +12,6 @@ Everything the notebook and the tests use is re-exported here.
 """
 
 from kd_lightning.report.claims import (
-    CONTRADICTED,
-    INCONCLUSIVE,
-    NOT_TESTABLE,
-    SUPPORTED,
-    VERDICTS,
-    Claim,
     claims_for_values,
     control_family,
     evaluate_claims,
@@ -49,7 +43,6 @@ from kd_lightning.report.markdown import (
 )
 from kd_lightning.report.paper import paper_differences
 from kd_lightning.report.problems import find_issues
-from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     KEYS,
@@ -65,6 +58,7 @@ from kd_lightning.report.runs import (
     ordered_methods,
     recipes_in,
     run_counts,
+    teacher_check,
 )
 from kd_lightning.report.stats import mean_ci, t_critical
 from kd_lightning.report.tables import (
@@ -79,6 +73,7 @@ from kd_lightning.report.tables import (
     student_buys_table,
     summary_table,
 )
+from kd_lightning.report.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, VERDICTS, Claim, Part
 from kd_lightning.report.writer import write_report
 
 #: the two layers, by module: an analysis module never imports a rendering one (tests/report/test_layers.py)
@@ -91,12 +86,12 @@ ANALYSIS = (
     "plan",
     "primary",
     "problems",
-    "provenance",
     "runs",
     "stats",
     "summaries",
     "tables",
     "teacher_gate",
+    "verdicts",
 )
 RENDERING = ("claims_text", "cli", "figures", "formatting", "markdown", "writer", "__main__")
 

@@ -10,7 +10,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.claims import (
+from kd_lightning.report.factor_sweeps import PAIRS_NOISE, TWO_LEVEL_FACTORS
+from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, markdown_table, method_label
+from kd_lightning.report.primary import PrimaryClaim
+from kd_lightning.report.teacher_gate import GATE_MARGIN
+from kd_lightning.report.verdicts import (
     ALPHA,
     BEATS,
     CAN_BEAT,
@@ -27,10 +31,6 @@ from kd_lightning.report.claims import (
     Part,
     family_sizes,
 )
-from kd_lightning.report.factor_sweeps import PAIRS_NOISE, TWO_LEVEL_FACTORS
-from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, markdown_table, method_label
-from kd_lightning.report.primary import PrimaryClaim
-from kd_lightning.report.teacher_gate import GATE_MARGIN
 
 #: one unit of each factor's position axis (factor_sweeps.LEVEL_POSITION), the unit of a slope
 POSITION_UNIT = {

@@ -27,9 +27,14 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from kd_lightning.report import stats
-from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import COMPLEXITY_MEASURES, DEFAULT_METRIC, completed_runs, distilling_methods, roles
-from kd_lightning.report.tables import GAP_MIN_PP
+from kd_lightning.report.runs import (
+    COMPLEXITY_MEASURES,
+    DEFAULT_METRIC,
+    completed_runs,
+    distilling_methods,
+    roles,
+    teacher_check,
+)
 
 PAIRS_NOISE = "label_noise (pairs)"
 #: +1: a larger level is harder data; -1: a smaller level is harder
@@ -261,7 +266,7 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
                         "gain_ci_low": t["ci_low"],
                         "gain_ci_high": t["ci_high"],
                         "gap_closed": (own_teacher - scratch) / gap
-                        if gap >= GAP_MIN_PP
+                        if gap >= stats.GAP_MIN_PP
                         else math.nan,  # no room to close otherwise
                         "agreement": at.loc[at["method"] == student, "agreement"].mean(),
                         "teacher_soft_label_entropy": at.loc[at["method"] == teacher_name, "soft_label_entropy"].mean(),

@@ -21,7 +21,6 @@ from kd_lightning.report.formatting import (
     mean_std,
     method_label,
 )
-from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import (
     METRICS,
     SPLITS,
@@ -31,11 +30,11 @@ from kd_lightning.report.runs import (
     ordered_datasets,
     ordered_methods,
     recipes_in,
+    teacher_check,
 )
-from kd_lightning.report.stats import ALPHA
+from kd_lightning.report.stats import ALPHA, GAP_MIN_PP
 from kd_lightning.report.tables import (
     FIDELITY_FIELDS,
-    GAP_MIN_PP,
     TABLES,
     Comparison,
     differences_label,
@@ -461,41 +460,32 @@ def _provenance_section(runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def _table_section(title: str, note: str, table: pd.DataFrame) -> list[str]:
+    """A section with one table, left out when the table is empty."""
+    return [] if table.empty else [f"## {title}", "", note, "", markdown_table(table), ""]
+
+
 def _student_buys_section(buys: pd.DataFrame, metric: str) -> list[str]:
-    if buys.empty:
-        return []
-    return [
-        "## What the student buys",
-        "",
+    note = (
         f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
         "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
         "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
         "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) "
-        "(`results.json` → `efficiency`); latencies are "
-        "comparable only within one machine.",
-        "",
-        markdown_table(format_student_buys(buys)),
-        "",
-    ]
+        "(`results.json` → `efficiency`); latencies are comparable only within one machine."
+    )
+    return _table_section("What the student buys", note, format_student_buys(buys))
 
 
 def _factors_section(factors: pd.DataFrame, metric: str) -> list[str]:
-    if factors.empty:
-        return []
-    return [
-        "## Data factors",
-        "",
+    note = (
         f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
         "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
         f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
         "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: "
-        "linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
-        "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy "
-        "at T = 4 (nats). Verdicts are the claims numbered from 101.",
-        "",
-        markdown_table(format_factors(factors)),
-        "",
-    ]
+        "linear-probe accuracy on PCA pixels, N3 = 1-NN error, 1/(1+Fisher's F1), MLE intrinsic dimension, CSG) "
+        "and the teacher's mean soft-label entropy at T = 4 (nats). Verdicts are the claims numbered from 101."
+    )
+    return _table_section("Data factors", note, format_factors(factors))
 
 
 def _closing_sections(figures: list[tuple[str, Path]], out: Path, issues: pd.DataFrame) -> list[str]:

@@ -9,8 +9,17 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import KEYS, PICK_KEYS, _sort, datasets_in, for_recipe, methods_in, pick_runs, recipes_in
+from kd_lightning.report.runs import (
+    KEYS,
+    PICK_KEYS,
+    _sort,
+    datasets_in,
+    for_recipe,
+    methods_in,
+    pick_runs,
+    recipes_in,
+    teacher_check,
+)
 
 
 def one_line(text: Any, limit: int = 200) -> str:

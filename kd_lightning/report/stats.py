@@ -52,6 +52,9 @@ from scipy import optimize, stats
 ALPHA = 0.05
 POWER = 0.80
 CONFIDENCE = 0.95
+#: gap closed is reported only where the teacher beats the control by at least this much (pp): below it there is
+#: no room to close
+GAP_MIN_PP = 1.0
 MAX_PAIRS = 100_000  # "pairs needed" beyond this is reported as not reachable
 EXACT_PERMUTATIONS_UP_TO = 8  # n! orderings enumerated exactly up to 8 datasets (40,320)
 

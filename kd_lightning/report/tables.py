@@ -48,9 +48,6 @@ class Comparison:
 #: the paper's Tables 5-7 and the two comparisons behind claims 2 and 3
 TABLES: tuple[Comparison, ...] = tuple(Comparison(*row) for row in PAPER_COMPARISONS)
 
-#: gap closed is reported only where the teacher beats scratch by at least this much (pp)
-GAP_MIN_PP = 1.0
-
 PAIRED_COLUMNS = [
     "dataset",
     "complexity_rank",
@@ -346,12 +343,12 @@ def gap_closed_from_values(
                 "gain_low": gain["ci_low"],
                 "gain_high": gain["ci_high"],
                 "teacher_gap_mean": gap,
-                "gap_closed": gain["mean"] / gap if gap >= GAP_MIN_PP else math.nan,
+                "gap_closed": gain["mean"] / gap if gap >= stats.GAP_MIN_PP else math.nan,
             }
         )
         pt, ps, pk = (paper_accuracy(dataset, m) for m in need)
         row["paper_gap_closed"] = (
-            (pk - ps) / (pt - ps) if None not in (pt, ps, pk) and pt - ps >= GAP_MIN_PP else math.nan
+            (pk - ps) / (pt - ps) if None not in (pt, ps, pk) and pt - ps >= stats.GAP_MIN_PP else math.nan
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)

@@ -28,7 +28,6 @@ from kd_lightning.report.figures import (
 )
 from kd_lightning.report.markdown import build_markdown
 from kd_lightning.report.problems import find_issues
-from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     METRICS,
@@ -38,6 +37,7 @@ from kd_lightning.report.runs import (
     load_runs,
     recipes_in,
     run_counts,
+    teacher_check,
 )
 from kd_lightning.report.tables import (
     TABLES,
