@@ -77,21 +77,9 @@ from kd_lightning.report.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_TESTABL
 from kd_lightning.report.writer import write_report
 
 #: the two layers, by module: an analysis module never imports a rendering one (tests/report/test_layers.py)
-ANALYSIS = (
-    "calibration",
-    "claims",
-    "curves",
-    "factor_sweeps",
-    "paper",
-    "plan",
-    "primary",
-    "problems",
-    "runs",
-    "stats",
-    "summaries",
-    "tables",
-    "teacher_gate",
-    "verdicts",
+ANALYSIS = tuple(
+    "calibration claims curves factor_sweeps paper plan primary problems runs stats summaries tables teacher_gate "
+    "verdicts".split()
 )
 RENDERING = ("claims_text", "cli", "figures", "formatting", "markdown", "writer", "__main__")
 

@@ -4,7 +4,7 @@ claims first, then the evidence behind them, then runs and their problems."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,33 +47,36 @@ def _recipe_cell(row: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     return {"Recipe": row["recipe"], **out} if "recipe" in row else out
 
 
+def _formatted(table: pd.DataFrame, cells: Callable[[dict[str, Any]], dict[str, Any]]) -> pd.DataFrame:
+    """One row of strings per row of ``table``, its recipe first when the table has one."""
+    return pd.DataFrame([_recipe_cell(r, cells(r)) for r in table.to_dict("records")])
+
+
+def _ci(r: dict[str, Any]) -> str:
+    return fmt_ci(r["ci_low"], r["ci_high"]) if r["n_pairs"] > 1 else "[n/a]"
+
+
 def format_comparison(table: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     """Human-readable version of a comparison table (strings, percent, 'n/a' where undefined)."""
     a, b = comparison.first, comparison.second
     delta = f"Δ {method_label(comparison.treatment)} − {method_label(comparison.control)}"
-    rows = []
-    for r in table.to_dict("records"):
-        ci = fmt_ci(r["ci_low"], r["ci_high"]) if r["n_pairs"] > 1 else "[n/a]"
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    f"{method_label(a)} (n)": f"{mean_std(r[f'{a}_mean'], r[f'{a}_std'])} ({r[f'{a}_n']})",
-                    f"{method_label(b)} (n)": f"{mean_std(r[f'{b}_mean'], r[f'{b}_std'])} ({r[f'{b}_n']})",
-                    f"{delta} [95% CI] (pairs)": f"{fmt(r['diff_mean'], signed=True)} {ci} ({r['n_pairs']})",
-                    "Holm p": fmt_p(r["p_holm"]),
-                    "Resolved": r["resolved"] or "no",
-                    "MDE (80%)": fmt(r["mde"]),
-                    f"Paper {method_label(a)}": fmt(r[f"paper_{a}"]),
-                    f"Paper {method_label(b)}": fmt(r[f"paper_{b}"]),
-                    "Paper Δ": fmt(r["paper_diff"], signed=True),
-                    "Seeds for paper Δ": fmt_n(r["pairs_needed_paper"]),
-                    "Differences from the paper's protocol": r["differences"],
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            f"{method_label(a)} (n)": f"{mean_std(r[f'{a}_mean'], r[f'{a}_std'])} ({r[f'{a}_n']})",
+            f"{method_label(b)} (n)": f"{mean_std(r[f'{b}_mean'], r[f'{b}_std'])} ({r[f'{b}_n']})",
+            f"{delta} [95% CI] (pairs)": f"{fmt(r['diff_mean'], signed=True)} {_ci(r)} ({r['n_pairs']})",
+            "Holm p": fmt_p(r["p_holm"]),
+            "Resolved": r["resolved"] or "no",
+            "MDE (80%)": fmt(r["mde"]),
+            f"Paper {method_label(a)}": fmt(r[f"paper_{a}"]),
+            f"Paper {method_label(b)}": fmt(r[f"paper_{b}"]),
+            "Paper Δ": fmt(r["paper_diff"], signed=True),
+            "Seeds for paper Δ": fmt_n(r["pairs_needed_paper"]),
+            "Differences from the paper's protocol": r["differences"],
+        },
+    )
 
 
 def table_caption(comparison: Comparison, metric: str) -> str:
@@ -131,73 +134,54 @@ def format_fidelity(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in table.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Student": method_label(r["student"]),
-                    "Seeds": r["n_seeds"],
-                    "Gain over scratch (pp) [95% CI]": (
-                        f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}"
-                    ),
-                    "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
-                    "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
-                    "Teacher qualified": "yes" if r["teacher_gap_mean"] >= GATE_MARGIN else "no",
-                    "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0)
-                    if pd.notna(r["paper_gap_closed"])
-                    else "n/a",
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            "Student": method_label(r["student"]),
+            "Seeds": r["n_seeds"],
+            "Gain over scratch (pp) [95% CI]": (
+                f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}"
+            ),
+            "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
+            "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
+            "Teacher qualified": "yes" if r["teacher_gap_mean"] >= GATE_MARGIN else "no",
+            "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0) if pd.notna(r["paper_gap_closed"]) else "n/a",
+        },
+    )
 
 
 def format_teacher_gate(gate: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in gate.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Seeds": r["n"],
-                    "Teacher (%)": fmt(r["teacher"]),
-                    "Members' mean (%)": fmt(r["members_mean"]) if pd.notna(r["members_mean"]) else "n/a",
-                    f"{method_label(r['control'])} (%)": fmt(r["control_mean"]),
-                    "Teacher − control (pp) [95% CI]": (
-                        f"{fmt(r['diff'], signed=True)} {fmt_ci(r['ci_low'], r['ci_high'])}"
-                    ),
-                    "Qualified": "yes" if r["qualified"] else "**no**",
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        gate,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            "Seeds": r["n"],
+            "Teacher (%)": fmt(r["teacher"]),
+            "Members' mean (%)": fmt(r["members_mean"]),
+            f"{method_label(r['control'])} (%)": fmt(r["control_mean"]),
+            "Teacher − control (pp) [95% CI]": (f"{fmt(r['diff'], signed=True)} {fmt_ci(r['ci_low'], r['ci_high'])}"),
+            "Qualified": "yes" if r["qualified"] else "**no**",
+        },
+    )
 
 
 def format_evidence(table: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in table.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Comparison": f"{method_label(r['treatment'])} − {method_label(r['control'])}",
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Pairs": r["n_pairs"],
-                    "Δ (pp)": fmt(r["diff_mean"], signed=True),
-                    "sd of Δ (pp)": fmt(r["diff_std"]),
-                    "sd per arm (pp)": f"{fmt(r['treatment_std'])} / {fmt(r['control_std'])}",
-                    "ρ": fmt(r["corr"]),
-                    "MDE, 80% power (pp)": fmt(r["mde"]),
-                    "Paper Δ (pp)": fmt(r["paper_diff"], signed=True),
-                    "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Comparison": f"{method_label(r['treatment'])} − {method_label(r['control'])}",
+            "Dataset": dataset_label(r["dataset"]),
+            "Pairs": r["n_pairs"],
+            "Δ (pp)": fmt(r["diff_mean"], signed=True),
+            "sd of Δ (pp)": fmt(r["diff_std"]),
+            "sd per arm (pp)": f"{fmt(r['treatment_std'])} / {fmt(r['control_std'])}",
+            "ρ": fmt(r["corr"]),
+            "MDE, 80% power (pp)": fmt(r["mde"]),
+            "Paper Δ (pp)": fmt(r["paper_diff"], signed=True),
+            "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
+        },
+    )
 
 
 def format_provenance(checks: pd.DataFrame, multi: bool) -> pd.DataFrame:
@@ -219,29 +203,22 @@ def format_provenance(checks: pd.DataFrame, multi: bool) -> pd.DataFrame:
 
 
 def format_student_buys(table: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in table.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Student": method_label(r["student"]),
-                    "Accuracy (%)": fmt(r["acc_mean"]),
-                    "Teacher (%)": fmt(r["teacher_acc_mean"]),
-                    "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
-                    "Gap to teacher (pp) [95% CI]": (
-                        f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}"
-                    ),
-                    "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
-                    "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×"
-                    if pd.notna(r["size_reduction"])
-                    else "n/a",
-                    "FLOPs reduction": f"{fmt(r['flops_reduction'], 2)}×" if pd.notna(r["flops_reduction"]) else "n/a",
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            "Student": method_label(r["student"]),
+            "Accuracy (%)": fmt(r["acc_mean"]),
+            "Teacher (%)": fmt(r["teacher_acc_mean"]),
+            "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
+            "Gap to teacher (pp) [95% CI]": (
+                f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}"
+            ),
+            "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
+            "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×" if pd.notna(r["size_reduction"]) else "n/a",
+            "FLOPs reduction": f"{fmt(r['flops_reduction'], 2)}×" if pd.notna(r["flops_reduction"]) else "n/a",
+        },
+    )
 
 
 def format_factors(table: pd.DataFrame) -> pd.DataFrame:
