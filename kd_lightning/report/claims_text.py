@@ -59,24 +59,10 @@ DRAW_TEXT = {
     "shared": "the seeds at a level share one data draw (a fixed factor_seed)",
     "mixed": "mixed: some seeds share a data draw, others draw their own",
 }
-CLAIMS_COLUMNS = [
-    "recipe",
-    "number",
-    "statement",
-    "criterion",
-    "verdict",
-    "test",
-    "evidence",
-    "p_support",
-    "p_contradict",
-    "p_support_family",
-    "p_contradict_family",
-    "family",
-    "order",
-    "alpha",
-    "direction",
-    "mde",
-]
+CLAIMS_COLUMNS = (
+    "recipe number statement criterion verdict test evidence p_support p_contradict p_support_family "
+    "p_contradict_family family order alpha direction mde"
+).split()
 
 
 def _joined(words: Sequence[str]) -> str:

@@ -48,18 +48,10 @@ def paper_accuracy(dataset: str, method: str) -> float | None:
 
 
 #: the recipe and split keys that define the paper's protocol (paths into the resolved config)
-PROTOCOL_KEYS: tuple[str, ...] = (
-    "recipe.batch_size",
-    "recipe.optimizer._target_",
-    "recipe.optimizer.lr",
-    "recipe.optimizer.momentum",
-    "recipe.optimizer.weight_decay",
-    "recipe.scheduler",
-    "recipe.augmentation.rotation",
-    "recipe.augmentation.hflip",
-    "recipe.augmentation.vflip",
-    "dataset.val_fraction",
-    "trainer.max_epochs",
+PROTOCOL_KEYS: tuple[str, ...] = tuple(
+    "recipe.batch_size recipe.optimizer._target_ recipe.optimizer.lr recipe.optimizer.momentum "
+    "recipe.optimizer.weight_decay recipe.scheduler recipe.augmentation.rotation "
+    "recipe.augmentation.hflip recipe.augmentation.vflip dataset.val_fraction trainer.max_epochs".split()
 )
 #: the method's own hyperparameters (Eq. 4: alpha, tau; IKD's stages and weight), where the method has them
 METHOD_KEYS: tuple[str, ...] = ("method.alpha", "method.temperature", "method.feature_weight", "method.stages")

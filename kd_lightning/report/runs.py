@@ -43,14 +43,8 @@ SPLITS: dict[str, str] = {"test_best": "best-validation checkpoint", "test_last"
 #: (fraction), teacher-student top-1 agreement (fraction) and KL(teacher || student) (nats/sample, T=1)
 SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student", "soft_label_entropy")
 TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source")
-EFFICIENCY_FIELDS = (
-    "params",
-    "flops_per_image",
-    "checkpoint_mb",
-    "latency_ms_b1",
-    "latency_ms_b1_p90",
-    "latency_threads",
-    "throughput_b64_img_s",
+EFFICIENCY_FIELDS = tuple(
+    "params flops_per_image checkpoint_mb latency_ms_b1 latency_ms_b1_p90 latency_threads throughput_b64_img_s".split()
 )
 
 RUN_COLUMNS = [

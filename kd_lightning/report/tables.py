@@ -48,30 +48,11 @@ class Comparison:
 #: the paper's Tables 5-7 and the two comparisons behind claims 2 and 3
 TABLES: tuple[Comparison, ...] = tuple(Comparison(*row) for row in PAPER_COMPARISONS)
 
-PAIRED_COLUMNS = [
-    "dataset",
-    "complexity_rank",
-    "treatment",
-    "control",
-    "n_pairs",
-    "seeds",
-    "diff_mean",
-    "diff_std",
-    "treatment_std",
-    "control_std",
-    "corr",
-    "ci_low",
-    "ci_high",
-    "p",
-    "p_holm",
-    "holm_level",
-    "holm_low",
-    "holm_high",
-    "resolved",
-    "mde",
-    "paper_diff",
-    "pairs_needed_paper",
-]
+PAIRED_COLUMNS = (
+    "dataset complexity_rank treatment control n_pairs seeds diff_mean diff_std treatment_std control_std "
+    "corr ci_low ci_high p p_holm holm_level holm_low holm_high resolved mde paper_diff "
+    "pairs_needed_paper"
+).split()
 
 
 def _paper_diff(dataset: str, treatment: str, control: str) -> float:
@@ -312,17 +293,7 @@ def gap_closed_from_values(
     default_teacher, default_control, default_students = roles(values)
     teacher, control = teacher or default_teacher, control or default_control
     students = default_students if students is None else students
-    cols = [
-        "dataset",
-        "student",
-        "n_seeds",
-        "gain_mean",
-        "gain_low",
-        "gain_high",
-        "teacher_gap_mean",
-        "gap_closed",
-        "paper_gap_closed",
-    ]
+    cols = "dataset student n_seeds gain_mean gain_low gain_high teacher_gap_mean gap_closed paper_gap_closed".split()
     rows = []
     if values.empty:
         return pd.DataFrame(columns=cols)
