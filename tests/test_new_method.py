@@ -1,9 +1,11 @@
 """A fifth method is one module and one YAML (issue 30): written here, outside the package and conf/, it trains
-through the entry point (a Hydra search path adds its YAML), appears in the report's tables and figures from what
-its records say, and is in the bench's method list (kd_lightning/methods.py) when its folder is searched."""
+through the entry point (a Hydra search path adds its YAML), appears in the report's tables, figures and claims
+from what its records say (no file of the report names it), and is in the bench's method list
+(kd_lightning/methods.py) when its folder is searched."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +13,12 @@ import pandas as pd
 import pytest
 
 from kd_lightning import methods, train
-from kd_lightning.report.figures import plot_gain_over_scratch, plot_students_vs_teacher
+from kd_lightning.report.figures import (
+    plot_accuracy,
+    plot_gain_over_scratch,
+    plot_gain_vs_complexity,
+    plot_students_vs_teacher,
+)
 from kd_lightning.report.runs import control_methods, distilling_methods, load_runs, student_methods
 from kd_lightning.report.writer import write_report
 from tests.helpers import FAST
@@ -70,13 +77,23 @@ def test_a_fifth_method_trains_and_is_reported_and_benchmarked(toy_method, tmp_p
     assert student_methods(runs) == ["scratch", "toy"]
 
     report = write_report(out, tmp_path / "report")
-    summary = pd.read_csv(report.parent / "tables" / "summary_best.csv")
-    assert "toy" in set(summary["method"])
-    gap = pd.read_csv(report.parent / "tables" / "gap_closed_best.csv")
-    assert list(gap["student"]) == ["toy"]
-    for figure in (plot_gain_over_scratch(runs), plot_students_vs_teacher(runs)):
+    tables = report.parent / "tables"
+    assert list(pd.read_csv(tables / "summary_best.csv")["method"]) == ["teacher", "scratch", "toy"]
+    assert list(pd.read_csv(tables / "gap_closed_best.csv")["student"]) == ["toy"]
+    assert "toy" in set(pd.read_csv(tables / "fidelity_best.csv")["method"])
+    assert list(pd.read_csv(tables / "provenance.csv")["method"].unique()) == ["toy"]
+    # claim 1 (each distilling student's gain over the control grows with complexity) tests it with the paper's
+    claims = json.loads((report.parent / "claims.json").read_text())
+    assert "for toy" in claims[0]["statement"] and "toy − Scratch vs complexity" in claims[0]["evidence"]
+    for figure in (
+        plot_accuracy(runs),
+        plot_gain_over_scratch(runs),
+        plot_students_vs_teacher(runs),
+        plot_gain_vs_complexity(runs),
+    ):
         labels = [t.get_text() for ax in figure.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
-        assert "toy" in labels, labels
+        assert any(label.startswith("toy") for label in labels), labels
+    assert (report.parent / "figures" / "gain_over_scratch.png").is_file()
     assert "toy" in report.read_text()
 
     # the bench's method list: conf/method/ and the folder the search path adds

@@ -145,17 +145,3 @@ def level_mean_rule_false_positive(rng: np.random.Generator, n: int, seeds: int,
     x = np.asarray(USPS_POSITIONS)
     gains = simulate_gains(rng, n, seeds, np.zeros(len(x)), Noise(rho=rho, chain_sd=1.0))[0]
     return float(np.mean(stats.slope_test(np.arange(1, len(x) + 1), gains.mean(axis=-2))["p_greater"] < stats.ALPHA))
-
-
-def markdown_calibration(table: pd.DataFrame) -> str:
-    """The calibration table as docs/factors.md shows it (rates in percent)."""
-    from kd_lightning.report.markdown import markdown_table
-
-    shown = table.assign(
-        **{
-            c: (100 * table[c]).map(lambda v: f"{v:.1f}")
-            for c in table.columns
-            if c not in ("rho", "levels", "seeds", "test")
-        }
-    )
-    return markdown_table(shown)

@@ -1,4 +1,5 @@
-"""THE STUDY'S CONCLUSIONS: the paper's three claims, the criterion each is judged by, and the verdict.
+"""THE STUDY'S CONCLUSIONS: the paper's three claims and the factor claims, each tested into a verdict record
+(numbers, never prose: ``claims_text.py`` writes the statement, criterion, test line and evidence).
 
 Every claim gets exactly one verdict:
 
@@ -51,17 +52,16 @@ import contextlib
 import contextvars
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kd_lightning.report import stats
 from kd_lightning.report.factor_sweeps import (
-    FACTOR_TEXT,
-    POSITION_UNIT,
     TWO_LEVEL_FACTORS,
-    complexity_evidence,
+    complexity_rhos,
     draw_design,
     factor_points,
     level_positions,
@@ -69,73 +69,44 @@ from kd_lightning.report.factor_sweeps import (
     seeds_draw_their_own,
     students_of,
 )
-from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, method_label
-from kd_lightning.report.paper import COMPLEXITY_RANK, IKD, PAPER_STUDENTS, RKD, SCRATCH, TEACHER, paper_accuracy
+from kd_lightning.report.paper import CLAIM_BEATS, CLAIM_BEATS_TEACHER, CLAIM_STUDENTS, COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report.primary import PrimaryClaim, primary_from_runs
-from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import DEFAULT_METRIC, for_recipe, metric_values, recipes_in, roles
+from kd_lightning.report.runs import (
+    DEFAULT_METRIC,
+    distilling_methods,
+    for_recipe,
+    metric_values,
+    ordered_methods,
+    recipes_in,
+    roles,
+    teacher_check,
+)
 from kd_lightning.report.tables import paired_from_values, paired_values, wide_values
-
-SUPPORTED = "supported"
-CONTRADICTED = "contradicted"
-INCONCLUSIVE = "inconclusive"
-NOT_TESTABLE = "not testable"
-VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
-
-ALPHA = stats.ALPHA
-CONFIDENCE = stats.CONFIDENCE
-#: the families of the report (:func:`control_family`)
-PRIMARY = "primary"
-EXPLORATORY = "exploratory"
-MIN_PAIRS = 2
-#: fewest datasets whose exact permutation test can reach p < ALPHA (1/4! = 0.042)
-MIN_TREND_DATASETS = next(n for n in range(2, 10) if stats.min_permutation_p(n) < ALPHA)
-
-
-@dataclass(frozen=True)
-class Part:
-    """One tested part of a claim."""
-
-    name: str
-    verdict: str
-    test: str  # one line: the test and its result
-    evidence: str  # markdown lines
-    p_support: float = math.nan  # one-sided p for the claim's direction; NaN: not testable
-    p_contradict: float = math.nan  # for the opposite direction, already Bonferroni-corrected over the parts
-    #: what the power of its verdict rests on: the unit ("seed" / "level"), the sd of the unit's statistic, its
-    #: df, se = sd · se_scale, the effect's unit, and the span of positions a slope covers (1 for a contrast)
-    unit: str = ""
-    sd: float = math.nan
-    df: int = 0
-    se_scale: float = math.nan
-    effect_unit: str = ""
-    span: float = 1.0
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A claim of the paper, the criterion used to judge it, and what this sweep says."""
-
-    number: int
-    statement: str
-    criterion: str
-    verdict: str  # one of VERDICTS
-    test: str  # one line: the test behind the verdict and its result
-    evidence: str  # markdown
-    recipe: str | None = None
-    parts: tuple[Part, ...] = field(default=(), repr=False)
-    p_support: float = math.nan
-    p_contradict: float = math.nan
-    #: Holm-adjusted over the report's family (:func:`control_family`); NaN before that or when untested
-    p_support_family: float = math.nan
-    p_contradict_family: float = math.nan
-    #: primary (named in advance, tested first at the full α) or exploratory (Holm among themselves)
-    family: str = EXPLORATORY
-    order: int = 0  # the order it was tested in (1 = first)
-    alpha: float = math.nan  # the α its support was tested at (Holm's step for an exploratory claim)
-    direction: str = "greater"
-    mde: float = math.nan  # effect with 80% power for the verdict as decided (:func:`claim_mde`)
-
+from kd_lightning.report.verdicts import (
+    ALPHA,
+    BEATS,
+    CAN_BEAT,
+    CONFIDENCE,
+    CONTRADICTED,
+    DEFAULT_FACTOR_TEST,
+    EXPLORATORY,
+    FACTOR,
+    FACTOR_MIN_LEVELS,
+    GROWS,
+    INCONCLUSIVE,
+    LEVEL_UNIT,
+    MIN_PAIRS,
+    MIN_TREND_DATASETS,
+    MISSING_PRIMARY,
+    NOT_TESTABLE,
+    PER_DATASET,
+    PRIMARY,
+    SEED_UNIT,
+    SUPPORTED,
+    TREND,
+    Claim,
+    Part,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Parts
@@ -151,34 +122,6 @@ def verdict_from(p_support: float, p_contradict: float, testable: bool = True, a
     return INCONCLUSIVE if testable and not math.isnan(p_support) else NOT_TESTABLE
 
 
-def _dataset_lines(paired: pd.DataFrame, power: bool) -> str:
-    """'- USPS: +2.10 [+0.50, +3.70] (3 pairs), Holm p 0.030 → +; MDE 1.9; seeds for paper's +2.65: 3'."""
-    lines = []
-    for r in paired.to_dict("records"):
-        text = (
-            f"  - {dataset_label(r['dataset'])}: {fmt(r['diff_mean'], signed=True)} pp "
-            f"{fmt_ci(r['ci_low'], r['ci_high'])} ({r['n_pairs']} pairs)"
-        )
-        if not math.isnan(r["p"]):
-            text += (
-                f", p {fmt_p(r['p'])}, Holm p {fmt_p(r['p_holm'])} (interval at Holm's level "
-                f"{r['holm_level']:.2%}: {fmt_ci(r['holm_low'], r['holm_high'])}) → {r['resolved'] or 'not resolved'}"
-            )
-        elif r["n_pairs"] >= MIN_PAIRS:
-            text += ", no spread between seeds: not tested"
-        else:
-            text += ", not tested (needs 2 paired seeds)"
-        if power:
-            text += f"; MDE (80% power) {fmt(r['mde'])}" + (" pp" if not math.isnan(r["mde"]) else "")
-            if not math.isnan(r["paper_diff"]):
-                text += (
-                    f"; paper {fmt(r['paper_diff'], signed=True)} pp, "
-                    f"seeds to detect it: {fmt_n(r['pairs_needed_paper'])}"
-                )
-        lines.append(text)
-    return "\n".join(lines) if lines else "  - no paired runs"
-
-
 def per_dataset_part(
     values: pd.DataFrame, treatment: str, control: str, mode: str, n_parts: int = 1, power: bool = True
 ) -> Part:
@@ -190,32 +133,28 @@ def per_dataset_part(
     every tested dataset is resolved ``−`` (at 0.05 / n_parts).
     """
     paired = paired_from_values(values, treatment, control, power=power)
-    name = f"{method_label(treatment)} − {method_label(control)}"
     tested = paired[paired["p"].notna()]
     p_holm, mean = tested["p_holm"], tested["diff_mean"]
     plus = tested[(p_holm < ALPHA) & (mean > 0)]
-    minus_support = tested[(p_holm < ALPHA) & (mean < 0)]
+    minus = tested[(p_holm < ALPHA) & (mean < 0)]
     if tested.empty:
         p_support = p_contradict = math.nan
     elif mode == "all":  # some dataset resolved + and none resolved − (and the reverse)
-        p_support = float(p_holm[mean > 0].min()) if (mean > 0).any() and minus_support.empty else 1.0
+        p_support = float(p_holm[mean > 0].min()) if (mean > 0).any() and minus.empty else 1.0
         p_contradict = float(p_holm[mean < 0].min()) if (mean < 0).any() and plus.empty else 1.0
     else:  # some dataset resolved +; contradicted only when every dataset is resolved −
         p_support = float(p_holm[mean > 0].min()) if (mean > 0).any() else 1.0
         p_contradict = float(p_holm.max()) if (mean < 0).all() else 1.0
     p_contradict = min(1.0, p_contradict * n_parts)
+    detail = {
+        "rows": paired.to_dict("records"),
+        "power": power,
+        "tested": len(tested),
+        "plus": list(plus["dataset"]),
+        "minus": list(minus["dataset"]),
+    }
     verdict = verdict_from(p_support, p_contradict)
-
-    def names(frame: pd.DataFrame) -> str:
-        return ", ".join(map(dataset_label, frame["dataset"])) or "none"
-
-    test = (
-        f"{name}: paired t-tests on {len(tested)} dataset(s) with ≥ {MIN_PAIRS} paired seeds, Holm-corrected "
-        f"(α = {ALPHA}); resolved + on {names(plus)}, − on {names(minus_support)}"
-    )
-    return Part(
-        name, verdict, test, f"- {name}, per dataset:\n{_dataset_lines(paired, power)}", p_support, p_contradict
-    )
+    return Part(PER_DATASET, treatment, control, verdict, p_support, p_contradict, detail=detail)
 
 
 def _paper_rho(treatment: str, control: str) -> float:
@@ -244,36 +183,19 @@ def trend_part(values: pd.DataFrame, treatment: str, control: str, n_parts: int 
         for d, s in paired_values(values, treatment, control).items()
         if d in COMPLEXITY_RANK and len(s) >= MIN_PAIRS
     }
-    name = f"{method_label(treatment)} − {method_label(control)} vs complexity"
     ranks = [COMPLEXITY_RANK[d] for d in diffs]
     means = [float(s.mean()) for s in diffs.values()]
-    n = len(diffs)
-    used = ", ".join(f"{dataset_label(d)} {fmt(m, signed=True)}" for d, m in zip(diffs, means)) or "none"
-    if n < MIN_TREND_DATASETS:
-        return Part(
-            name,
-            NOT_TESTABLE,
-            f"{name}: {n} ranked dataset(s) with ≥ {MIN_PAIRS} paired seeds; a permutation test needs ≥ "
-            f"{MIN_TREND_DATASETS} (smallest p with {n}: {fmt_p(stats.min_permutation_p(n))})",
-            f"- {name}: mean paired difference (pp) {used}; paper's rho {fmt(_paper_rho(treatment, control))}.",
-        )
+    detail: dict[str, Any] = {"means": dict(zip(diffs, means)), "paper_rho": _paper_rho(treatment, control)}
+    if len(diffs) < MIN_TREND_DATASETS:
+        detail["min_p"] = stats.min_permutation_p(len(diffs))
+        return Part(TREND, treatment, control, NOT_TESTABLE, reason="few_datasets", detail=detail)
     res = stats.trend_test(ranks, means)
-    low, high = (
-        stats.bootstrap_rho(ranks, [s.to_numpy() for s in diffs.values()]) if bootstrap else (math.nan, math.nan)
-    )
+    detail.update({k: res[k] for k in ("rho", "p_greater", "p_less", "min_p")})
+    if bootstrap:
+        detail["bootstrap"] = stats.bootstrap_rho(ranks, [s.to_numpy() for s in diffs.values()])
     p_support, p_contradict = _directional(res["p_greater"], res["p_less"], n_parts)
     verdict = verdict_from(p_support, p_contradict)
-    test = (
-        f"{name}: Spearman rho {fmt(res['rho'], signed=True)} over {n} datasets, exact permutation p "
-        f"{fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)"
-    )
-    boot = f", bootstrap-over-seeds 95% interval {fmt_ci(low, high)}" if bootstrap else ""
-    evidence = (
-        f"- {name}: mean paired difference (pp) {used}. Spearman rho = {fmt(res['rho'], signed=True)}{boot}; "
-        f"one-sided permutation p = {fmt_p(res['p_greater'])} for growth, {fmt_p(res['p_less'])} for decline "
-        f"(smallest attainable {fmt_p(res['min_p'])}). Paper's rho: {fmt(_paper_rho(treatment, control), signed=True)}."
-    )
-    return Part(name, verdict, test, evidence, p_support, p_contradict)
+    return Part(TREND, treatment, control, verdict, p_support, p_contradict, detail=detail)
 
 
 def combine(parts: Sequence[Part]) -> tuple[str, float, float]:
@@ -288,81 +210,47 @@ def combine(parts: Sequence[Part]) -> tuple[str, float, float]:
     return verdict_from(p_support, p_contradict, testable), p_support, p_contradict
 
 
-# --------------------------------------------------------------------------------------------------
-# The claims
-
-
-CLAIM_1 = "The gain from distillation over the scratch student grows with dataset complexity (for RKD and for IKD)."
-CRITERION_1 = (
-    f"For each of RKD and IKD: Spearman's rho between the per-dataset mean paired gain over scratch and the paper's "
-    f"complexity rank, over the datasets with ≥ {MIN_PAIRS} paired seeds "
-    f"(≥ {MIN_TREND_DATASETS} needed); one-sided "
-    f"exact permutation test over the datasets' orderings. Supported: p(growth) < {ALPHA} for both students. "
-    f"Contradicted: p(decline) < {ALPHA / 2} for either."
-)
-CLAIM_2 = "IKD beats RKD, and by most on complex data."
-CRITERION_2 = (
-    f"(a) IKD − RKD paired by seed per dataset, two-sided paired t-tests, Holm-corrected across datasets: resolved "
-    f"positive on ≥ 1 dataset and negative on none; (b) IKD − RKD grows with complexity rank (one-sided exact "
-    f"permutation test of Spearman's rho, ≥ {MIN_TREND_DATASETS} datasets). Supported: (a) and (b) at {ALPHA}. "
-    f"Contradicted: (a) resolved negative somewhere and positive nowhere at {ALPHA / 2}, "
-    f"or (b) declining at {ALPHA / 2}."
-)
-CLAIM_3 = "An IKD student can beat its teacher."
-CRITERION_3 = (
-    f"IKD − teacher paired by seed per dataset, two-sided paired t-tests, "
-    f"Holm-corrected across datasets (α = {ALPHA}). "
-    f"Supported: resolved positive on ≥ 1 dataset. Contradicted: resolved negative on every dataset tested."
-)
-
-
-def _claim(
-    number: int,
-    statement: str,
-    criterion: str,
-    parts: Sequence[Part],
-    recipe: str | None,
-    note: str = "",
-    extra_evidence: Sequence[str] = (),
-) -> Claim:
+def _claim(number: int, kind: str, parts: Sequence[Part], recipe: str | None, **about: Any) -> Claim:
     verdict, p_support, p_contradict = combine(parts)
-    test = "; ".join(p.test for p in parts)
-    evidence = "\n".join([p.evidence for p in parts] + list(extra_evidence) + ([note] if note else []))
-    return Claim(number, statement, criterion, verdict, test, evidence, recipe, tuple(parts), p_support, p_contradict)
+    return Claim(number, kind, verdict, recipe, tuple(parts), p_support, p_contradict, **about)
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's three claims
 
 
 def claims_for_values(
     values: pd.DataFrame,
     recipe: str | None = None,
     detail: bool = True,
-    note: str = "",
+    left_out: int = 0,
     values_vs_teacher: pd.DataFrame | None = None,
+    students: Sequence[str] | None = None,
 ) -> list[Claim]:
     """The three claims on a plain frame (dataset, method, seed, value in percent) of one recipe.
 
-    ``values_vs_teacher``: the same frame without students distilled from another teacher than the
-    sweep's teacher row, for the comparison with that teacher (claim 3); default ``values``.
+    ``values_vs_teacher``: the same frame without the ``left_out`` students distilled from another teacher than
+    the sweep's teacher row, for the comparison with that teacher (claim 3); default ``values``. ``students``: the
+    distilling students the records name (claim 1 tests the paper's and these); default the frame's.
     ``detail=False`` skips what does not change a verdict (bootstrap intervals, MDE), for simulations.
     """
+    teacher, control, found = roles(values)
+    growing = ordered_methods([*CLAIM_STUDENTS, *(found if students is None else students)])
     vs_teacher = wide_values(values if values_vs_teacher is None else values_vs_teacher)
     values = wide_values(values)
-    claim1 = [trend_part(values, s, SCRATCH, n_parts=2, bootstrap=detail) for s in PAPER_STUDENTS]
+    better, worse = CLAIM_BEATS
+    n = len(growing)
+    claim1 = [trend_part(values, s, control, n_parts=n, bootstrap=detail) for s in growing]
     claim2 = [
-        per_dataset_part(values, IKD, RKD, "all", n_parts=2, power=detail),
-        trend_part(values, IKD, RKD, n_parts=2, bootstrap=detail),
+        per_dataset_part(values, better, worse, "all", n_parts=2, power=detail),
+        trend_part(values, better, worse, n_parts=2, bootstrap=detail),
     ]
-    claim3 = [per_dataset_part(vs_teacher, IKD, TEACHER, "any", power=detail)]
+    claim3 = [per_dataset_part(vs_teacher, CLAIM_BEATS_TEACHER, teacher, "any", power=detail)]
     return [
-        _claim(1, CLAIM_1, CRITERION_1, claim1, recipe),
-        _claim(2, CLAIM_2, CRITERION_2, claim2, recipe),
-        _claim(3, CLAIM_3, CRITERION_3, claim3, recipe, note),
+        _claim(1, GROWS, claim1, recipe, students=tuple(growing), control=control),
+        _claim(2, BEATS, claim2, recipe, students=(better,), control=worse),
+        _claim(3, CAN_BEAT, claim3, recipe, students=(CLAIM_BEATS_TEACHER,), control=teacher, left_out=left_out),
     ]
-
-
-def _mismatched_teacher(runs: pd.DataFrame) -> pd.DataFrame:
-    """Completed students whose teacher is not the sweep's teacher row of their recipe, dataset and seed."""
-    checks = teacher_check(runs)
-    return checks[checks["teacher_match"] == "no"]
 
 
 def evaluate_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, detail: bool = True) -> list[Claim]:
@@ -379,89 +267,30 @@ def evaluate_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, detail: bo
         sub = for_recipe(runs, recipe) if recipe is not None else runs
         label = recipe if len(recipes) > 1 else None
         values = metric_values(sub, metric)
-        bad = _mismatched_teacher(sub)
-        note = ""
-        if not bad.empty:
-            drop = set(zip(bad["dataset"], bad["method"], bad["seed"].astype(int)))
-            keep = [
-                (d, m, int(sd)) not in drop for d, m, sd in zip(values["dataset"], values["method"], values["seed"])
-            ]
-            note = (
-                f"- Left out of IKD − Teacher: {len(bad)} student run(s) distilled from another teacher than the "
-                "sweep's teacher row of their dataset and seed (listed under *teacher mismatch*)."
-            )
-            out += claims_for_values(values, label, detail, note, values[keep])
-        else:
-            out += claims_for_values(values, label, detail)
+        checks = teacher_check(sub)
+        bad = checks[checks["teacher_match"] == "no"]
+        drop = set(zip(bad["dataset"], bad["method"], bad["seed"].astype(int)))
+        keep = [(d, m, int(sd)) not in drop for d, m, sd in zip(values["dataset"], values["method"], values["seed"])]
+        students = distilling_methods(sub)
+        out += claims_for_values(values, label, detail, len(bad), values[keep] if drop else None, students)
     return out
-
-
-def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
-    """Claims as a table (for CSV and the notebook)."""
-    cols = [
-        "recipe",
-        "number",
-        "statement",
-        "criterion",
-        "verdict",
-        "test",
-        "evidence",
-        "p_support",
-        "p_contradict",
-        "p_support_family",
-        "p_contradict_family",
-        "family",
-        "order",
-        "alpha",
-        "direction",
-        "mde",
-    ]
-    return pd.DataFrame([{k: v for k, v in asdict(c).items() if k != "parts"} for c in claims], columns=cols)
 
 
 # --------------------------------------------------------------------------------------------------
 # Single-factor sweeps: does the gain change as the data gets harder along one factor?
 
-#: fewest levels whose level-unit slope test has a residual degree of freedom
-FACTOR_MIN_LEVELS = 3
 
-
-def _seed_counts(paired: pd.DataFrame) -> str:
-    counts = paired.groupby("level").size()
-    return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
-
-
-#: what a factor claim tests when no primary claim names it
-DEFAULT_FACTOR_TEST = "slope"
-
-
-def _per_level_text(paired: pd.DataFrame, factor: str) -> str:
+def _level_means(paired: pd.DataFrame, factor: str) -> list[tuple[float, float]]:
+    """(level, mean paired gain), easiest level first."""
     means = paired.groupby("level")["diff"].mean()
     order = np.argsort(level_positions(factor, means.index), kind="stable")
-    return ", ".join(f"{factor}={means.index[i]:g}: {fmt(means.iloc[i], signed=True)}" for i in order) or "none"
+    return [(float(means.index[i]), float(means.iloc[i])) for i in order]
 
 
 def _direction_ps(res: dict[str, float], direction: str, n_parts: int) -> tuple[float, float]:
     """(p for the claimed direction, p for the opposite Bonferroni-corrected over the parts)."""
     forward, backward = ("p_greater", "p_less") if direction == "greater" else ("p_less", "p_greater")
     return _directional(res[forward], res[backward], n_parts)
-
-
-def _seed_unit_text(points: pd.DataFrame, factor: str, n_seeds: int, n_levels: int) -> str:
-    if factor in TWO_LEVEL_FACTORS:
-        why = "two fixed conditions without a random draw: the seeds replicate training"
-    else:
-        why = (
-            "each seed draws its own data at every level (factor_seed = seed), so one seed's gains form one "
-            "chain across the levels and correlate; the seeds, not the levels, are independent"
-        )
-    return f"unit: the seed ({n_seeds} seed(s) with all {n_levels} level(s) paired; {why})"
-
-
-def _untestable(name: str, reason: str, per_level: str, unit: str, kind: str, advice: str = "") -> Part:
-    """A factor part whose test cannot run: the reason, and what the levels show."""
-    evidence = f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}.{advice}"
-    return Part(name, NOT_TESTABLE, reason, evidence, unit=kind)
 
 
 def factor_seed_part(
@@ -471,56 +300,41 @@ def factor_seed_part(
     its gain at the hardest level minus at the easiest (``contrast``); one-sided t-test over seeds, S − 1 df."""
     control = roles(points)[1]
     paired = paired_by_level(points, student, control)
-    name = f"{method_label(student)} − {method_label(control)} as {FACTOR_TEXT[factor]}"
     chains = paired.pivot_table(index="seed", columns="level", values="diff", aggfunc="mean").dropna()
     x = level_positions(factor, chains.columns) if len(chains.columns) else np.array([])
-    unit = _seed_unit_text(points, factor, len(chains), len(chains.columns))
-    per_level = _per_level_text(paired, factor)
+    detail: dict[str, Any] = {
+        "levels": _level_means(paired, factor),
+        "seeds": len(chains),
+        "paired_levels": len(chains.columns),
+    }
+    untested = Part(SEED_UNIT, student, control, NOT_TESTABLE, factor=factor, statistic=test, detail=detail)
     if len(chains.columns) < 2 or len(chains) < MIN_PAIRS:
-        return _untestable(
-            name,
-            f"{name}: {len(chains)} seed(s) with ≥ 2 levels paired; the test needs ≥ {MIN_PAIRS}",
-            per_level,
-            unit,
-            "seed",
-        )
+        return replace(untested, reason="few_seeds")
     gains = chains.to_numpy()
-    stat = {"slope": stats.per_seed_slopes, "contrast": stats.per_seed_contrast}
-    res = {k: stats.t_over_units(f(x, gains)) for k, f in stat.items()}
+    per_seed = {"slope": stats.per_seed_slopes, "contrast": stats.per_seed_contrast}
+    res = {k: stats.t_over_units(f(x, gains)) for k, f in per_seed.items()}
     chosen, other = res[test], res["contrast" if test == "slope" else "slope"]
     if math.isnan(chosen["t"]):
-        return _untestable(
-            name, f"{name}: every seed's {test} is the same (no spread to judge it by)", per_level, unit, "seed"
-        )
+        return replace(untested, reason="no_spread")
     p_support, p_contradict = _direction_ps(chosen, direction, n_parts)
-    what = {"slope": f"slope per {POSITION_UNIT[factor]}", "contrast": "hardest minus easiest level"}
     low, high = stats.t_interval(chosen["mean"], chosen["sd"] / math.sqrt(chosen["n"]), chosen["n"], CONFIDENCE)
-    values = ", ".join(fmt(v, signed=True) for v in stat[test](x, gains))
-    test_line = (
-        f"{name}: per-seed {what[test]} {fmt(chosen['mean'], signed=True)} pp {fmt_ci(low, high)} over "
-        f"{chosen['n']} seeds, t-test on {chosen['df']} df, p {fmt_p(chosen['p_greater'])} (grows) / "
-        f"{fmt_p(chosen['p_less'])} (shrinks)"
+    detail.update(
+        {
+            **{k: chosen[k] for k in ("mean", "n", "df", "p_greater", "p_less")},
+            "ci": (low, high),
+            "per_seed": list(per_seed[test](x, gains)),
+            "other": {k: other[k] for k in ("mean", "p_greater", "p_less")},
+        }
     )
-    evidence = (
-        f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Per seed, {what[test]} "
-        f"(pp): {values}; sd over seeds {fmt(chosen['sd'])} pp. The other statistic (descriptive, outside the "
-        f"family): {what['contrast' if test == 'slope' else 'slope']} {fmt(other['mean'], signed=True)} pp, "
-        f"p {fmt_p(other['p_greater'])} (grows) / {fmt_p(other['p_less'])} (shrinks)."
-    )
-    span = float(x.max() - x.min()) if test == "slope" else 1.0
-    return Part(
-        name,
-        verdict_from(p_support, p_contradict),
-        test_line,
-        evidence,
-        p_support,
-        p_contradict,
-        unit="seed",
+    return replace(
+        untested,
+        verdict=verdict_from(p_support, p_contradict),
+        p_support=p_support,
+        p_contradict=p_contradict,
         sd=float(chosen["sd"]),
         df=int(chosen["df"]),
         se_scale=1 / math.sqrt(chosen["n"]),
-        effect_unit="pp per " + POSITION_UNIT[factor] if test == "slope" else "pp (hardest minus easiest level)",
-        span=span,
+        span=float(x.max() - x.min()) if test == "slope" else 1.0,
     )
 
 
@@ -531,88 +345,64 @@ def factor_level_part(
     OLS slope on the levels' fixed positions, one-sided t-test on L − 2 df (``stats.slope_test``)."""
     control = roles(points)[1]
     paired = paired_by_level(points, student, control)
-    name = f"{method_label(student)} − {method_label(control)} as {FACTOR_TEXT[factor]}"
     means = paired.groupby("level")["diff"].mean()
     x = level_positions(factor, means.index) if len(means) else np.array([])
-    per_level = _per_level_text(paired, factor)
-    n_levels = len(means)
-    unit = (
-        f"unit: the level ({n_levels} level(s) with a paired seed, {_seed_counts(paired) if n_levels else 0} "
-        f"seed(s) each; {draw_design(paired, factor)}: a level's seeds share its data, so they are not "
-        "independent evidence for a trend)"
-    )
-    if n_levels < FACTOR_MIN_LEVELS:
-        return _untestable(
-            name,
-            f"{name}: {n_levels} level(s); a trend over levels needs ≥ {FACTOR_MIN_LEVELS} (seeds at one level "
-            "are not independent evidence for a trend)",
-            per_level,
-            unit,
-            "level",
-            f" Add {FACTOR_MIN_LEVELS - n_levels} level(s) to test a trend.",
-        )
+    counts = paired.groupby("level").size()
+    detail: dict[str, Any] = {
+        "levels": _level_means(paired, factor),
+        "seed_counts": (int(counts.min()), int(counts.max())) if len(means) else (0, 0),
+        "design": draw_design(paired, factor),
+    }
+    untested = Part(LEVEL_UNIT, student, control, NOT_TESTABLE, factor=factor, statistic="slope", detail=detail)
+    if len(means) < FACTOR_MIN_LEVELS:
+        return replace(untested, reason="few_levels")
     res = stats.slope_test(x, means.to_numpy())
     if math.isnan(res["t"]):
-        return _untestable(
-            name,
-            f"{name}: the level means lie exactly on a line (no scatter to judge the slope by)",
-            per_level,
-            unit,
-            "level",
-        )
+        return replace(untested, reason="on_a_line")
     p_support, p_contradict = _direction_ps(res, direction, n_parts)
     within = paired.groupby("level")["diff"].std(ddof=1).dropna()
-    seed_sd = f"; seed-to-seed sd within a level {fmt(float(np.sqrt((within**2).mean())))} pp" if len(within) else ""
-    test = (
-        f"{name}: slope {fmt(res['slope'], signed=True)} pp per {POSITION_UNIT[factor]} over {n_levels} level means, "
-        f"t-test on {int(res['df'])} df, p {fmt_p(res['p_greater'])} (grows) / {fmt_p(res['p_less'])} (shrinks)"
-    )
-    evidence = (
-        f"- {name}: mean paired gain (pp) per level, easiest first: {per_level}; {unit}. Slope "
-        f"{fmt(res['slope'], signed=True)} pp per {POSITION_UNIT[factor]}, level scatter around the line "
-        f"{fmt(res['resid_sd'])} pp{seed_sd}. More seeds shrink only the seed part of the level scatter; more "
-        "levels add degrees of freedom."
-    )
-    return Part(
-        name,
-        verdict_from(p_support, p_contradict),
-        test,
-        evidence,
-        p_support,
-        p_contradict,
-        unit="level",
+    detail.update({k: res[k] for k in ("slope", "p_greater", "p_less", "resid_sd")})
+    detail.update(df=int(res["df"]), seed_sd=float(np.sqrt((within**2).mean())) if len(within) else None)
+    return replace(
+        untested,
+        verdict=verdict_from(p_support, p_contradict),
+        p_support=p_support,
+        p_contradict=p_contradict,
         sd=float(res["resid_sd"]),
         df=int(res["df"]),
         se_scale=1 / math.sqrt(stats.position_sxx(x)),
-        effect_unit=f"pp per {POSITION_UNIT[factor]}",
         span=float(x.max() - x.min()),
     )
 
 
-def _factor_statement(dataset: str, factor: str, students: Sequence[str], direction: str) -> str:
-    verb = "grows" if direction == "greater" else "shrinks"
-    who = " and ".join(map(method_label, students)) or "no distilling student ran"
-    return (
-        f"On {dataset_label(dataset)}, the gain from distillation over scratch {verb} as {FACTOR_TEXT[factor]} ({who})."
-    )
-
-
-def _factor_criterion(seed_unit: bool, test: str, direction: str) -> str:
-    way = "growth" if direction == "greater" else "decline"
+def _factor_claim(number: int, key: tuple[str, str, str], sub: pd.DataFrame, primary: PrimaryClaim | None) -> Claim:
+    """One (dataset, recipe, factor): the primary claim's students, test and direction when it names this one."""
+    dataset, recipe, factor = key
+    is_primary = primary is not None and primary.matches(dataset, factor)
+    test = primary.test if is_primary else DEFAULT_FACTOR_TEST
+    direction = primary.direction if is_primary else "greater"
+    seed_unit = factor in TWO_LEVEL_FACTORS or seeds_draw_their_own(sub, factor)
+    test = "contrast" if factor in TWO_LEVEL_FACTORS else test
+    students = [s for s in students_of(sub) if not (is_primary and primary.students) or s in primary.students]
     if seed_unit:
-        how = (
-            "per seed, the slope of its paired gain over scratch on the levels' fixed positions"
-            if test == "slope"
-            else "per seed, its paired gain over scratch at the hardest level minus at the easiest"
-        )
-        unit = "one-sided t-test over seeds on S − 1 df (the unit is the seed)"
+        parts = [factor_seed_part(sub, factor, s, test, direction, len(students)) for s in students]
     else:
-        how = "the per-level mean paired gain over scratch regressed on the levels' fixed positions"
-        unit = f"one-sided t-test of the slope on L − 2 df (the unit is the level, ≥ {FACTOR_MIN_LEVELS} levels)"
-    return (
-        f"For each distilling student named: {how}; {unit}. Supported: p({way}) < the claim's α for each. "
-        "Contradicted: p(the opposite) < α / (students) for any. α: the full α for the primary claim, Holm's "
-        "step among the exploratory claims otherwise."
+        parts = [factor_level_part(sub, factor, s, direction, len(students)) for s in students]
+    complexity = tuple(found for s in students if (found := complexity_rhos(sub, s)))
+    return _claim(
+        100 + number,
+        FACTOR,
+        parts,
+        recipe,
+        family=PRIMARY if is_primary else EXPLORATORY,
+        direction=direction,
+        students=tuple(students),
+        control=roles(sub)[1],
+        dataset=dataset,
+        factor=factor,
+        statistic=test,
+        seed_unit=seed_unit,
+        complexity=complexity,
     )
 
 
@@ -620,29 +410,8 @@ def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, primary: Pri
     """One claim per (dataset, recipe, factor) the sweep varies; the one ``primary`` names is the primary claim,
     with its students, test and direction. Verdicts before :func:`control_family`."""
     points = factor_points(runs, metric)
-    claims = []
     groups = points.groupby(["dataset", "base_recipe", "factor"], sort=False)
-    for number, ((dataset, recipe, factor), sub) in enumerate(groups, start=1):
-        is_primary = primary is not None and primary.matches(dataset, factor)
-        test = primary.test if is_primary else DEFAULT_FACTOR_TEST
-        direction = primary.direction if is_primary else "greater"
-        seed_unit = factor in TWO_LEVEL_FACTORS or seeds_draw_their_own(sub, factor)
-        test = "contrast" if factor in TWO_LEVEL_FACTORS else test
-        students = [s for s in students_of(sub) if not (is_primary and primary.students) or s in primary.students]
-        if seed_unit:
-            parts = [factor_seed_part(sub, factor, s, test, direction, len(students)) for s in students]
-        else:
-            parts = [factor_level_part(sub, factor, s, direction, len(students)) for s in students]
-        complexity = [line for s in students for line in complexity_evidence(sub, s)]
-        claim = _claim(
-            100 + number,
-            _factor_statement(dataset, factor, students, direction),
-            _factor_criterion(seed_unit, test, direction),
-            parts,
-            recipe,
-            extra_evidence=complexity,
-        )
-        claims.append(replace(claim, family=PRIMARY if is_primary else EXPLORATORY, direction=direction))
+    claims = [_factor_claim(number, key, sub, primary) for number, (key, sub) in enumerate(groups, start=1)]
     if primary is not None and not any(c.family == PRIMARY for c in claims):
         claims.insert(0, _missing_primary(primary))
     return claims
@@ -651,13 +420,14 @@ def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, primary: Pri
 def _missing_primary(primary: PrimaryClaim) -> Claim:
     return Claim(
         100,
-        f"Primary claim named in advance: {primary.describe()}.",
-        "As named in claims.primary.",
+        MISSING_PRIMARY,
         NOT_TESTABLE,
-        f"the sweep has no levels of {primary.factor} to test it on",
-        f"- No runs vary {primary.factor}.",
         family=PRIMARY,
         direction=primary.direction,
+        students=primary.students,
+        dataset=primary.dataset,
+        factor=primary.factor,
+        statistic=primary.test,
     )
 
 
@@ -683,42 +453,21 @@ def claim_mde(c: Claim) -> float:
     return stats.verdict_mde(*verdict_power_parts(parts, c.alpha), alpha=c.alpha)
 
 
-def _mde_text(c: Claim, mde: float) -> str:
-    if math.isnan(mde):
-        return ""
-    parts = c.parts
-    who = "every student named" if len(parts) > 1 else "its one student"
-    over = (
-        f" ({fmt(mde * parts[0].span)} pp across the sweep's range of positions, {fmt(parts[0].span)}; never beyond it)"
-        if parts[0].span != 1.0
-        else ""
-    )
-    dfs = sorted({p.df for p in parts})
-    return (
-        f"- Detectable with 80% power for this verdict as decided ({who} at α {c.alpha:.4g}, one-sided; each sd at "
-        f"its {stats.SD_CONFIDENCE:.0%} upper confidence limit on {'/'.join(map(str, dfs))} df, since an sd from "
-        f"few units can be far from the true one): ≥ {fmt(mde)} {parts[0].effect_unit}{over}. "
-        "`python -m kd_lightning.report plan` gives the seeds for a stated effect."
-    )
-
-
-def _decide(c: Claim, family: str, order: int, alpha: float, ps: float, pc: float, note: str) -> Claim:
+def _decide(c: Claim, family: str, order: int, alpha: float, ps: float, pc: float, **holm: int) -> Claim:
     # ps and pc are Holm-adjusted for an exploratory claim: Holm's step-down rejects where the adjusted p is below
     # the family's α (its step's α applies to the raw p); comparing them with the step's α would correct twice
     verdict = verdict_from(ps, pc, _testable(c), ALPHA)
     c = replace(
         c,
         verdict=verdict,
-        test=f"{c.test}; {note}",
         p_support_family=ps,
         p_contradict_family=pc,
         family=family,
         order=order,
         alpha=alpha,
+        **holm,
     )
-    mde = claim_mde(c)
-    text = _mde_text(c, mde)
-    return replace(c, mde=mde, evidence=f"{c.evidence}\n{text}" if text else c.evidence)
+    return replace(c, mde=claim_mde(c))
 
 
 def control_family(claims: Sequence[Claim]) -> list[Claim]:
@@ -729,30 +478,19 @@ def control_family(claims: Sequence[Claim]) -> list[Claim]:
     out: list[Claim | None] = [None] * len(claims)
     for i in primary:
         c = claims[i]
-        note = f"family: primary, tested 1st at α {ALPHA} (p {fmt_p(c.p_support)} / {fmt_p(c.p_contradict)})"
-        out[i] = _decide(c, PRIMARY, 1, ALPHA, c.p_support, c.p_contradict, note)
+        out[i] = _decide(c, PRIMARY, 1, ALPHA, c.p_support, c.p_contradict)
     adjusted_support, level = stats.holm([claims[i].p_support for i in rest])
     adjusted_contradict, _ = stats.holm([claims[i].p_contradict for i in rest])
     steps = np.argsort(np.where(np.isnan(level), np.inf, 1 - level), kind="stable")  # Holm's order: smallest α first
     rank = {int(j): k for k, j in enumerate(steps)}
+    size = int(np.sum(~np.isnan(level)))
     for j, i in enumerate(rest):
-        alpha = 1 - float(level[j]) if not math.isnan(level[j]) else math.nan
-        order = len(primary) + 1 + rank[j]
+        tested = not math.isnan(level[j])
+        alpha = 1 - float(level[j]) if tested else math.nan
         ps, pc = float(adjusted_support[j]), float(adjusted_contradict[j])
-        note = (
-            f"family: exploratory, Holm over {int(np.sum(~np.isnan(level)))} claim(s), step {rank[j] + 1} "
-            f"(α {alpha:.4g}): Holm-adjusted p {fmt_p(ps)} (supported) / {fmt_p(pc)} (contradicted)"
-            if not math.isnan(alpha)
-            else f"family: exploratory, not tested: Holm-adjusted p {fmt_p(ps)} / {fmt_p(pc)}"
-        )
-        out[i] = _decide(claims[i], EXPLORATORY, order, alpha, ps, pc, note)
+        holm = {"holm_size": size, "holm_step": rank[j] + 1} if tested else {}
+        out[i] = _decide(claims[i], EXPLORATORY, len(primary) + 1 + rank[j], alpha, ps, pc, **holm)
     return [c for c in out if c is not None]
-
-
-def family_sizes(claims: Sequence[Claim]) -> tuple[int, int]:
-    """How many exploratory claims entered Holm in each direction (a claim that cannot be tested does not)."""
-    rest = [c for c in claims if c.family != PRIMARY]
-    return (sum(not math.isnan(c.p_support) for c in rest), sum(not math.isnan(c.p_contradict) for c in rest))
 
 
 #: a primary claim the command line names (``--primary``), in force for the reports written inside it

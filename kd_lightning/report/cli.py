@@ -3,7 +3,11 @@
 - ``python -m kd_lightning.report plan <sweep-or-report-dir> --effect 0.5``: seeds each factor claim needs;
 - ``python -m kd_lightning.report verdicts <sweep-or-report-dir>``: the claims section under the current rules
   (from a committed report's ``tables/runs.csv`` when the run folders are elsewhere);
-- ``python -m kd_lightning.report calibrate [--sims N]``: the calibration table of docs/factors.md.
+- ``python -m kd_lightning.report calibrate [--sims N]``: the calibration table of docs/factors.md;
+- ``python -m kd_lightning.report findings <sweep-or-report-dir> [--factor F] [--train-images N]``: one factor's
+  levels side by side (docs/findings.md);
+- ``python -m kd_lightning.report recipes <sweep-or-report-dir> [--first fast] [--second strong]``: two recipes
+  side by side (docs/recipes.md).
 """
 
 from __future__ import annotations
@@ -18,44 +22,60 @@ PRIMARY_HELP = (
     "the primary claim named in advance, e.g. factor=train_fraction,student=rkd,test=contrast,direction=greater "
     "(default: claims.primary of the runs' recorded config; none: every claim is exploratory)"
 )
+SIDE_COMMANDS = ("plan", "verdicts", "calibrate", "findings", "recipes")
 
 
-def _metric(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metric", choices=sorted(METRICS), default=DEFAULT_METRIC, help="default: %(default)s")
-
-
-def _side_command(argv: Sequence[str]) -> int:
-    """plan / verdicts / calibrate."""
-    from kd_lightning.report.primary import parse_primary
-
-    parser = argparse.ArgumentParser(prog=f"python -m kd_lightning.report {argv[0]}")
-    if argv[0] == "calibrate":
+def _side_parser(command: str) -> argparse.ArgumentParser:
+    """Each side command's arguments (calibrate reads no runs)."""
+    parser = argparse.ArgumentParser(prog=f"python -m kd_lightning.report {command}")
+    if command == "calibrate":
         parser.add_argument("--sims", type=int, default=20_000, help="null sweeps per setting")
         parser.add_argument("--pilots", type=int, default=200, help="pilots whose printed MDE is fed back")
-        args = parser.parse_args(argv[1:])
-        from kd_lightning.report.calibration import calibration_table, markdown_calibration
-
-        print(markdown_calibration(calibration_table(args.sims, args.pilots)))
-        return 0
+        return parser
     parser.add_argument("folder", type=Path, help="a sweep folder (results.json) or a report folder (tables/runs.csv)")
-    parser.add_argument("--primary", default=None, help=PRIMARY_HELP)
-    _metric(parser)
-    if argv[0] == "plan":
+    if command in ("plan", "verdicts"):
+        parser.add_argument("--primary", default=None, help=PRIMARY_HELP)
+        parser.add_argument("--metric", choices=sorted(METRICS), default=DEFAULT_METRIC, help="default: %(default)s")
+    if command == "plan":
         parser.add_argument("--effect", type=float, required=True, help="pp per unit of the factor's position")
-    args = parser.parse_args(argv[1:])
-    from kd_lightning.report.plan import plan_text
+    if command == "findings":
+        parser.add_argument("--factor", default="train_fraction", help="the factor whose levels are compared")
+        parser.add_argument("--train-images", type=int, default=None, help="full training set size (images column)")
+    if command == "recipes":
+        parser.add_argument("--first", default="fast", help="the recipe measured against the second")
+        parser.add_argument("--second", default="strong")
+    return parser
+
+
+def _side_command(argv: Sequence[str]) -> str:
+    """The text a side command prints."""
+    from kd_lightning.report import claims_text, markdown
     from kd_lightning.report.runs import load_runs
 
-    runs = load_runs(args.folder)
-    primary = parse_primary(args.primary)
-    if argv[0] == "plan":
-        print(plan_text(runs, args.effect, args.metric, primary))
-        return 0
-    from kd_lightning.report.claims import report_claims
-    from kd_lightning.report.markdown import claims_markdown
+    command, args = argv[0], _side_parser(argv[0]).parse_args(argv[1:])
+    if command == "calibrate":
+        from kd_lightning.report.calibration import calibration_table
 
-    print("\n".join(claims_markdown(report_claims(runs, args.metric, primary), args.metric)))
-    return 0
+        return claims_text.markdown_calibration(calibration_table(args.sims, args.pilots))
+    runs = load_runs(args.folder)
+    if command == "findings":
+        from kd_lightning.report.claims import report_claims
+        from kd_lightning.report.summaries import level_tables
+
+        text = markdown.findings_markdown(level_tables(runs, args.factor), args.factor, args.train_images)
+        return text + "\n" + claims_text.factor_claims_text(report_claims(runs))
+    if command == "recipes":
+        from kd_lightning.report.summaries import recipe_tables
+
+        return markdown.recipes_markdown(recipe_tables(runs, args.first, args.second), args.first, args.second)
+    from kd_lightning.report.claims import report_claims
+    from kd_lightning.report.plan import plan_frame
+    from kd_lightning.report.primary import parse_primary
+
+    primary = parse_primary(args.primary)
+    if command == "plan":
+        return claims_text.plan_text(plan_frame(runs, args.effect, args.metric, primary), args.effect)
+    return "\n".join(claims_text.claims_markdown(report_claims(runs, args.metric, primary), args.metric))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,14 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("plan", "verdicts", "calibrate"):
-        return _side_command(argv)
+    if argv and argv[0] in SIDE_COMMANDS:
+        print(_side_command(argv))
+        return 0
     parser = argparse.ArgumentParser(
         prog="python -m kd_lightning.report",
         description=(
             "Summarise a knowledge-distillation sweep (every results.json under SWEEP, except archive/ folders) "
             "into report.md, PNG figures and CSV tables, with a verdict on each of the paper's claims. Side "
-            "commands: plan, verdicts, calibrate (python -m kd_lightning.report plan -h)."
+            f"commands: {', '.join(SIDE_COMMANDS)} (python -m kd_lightning.report plan -h)."
         ),
     )
     parser.add_argument(
@@ -84,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: the first SWEEP/report)")
     parser.add_argument("--primary", default=None, help=PRIMARY_HELP)
-    _metric(parser)
+    parser.add_argument("--metric", choices=sorted(METRICS), default=DEFAULT_METRIC, help="default: %(default)s")
     args = parser.parse_args(argv)
     from kd_lightning.report.claims import primary_override
     from kd_lightning.report.primary import parse_primary

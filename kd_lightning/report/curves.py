@@ -52,17 +52,7 @@ def load_curves(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-SUMMARY_COLUMNS = [
-    "recipe",
-    "dataset",
-    "method",
-    "epoch",
-    "n",
-    "val_acc_mean",
-    "val_acc_std",
-    "val_loss_mean",
-    "val_loss_std",
-]
+SUMMARY_COLUMNS = "recipe dataset method epoch n val_acc_mean val_acc_std val_loss_mean val_loss_std".split()
 CURVES_CSV = RUNS_CSV.parent / "curves.csv"
 
 

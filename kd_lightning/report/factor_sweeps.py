@@ -11,7 +11,7 @@ scratch (by seed, with its t-interval), the share of the teacher-scratch gap clo
 (teacher-student agreement), the teacher's accuracy and the data's measured complexity, and the rank
 correlation of the gain with each complexity measure. Every column comes from the checkpoint the
 headline metric names (``test_best`` or ``test_last``). The verdicts are
-:func:`kd_lightning.report.claims.factor_claims`.
+:func:`kd_lightning.report.claims.factor_claims` (their words: ``claims_text.py``).
 
 Pairing: a student is compared with the scratch run of the same level, seed and data draw
 (``factor_seed``), never across conditions.
@@ -27,10 +27,14 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from kd_lightning.report import stats
-from kd_lightning.report.formatting import fmt, fmt_ci, method_label
-from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import COMPLEXITY_MEASURES, DEFAULT_METRIC, completed_runs, distilling_methods, roles
-from kd_lightning.report.tables import GAP_MIN_PP
+from kd_lightning.report.runs import (
+    COMPLEXITY_MEASURES,
+    DEFAULT_METRIC,
+    completed_runs,
+    distilling_methods,
+    roles,
+    teacher_check,
+)
 
 PAIRS_NOISE = "label_noise (pairs)"
 #: +1: a larger level is harder data; -1: a smaller level is harder
@@ -56,15 +60,6 @@ LEVEL_POSITION = {
     "resolution": lambda r: -np.log2(r),
     "grayscale": lambda g: 1.0 * g,
 }
-POSITION_UNIT = {
-    "train_fraction": "halving of the training set",
-    "imbalance": "doubling of the imbalance ratio",
-    "label_noise": "0.1 of label noise",
-    PAIRS_NOISE: "0.1 of pair-flip label noise",
-    "classes": "doubling of the class count",
-    "resolution": "halving of the resolution",
-    "grayscale": "colour removed",
-}
 #: factors whose levels are two fixed conditions: a paired contrast, not a trend
 TWO_LEVEL_FACTORS = frozenset({"grayscale"})
 #: factors that draw at random (from ``factor_seed``): their data draw is part of a level's condition
@@ -78,15 +73,6 @@ DEFAULT_LEVEL = {
     "resolution": None,
     "grayscale": 0.0,
     "imbalance": 1.0,
-}
-FACTOR_TEXT = {
-    "train_fraction": "training data shrinks",
-    "label_noise": "label noise grows",
-    PAIRS_NOISE: "pair-flip label noise grows",
-    "classes": "the number of classes grows",
-    "resolution": "resolution drops",
-    "grayscale": "colour is removed",
-    "imbalance": "class imbalance grows",
 }
 POINT_COLUMNS = [
     "dataset",
@@ -223,21 +209,24 @@ def seeds_draw_their_own(points: pd.DataFrame, factor: str) -> bool:
     return not drawn.empty and bool((drawn["factor_seed"].astype(int) == drawn["seed"].astype(int)).all())
 
 
+#: what the seeds at one level replicate (:func:`draw_design`)
+DRAW_DESIGNS = ("fixed", "none", "own", "shared", "mixed")
+
+
 def draw_design(points: pd.DataFrame, factor: str) -> str:
-    """What the seeds at one level replicate: their own data draw, one shared draw, or no draw at all."""
+    """What the seeds at one level replicate: ``fixed`` transformations (no draw), ``none`` drawn at random,
+    each seed its ``own`` draw, one ``shared`` draw per level, or ``mixed``."""
     if factor not in RANDOM_FACTORS:
-        return "the levels are fixed transformations of the data (no random draw); seeds replicate training"
+        return "fixed"
     drawn = points[points["factor_seed"].astype(int) >= 0]
     if drawn.empty:
-        return "no level draws data at random"
+        return "none"
     if (drawn["factor_seed"].astype(int) == drawn["seed"].astype(int)).all():
-        return "each seed draws its own data at every level (factor_seed = seed)"
+        return "own"
     shared = drawn.groupby("level").apply(
         lambda g: g["factor_seed"].nunique() == 1 and g["seed"].nunique() > 1, include_groups=False
     )
-    if shared.all():
-        return "the seeds at a level share one data draw (a fixed factor_seed)"
-    return "mixed: some seeds share a data draw, others draw their own"
+    return "shared" if shared.all() else "mixed"
 
 
 def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
@@ -277,7 +266,7 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
                         "gain_ci_low": t["ci_low"],
                         "gain_ci_high": t["ci_high"],
                         "gap_closed": (own_teacher - scratch) / gap
-                        if gap >= GAP_MIN_PP
+                        if gap >= stats.GAP_MIN_PP
                         else math.nan,  # no room to close otherwise
                         "agreement": at.loc[at["method"] == student, "agreement"].mean(),
                         "teacher_soft_label_entropy": at.loc[at["method"] == teacher_name, "soft_label_entropy"].mean(),
@@ -287,11 +276,12 @@ def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFra
     return pd.DataFrame(out)
 
 
-def complexity_evidence(points: pd.DataFrame, student: str) -> list[str]:
-    """Rank correlation of the per-level mean gain with each measured complexity (bootstrap over seeds)."""
+def complexity_rhos(points: pd.DataFrame, student: str) -> tuple[Any, ...] | None:
+    """Rank correlation of the per-level mean gain with each measured complexity (bootstrap over seeds):
+    (student, levels, ((measure, rho, low, high), ...)); None when no measure covers 3 levels."""
     paired = paired_by_level(points, student, roles(points)[1])
     measures = points.groupby("level")[list(COMPLEXITY_MEASURES)].mean(numeric_only=True)
-    lines = []
+    found = []
     for m in COMPLEXITY_MEASURES:
         by_level = [
             (measures.loc[lv, m], d.to_numpy())
@@ -302,11 +292,5 @@ def complexity_evidence(points: pd.DataFrame, student: str) -> list[str]:
             continue
         x = [v for v, _ in by_level]
         rho = stats.spearman_rho(x, [d.mean() for _, d in by_level])
-        low, high = stats.bootstrap_rho(x, [d for _, d in by_level])
-        lines.append(f"{m} {fmt(rho, signed=True)} {fmt_ci(low, high)}")
-    if not lines:
-        return []
-    return [
-        f"- {method_label(student)} gain vs measured complexity over {paired['level'].nunique()} levels "
-        f"(Spearman rho, 95% bootstrap interval over seeds; descriptive): " + "; ".join(lines) + "."
-    ]
+        found.append((m, rho, *stats.bootstrap_rho(x, [d for _, d in by_level])))
+    return (student, paired["level"].nunique(), tuple(found)) if found else None

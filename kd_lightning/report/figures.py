@@ -15,10 +15,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from kd_lightning.report.formatting import dataset_label, method_label, metric_note
-from kd_lightning.report.paper import COMPLEXITY_RANK, METHODS, paper_accuracy
+from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     completed_runs,
+    conf_methods,
     datasets_in,
     for_recipe,
     ordered_datasets,
@@ -29,15 +30,17 @@ from kd_lightning.report.runs import (
 )
 from kd_lightning.report.tables import efficiency_table, paired_comparison, summary_table
 
-#: the paper's methods' colours; any other method takes the next of matplotlib's tab10 (:func:`method_color`)
-METHOD_COLORS = dict(zip(METHODS, ("#4C72B0", "#8C8C8C", "#DD8452", "#55A868")))
+#: colours in conf/method/'s order (the teacher, the controls, the distilling students); a method beyond them, or
+#: one conf/method/ does not hold, takes one of the rest by its name (:func:`method_color`)
+PALETTE = ("#4C72B0", "#8C8C8C", "#DD8452", "#55A868")
 _MORE_COLORS = ("#C44E52", "#8172B3", "#937860", "#DA8BC3", "#CCB974", "#64B5CD")
 
 
 def method_color(method: str) -> str:
     """A method's colour, stable across figures (a new method gets one without an edit here)."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
+    known = conf_methods()
+    if method in known and known.index(method) < len(PALETTE):
+        return PALETTE[known.index(method)]
     return _MORE_COLORS[sum(map(ord, method)) % len(_MORE_COLORS)]
 
 
@@ -101,39 +104,37 @@ def plot_accuracy(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
     return fig
 
 
-def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylabel: str) -> Figure:
-    """Bars of paired differences per dataset, one bar per comparison, 95% CI as error bars, * where Holm resolves."""
-    datasets = ordered_datasets(d for _, frame in pairs for d in frame["dataset"])
-    fig = Figure(figsize=(max(6.0, 1.4 * len(datasets) + 2), 4.5), layout="constrained")
-    ax = fig.add_subplot()
+def _draw_differences(ax: Any, pairs: Sequence[tuple[str, pd.DataFrame]], datasets: Sequence[str]) -> None:
+    """Bars of paired differences per dataset on ``ax``, one bar per comparison, 95% CI as error bars, * where
+    Holm resolves."""
     x, bar, offsets = _bar_positions(len(datasets), len(pairs))
     for offset, (method, frame) in zip(offsets, pairs):
         rows = frame.set_index("dataset").reindex(datasets)
         err = np.vstack([rows["diff_mean"] - rows["ci_low"], rows["ci_high"] - rows["diff_mean"]])
-        ax.bar(
-            x + offset,
-            rows["diff_mean"],
-            bar,
-            yerr=np.nan_to_num(err),
-            capsize=3,
-            color=method_color(method),
-            label=method_label(method),
-        )
+        color, label = method_color(method), method_label(method)
+        ax.bar(x + offset, rows["diff_mean"], bar, yerr=np.nan_to_num(err), capsize=3, color=color, label=label)
         for xi, (res, low, high) in enumerate(zip(rows["resolved"].fillna(""), rows["ci_low"], rows["ci_high"])):
             if res:  # beyond the end of the interval, on the side the difference points to
                 y = high if res == "+" else low
                 ax.annotate(
                     "*", (x[xi] + offset, y), ha="center", va="bottom" if res == "+" else "top", fontsize="large"
                 )
-    if not any(frame["diff_mean"].notna().any() for _, frame in pairs):
-        _no_data(ax)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [dataset_label(d) for d in datasets])
-    ax.set_xlabel("dataset (simplest → most complex)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize="medium")
-    _legend(ax, fontsize="small")
     ax.grid(axis="y", alpha=0.3)
+    _legend(ax, fontsize="small")
+
+
+def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylabel: str) -> Figure:
+    """:func:`_draw_differences` on a figure of its own, datasets simplest first."""
+    datasets = ordered_datasets(d for _, frame in pairs for d in frame["dataset"])
+    fig = Figure(figsize=(max(6.0, 1.4 * len(datasets) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    _draw_differences(ax, pairs, datasets)
+    if not any(frame["diff_mean"].notna().any() for _, frame in pairs):
+        _no_data(ax)
+    ax.set(xlabel="dataset (simplest → most complex)", ylabel=ylabel)
+    ax.set_title(title, fontsize="medium")
     return fig
 
 
@@ -335,26 +336,9 @@ def plot_gain_by_recipe(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Fig
     axes = fig.subplots(1, max(len(recipes), 1), sharey=True, squeeze=False)[0]
     for ax, recipe in zip(axes, recipes):
         sub = for_recipe(runs, recipe)
-        datasets = datasets_in(sub)
         _, control, students = roles(sub)
-        x, bar, offsets = _bar_positions(len(datasets), len(students))
-        for offset, student in zip(offsets, students):
-            rows = paired_comparison(sub, student, control, metric).set_index("dataset").reindex(datasets)
-            err = np.vstack([rows["diff_mean"] - rows["ci_low"], rows["ci_high"] - rows["diff_mean"]])
-            ax.bar(
-                x + offset,
-                rows["diff_mean"],
-                bar,
-                yerr=np.nan_to_num(err),
-                capsize=3,
-                color=method_color(student),
-                label=method_label(student),
-            )
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(x, [dataset_label(d) for d in datasets])
+        _draw_differences(ax, [(s, paired_comparison(sub, s, control, metric)) for s in students], datasets_in(sub))
         ax.set_title(f"recipe {recipe}", fontsize="medium")
-        ax.grid(axis="y", alpha=0.3)
-        _legend(ax, fontsize="small")
     axes[0].set_ylabel("student − scratch (pp), 95% CI")
     fig.suptitle(f"KD gain over scratch per recipe — {metric_note(metric)}", fontsize="medium")
     return fig

@@ -1,4 +1,4 @@
-"""Number and label formatting shared by the claims text, the markdown tables and the figures."""
+"""Number and label formatting shared by the claims text, the markdown tables and the figures (rendering)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.report.paper import METHOD_LABELS
-from kd_lightning.report.runs import dataset_label
+from kd_lightning.report.paper import DATASET_LABELS, METHOD_LABELS
 
-__all__ = ["fmt", "fmt_p", "fmt_ci", "fmt_n", "mean_std", "dataset_label", "method_label", "metric_note"]
+__all__ = [
+    "fmt",
+    "fmt_p",
+    "fmt_ci",
+    "fmt_n",
+    "mean_std",
+    "dataset_label",
+    "method_label",
+    "metric_note",
+    "markdown_table",
+]
 
 
 def _missing(value: Any) -> bool:
@@ -56,6 +65,10 @@ def mean_std(mean: Any, std: Any, digits: int = 2) -> str:
     return "n/a" if _missing(mean) else f"{mean:.{digits}f} ± {fmt(std, digits)}"
 
 
+def dataset_label(dataset: Any) -> str:
+    return DATASET_LABELS.get(dataset, str(dataset))
+
+
 def method_label(method: Any) -> str:
     return METHOD_LABELS.get(method, str(method))
 
@@ -65,3 +78,17 @@ def metric_note(metric: str) -> str:
     return {"test_best": "best-validation checkpoint", "test_last": "last-epoch checkpoint"}.get(
         metric.split(".")[0], metric
     )
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """GitHub-flavoured markdown table (pandas' to_markdown needs tabulate, which is not a dependency)."""
+    if frame.empty:
+        return "_(none)_"
+
+    def cell(value: Any) -> str:
+        text = "" if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)

@@ -3,28 +3,38 @@ claims first, then the evidence behind them, then runs and their problems."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from kd_lightning.report.claims import ALPHA, FACTOR_MIN_LEVELS, MIN_PAIRS, MIN_TREND_DATASETS, Claim, family_sizes
-from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, mean_std, method_label
-from kd_lightning.report.provenance import teacher_check
+from kd_lightning.report.formatting import (
+    dataset_label,
+    fmt,
+    fmt_ci,
+    fmt_n,
+    fmt_p,
+    markdown_table,
+    mean_std,
+    method_label,
+)
 from kd_lightning.report.runs import (
     METRICS,
     SPLITS,
     completed_runs,
+    distilling_methods,
     is_report_folder,
     ordered_datasets,
     ordered_methods,
     recipes_in,
+    teacher_check,
 )
+from kd_lightning.report.stats import ALPHA, GAP_MIN_PP
 from kd_lightning.report.tables import (
     FIDELITY_FIELDS,
-    GAP_MIN_PP,
     TABLES,
     Comparison,
     differences_label,
@@ -33,51 +43,40 @@ from kd_lightning.report.tables import (
 from kd_lightning.report.teacher_gate import GATE_COLUMNS, GATE_MARGIN
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """GitHub-flavoured markdown table (pandas' to_markdown needs tabulate, which is not a dependency)."""
-    if frame.empty:
-        return "_(none)_"
-
-    def cell(value: Any) -> str:
-        text = "" if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def _recipe_cell(row: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     return {"Recipe": row["recipe"], **out} if "recipe" in row else out
+
+
+def _formatted(table: pd.DataFrame, cells: Callable[[dict[str, Any]], dict[str, Any]]) -> pd.DataFrame:
+    """One row of strings per row of ``table``, its recipe first when the table has one."""
+    return pd.DataFrame([_recipe_cell(r, cells(r)) for r in table.to_dict("records")])
+
+
+def _ci(r: dict[str, Any]) -> str:
+    return fmt_ci(r["ci_low"], r["ci_high"]) if r["n_pairs"] > 1 else "[n/a]"
 
 
 def format_comparison(table: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
     """Human-readable version of a comparison table (strings, percent, 'n/a' where undefined)."""
     a, b = comparison.first, comparison.second
     delta = f"Δ {method_label(comparison.treatment)} − {method_label(comparison.control)}"
-    rows = []
-    for r in table.to_dict("records"):
-        ci = fmt_ci(r["ci_low"], r["ci_high"]) if r["n_pairs"] > 1 else "[n/a]"
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    f"{method_label(a)} (n)": f"{mean_std(r[f'{a}_mean'], r[f'{a}_std'])} ({r[f'{a}_n']})",
-                    f"{method_label(b)} (n)": f"{mean_std(r[f'{b}_mean'], r[f'{b}_std'])} ({r[f'{b}_n']})",
-                    f"{delta} [95% CI] (pairs)": f"{fmt(r['diff_mean'], signed=True)} {ci} ({r['n_pairs']})",
-                    "Holm p": fmt_p(r["p_holm"]),
-                    "Resolved": r["resolved"] or "no",
-                    "MDE (80%)": fmt(r["mde"]),
-                    f"Paper {method_label(a)}": fmt(r[f"paper_{a}"]),
-                    f"Paper {method_label(b)}": fmt(r[f"paper_{b}"]),
-                    "Paper Δ": fmt(r["paper_diff"], signed=True),
-                    "Seeds for paper Δ": fmt_n(r["pairs_needed_paper"]),
-                    "Differences from the paper's protocol": r["differences"],
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            f"{method_label(a)} (n)": f"{mean_std(r[f'{a}_mean'], r[f'{a}_std'])} ({r[f'{a}_n']})",
+            f"{method_label(b)} (n)": f"{mean_std(r[f'{b}_mean'], r[f'{b}_std'])} ({r[f'{b}_n']})",
+            f"{delta} [95% CI] (pairs)": f"{fmt(r['diff_mean'], signed=True)} {_ci(r)} ({r['n_pairs']})",
+            "Holm p": fmt_p(r["p_holm"]),
+            "Resolved": r["resolved"] or "no",
+            "MDE (80%)": fmt(r["mde"]),
+            f"Paper {method_label(a)}": fmt(r[f"paper_{a}"]),
+            f"Paper {method_label(b)}": fmt(r[f"paper_{b}"]),
+            "Paper Δ": fmt(r["paper_diff"], signed=True),
+            "Seeds for paper Δ": fmt_n(r["pairs_needed_paper"]),
+            "Differences from the paper's protocol": r["differences"],
+        },
+    )
 
 
 def table_caption(comparison: Comparison, metric: str) -> str:
@@ -135,93 +134,54 @@ def format_fidelity(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_gap_closed(table: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in table.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Student": method_label(r["student"]),
-                    "Seeds": r["n_seeds"],
-                    "Gain over scratch (pp) [95% CI]": (
-                        f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}"
-                    ),
-                    "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
-                    "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
-                    "Teacher qualified": "yes" if r["teacher_gap_mean"] >= GATE_MARGIN else "no",
-                    "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0)
-                    if pd.notna(r["paper_gap_closed"])
-                    else "n/a",
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            "Student": method_label(r["student"]),
+            "Seeds": r["n_seeds"],
+            "Gain over scratch (pp) [95% CI]": (
+                f"{fmt(r['gain_mean'], signed=True)} {fmt_ci(r['gain_low'], r['gain_high'])}"
+            ),
+            "Teacher − scratch (pp)": fmt(r["teacher_gap_mean"], signed=True),
+            "Gap closed (%)": fmt(100 * r["gap_closed"], 0) if pd.notna(r["gap_closed"]) else "n/a",
+            "Teacher qualified": "yes" if r["teacher_gap_mean"] >= GATE_MARGIN else "no",
+            "Paper gap closed (%)": fmt(100 * r["paper_gap_closed"], 0) if pd.notna(r["paper_gap_closed"]) else "n/a",
+        },
+    )
 
 
 def format_teacher_gate(gate: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in gate.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Seeds": r["n"],
-                    "Teacher (%)": fmt(r["teacher"]),
-                    "Members' mean (%)": fmt(r["members_mean"]) if pd.notna(r["members_mean"]) else "n/a",
-                    f"{method_label(r['control'])} (%)": fmt(r["control_mean"]),
-                    "Teacher − control (pp) [95% CI]": (
-                        f"{fmt(r['diff'], signed=True)} {fmt_ci(r['ci_low'], r['ci_high'])}"
-                    ),
-                    "Qualified": "yes" if r["qualified"] else "**no**",
-                },
-            )
-        )
-    return pd.DataFrame(rows)
-
-
-def gate_line(gate: pd.DataFrame, recipe: str | None) -> str:
-    """The first sentence of a claim's section: whether the teacher of its condition(s) was worth distilling."""
-    if gate.empty or not recipe:
-        return ""
-    rows = gate[(gate["recipe"] == recipe) | gate["recipe"].astype(str).str.startswith(f"{recipe} · ")]
-    if rows.empty:
-        return ""
-    failed = rows[~rows["qualified"].astype(bool)]
-    if failed.empty:
-        return f"Teacher gate: qualified in every condition of this claim (teacher − scratch ≥ {GATE_MARGIN:g} pp)."
-    where = "; ".join(
-        f"{dataset_label(r['dataset'])} `{r['recipe']}` {fmt(r['diff'], signed=True)} pp"
-        for r in failed.to_dict("records")
-    )
-    return (
-        f"**Its teacher was not qualified** (teacher − scratch below {GATE_MARGIN:g} pp: {where}): this answer "
-        "is about students of a teacher no better than themselves."
+    return _formatted(
+        gate,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            "Seeds": r["n"],
+            "Teacher (%)": fmt(r["teacher"]),
+            "Members' mean (%)": fmt(r["members_mean"]),
+            f"{method_label(r['control'])} (%)": fmt(r["control_mean"]),
+            "Teacher − control (pp) [95% CI]": (f"{fmt(r['diff'], signed=True)} {fmt_ci(r['ci_low'], r['ci_high'])}"),
+            "Qualified": "yes" if r["qualified"] else "**no**",
+        },
     )
 
 
 def format_evidence(table: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in table.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Comparison": f"{method_label(r['treatment'])} − {method_label(r['control'])}",
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Pairs": r["n_pairs"],
-                    "Δ (pp)": fmt(r["diff_mean"], signed=True),
-                    "sd of Δ (pp)": fmt(r["diff_std"]),
-                    "sd per arm (pp)": f"{fmt(r['treatment_std'])} / {fmt(r['control_std'])}",
-                    "ρ": fmt(r["corr"]),
-                    "MDE, 80% power (pp)": fmt(r["mde"]),
-                    "Paper Δ (pp)": fmt(r["paper_diff"], signed=True),
-                    "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Comparison": f"{method_label(r['treatment'])} − {method_label(r['control'])}",
+            "Dataset": dataset_label(r["dataset"]),
+            "Pairs": r["n_pairs"],
+            "Δ (pp)": fmt(r["diff_mean"], signed=True),
+            "sd of Δ (pp)": fmt(r["diff_std"]),
+            "sd per arm (pp)": f"{fmt(r['treatment_std'])} / {fmt(r['control_std'])}",
+            "ρ": fmt(r["corr"]),
+            "MDE, 80% power (pp)": fmt(r["mde"]),
+            "Paper Δ (pp)": fmt(r["paper_diff"], signed=True),
+            "Seeds to detect paper Δ": fmt_n(r["pairs_needed_paper"]),
+        },
+    )
 
 
 def format_provenance(checks: pd.DataFrame, multi: bool) -> pd.DataFrame:
@@ -243,29 +203,22 @@ def format_provenance(checks: pd.DataFrame, multi: bool) -> pd.DataFrame:
 
 
 def format_student_buys(table: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in table.to_dict("records"):
-        rows.append(
-            _recipe_cell(
-                r,
-                {
-                    "Dataset": dataset_label(r["dataset"]),
-                    "Student": method_label(r["student"]),
-                    "Accuracy (%)": fmt(r["acc_mean"]),
-                    "Teacher (%)": fmt(r["teacher_acc_mean"]),
-                    "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
-                    "Gap to teacher (pp) [95% CI]": (
-                        f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}"
-                    ),
-                    "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
-                    "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×"
-                    if pd.notna(r["size_reduction"])
-                    else "n/a",
-                    "FLOPs reduction": f"{fmt(r['flops_reduction'], 2)}×" if pd.notna(r["flops_reduction"]) else "n/a",
-                },
-            )
-        )
-    return pd.DataFrame(rows)
+    return _formatted(
+        table,
+        lambda r: {
+            "Dataset": dataset_label(r["dataset"]),
+            "Student": method_label(r["student"]),
+            "Accuracy (%)": fmt(r["acc_mean"]),
+            "Teacher (%)": fmt(r["teacher_acc_mean"]),
+            "Accuracy kept (%)": fmt(r["accuracy_kept"], 1),
+            "Gap to teacher (pp) [95% CI]": (
+                f"{fmt(r['gap_to_teacher'], signed=True)} {fmt_ci(r['gap_low'], r['gap_high'])}"
+            ),
+            "Speed-up (latency)": f"{fmt(r['speed_up'], 2)}×" if pd.notna(r["speed_up"]) else "n/a",
+            "Size reduction (params)": f"{fmt(r['size_reduction'], 2)}×" if pd.notna(r["size_reduction"]) else "n/a",
+            "FLOPs reduction": f"{fmt(r['flops_reduction'], 2)}×" if pd.notna(r["flops_reduction"]) else "n/a",
+        },
+    )
 
 
 def format_factors(table: pd.DataFrame) -> pd.DataFrame:
@@ -307,75 +260,6 @@ def issues_markdown(issues: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
-def claims_summary(claims: Sequence[Claim]) -> pd.DataFrame:
-    rows = []
-    for c in claims:
-        alpha = f"{c.alpha:.4g}" if c.alpha == c.alpha else "n/a"
-        row = {
-            "#": c.number,
-            "Claim": c.statement,
-            "Family (order, α)": f"{c.family} ({c.order}, {alpha})",
-            "Verdict": f"**{c.verdict}**" + (" (exploratory)" if c.family != "primary" else ""),
-            "Test": c.test,
-        }
-        rows.append({"Recipe": c.recipe, **row} if c.recipe else row)
-    return pd.DataFrame(rows)
-
-
-def family_paragraph(claims: Sequence[Claim]) -> str:
-    """Which claim is primary, how the others are controlled, and what the unit of each factor claim is."""
-    n_support, n_contradict = family_sizes(claims)
-    primary = [c for c in claims if c.family == "primary"]
-    first = (
-        f"**Primary claim** (named in advance, `claims.primary`): claim {primary[0].number}, tested first at the full "
-        f"α = {ALPHA}. "
-        if primary
-        else "**No primary claim** was named in advance (`claims.primary`): every claim is exploratory. "
-    )
-    return (
-        first + f"**Exploratory claims**: the other {len(claims) - len(primary)}, Holm's step-down procedure at "
-        f"α = {ALPHA} among themselves over the {n_support} testable for support and, separately, the {n_contradict} "
-        "testable for the opposite; they generate hypotheses for the next sweep's primary. The table gives each "
-        "claim's family, the order it was tested in and the α it was tested at. Factor claims count the **seed** as "
-        "the unit when each seed draws its own data (factor_seed = seed: a seed's gains form one chain across the "
-        "levels), and the **level** when a level's seeds share its data (one draw, or a fixed transformation); "
-        "each claim's evidence says which and why."
-    )
-
-
-def claims_markdown(claims: Sequence[Claim], metric: str, gate: pd.DataFrame | None = None) -> list[str]:
-    lines = [
-        f"Verdicts use the headline metric ({metric}), one recipe (and data-factor level) at a time; where runs "
-        "are not paper-configured they describe this sweep's recipe, not a replication. Verdicts: **supported** / "
-        f"**contradicted** (shown with error control), **inconclusive** (the data cannot tell), **not testable** "
-        f"(runs missing: < {MIN_PAIRS} paired seeds, < {MIN_TREND_DATASETS} datasets for a trend over datasets, "
-        f"< {FACTOR_MIN_LEVELS} levels for a trend over a factor's level means). Criteria in "
-        "`kd_lightning/report/claims.py` and docs/report.md.",
-        "",
-        family_paragraph(claims),
-        "",
-        markdown_table(claims_summary(claims)),
-        "",
-    ]
-    for c in claims:
-        where = f" — recipe `{c.recipe}`" if c.recipe else ""
-        gated = gate_line(gate if gate is not None else pd.DataFrame(), c.recipe)
-        lines += [
-            f"### Claim {c.number}: {c.statement}{where}",
-            "",
-            *([gated, ""] if gated else []),
-            f"**Verdict: {c.verdict}**",
-            "",
-            f"Criterion: {c.criterion}",
-            "",
-            f"Test: {c.test}",
-            "",
-            c.evidence,
-            "",
-        ]
-    return lines
-
-
 def budget_note(runs: pd.DataFrame) -> list[str]:
     """The training-budget rule, stated once when any run trained under a floor on optimizer steps."""
     floors = sorted({int(v) for v in runs.get("min_steps", pd.Series(dtype=object)).dropna()})
@@ -401,24 +285,20 @@ def source_label(folder: Path) -> str:
     return f"`{shown}` (regenerated from its `tables/runs.csv`)"
 
 
-def build_markdown(
-    sweeps: Sequence[Path],
-    runs: pd.DataFrame,
-    metric: str,
-    comparisons: dict[str, pd.DataFrame],
-    claims: list[Claim],
-    issues: pd.DataFrame,
-    figures: list[tuple[str, Path]],
-    out: Path,
-    tables: dict[str, pd.DataFrame] | None = None,
-) -> str:
-    """Assemble report.md: claims, the numbers behind them, runs and their problems, figures."""
-    tables = tables or {}
-    other = [m for m in METRICS if m != metric]
+def _short(metric: str) -> str:
+    return metric.split(".")[0].removeprefix("test_")
+
+
+def _headline_first(metric: str) -> list[str]:
+    return [metric, *(m for m in METRICS if m != metric)]
+
+
+def _header(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, issues: pd.DataFrame) -> list[str]:
     done = completed_runs(runs)
     multi = len(recipes_in(runs)) > 1
-    counts = tables.get("run_counts", pd.DataFrame())
-    lines = [
+    comparable = int(done["paper_comparable"].sum()) if not done.empty else 0
+    differs = not done.empty and not done["paper_comparable"].all()
+    return [
         "# Knowledge distillation study report",
         "",
         f"- Sweep{'s' if len(sweeps) > 1 else ''}: {', '.join(source_label(s) for s in sweeps)}",
@@ -429,16 +309,15 @@ def build_markdown(
         "percentage points (pp).",
         f"- Recipes (`config.recipe.name`): {', '.join(f'`{r}`' for r in recipes_in(runs)) or 'n/a'}"
         + (" — tables and claims are per recipe (never pooled)." if multi else ""),
-        f"- Paper-configured completed runs: "
-        f"{int(done['paper_comparable'].sum()) if not done.empty else 0} of {len(done)}"
-        + (
-            f"; differences: {differences_label(done)}" if not done.empty and not done["paper_comparable"].all() else ""
-        ),
+        f"- Paper-configured completed runs: {comparable} of {len(done)}"
+        + (f"; differences: {differences_label(done)}" if differs else ""),
         *budget_note(runs),
         "",
-        "## Claims",
-        "",
-        *claims_markdown(claims, metric, tables.get("teacher_gate")),
+    ]
+
+
+def _gate_section(gate: pd.DataFrame, metric: str) -> list[str]:
+    return [
         "## Teacher gate",
         "",
         f"Is each condition's teacher worth distilling? Teacher − scratch ({metric}), paired by seed, with its 95% "
@@ -447,10 +326,15 @@ def build_markdown(
         "(`teacher ...` in the recipe column; none = the paper's single teacher on the students' data) and are "
         "never pooled.",
         "",
-        markdown_table(format_teacher_gate(tables.get("teacher_gate", pd.DataFrame(columns=GATE_COLUMNS))))
-        if not tables.get("teacher_gate", pd.DataFrame()).empty
+        markdown_table(format_teacher_gate(gate))
+        if not gate.empty
         else "_No condition has both a teacher row and a scratch run._",
         "",
+    ]
+
+
+def _runs_section(counts: pd.DataFrame, runs: pd.DataFrame, metric: str) -> list[str]:
+    lines = [
         "## Runs",
         "",
         "Completed runs per dataset and method (out of the seeds seen anywhere in the sweep).",
@@ -462,19 +346,24 @@ def build_markdown(
         "## Accuracy per method",
         "",
     ]
-    for m in [metric, *other]:
-        lines += [
-            f"{METRICS[m].capitalize()} ({m}, %), mean ± sample std over seeds (n).",
-            "",
-            markdown_table(_summary_wide(runs, m)),
-            "",
-        ]
-    for m in [metric, *other]:
+    for m in _headline_first(metric):
+        lines += [f"{METRICS[m].capitalize()} ({m}, %), mean ± sample std over seeds (n).", ""]
+        lines += [markdown_table(_summary_wide(runs, m)), ""]
+    return lines
+
+
+def _comparisons_section(comparisons: dict[str, pd.DataFrame], metric: str) -> list[str]:
+    lines = []
+    for m in _headline_first(metric):
         lines += [f"## Comparisons — {m} ({METRICS[m]})", "", comparisons_note(), ""]
         for comparison in TABLES:
-            table = comparisons[f"{comparison.key}_{m.split('.')[0].removeprefix('test_')}"]
+            table = comparisons[f"{comparison.key}_{_short(m)}"]
             lines += [table_caption(comparison, m), "", markdown_table(format_comparison(table, comparison)), ""]
-    lines += [
+    return lines
+
+
+def _evidence_section(evidence: pd.DataFrame, metric: str) -> list[str]:
+    return [
         "## How much evidence",
         "",
         f"For every comparison of the claims ({metric}): the minimum detectable effect (MDE) of a two-sided "
@@ -485,8 +374,13 @@ def build_markdown(
         "Beside it each arm's sd over the same seeds (treatment / control) and their correlation ρ: "
         "sd(Δ)² = s_t² + s_c² − 2ρ·s_t·s_c, so pairing by seed helps only as far as ρ > 0.",
         "",
-        markdown_table(format_evidence(tables.get("evidence", pd.DataFrame()))),
+        markdown_table(format_evidence(evidence)),
         "",
+    ]
+
+
+def _gap_closed_section(tables: dict[str, pd.DataFrame], metric: str) -> list[str]:
+    lines = [
         "## Gap closed",
         "",
         "Over the seeds with teacher, scratch and the student: gain = mean paired "
@@ -495,18 +389,15 @@ def build_markdown(
         f"scratch, > 100% = better than the teacher). n/a when teacher − scratch < {GAP_MIN_PP:g} pp (no room to "
         "close). The paper's gap closed is shown only for paper-configured rows.",
         "",
-        *[
-            line
-            for m in [metric, *other]
-            for line in (
-                f"**{METRICS[m].capitalize()}** (`{m}`)",
-                "",
-                markdown_table(
-                    format_gap_closed(tables.get(f"gap_closed_{m.split('.')[0].removeprefix('test_')}", pd.DataFrame()))
-                ),
-                "",
-            )
-        ],
+    ]
+    for m in _headline_first(metric):
+        table = tables.get(f"gap_closed_{_short(m)}", pd.DataFrame())
+        lines += [f"**{METRICS[m].capitalize()}** (`{m}`)", "", markdown_table(format_gap_closed(table)), ""]
+    return lines
+
+
+def _fidelity_section(tables: dict[str, pd.DataFrame]) -> list[str]:
+    lines = [
         "## Fidelity and calibration",
         "",
         "Per dataset and method, mean ± sample std over seeds (n runs carrying the field): test accuracy; NLL = mean "
@@ -516,70 +407,69 @@ def build_markdown(
         "",
     ]
     for split, note in SPLITS.items():
-        lines += [
-            f"**At the {note}** (`{split}`)",
-            "",
-            markdown_table(format_fidelity(tables.get(f"fidelity_{split.removeprefix('test_')}", pd.DataFrame()))),
-            "",
-        ]
+        table = tables.get(f"fidelity_{split.removeprefix('test_')}", pd.DataFrame())
+        lines += [f"**At the {note}** (`{split}`)", "", markdown_table(format_fidelity(table)), ""]
+    return lines
+
+
+def _provenance_section(runs: pd.DataFrame) -> list[str]:
     checks = teacher_check(runs)
     mismatched = checks[checks["teacher_match"] == "no"]
     stale = checks[checks["teacher.stale"] == True]  # noqa: E712 (object column)
-    lines += [
+    students = "/".join(map(method_label, distilling_methods(runs))) or "distilled"
+    listed = ", ".join(f"{dataset_label(r.dataset)} {r.method} seed {r.seed}" for r in mismatched.itertuples())
+    return [
         "## Teacher provenance",
         "",
-        "Each RKD/IKD run's teacher (`results.json` → `teacher`) against the sweep's teacher run of the same "
+        f"Each {students} run's teacher (`results.json` → `teacher`) against the sweep's teacher run of the same "
         "dataset and seed (its `teacher_key`). *Same teacher* = no marks a student distilled from another "
         "teacher than the one its table row compares with; *stale* = the teacher was trained by another code "
         "commit.",
         "",
-        f"- Students with another teacher than the sweep's: {len(mismatched)}"
-        + (
-            f" ({', '.join(f'{dataset_label(r.dataset)} {r.method} seed {r.seed}' for r in mismatched.itertuples())})"
-            if len(mismatched)
-            else ""
-        ),
+        f"- Students with another teacher than the sweep's: {len(mismatched)}" + (f" ({listed})" if listed else ""),
         f"- Students with a stale teacher: {len(stale)}"
         + (f" ({', '.join(sorted(set(str(k) for k in stale['teacher.key'])))})" if len(stale) else ""),
         "",
-        markdown_table(format_provenance(checks, multi)) if not checks.empty else "_No distilled students._",
+        markdown_table(format_provenance(checks, len(recipes_in(runs)) > 1))
+        if not checks.empty
+        else "_No distilled students._",
         "",
     ]
-    buys = tables.get("student_buys", pd.DataFrame())
-    if not buys.empty:
-        lines += [
-            "## What the student buys",
-            "",
-            f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
-            "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
-            "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
-            "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) "
-            "(`results.json` → `efficiency`); latencies are "
-            "comparable only within one machine.",
-            "",
-            markdown_table(format_student_buys(buys)),
-            "",
-        ]
-    factors = tables.get("factors", pd.DataFrame())
-    if not factors.empty:
-        lines += [
-            "## Data factors",
-            "",
-            f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
-            "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
-            f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
-            "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: "
-            "linear-probe accuracy on PCA pixels, N3 = 1-NN error, "
-            "1/(1+Fisher's F1), MLE intrinsic dimension, CSG) and the teacher's mean soft-label entropy "
-            "at T = 4 (nats). Verdicts are the claims numbered from 101.",
-            "",
-            markdown_table(format_factors(factors)),
-            "",
-        ]
-    lines += ["## Figures", ""]
+
+
+def _table_section(title: str, note: str, table: pd.DataFrame) -> list[str]:
+    """A section with one table, left out when the table is empty."""
+    return [] if table.empty else [f"## {title}", "", note, "", markdown_table(table), ""]
+
+
+def _student_buys_section(buys: pd.DataFrame, metric: str) -> list[str]:
+    note = (
+        f"{METRICS[metric].capitalize()}. Accuracy kept = student / teacher mean accuracy; gap to teacher = "
+        "paired student − teacher (pp, 95% CI); speed-up = teacher / student median CPU latency at batch 1; "
+        "size reduction = teacher / student parameters; FLOPs reduction = teacher / student FLOPs per image. "
+        "Costs are medians over the seeds' measurements (robust to a timing slowed by other processes) "
+        "(`results.json` → `efficiency`); latencies are comparable only within one machine."
+    )
+    return _table_section("What the student buys", note, format_student_buys(buys))
+
+
+def _factors_section(factors: pd.DataFrame, metric: str) -> list[str]:
+    note = (
+        f"Single-factor sweeps ({metric}): per level, mean accuracies over seeds, the student's paired gain over "
+        "scratch with its 95% t-interval, gap closed = (student − scratch) / (teacher − scratch) of the means "
+        f"(n/a under {GAP_MIN_PP:g} pp), top-1 agreement with the teacher, and the training data's measured "
+        "complexity (teacher runs' `data_complexity`, else the cached measures of the same data: "
+        "linear-probe accuracy on PCA pixels, N3 = 1-NN error, 1/(1+Fisher's F1), MLE intrinsic dimension, CSG) "
+        "and the teacher's mean soft-label entropy at T = 4 (nats). Verdicts are the claims numbered from 101."
+    )
+    return _table_section("Data factors", note, format_factors(factors))
+
+
+def _closing_sections(figures: list[tuple[str, Path]], out: Path, issues: pd.DataFrame) -> list[str]:
+    lines = ["## Figures", ""]
     for caption, path in figures:
         lines += [f"### {caption}", "", f"![{caption}]({path.relative_to(out).as_posix()})", ""]
-    lines += [
+    return lines + [
         "## Missing, failed and running runs",
         "",
         "Expected grid: every dataset × method × seed that appears anywhere in the sweep (per recipe). Teacher "
@@ -594,20 +484,148 @@ def build_markdown(
         "PNG under `figures/`.",
         "",
     ]
+
+
+def build_markdown(
+    sweeps: Sequence[Path],
+    runs: pd.DataFrame,
+    metric: str,
+    comparisons: dict[str, pd.DataFrame],
+    claims_section: list[str],
+    issues: pd.DataFrame,
+    figures: list[tuple[str, Path]],
+    out: Path,
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> str:
+    """Assemble report.md: claims (``claims_text.claims_markdown``), the numbers behind them, runs and their
+    problems, figures."""
+    tables = tables or {}
+    gate = tables.get("teacher_gate", pd.DataFrame(columns=GATE_COLUMNS))
+    sections = [
+        _header(sweeps, runs, metric, issues),
+        ["## Claims", "", *claims_section],
+        _gate_section(gate, metric),
+        _runs_section(tables.get("run_counts", pd.DataFrame()), runs, metric),
+        _comparisons_section(comparisons, metric),
+        _evidence_section(tables.get("evidence", pd.DataFrame()), metric),
+        _gap_closed_section(tables, metric),
+        _fidelity_section(tables),
+        _provenance_section(runs),
+        _student_buys_section(tables.get("student_buys", pd.DataFrame()), metric),
+        _factors_section(tables.get("factors", pd.DataFrame()), metric),
+        _closing_sections(figures, out, issues),
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+# --------------------------------------------------------------------------------------------------
+# docs/findings.md and docs/recipes.md (summaries.py's frames)
+
+
+def _diff_cell(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return "n/a"
+    r = rows.iloc[0]
+    if r.n_pairs < 2 or pd.isna(r.ci_low):
+        return f"{r.diff_mean:+.2f} ({int(r.n_pairs)} pair)"
+    return f"{r.diff_mean:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+
+
+def _arm_cell(arm: pd.Series) -> str:
+    if math.isnan(arm["ci_low"]):
+        return f"{arm['mean']:.2f} (n {int(arm['n'])})"
+    return f"{arm['mean']:.2f} [{arm['ci_low']:.2f}, {arm['ci_high']:.2f}]"
+
+
+def _per_key(table: pd.DataFrame, key: str, value: str, keys: Sequence[str], form: str) -> str:
+    rows = table.set_index(key)
+    return " / ".join(
+        form.format(rows.loc[k, value]) if k in rows.index and pd.notna(rows.loc[k, value]) else "n/a" for k in keys
+    )
+
+
+def _level_rows(tables: dict[str, Any], checkpoint: str, train_images: int | None) -> list[str]:
+    teacher, control, students = tables["roles"]
+    t = tables[checkpoint]
+    rows = []
+    for lv in sorted(t["arms"]["level"].unique()):
+        arms = t["arms"][t["arms"]["level"] == lv].set_index("method")
+        cells = [_arm_cell(arms.loc[m]) if m in arms.index else "n/a" for m in tables["methods"]]
+        diffs = [_diff_cell(d[d["level"] == lv]) for d in t["diffs"]]
+        closed = _per_key(t["gap_closed"][t["gap_closed"]["level"] == lv], "student", "gap_closed", students, "{:.0%}")
+        fidelity = t["fidelity"][t["fidelity"]["level"] == lv]
+        agree = _per_key(fidelity, "method", "agreement_mean", [*students, control], "{:.1f}")
+        images = [str(round(lv * train_images))] if train_images else []
+        rows.append(f"| {lv:g} | " + " | ".join([*images, *cells, *diffs, closed, agree]) + " |")
+    return rows
+
+
+def _role_name(method: str, students: Sequence[str]) -> str:
+    """Students by their label (RKD), the teacher and the control by their name (teacher, scratch)."""
+    return method_label(method) if method in students else method
+
+
+def findings_markdown(tables: dict[str, Any], factor: str, train_images: int | None = None) -> str:
+    """docs/findings.md's per-level tables (:func:`kd_lightning.report.summaries.level_tables`)."""
+    teacher, control, students = tables["roles"]
+    names = [_role_name(m, students) for m in tables["methods"]]
+    each = " / ".join(map(method_label, students))
+    header = [factor, *(["images"] if train_images else []), *names]
+    header += [f"{method_label(s)} − {control}" for s in students] + [f"{teacher} − {control}"]
+    header += [f"gap closed {each}", f"agreement {each} / {control}"]
+    lines = []
+    for checkpoint in ("best", "last"):
+        lines += ["", f"### {checkpoint}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += _level_rows(tables, checkpoint, train_images)
+    lines += [
+        "",
+        f"| {factor} | probe acc | N3 | 1/(1+F1) | ID | CSG | teacher H(T=4) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['level']:g} | {r['complexity.probe_acc']:.3f} | {r['complexity.n3']:.3f} | "
+        f"{r['complexity.f1_inv']:.3f} | {r['complexity.intrinsic_dim']:.1f} | {r['complexity.csg']:.2f} | "
+        f"{r['teacher_soft_label_entropy']:.3f} |"
+        for r in tables["complexity"].to_dict("records")
+    ]
+    return "\n".join(lines + _wall_rows(tables, factor, names))
+
+
+def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str]) -> list[str]:
+    walls, methods = tables["walls"], tables["methods"]
+    lines = ["", f"| {factor} | optimizer steps | " + " | ".join(names) + " | all methods (sum of medians) |"]
+    lines.append("|" + "---|" * (len(methods) + 3))
+    for lv in sorted(walls["level"].unique()):
+        sub = walls[walls["level"] == lv]
+        median = {m: sub[sub["method"] == m]["wall_time_s"].median() for m in methods}
+        cells = [f"{median[m]:.0f} s ({(sub['method'] == m).sum()})" if pd.notna(median[m]) else "n/a" for m in methods]
+        steps = ",".join(str(int(x)) for x in sorted(sub["optimizer_steps"].dropna().unique()))
+        total = sum(v for v in median.values() if pd.notna(v)) / 60
+        lines.append(f"| {lv:g} | {steps} | " + " | ".join(cells) + f" | {total:.1f} min |")
+    return lines
+
+
+def recipes_markdown(tables: dict[str, Any], first: str, second: str) -> str:
+    """docs/recipes.md's table of two recipes (:func:`kd_lightning.report.summaries.recipe_tables`)."""
+    lines = [
+        f"| method | {second}: best-val (last) | {first}: best-val (last) | {first} − {second}, best-val | "
+        f"{first} − {second}, last | wall {second} | wall {first} | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in tables["methods"].to_dict("records"):
+        arms = [f"{mean_std(*r[f'{x}_best'])} ({mean_std(*r[f'{x}_last'])})" for x in (second, first)]
+        diffs = [f"{d:+.2f} [{low:+.2f}, {high:+.2f}]" for d, low, high in (r["diff_best"], r["diff_last"])]
+        times = [f"{r[f'{x}_wall'][0]:.0f} s ({r[f'{x}_wall'][1]:.0f} s)" for x in (second, first)]
+        ratio = [r[f"{first}_wall"][i] / r[f"{second}_wall"][i] for i in (0, 1)]
+        lines.append(
+            f"| {r['method']} | {' | '.join(arms)} | {' | '.join(diffs)} | {' | '.join(times)} | "
+            f"{ratio[0]:.2f} ({ratio[1]:.2f}) |"
+        )
+    teacher, control = tables["roles"]
+    lines += ["", f"| recipe | {teacher} − {control}, best-val | last |", "|---|---|---|"]
+    gaps = tables["gaps"]
+    for x in (second, first):
+        lines.append(
+            f"| {x} | " + " | ".join(_diff_cell(gaps[k][gaps[k]["recipe"] == x]) for k in ("best", "last")) + " |"
+        )
     return "\n".join(lines)
-
-
-__all__ = [
-    "markdown_table",
-    "format_comparison",
-    "table_caption",
-    "build_markdown",
-    "claims_markdown",
-    "comparisons_note",
-    "format_fidelity",
-    "format_gap_closed",
-    "format_evidence",
-    "format_provenance",
-    "format_student_buys",
-    "issues_markdown",
-]

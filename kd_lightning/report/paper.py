@@ -16,49 +16,27 @@ from __future__ import annotations
 import functools
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from kd_lightning.run.compose import compose_run_config
 
-#: the paper's four methods, in its tables' order: the only place report/ names them (its numbers, its tables
-#: and its three claims are about these; every other table and figure takes the methods from the records)
-METHODS: tuple[str, ...] = ("teacher", "scratch", "rkd", "ikd")
-TEACHER, SCRATCH, RKD, IKD = METHODS
-#: the paper's distilling students, response-based then feature-based (claim 1 is about both)
-PAPER_STUDENTS: tuple[str, ...] = (RKD, IKD)
-#: the paper's Tables 5-7 and the comparisons behind claims 2 and 3: key, title, first and second column,
-#: treatment and control (diff = treatment - control, paired by seed)
-PAPER_COMPARISONS: tuple[tuple[str, str, str, str, str, str], ...] = (
-    ("table5", "Table 5: teacher vs scratch", TEACHER, SCRATCH, TEACHER, SCRATCH),
-    ("table6", "Table 6: scratch vs RKD", SCRATCH, RKD, RKD, SCRATCH),
-    ("table7", "Table 7: scratch vs IKD", SCRATCH, IKD, IKD, SCRATCH),
-    ("ikd_vs_rkd", "IKD vs RKD (claim 2)", RKD, IKD, IKD, RKD),
-    ("ikd_vs_teacher", "IKD vs teacher (claim 3)", TEACHER, IKD, IKD, TEACHER),
-)
-
-# Test accuracy (%) as printed in the paper.
-PAPER_ACCURACY: dict[str, dict[str, float]] = {
-    "mnist": {"teacher": 98.33, "scratch": 97.90, "rkd": 98.00, "ikd": 98.43},
-    "fashion_mnist": {"teacher": 89.90, "scratch": 88.47, "rkd": 87.60, "ikd": 89.97},
-    "usps": {"teacher": 90.22, "scratch": 86.07, "rkd": 88.72, "ikd": 88.72},
-    "cifar10": {"teacher": 75.23, "scratch": 63.47, "rkd": 64.13, "ikd": 74.70},
-    "cifar100": {"teacher": 48.70, "scratch": 34.60, "rkd": 35.03, "ikd": 49.83},
-}
-
-# The paper's ordering of dataset complexity, simplest first; rank 1 = simplest.
-COMPLEXITY_ORDER: tuple[str, ...] = ("mnist", "fashion_mnist", "usps", "cifar10", "cifar100")
+#: the paper's printed numbers, methods, labels, tables and claims (paper.yaml): report code names no method
+PAPER: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(Path(__file__).with_name("paper.yaml")))
+#: the paper's methods in its tables' order
+METHODS: tuple[str, ...] = tuple(PAPER["methods"])
+PAPER_ACCURACY: dict[str, dict[str, float]] = PAPER["accuracy"]
+COMPLEXITY_ORDER: tuple[str, ...] = tuple(PAPER["datasets"])
 COMPLEXITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(COMPLEXITY_ORDER, start=1)}
-
-DATASET_LABELS: dict[str, str] = {
-    "mnist": "MNIST",
-    "fashion_mnist": "FashionMNIST",
-    "usps": "USPS",
-    "cifar10": "CIFAR10",
-    "cifar100": "CIFAR100",
-}
-METHOD_LABELS: dict[str, str] = {"teacher": "Teacher", "scratch": "Scratch", "rkd": "RKD", "ikd": "IKD"}
+DATASET_LABELS: dict[str, str] = PAPER["datasets"]
+METHOD_LABELS: dict[str, str] = PAPER["methods"]
+PAPER_COMPARISONS: tuple[tuple[str, ...], ...] = tuple(tuple(row) for row in PAPER["comparisons"])
+#: claim 1's students, claim 2's (treatment, control) and claim 3's student
+CLAIM_STUDENTS: tuple[str, ...] = tuple(PAPER["claims"]["students"])
+CLAIM_BEATS: tuple[str, str] = tuple(PAPER["claims"]["beats"])
+CLAIM_BEATS_TEACHER: str = PAPER["claims"]["beats_teacher"]
 
 # Name of the recipe (conf/recipe/paper.yaml) whose runs are comparable with the numbers above.
 PAPER_RECIPE = "paper"
@@ -70,18 +48,10 @@ def paper_accuracy(dataset: str, method: str) -> float | None:
 
 
 #: the recipe and split keys that define the paper's protocol (paths into the resolved config)
-PROTOCOL_KEYS: tuple[str, ...] = (
-    "recipe.batch_size",
-    "recipe.optimizer._target_",
-    "recipe.optimizer.lr",
-    "recipe.optimizer.momentum",
-    "recipe.optimizer.weight_decay",
-    "recipe.scheduler",
-    "recipe.augmentation.rotation",
-    "recipe.augmentation.hflip",
-    "recipe.augmentation.vflip",
-    "dataset.val_fraction",
-    "trainer.max_epochs",
+PROTOCOL_KEYS: tuple[str, ...] = tuple(
+    "recipe.batch_size recipe.optimizer._target_ recipe.optimizer.lr recipe.optimizer.momentum "
+    "recipe.optimizer.weight_decay recipe.scheduler recipe.augmentation.rotation "
+    "recipe.augmentation.hflip recipe.augmentation.vflip dataset.val_fraction trainer.max_epochs".split()
 )
 #: the method's own hyperparameters (Eq. 4: alpha, tau; IKD's stages and weight), where the method has them
 METHOD_KEYS: tuple[str, ...] = ("method.alpha", "method.temperature", "method.feature_weight", "method.stages")

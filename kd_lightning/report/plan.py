@@ -29,14 +29,12 @@ from kd_lightning.report.claims import (
     report_claims,
 )
 from kd_lightning.report.factor_sweeps import (
-    POSITION_UNIT,
     TWO_LEVEL_FACTORS,
     factor_points,
     level_positions,
     seeds_draw_their_own,
     students_of,
 )
-from kd_lightning.report.markdown import markdown_table
 from kd_lightning.report.primary import PrimaryClaim
 from kd_lightning.report.runs import DEFAULT_METRIC
 
@@ -92,26 +90,3 @@ def plan_frame(
 def _span(sub: pd.DataFrame, factor: str) -> float:
     x = level_positions(factor, sorted(sub["level"].unique()))
     return float(x.max() - x.min())
-
-
-def plan_text(
-    runs: pd.DataFrame, effect: float, metric: str = DEFAULT_METRIC, primary: PrimaryClaim | None = None
-) -> str:
-    """The plan as text: what the effect means per factor, then the table."""
-    frame = plan_frame(runs, effect, metric, primary)
-    if frame.empty:
-        return "No factor with the seed as its unit in this sweep: nothing to plan by seeds."
-    lines = []
-    for factor in frame["factor"].unique():
-        contrast = frame.loc[(frame["factor"] == factor) & (frame["test"] == "contrast"), "effect"]
-        lines.append(
-            f"{factor}: effect {effect:g} pp per {POSITION_UNIT[factor]} (slope); the contrast between the easiest "
-            f"and the hardest level of the pilot at that rate: {contrast.iloc[0]:g} pp."
-        )
-    lines.append(
-        f"Power 80% for the verdict as decided (one-sided t over seeds, every student listed must pass); pilot sd "
-        f"at its {stats.SD_CONFIDENCE:.0%} upper confidence limit. runs = seeds × levels × methods."
-    )
-    shown = frame.assign(**{"seeds needed": frame["seeds needed"].map(lambda v: "> 1000" if math.isinf(v) else int(v))})
-    shown["runs"] = frame["runs"].map(lambda v: "—" if math.isinf(v) else int(v))
-    return "\n".join(lines) + "\n\n" + markdown_table(shown)

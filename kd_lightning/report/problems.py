@@ -9,13 +9,82 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.report.provenance import teacher_check
-from kd_lightning.report.runs import KEYS, PICK_KEYS, _sort, datasets_in, for_recipe, methods_in, pick_runs, recipes_in
+from kd_lightning.report.runs import (
+    KEYS,
+    PICK_KEYS,
+    _sort,
+    datasets_in,
+    for_recipe,
+    methods_in,
+    pick_runs,
+    recipes_in,
+    teacher_check,
+)
 
 
 def one_line(text: Any, limit: int = 200) -> str:
     flat = " ".join(str(text or "").split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _issue(row: dict[str, Any], status: str, detail: str) -> dict[str, Any]:
+    return {**{k: row[k] for k in PICK_KEYS}, "status": status, "detail": detail, "path": row["path"]}
+
+
+def _without_result(kept: pd.DataFrame, superseded: pd.DataFrame) -> list[dict[str, Any]]:
+    """Kept runs that did not complete or carry no test metrics, and the duplicates another record replaced."""
+    rows = []
+    for row in kept.to_dict("records"):
+        if row["status"] == "completed":
+            if pd.isna(row["test_best.acc"]) and pd.isna(row["test_last.acc"]):
+                rows.append(
+                    _issue(row, "completed (no test metrics)", "results.json has neither test_best nor test_last")
+                )
+        elif row["status"] in ("failed", "unreadable"):
+            error = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
+            rows.append(_issue(row, row["status"], error))
+        else:
+            started = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""
+            rows.append(_issue(row, row["status"], started))
+    for row in superseded.to_dict("records"):
+        detail = "another record for the same recipe/dataset/method/seed is used"
+        rows.append(_issue(row, f"duplicate ({row['status']}, ignored)", detail))
+    return rows
+
+
+def _missing(runs: pd.DataFrame, kept: pd.DataFrame) -> list[dict[str, Any]]:
+    """dataset x method x seed combinations of the grid seen anywhere in the recipe with no results.json."""
+    rows = []
+    for recipe in recipes_in(kept):
+        sub = for_recipe(runs, recipe)
+        present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
+        grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
+        keys = [key for key in grid if key not in present]
+        rows += [
+            {"recipe": recipe, **dict(zip(KEYS, key)), "status": "missing", "detail": "no results.json", "path": ""}
+            for key in keys
+        ]
+    return rows
+
+
+def _teacher_caveats(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Students of another teacher than the sweep's, and of a teacher trained by another commit."""
+    checks = teacher_check(runs)
+    rows = [
+        _issue(
+            row,
+            "teacher mismatch",
+            f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
+            f"dataset and seed is {row['sweep_teacher_key']}",
+        )
+        for row in checks[checks["teacher_match"] == "no"].to_dict("records")
+    ]
+    for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)
+        # an ensemble has no checkpoint of its own (None from results.json, NaN from a regenerated runs.csv)
+        where = row["teacher.checkpoint"] if isinstance(row["teacher.checkpoint"], str) else "its ensemble members"
+        detail = f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code commit: {where}"
+        rows.append(_issue(row, "stale teacher", detail))
+    return rows
 
 
 def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,74 +103,7 @@ def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
         if col not in runs:
             runs = runs.assign(**{col: "" if col == "path" else None})
     kept, superseded = pick_runs(runs)
-    rows = []
-    for row in kept.to_dict("records"):
-        if row["status"] == "completed":
-            continue
-        if row["status"] in ("failed", "unreadable"):
-            detail = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
-        else:
-            detail = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""
-        rows.append({**{k: row[k] for k in PICK_KEYS}, "status": row["status"], "detail": detail, "path": row["path"]})
-    for row in kept[kept["status"] == "completed"].to_dict("records"):
-        if pd.isna(row["test_best.acc"]) and pd.isna(row["test_last.acc"]):
-            rows.append(
-                {
-                    **{k: row[k] for k in PICK_KEYS},
-                    "status": "completed (no test metrics)",
-                    "detail": "results.json has neither test_best nor test_last",
-                    "path": row["path"],
-                }
-            )
-    for row in superseded.to_dict("records"):
-        rows.append(
-            {
-                **{k: row[k] for k in PICK_KEYS},
-                "status": f"duplicate ({row['status']}, ignored)",
-                "detail": "another record for the same recipe/dataset/method/seed is used",
-                "path": row["path"],
-            }
-        )
-    for recipe in recipes_in(kept):
-        sub = for_recipe(runs, recipe)
-        present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
-        grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
-        for key in grid:
-            if key not in present:
-                rows.append(
-                    {
-                        "recipe": recipe,
-                        "dataset": key[0],
-                        "method": key[1],
-                        "seed": key[2],
-                        "status": "missing",
-                        "detail": "no results.json",
-                        "path": "",
-                    }
-                )
-    checks = teacher_check(runs)
-    for row in checks[checks["teacher_match"] == "no"].to_dict("records"):
-        rows.append(
-            {
-                **{k: row[k] for k in PICK_KEYS},
-                "status": "teacher mismatch",
-                "detail": f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
-                f"dataset and seed is {row['sweep_teacher_key']}",
-                "path": row["path"],
-            }
-        )
-    for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)
-        # an ensemble has no checkpoint of its own (None from results.json, NaN from a regenerated runs.csv)
-        where = row["teacher.checkpoint"] if isinstance(row["teacher.checkpoint"], str) else "its ensemble members"
-        rows.append(
-            {
-                **{k: row[k] for k in PICK_KEYS},
-                "status": "stale teacher",
-                "detail": f"teacher {row['teacher.key']} ({row['teacher.source']}) was trained by another code "
-                f"commit: {where}",
-                "path": row["path"],
-            }
-        )
+    rows = _without_result(kept, superseded) + _missing(runs, kept) + _teacher_caveats(runs)
     issues = pd.DataFrame(rows, columns=cols)
     issues["seed"] = issues["seed"].astype("Int64")
     issues = _sort(issues)

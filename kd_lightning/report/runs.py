@@ -9,6 +9,7 @@ and show as ``n/a``.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
@@ -18,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.report.paper import COMPLEXITY_RANK, DATASET_LABELS, METHODS, paper_differences, paper_epochs
+from kd_lightning.report.paper import COMPLEXITY_RANK, paper_differences, paper_epochs
 from kd_lightning.run.records import RESULTS_FILE
 from kd_lightning.teacher_kind import condition_label
 
@@ -42,14 +43,8 @@ SPLITS: dict[str, str] = {"test_best": "best-validation checkpoint", "test_last"
 #: (fraction), teacher-student top-1 agreement (fraction) and KL(teacher || student) (nats/sample, T=1)
 SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student", "soft_label_entropy")
 TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source")
-EFFICIENCY_FIELDS = (
-    "params",
-    "flops_per_image",
-    "checkpoint_mb",
-    "latency_ms_b1",
-    "latency_ms_b1_p90",
-    "latency_threads",
-    "throughput_b64_img_s",
+EFFICIENCY_FIELDS = tuple(
+    "params flops_per_image checkpoint_mb latency_ms_b1 latency_ms_b1_p90 latency_threads throughput_b64_img_s".split()
 )
 
 RUN_COLUMNS = [
@@ -119,14 +114,57 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _metric_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """Per split: the scalar metrics and per-class F1; the teacher the run used; its measured costs and the
+    complexity of its data."""
+    row: dict[str, Any] = {}
+    for split in SPLITS:
+        metrics = _dict(record.get(split))
+        for field in SPLIT_FIELDS:
+            row[f"{split}.{field}"] = _float(metrics.get(field))
+        per_class = metrics.get("per_class_f1")
+        row[f"{split}.per_class_f1"] = [float(v) for v in per_class] if isinstance(per_class, list) else None
+    teacher = _dict(record.get("teacher"))
+    for field in TEACHER_FIELDS:
+        value = teacher.get(field)
+        row[f"teacher.{field}"] = _float(value) if field == "test_acc" else value
+    eff = _dict(record.get("efficiency"))
+    latency = _dict(eff.get("latency_ms_b1"))
+    for field in ("params", "flops_per_image", "checkpoint_mb", "throughput_b64_img_s"):
+        row[f"efficiency.{field}"] = _float(eff.get(field))
+    for field, key in (("latency_ms_b1", "median"), ("latency_ms_b1_p90", "p90"), ("latency_threads", "threads")):
+        row[f"efficiency.{field}"] = _float(latency.get(key))
+    measures = _dict(_dict(record.get("data_complexity")).get("measures"))
+    row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
+    return row
+
+
+def _training_fields(record: dict[str, Any], trainer: dict[str, Any]) -> dict[str, Any]:
+    """How the run trained and ended: epochs, budget, best epoch, wall time, error."""
+    error, budget = _dict(record.get("error")), _dict(record.get("budget"))
+    return {
+        "max_epochs": trainer.get("max_epochs"),
+        "limit_train_batches": trainer.get("limit_train_batches"),
+        "epochs": record.get("epochs"),
+        # the training budget (kd_lightning/run/budget.py): the floor on optimizer steps and the steps planned
+        "min_steps": budget.get("min_steps"),
+        "optimizer_steps": budget.get("optimizer_steps"),
+        "best_epoch": record.get("best_epoch"),
+        "best_val_acc": _float(record.get("best_val_acc")),
+        "wall_time_s": _float(record.get("wall_time_s")),
+        "started_at": record.get("started_at"),
+        "finished_at": record.get("finished_at"),
+        "error_type": error.get("type"),
+        "error_message": error.get("message"),
+    }
+
+
 def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Flatten one results.json into the columns the tables need."""
     inferred = _keys_from_path(path)
     config = _dict(record.get("config"))
-    trainer = _dict(config.get("trainer"))
     method = record.get("method") or inferred["method"]
     seed = record.get("seed", inferred["seed"])
-    error = _dict(record.get("error"))
     differences = paper_differences(config, method)
     # a failed or interrupted run knows its data factors too: they are written when the run starts
     factors = _dict(_dict(record.get("data_factors")).get("identity")) or _dict(
@@ -137,7 +175,8 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     kind = _teacher_kind(config)
     recipe_name = _dict(config.get("recipe")).get("name") or record.get("recipe") or NO_RECIPE
     base_recipe, condition = condition_labels(recipe_name, kind, factors, seed)
-    row: dict[str, Any] = {
+    paths = _dict(config.get("paths"))
+    return {
         "dataset": record.get("dataset") or inferred["dataset"],
         "method": method,
         "seed": int(seed) if seed is not None else None,
@@ -157,59 +196,20 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         else None,
         "paper_comparable": not differences,
         "paper_differences": "; ".join(differences),
-        "max_epochs": trainer.get("max_epochs"),
         "paper_epochs": paper_epochs(method),
-        "limit_train_batches": trainer.get("limit_train_batches"),
-        "epochs": record.get("epochs"),
-        # the training budget (kd_lightning/run/budget.py): the floor on optimizer steps and the steps planned
-        "min_steps": _dict(record.get("budget")).get("min_steps"),
-        "optimizer_steps": _dict(record.get("budget")).get("optimizer_steps"),
-        "best_epoch": record.get("best_epoch"),
-        "best_val_acc": _float(record.get("best_val_acc")),
-        "wall_time_s": _float(record.get("wall_time_s")),
-        "started_at": record.get("started_at"),
-        "finished_at": record.get("finished_at"),
-        "error_type": error.get("type"),
-        "error_message": error.get("message"),
+        **_training_fields(record, _dict(config.get("trainer"))),
         "teacher_key": record.get("teacher_key") if isinstance(record.get("teacher_key"), str) else None,
         "teacher_kind": kind,
         # an ensemble teacher's members' mean accuracy: on its own row, and on each of its students' rows
         "teacher.members_mean_acc": _float(
             _dict(record.get("ensemble")).get("members_mean_acc", _dict(record.get("teacher")).get("members_mean_acc"))
         ),
+        **_metric_fields(record),
+        # where to look up the complexity of this run's data when the run did not record it (fill_complexity)
+        "_data_identity": _dict(_dict(record.get("identity")).get("dataset")) or None,
+        "_complexity_dir": paths.get("complexity_dir")
+        or (f"{paths['output_dir']}/complexity" if paths.get("output_dir") else None),
     }
-    for split in SPLITS:
-        metrics = _dict(record.get(split))
-        for field in SPLIT_FIELDS:
-            row[f"{split}.{field}"] = _float(metrics.get(field))
-        per_class = metrics.get("per_class_f1")
-        row[f"{split}.per_class_f1"] = [float(v) for v in per_class] if isinstance(per_class, list) else None
-    teacher = _dict(record.get("teacher"))
-    for field in TEACHER_FIELDS:
-        value = teacher.get(field)
-        row[f"teacher.{field}"] = _float(value) if field == "test_acc" else value
-    eff = _dict(record.get("efficiency"))
-    latency = _dict(eff.get("latency_ms_b1"))
-    row.update(
-        {
-            "efficiency.params": _float(eff.get("params")),
-            "efficiency.flops_per_image": _float(eff.get("flops_per_image")),
-            "efficiency.checkpoint_mb": _float(eff.get("checkpoint_mb")),
-            "efficiency.latency_ms_b1": _float(latency.get("median")),
-            "efficiency.latency_ms_b1_p90": _float(latency.get("p90")),
-            "efficiency.latency_threads": _float(latency.get("threads")),
-            "efficiency.throughput_b64_img_s": _float(eff.get("throughput_b64_img_s")),
-        }
-    )
-    measures = _dict(_dict(record.get("data_complexity")).get("measures"))
-    row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
-    # where to look up the complexity of this run's data when the run did not record it (fill_complexity)
-    paths = _dict(config.get("paths"))
-    row["_data_identity"] = _dict(_dict(record.get("identity")).get("dataset")) or None
-    row["_complexity_dir"] = paths.get("complexity_dir") or (
-        f"{paths['output_dir']}/complexity" if paths.get("output_dir") else None
-    )
-    return row
 
 
 def _teacher_kind(config: dict[str, Any]) -> str | None:
@@ -235,7 +235,7 @@ def condition_labels(recipe: str, kind: str | None, factors: dict[str, Any], see
 
 
 def share_controls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Students that do not distil (scratch) belong to every teacher condition of their recipe, data and seed:
+    """Students that do not distil (the controls) belong to every teacher condition of their recipe, data and seed:
     one run is the control of each teacher kind it is compared with. A copy in another kind's condition has no
     fidelity numbers (they were measured against its own run's teacher)."""
 
@@ -434,7 +434,7 @@ def distils(runs: pd.DataFrame) -> pd.Series:
 
 
 def distilling_methods(runs: pd.DataFrame) -> list[str]:
-    """The distilling students of a frame, in the paper's order then alphabetically."""
+    """The distilling students of a frame, in conf/method/'s order then alphabetically."""
     return ordered_methods(runs.loc[distils(runs), "method"].unique()) if len(runs) else []
 
 
@@ -449,7 +449,8 @@ def teacher_methods(runs: pd.DataFrame) -> list[str]:
 
 
 def control_methods(runs: pd.DataFrame) -> list[str]:
-    """Students trained on labels alone (scratch): neither a teacher nor distilling; every KD gain is against them."""
+    """Students trained on labels alone (the controls): neither a teacher nor distilling; every KD gain is against
+    them."""
     if runs.empty or "method" not in runs:
         return []
     teachers = set(teacher_methods(runs))
@@ -471,17 +472,24 @@ def roles(runs: pd.DataFrame) -> tuple[str, str, list[str]]:
     return teachers[0], controls[0], distilling_methods(runs)
 
 
-def dataset_label(dataset: Any) -> str:
-    return DATASET_LABELS.get(dataset, str(dataset))
-
-
 def _dataset_key(name: Any) -> tuple[int, str]:
     """Paper's complexity order first, anything unknown after, alphabetically."""
     return (COMPLEXITY_RANK.get(name, len(COMPLEXITY_RANK) + 1), str(name))
 
 
+@functools.cache
+def conf_methods() -> tuple[str, ...]:
+    """conf/method/'s order (:func:`kd_lightning.methods.available_methods`): the teacher, the controls, the
+    distilling students; read once."""
+    from kd_lightning.methods import available_methods
+
+    return available_methods()
+
+
 def _method_key(name: Any) -> tuple[int, str]:
-    return (METHODS.index(name) if name in METHODS else len(METHODS), str(name))
+    """conf/method/'s order, then any other method alphabetically."""
+    known = conf_methods()
+    return (known.index(name) if name in known else len(known), str(name))
 
 
 def ordered_datasets(names: Iterable[Any]) -> list[str]:
@@ -490,7 +498,7 @@ def ordered_datasets(names: Iterable[Any]) -> list[str]:
 
 
 def ordered_methods(names: Iterable[Any]) -> list[str]:
-    """teacher, scratch, rkd, ikd, then anything else."""
+    """conf/method/'s order, then anything else."""
     return sorted({n for n in names if isinstance(n, str)}, key=_method_key)
 
 
@@ -510,7 +518,7 @@ def recipes_in(runs: pd.DataFrame) -> list[str]:
 
 
 def _sort(frame: pd.DataFrame) -> pd.DataFrame:
-    """Datasets by complexity, methods in the paper's order, then seed: the order every table uses."""
+    """Datasets by complexity, methods in conf/method/'s order, then seed: the order every table uses."""
     if frame.empty:
         return frame.reset_index(drop=True)
     n = len(frame)
@@ -623,3 +631,53 @@ def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
         return table.reset_index()
 
     return per_recipe(runs, build)
+
+
+# --------------------------------------------------------------------------------------------------
+# Teacher provenance: which teacher each distilled student learnt from, and whether it is the sweep's teacher.
+#
+# Teacher runs record ``teacher_key`` (registry key, e.g. ``resnet50-1a2b3c4d``); distilling students record
+# ``teacher = {key, checkpoint, test_acc, run_dir, stale, source}``. A student is marked
+#
+# - ``teacher_match = "no"`` when its ``teacher.key`` differs from the ``teacher_key`` of the sweep's teacher
+#   run of the same recipe, dataset and seed (the teacher the "vs teacher" rows compare against);
+# - ``"yes"`` when they agree; ``"n/a"`` when either key is unknown or the sweep holds no such teacher run.
+#
+# A ``stale`` teacher was trained by another code commit than the student that used it.
+
+PROVENANCE_COLUMNS = [
+    *PICK_KEYS,
+    "teacher.key",
+    "sweep_teacher_key",
+    "teacher_match",
+    "teacher.stale",
+    "teacher.source",
+    "teacher.test_acc",
+    "teacher.checkpoint",
+    "teacher.run_dir",
+    "path",
+]
+
+
+def teacher_check(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per completed distilling run: the teacher it used against the sweep's teacher run."""
+    if runs.empty or "teacher.key" not in runs:
+        return pd.DataFrame(columns=PROVENANCE_COLUMNS)
+    done = completed_runs(runs)
+    if done.empty:
+        return pd.DataFrame(columns=PROVENANCE_COLUMNS)
+    teachers = done[done["method"].isin(teacher_methods(done))].set_index(["recipe", "dataset", "seed"])["teacher_key"]
+    students = done[distils(done)].copy()
+    rows = []
+    for row in students.to_dict("records"):
+        key = (row["recipe"], row["dataset"], row["seed"])
+        sweep_key = teachers.get(key) if key in teachers.index else None
+        used = row.get("teacher.key")
+        known = isinstance(used, str) and isinstance(sweep_key, str)
+        match = ("yes" if used == sweep_key else "no") if known else "n/a"
+        rows.append(
+            {**{c: row.get(c) for c in PROVENANCE_COLUMNS}, "sweep_teacher_key": sweep_key, "teacher_match": match}
+        )
+    out = pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+    out["seed"] = out["seed"].astype("Int64")
+    return out

@@ -52,6 +52,9 @@ from scipy import optimize, stats
 ALPHA = 0.05
 POWER = 0.80
 CONFIDENCE = 0.95
+#: gap closed is reported only where the teacher beats the control by at least this much (pp): below it there is
+#: no room to close
+GAP_MIN_PP = 1.0
 MAX_PAIRS = 100_000  # "pairs needed" beyond this is reported as not reachable
 EXACT_PERMUTATIONS_UP_TO = 8  # n! orderings enumerated exactly up to 8 datasets (40,320)
 
@@ -472,3 +475,16 @@ def seeds_needed(
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
     return float(hi)
+
+
+def welch_interval(
+    a: tuple[float, float, int], b: tuple[float, float, int], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(a − b, low, high) for two independent arms given as (mean, sd, n): a Welch–Satterthwaite t-interval
+    (nothing pairs them, e.g. two recipes that draw different batches)."""
+    (mean_a, sd_a, n_a), (mean_b, sd_b, n_b) = a, b
+    var_a, var_b = sd_a**2 / n_a, sd_b**2 / n_b
+    df = (var_a + var_b) ** 2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
+    diff = mean_a - mean_b
+    half = t_critical(df, confidence) * math.sqrt(var_a + var_b)
+    return diff, diff - half, diff + half

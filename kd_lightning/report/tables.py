@@ -48,33 +48,11 @@ class Comparison:
 #: the paper's Tables 5-7 and the two comparisons behind claims 2 and 3
 TABLES: tuple[Comparison, ...] = tuple(Comparison(*row) for row in PAPER_COMPARISONS)
 
-#: gap closed is reported only where the teacher beats scratch by at least this much (pp)
-GAP_MIN_PP = 1.0
-
-PAIRED_COLUMNS = [
-    "dataset",
-    "complexity_rank",
-    "treatment",
-    "control",
-    "n_pairs",
-    "seeds",
-    "diff_mean",
-    "diff_std",
-    "treatment_std",
-    "control_std",
-    "corr",
-    "ci_low",
-    "ci_high",
-    "p",
-    "p_holm",
-    "holm_level",
-    "holm_low",
-    "holm_high",
-    "resolved",
-    "mde",
-    "paper_diff",
-    "pairs_needed_paper",
-]
+PAIRED_COLUMNS = (
+    "dataset complexity_rank treatment control n_pairs seeds diff_mean diff_std treatment_std control_std "
+    "corr ci_low ci_high p p_holm holm_level holm_low holm_high resolved mde paper_diff "
+    "pairs_needed_paper"
+).split()
 
 
 def _paper_diff(dataset: str, treatment: str, control: str) -> float:
@@ -315,17 +293,7 @@ def gap_closed_from_values(
     default_teacher, default_control, default_students = roles(values)
     teacher, control = teacher or default_teacher, control or default_control
     students = default_students if students is None else students
-    cols = [
-        "dataset",
-        "student",
-        "n_seeds",
-        "gain_mean",
-        "gain_low",
-        "gain_high",
-        "teacher_gap_mean",
-        "gap_closed",
-        "paper_gap_closed",
-    ]
+    cols = "dataset student n_seeds gain_mean gain_low gain_high teacher_gap_mean gap_closed paper_gap_closed".split()
     rows = []
     if values.empty:
         return pd.DataFrame(columns=cols)
@@ -346,12 +314,12 @@ def gap_closed_from_values(
                 "gain_low": gain["ci_low"],
                 "gain_high": gain["ci_high"],
                 "teacher_gap_mean": gap,
-                "gap_closed": gain["mean"] / gap if gap >= GAP_MIN_PP else math.nan,
+                "gap_closed": gain["mean"] / gap if gap >= stats.GAP_MIN_PP else math.nan,
             }
         )
         pt, ps, pk = (paper_accuracy(dataset, m) for m in need)
         row["paper_gap_closed"] = (
-            (pk - ps) / (pt - ps) if None not in (pt, ps, pk) and pt - ps >= GAP_MIN_PP else math.nan
+            (pk - ps) / (pt - ps) if None not in (pt, ps, pk) and pt - ps >= stats.GAP_MIN_PP else math.nan
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)

@@ -20,19 +20,7 @@ from kd_lightning.report.runs import DEFAULT_METRIC, completed_runs, distils
 
 #: teacher − scratch (pp) at or above which a teacher is worth distilling (issue 28)
 GATE_MARGIN = 0.5
-GATE_COLUMNS = [
-    "recipe",
-    "dataset",
-    "control",
-    "n",
-    "teacher",
-    "members_mean",
-    "control_mean",
-    "diff",
-    "ci_low",
-    "ci_high",
-    "qualified",
-]
+GATE_COLUMNS = "recipe dataset control n teacher members_mean control_mean diff ci_low ci_high qualified".split()
 
 
 def _roles(done: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

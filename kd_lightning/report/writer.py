@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
-from kd_lightning.report.claims import Claim, claims_frame, report_claims
+from kd_lightning.report.claims import Claim, report_claims
+from kd_lightning.report.claims_text import claims_frame, claims_markdown
 from kd_lightning.report.curves import summary_of_folders
 from kd_lightning.report.factor_sweeps import factor_table
 from kd_lightning.report.figures import (
@@ -26,7 +28,6 @@ from kd_lightning.report.figures import (
 )
 from kd_lightning.report.markdown import build_markdown
 from kd_lightning.report.problems import find_issues
-from kd_lightning.report.provenance import teacher_check
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     METRICS,
@@ -36,6 +37,7 @@ from kd_lightning.report.runs import (
     load_runs,
     recipes_in,
     run_counts,
+    teacher_check,
 )
 from kd_lightning.report.tables import (
     TABLES,
@@ -61,79 +63,46 @@ def _short(metric: str) -> str:
     return metric.split(".")[0].removeprefix("test_")
 
 
+def _recipe_figures(
+    sub: pd.DataFrame, curves: pd.DataFrame, metric: str
+) -> list[tuple[str, str, Callable[[], Figure]]]:
+    """One recipe's figures as (caption, file stem, figure), figures drawn as they are listed."""
+    made = [
+        ("Test accuracy per dataset and method", "accuracy", lambda: plot_accuracy(sub, metric)),
+        ("Student gain over scratch", "gain_over_scratch", lambda: plot_gain_over_scratch(sub, metric)),
+        ("Students vs teacher", "students_vs_teacher", lambda: plot_students_vs_teacher(sub, metric)),
+        ("Gain vs dataset complexity", "gain_vs_complexity", lambda: plot_gain_vs_complexity(sub, metric)),
+    ]
+    if has_efficiency(sub):
+        for caption, stem, cost in (("CPU latency", "latency", "latency_ms_b1"), ("FLOPs", "flops", "flops_per_image")):
+            made.append(
+                (f"Accuracy vs {caption}", f"accuracy_vs_{stem}", lambda c=cost: plot_accuracy_vs_cost(sub, metric, c))
+            )
+    datasets = datasets_in(sub)
+    made += [(f"Training curves — {d}", f"curves_{d}", lambda d=d: plot_training_curves(curves, d)) for d in datasets]
+    made += [
+        (f"Per-class F1 — {d}", f"per_class_f1_{d}", lambda d=d: plot_per_class_f1(sub, d, metric)) for d in datasets
+    ]
+    return made
+
+
 def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, metric: str, figures: Path) -> list[tuple[str, Path]]:
     """Every figure of the report, as (caption, path); one set per recipe when there are several."""
     made = []
     recipes = recipes_in(runs)
     for recipe in recipes:
-        sub = for_recipe(runs, recipe)
         sub_curves = curves[curves["recipe"] == recipe] if "recipe" in curves else curves
         tag, where = (f"_{file_tag(recipe)}", f" — recipe {recipe}") if len(recipes) > 1 else ("", "")
-        made += [
-            (
-                f"Test accuracy per dataset and method{where}",
-                save_figure(plot_accuracy(sub, metric), figures / f"accuracy{tag}.png"),
-            ),
-            (
-                f"Student gain over scratch{where}",
-                save_figure(plot_gain_over_scratch(sub, metric), figures / f"gain_over_scratch{tag}.png"),
-            ),
-            (
-                f"Students vs teacher{where}",
-                save_figure(plot_students_vs_teacher(sub, metric), figures / f"students_vs_teacher{tag}.png"),
-            ),
-            (
-                f"Gain vs dataset complexity{where}",
-                save_figure(plot_gain_vs_complexity(sub, metric), figures / f"gain_vs_complexity{tag}.png"),
-            ),
-        ]
-        if has_efficiency(sub):
-            made.append(
-                (
-                    f"Accuracy vs CPU latency{where}",
-                    save_figure(
-                        plot_accuracy_vs_cost(sub, metric, "latency_ms_b1"), figures / f"accuracy_vs_latency{tag}.png"
-                    ),
-                )
-            )
-            made.append(
-                (
-                    f"Accuracy vs FLOPs{where}",
-                    save_figure(
-                        plot_accuracy_vs_cost(sub, metric, "flops_per_image"), figures / f"accuracy_vs_flops{tag}.png"
-                    ),
-                )
-            )
-        for dataset in datasets_in(sub):
-            made.append(
-                (
-                    f"Training curves — {dataset}{where}",
-                    save_figure(plot_training_curves(sub_curves, dataset), figures / f"curves_{dataset}{tag}.png"),
-                )
-            )
-        for dataset in datasets_in(sub):
-            made.append(
-                (
-                    f"Per-class F1 — {dataset}{where}",
-                    save_figure(plot_per_class_f1(sub, dataset, metric), figures / f"per_class_f1_{dataset}{tag}.png"),
-                )
-            )
+        for caption, stem, draw in _recipe_figures(for_recipe(runs, recipe), sub_curves, metric):
+            made.append((f"{caption}{where}", save_figure(draw(), figures / f"{stem}{tag}.png")))
     if len([r for r in recipes if "·" not in r]) > 1:
-        made.append(
-            (
-                "KD gain over scratch under each recipe",
-                save_figure(plot_gain_by_recipe(runs, metric), figures / "gain_by_recipe.png"),
-            )
-        )
+        path = save_figure(plot_gain_by_recipe(runs, metric), figures / "gain_by_recipe.png")
+        made.append(("KD gain over scratch under each recipe", path))
     factors = factor_table(runs, metric)
-    if not factors.empty:
-        for (dataset, factor), _ in factors.groupby(["dataset", "factor"], sort=False):
-            made.append(
-                (
-                    f"KD gain and fidelity vs {factor} — {dataset}",
-                    save_figure(plot_factor_gain(factors, dataset, factor), figures / f"factor_{factor}_{dataset}.png"),
-                )
-            )
+    keys = [key for key, _ in factors.groupby(["dataset", "factor"], sort=False)] if not factors.empty else []
+    for dataset, factor in keys:
+        path = save_figure(plot_factor_gain(factors, dataset, factor), figures / f"factor_{factor}_{dataset}.png")
+        made.append((f"KD gain and fidelity vs {factor} — {dataset}", path))
     return made
 
 
@@ -200,5 +169,6 @@ def write_report(
     comparisons, other = write_tables(runs, curves, issues, claims, metric, out / "tables")
     figures = write_figures(runs, curves, metric, out / "figures")
     report = out / "report.md"
-    report.write_text(build_markdown(sweeps, runs, metric, comparisons, claims, issues, figures, out, other))
+    section = claims_markdown(claims, metric, other.get("teacher_gate"))
+    report.write_text(build_markdown(sweeps, runs, metric, comparisons, section, issues, figures, out, other))
     return report

@@ -15,6 +15,7 @@ import pytest
 
 from kd_lightning import report
 from kd_lightning.report.claims import claims_for_values
+from kd_lightning.report.claims_text import claim_test, evidence
 from kd_lightning.report.paper import COMPLEXITY_ORDER
 
 METHODS = ("teacher", "scratch", "rkd", "ikd")
@@ -101,9 +102,9 @@ def test_evaluate_claims_takes_a_plain_frame_of_fractions():
     claims = report.evaluate_claims(frame)
     assert [c.verdict for c in claims] == [report.SUPPORTED] * 3
     for claim in claims:
-        assert claim.test and "\n" not in claim.test  # the test behind it, in one line
-    assert "bootstrap-over-seeds 95% interval" in claims[0].evidence
-    assert "MDE (80% power)" in claims[2].evidence
+        assert claim_test(claim) and "\n" not in claim_test(claim)  # the test behind it, in one line
+    assert "bootstrap-over-seeds 95% interval" in evidence(claims[0])
+    assert "MDE (80% power)" in evidence(claims[2])
     frame_csv = report.claims_frame(claims)
     assert list(frame_csv["verdict"]) == [report.SUPPORTED] * 3
 
@@ -157,10 +158,10 @@ def test_every_claim_has_exactly_one_verdict():
 def test_holm_family_compares_adjusted_p_with_the_family_alpha():
     """Holm's step-down rejects where the adjusted p is below α: p 0.008 first of five claims (adjusted 0.04)
     is supported, though 0.04 is above its step's α 0.01 (comparing the two would correct twice)."""
-    from kd_lightning.report.claims import Claim, control_family
+    from kd_lightning.report.claims import FACTOR, Claim, control_family
 
     ps = [0.008, 0.3, 0.4, 0.5, 0.6]
-    claims = [Claim(i, "s", "c", "inconclusive", "t", "e", p_support=p, p_contradict=1.0) for i, p in enumerate(ps)]
+    claims = [Claim(i, FACTOR, "inconclusive", p_support=p, p_contradict=1.0) for i, p in enumerate(ps)]
     first = control_family(claims)[0]
     assert first.p_support_family == pytest.approx(0.04)
     assert first.alpha == pytest.approx(0.01)

@@ -22,6 +22,7 @@ from scipy.stats import rankdata
 from kd_lightning.report import stats
 from kd_lightning.report.claims import (
     CONTRADICTED,
+    FACTOR,
     NOT_TESTABLE,
     SUPPORTED,
     Claim,
@@ -30,17 +31,24 @@ from kd_lightning.report.claims import (
     factor_claims,
     report_claims,
 )
+from kd_lightning.report.claims_text import (
+    FACTOR_TEXT,
+    claim_test,
+    claims_markdown,
+    evidence,
+    part_name,
+    part_text,
+    statement,
+)
 from kd_lightning.report.factor_sweeps import (
     DEFAULT_LEVEL,
     DIFFICULTY_SIGN,
-    FACTOR_TEXT,
     PAIRS_NOISE,
     factor_points,
     factor_table,
     level_positions,
     paired_by_level,
 )
-from kd_lightning.report.markdown import claims_markdown
 from kd_lightning.report.problems import find_issues
 from kd_lightning.report.runs import load_sweep
 from kd_lightning.report.writer import write_report
@@ -222,13 +230,13 @@ def test_each_shipped_factor_supports_a_clean_effect_and_not_a_null(factor):
     clean = [factor_claims(factor_runs(factor, rng, big))[0] for _ in range(6)]
     reverse = [factor_claims(factor_runs(factor, rng, -big))[0] for _ in range(6)]
     null = [factor_claims(factor_runs(factor, rng, 0.0, level_sd=chance))[0] for _ in range(20)]
-    assert all(FACTOR_TEXT[factor] in c.statement for c in clean)
-    assert sum(c.verdict == SUPPORTED for c in clean) >= 5, [c.test for c in clean]
-    assert sum(c.verdict == CONTRADICTED for c in reverse) >= 5, [c.test for c in reverse]
+    assert all(FACTOR_TEXT[factor] in statement(c) for c in clean)
+    assert sum(c.verdict == SUPPORTED for c in clean) >= 5, [claim_test(c) for c in clean]
+    assert sum(c.verdict == CONTRADICTED for c in reverse) >= 5, [claim_test(c) for c in reverse]
     assert sum(c.verdict == SUPPORTED for c in null) <= 1
     seed_unit = factor == "grayscale" or factor in RANDOM or factor == PAIRS_NOISE
     unit = "unit: the seed" if seed_unit else "unit: the level (3 level(s)"
-    assert unit in clean[0].evidence
+    assert unit in evidence(clean[0])
 
 
 def test_the_full_class_level_counts_as_num_classes():
@@ -240,7 +248,7 @@ def test_too_few_levels_say_how_many_more_are_needed():
     runs = factor_runs("classes", np.random.default_rng(0), 6.0)  # fixed levels: the level is the unit
     two = runs[runs["factors"].map(lambda f: len(f.get("classes", [])) != 5)]
     claim = factor_claims(two)[0]
-    assert claim.verdict == NOT_TESTABLE and "Add 1 level(s)" in claim.evidence
+    assert claim.verdict == NOT_TESTABLE and "Add 1 level(s)" in evidence(claim)
     assert math.isnan(claim.p_support)
 
 
@@ -365,7 +373,7 @@ def test_students_of_another_teacher_are_left_out_of_the_comparison_with_the_swe
     # seed 2's IKD learnt from another teacher and, against the sweep's teacher row, looks 30 points better
     runs.loc[(runs["method"] == "ikd") & (runs["seed"] == 2), ["teacher.key", "test_best.acc"]] = ["resnet50-bbbb", 1.2]
     claim3 = evaluate_claims(runs)[2]
-    assert "(2 pairs)" in claim3.parts[0].evidence and "Left out of IKD − Teacher: 1" in claim3.evidence
+    assert "(2 pairs)" in part_text(claim3.parts[0])[1] and "Left out of IKD − Teacher: 1" in evidence(claim3)
     table = factor_table(runs)  # a plain sweep: no factor rows, nothing to drop
     assert table.empty
 
@@ -375,7 +383,7 @@ def test_students_of_another_teacher_are_left_out_of_the_comparison_with_the_swe
 
 
 def claim(p_support: float, p_contradict: float = 1.0) -> Claim:
-    return Claim(3, "s", "c", NOT_TESTABLE, "t", "e", p_support=p_support, p_contradict=p_contradict)
+    return Claim(3, FACTOR, NOT_TESTABLE, p_support=p_support, p_contradict=p_contradict)
 
 
 def test_the_family_holds_the_chance_of_any_false_supported_at_5_percent():
@@ -394,7 +402,7 @@ def test_a_claim_strong_enough_survives_the_family_and_the_test_line_says_so():
     assert [c.verdict for c in out[:3]] == [SUPPORTED, "inconclusive", "inconclusive"]
     assert out[3].verdict == NOT_TESTABLE
     assert out[0].p_support_family == pytest.approx(0.003)  # Holm over the 3 testable claims
-    assert "family: exploratory, Holm over 3 claim(s), step 1 (α 0.01667): Holm-adjusted p 0.003" in out[0].test
+    assert "family: exploratory, Holm over 3 claim(s), step 1 (α 0.01667): Holm-adjusted p 0.003" in claim_test(out[0])
     assert out[0].order == 1 and out[1].order == 2 and out[0].alpha == pytest.approx(0.05 / 3)
     assert out[1].alpha == pytest.approx(0.05 / 2) and all(c.family == "exploratory" for c in out)
 
@@ -458,7 +466,7 @@ def test_a_new_distilling_method_joins_the_factor_claims_tables_and_figure():
     crd = runs[runs["method"] == "rkd"].assign(method="crd", path=lambda f: f["path"] + "-crd")
     runs = pd.concat([runs.assign(distils=runs["method"].isin(["rkd", "ikd"])), crd.assign(distils=True)])
     claim = factor_claims(runs)[0]
-    assert [p.name.split(" ")[0] for p in claim.parts] == ["RKD", "IKD", "crd"] and "crd" in claim.statement
+    assert [part_name(p).split(" ")[0] for p in claim.parts] == ["RKD", "IKD", "crd"] and "crd" in statement(claim)
     table = factor_table(runs)
     assert set(table["student"]) == {"rkd", "ikd", "crd"}
     figure = plot_factor_gain(table, "usps", "train_fraction")

@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from kd_lightning.report import calibration, stats
 from kd_lightning.report.claims import PRIMARY, SUPPORTED, report_claims
+from kd_lightning.report.claims_text import claim_test, evidence, part_name
 from kd_lightning.report.cli import main
 from kd_lightning.report.plan import plan_frame
 from kd_lightning.report.primary import PrimaryClaim, parse_primary, primary_from_runs
@@ -162,10 +163,10 @@ def test_the_recorded_primary_is_tested_first_at_the_full_alpha(tmp_path):
     claims = report_claims(runs)
     (first,) = [c for c in claims if c.family == PRIMARY]
     assert first.order == 1 and first.alpha == 0.05 and first.verdict == SUPPORTED
-    assert [p.name.split(" ")[0] for p in first.parts] == ["RKD"] and "hardest minus easiest" in first.test
+    assert [part_name(p).split(" ")[0] for p in first.parts] == ["RKD"] and "hardest minus easiest" in claim_test(first)
     others = [c for c in claims if c.family != PRIMARY]
     assert all(c.order > 1 for c in others if not math.isnan(c.alpha))
-    assert first.mde > 0 and "Detectable with 80% power for this verdict as decided" in first.evidence
+    assert first.mde > 0 and "Detectable with 80% power for this verdict as decided" in evidence(first)
 
 
 def test_runs_that_name_different_primaries_are_an_error(tmp_path):
@@ -182,7 +183,7 @@ def test_a_primary_the_sweep_cannot_test_says_so(tmp_path):
     concave_sweep(tmp_path, None, seeds=2)
     claims = report_claims(load_sweep(tmp_path), primary=PrimaryClaim("imbalance"))
     (first,) = [c for c in claims if c.family == PRIMARY]
-    assert first.verdict == "not testable" and "no levels of imbalance" in first.test
+    assert first.verdict == "not testable" and "no levels of imbalance" in claim_test(first)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""The tables of docs/findings.md (one factor's levels side by side) and docs/recipes.md (two recipes side by
+side), as frames built by the report's own table functions from a sweep or a report folder
+(``python -m kd_lightning.report findings|recipes <folder>`` prints them; ``markdown.py`` writes the words).
+Every interval is one of ``stats.py``'s."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from kd_lightning.report import stats
+from kd_lightning.report.factor_sweeps import DEFAULT_LEVEL, factor_table
+from kd_lightning.report.runs import METRICS, methods_in, roles
+from kd_lightning.report.tables import fidelity_table, gap_closed_table, paired_comparison, summary_table
+
+
+def _checkpoint(metric: str) -> str:
+    return metric.split(".")[0].removeprefix("test_")
+
+
+def _levels(runs: pd.DataFrame, factor: str) -> dict[str, float]:
+    """Each condition (the ``recipe`` column) and its level of ``factor`` (the default level for runs without it)."""
+    return {
+        r["recipe"]: float((r["factors"] if isinstance(r["factors"], dict) else {}).get(factor, DEFAULT_LEVEL[factor]))
+        for r in runs.to_dict("records")
+    }
+
+
+def _with_level(frame: pd.DataFrame, levels: dict[str, float]) -> pd.DataFrame:
+    if "recipe" not in frame:  # one condition: per_recipe leaves the column out
+        return frame.assign(level=next(iter(levels.values()), math.nan))
+    return frame.assign(level=frame["recipe"].map(levels))
+
+
+def with_interval(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each arm of :func:`summary_table` with the t-interval of its mean (from its mean, sd and n)."""
+    arms = summary[["mean", "std", "n"]].to_numpy()
+    bounds = [stats.t_interval(m, s / math.sqrt(n) if n else math.nan, int(n), stats.CONFIDENCE) for m, s, n in arms]
+    return summary.assign(ci_low=[b[0] for b in bounds], ci_high=[b[1] for b in bounds])
+
+
+def level_tables(runs: pd.DataFrame, factor: str = "train_fraction") -> dict[str, Any]:
+    """Per checkpoint: every arm with its interval, each student's and the teacher's paired difference from the
+    control, gap closed and agreement per level; then the factor's complexity per level and the wall times."""
+    levels = _levels(runs, factor)
+    teacher, control, students = roles(runs)
+    out: dict[str, Any] = {"roles": (teacher, control, students), "methods": methods_in(runs)}
+    for metric in METRICS:
+        key = _checkpoint(metric)
+        diffs = [paired_comparison(runs, m, control, metric) for m in [*students, teacher]]
+        out[key] = {
+            "arms": _with_level(with_interval(summary_table(runs, metric)), levels),
+            "diffs": [_with_level(d, levels) for d in diffs],
+            "gap_closed": _with_level(gap_closed_table(runs, metric), levels),
+            "fidelity": _with_level(fidelity_table(runs, f"test_{key}"), levels),
+        }
+    factors = factor_table(runs)
+    out["complexity"] = factors[(factors["factor"] == factor) & (factors["student"] == students[0])].sort_values(
+        "level"
+    )
+    done = runs[runs["status"] == "completed"]
+    out["walls"] = _with_level(done, levels)[["level", "method", "wall_time_s", "optimizer_steps"]]
+    return out
+
+
+def recipe_tables(runs: pd.DataFrame, first: str, second: str) -> dict[str, pd.DataFrame]:
+    """Two recipes side by side per method: each one's mean and sd per checkpoint, ``first − second`` with a
+    Welch interval (different recipes draw different batches: nothing pairs them), the median and the fastest
+    wall time per run (a run that shared the CPU is slow in the median, not in the minimum), and each recipe's
+    paired teacher − control."""
+    walls = runs[runs["status"] == "completed"].groupby(["recipe", "method"])["wall_time_s"]
+    wall, fastest = walls.median(), walls.min()
+    summaries = {_checkpoint(m): summary_table(runs, m).set_index(["recipe", "method"]) for m in METRICS}
+    rows = []
+    for method in methods_in(runs):
+        row: dict[str, Any] = {"method": method}
+        for key, arms in summaries.items():
+            cells = {r: tuple(arms.loc[(r, method), ["mean", "std", "n"]]) for r in (first, second)}
+            row.update({f"{r}_{key}": cells[r][:2] for r in (first, second)})
+            row[f"diff_{key}"] = stats.welch_interval(cells[first], cells[second])
+        row.update({f"{r}_wall": (wall[(r, method)], fastest[(r, method)]) for r in (first, second)})
+        rows.append(row)
+    teacher, control, _ = roles(runs)
+    gaps = {_checkpoint(m): paired_comparison(runs, teacher, control, m) for m in METRICS}
+    return {"methods": pd.DataFrame(rows), "gaps": gaps, "roles": (teacher, control)}
