@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets
 
-from kd_lightning import PROJECT_ROOT, bench
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.tools import bench
 from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.measure import throughput

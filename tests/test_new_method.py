@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kd_lightning import methods, train
+from kd_lightning import methods
+from kd_lightning.tools import train
 from kd_lightning.report.figures import plot_gain_over_scratch, plot_students_vs_teacher
 from kd_lightning.report.runs import control_methods, distilling_methods, load_runs, student_methods
 from kd_lightning.report.writer import write_report

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning import train
+from kd_lightning.tools import train
 from kd_lightning.run import build
 from kd_lightning.seeding import isolated_rng
 from tests.helpers import compose_cfg

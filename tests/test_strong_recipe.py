@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kd_lightning import train
+from kd_lightning.tools import train
 from kd_lightning.datasets.batched import BatchAugment
 from kd_lightning.run import build, teachers
 from kd_lightning.run.config import ConfigError, validate_config

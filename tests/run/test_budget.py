@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from kd_lightning import train
+from kd_lightning.tools import train
 from kd_lightning.run import teachers
 from kd_lightning.run.budget import budget_epochs, budget_plan
 from kd_lightning.run.config import ConfigError, validate_config

@@ -17,7 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from kd_lightning import PROJECT_ROOT, train
+from kd_lightning import PROJECT_ROOT
+from kd_lightning.tools import train
 from kd_lightning.run.compose import compose_run_config
 from kd_lightning.seeding import member_seed
 from tests.fakedata import write_all
