@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning.tools import train
 from kd_lightning.run import build
 from kd_lightning.seeding import isolated_rng
+from kd_lightning.tools import train
 from tests.helpers import compose_cfg
 
 STUDENTS = ("scratch", "rkd", "ikd")

@@ -155,9 +155,8 @@ def export_onnx(
         "params": count_parameters(net),
         "params_bn_folded": onnx.folded_parameter_count(net),
     }
-    description = onnx_description(
-        ds_cfg, info["net"], method, ckpt_path, info["epoch"], input_shape, Path(data["data_dir"]) if have_data else None
-    )
+    data_dir = Path(data["data_dir"]) if have_data else None
+    description = onnx_description(ds_cfg, info["net"], method, ckpt_path, info["epoch"], input_shape, data_dir)
     if data is not None and "val" in data:
         calibration = data["val"][0][:CALIBRATION_IMAGES]
         calibrated_on = f"{len(calibration)} validation images"

@@ -17,10 +17,10 @@ import sys
 from collections.abc import Sequence
 
 from kd_lightning.measure.complexity import MEASURES
-from kd_lightning.run.measuring import config_complexity
 from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.compose import compose_run_config
 from kd_lightning.run.config import validate_config
+from kd_lightning.run.measuring import config_complexity
 
 
 def measure(overrides: Sequence[str]) -> dict:

@@ -15,6 +15,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from kd_lightning.datasets.synthetic import write_dataset
+from kd_lightning.measure import onnx as onnx_measure
+from kd_lightning.models import build_resnet, load_network
+from kd_lightning.modules import IKDStudent, ScratchStudent
+from kd_lightning.run.measuring import label_names
 from kd_lightning.tools.export import (
     ExportError,
     export_onnx,
@@ -23,10 +27,6 @@ from kd_lightning.tools.export import (
     main,
     read_metadata,
 )
-from kd_lightning.measure import onnx as onnx_measure
-from kd_lightning.models import build_resnet, load_network
-from kd_lightning.modules import IKDStudent, ScratchStudent
-from kd_lightning.run.measuring import label_names
 
 NET = {"arch": "resnet18", "num_classes": 10, "in_channels": 1, "stem": "imagenet"}
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.01}
