@@ -182,7 +182,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="time on N synthetic training images written in torchvision's format (ignores real data)",
     )
-    p.add_argument("--batch-size", type=int, default=None, help="default: recipe.batch_size of the paper recipe")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="default: recipe.batch_size of the recipe (the paper's unless --override recipe=...)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before the first window")
     p.add_argument("--steps", type=int, default=5, help="steps per timed window")
     p.add_argument(
@@ -232,6 +237,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="trainer.precision for path 2; paths 1 and 3 autocast to match",
     )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every method, as kd_lightning.train takes it (repeatable), "
+        "e.g. recipe=strong or model@teacher_model=resnet18",
+    )
     p.add_argument("--smoke", action="store_true", help=f"seconds-long check of the whole pipeline: {SMOKE}")
     p.add_argument("--out", default=None, help="JSON path (default: outputs/bench/<dataset>-<device>.json)")
     args = p.parse_args(argv)
@@ -251,12 +264,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the report that is also written as JSON and printed."""
     args = parse_args(argv)
-    base = compose_config(args.dataset, "teacher")
+    base = compose_config(args.dataset, "teacher", args.override)
     if args.batch_size is None:
         args.batch_size = int(base.recipe.batch_size)
     if args.num_workers is None:
         args.num_workers = int(base.dataset.num_workers)
-    overrides = [f"recipe.batch_size={args.batch_size}", f"dataset.num_workers={args.num_workers}"]
+    overrides = [*args.override, f"recipe.batch_size={args.batch_size}", f"dataset.num_workers={args.num_workers}"]
     if args.no_augmentation:
         overrides.append("recipe.augmentation=null")
     if args.pipeline:
@@ -333,6 +346,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             },
             "speedups": {k: v for k, v in OmegaConf.to_container(base.callbacks.speedups).items() if k != "_target_"},
             "methods": list(args.methods),
+            "overrides": list(args.override),
             "smoke": args.smoke,
             "seed": args.seed,
             "statistic": (
