@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Train the four methods on this dataset (USPS ships offline in ../shared/datasets).
+# Train every method of conf/method/ on this dataset (USPS ships offline in ../shared/datasets).
 DATASET ?= usps
 SEED ?= 0
 ARGS ?=
@@ -17,10 +17,10 @@ DOWNLOAD ?= $(if $(SHARED_DATA),false,true)
 .PHONY: help setup train study report bench test test-fast lint tensorboard clean-venv
 
 help:
-	@echo "make train   # teacher, scratch, RKD and IKD on DATASET=$(DATASET) seed $(SEED) (ARGS='trainer.max_epochs=1' to shorten)"
+	@echo "make train   # every method of conf/method/ (teacher, scratch, RKD, IKD) on DATASET=$(DATASET) seed $(SEED) (ARGS='trainer.max_epochs=1' to shorten)"
 	@echo "make test    # the whole test suite"
 	@echo "make lint    # ruff check and ruff format --check (settings: pyproject.toml [tool.ruff])"
-	@echo "make study   # the paper's grid: 5 datasets x 4 methods x 3 seeds (needs all datasets)"
+	@echo "make study   # the paper's grid: 5 datasets x every method of conf/method/ x 3 seeds (needs all datasets)"
 	@echo "make report SWEEP=outputs/study   # tables, figures and claims from a sweep"
 	@echo "make bench   # training throughput vs a bare PyTorch loop"
 
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m kd_lightning.train -m dataset=$(DATASET) method=teacher,scratch,rkd,ikd seed=$(SEED) dataset.download=$(DOWNLOAD) $(ARGS)
+	$(PY) -m kd_lightning.train -m dataset=$(DATASET) 'method=glob(*)' seed=$(SEED) dataset.download=$(DOWNLOAD) $(ARGS)
 
 study: $(STAMP)
 	$(PY) -m kd_lightning.train -m experiment=study dataset.download=$(DOWNLOAD) $(ARGS)

@@ -25,7 +25,7 @@ TINY_TEACHER = "model@teacher_model=resnet18"
 
 #: one epoch, three training batches of 8 images (one to validate, one to test), SGD without momentum, a ResNet18
 #: teacher (production: ResNet50, pinned by tests/run/test_identity_pinned.py), and none of the by-products a run
-#: measures after training (deployment cost and ONNX export: kd_lightning/run/after_test.py; data
+#: measures after training (deployment cost and ONNX export: kd_lightning/run/byproducts.py; data
 #: complexity: complexity.py): enough to exercise every code path of a run. Tests about those by-products switch
 #: them back on.
 FAST = [

@@ -1,18 +1,20 @@
 """A fifth method is one module and one YAML (issue 30): written here, outside the package and conf/, it trains
-through the entry point (a Hydra search path adds its YAML), appears in the report's tables, figures and claims
-from what its records say (no file of the report names it), and is in the bench's method list
-(kd_lightning/methods.py) when its folder is searched."""
+through the entry point (``--config-dir`` adds its YAML to Hydra's search path), appears in the report's tables,
+figures and claims from what its records say (no file of the report names it), is in the bench's method list
+(kd_lightning/methods.py) when its folder is searched, and is swept by the grids (``method: glob(*)``) with no grid
+edit."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from kd_lightning import methods, train
+from kd_lightning import PROJECT_ROOT, methods
 from kd_lightning.report.figures import (
     plot_accuracy,
     plot_gain_over_scratch,
@@ -21,6 +23,7 @@ from kd_lightning.report.figures import (
 )
 from kd_lightning.report.runs import control_methods, distilling_methods, load_runs, student_methods
 from kd_lightning.report.writer import write_report
+from kd_lightning.tools import train
 from tests.helpers import FAST
 
 pytestmark = pytest.mark.slow
@@ -58,11 +61,12 @@ def toy_method(tmp_path: Path, monkeypatch) -> Path:
 def test_a_fifth_method_trains_and_is_reported_and_benchmarked(toy_method, tmp_path, fake_data_dir, monkeypatch):
     out = tmp_path / "outputs"
     args = [
+        "--config-dir",  # argparse: options before the overrides
+        str(toy_method),
         "-m",
         "dataset=usps",
         "method=teacher,scratch,toy",
         "seed=0,1",
-        f"hydra.searchpath=[file://{toy_method}]",
         f"paths.data_dir={fake_data_dir}",
         f"paths.output_dir={out}",
         *FAST,
@@ -96,7 +100,39 @@ def test_a_fifth_method_trains_and_is_reported_and_benchmarked(toy_method, tmp_p
     assert (report.parent / "figures" / "gain_over_scratch.png").is_file()
     assert "toy" in report.read_text()
 
-    # the bench's method list: conf/method/ and the folder the search path adds
+    # the bench's method list: conf/method/ and the folder --config-dir adds
     assert methods.available_methods([toy_method / "method"])[-1] == "toy"
     assert "toy" in methods.distilling_methods([toy_method / "method"])
     assert "toy" not in methods.available_methods()
+
+
+@pytest.mark.parametrize(
+    "experiment, recipe, level",
+    [("study", "fast", []), ("factor_sweep", "strong", ["dataset.factors.train_fraction=0.5"])],
+)
+def test_the_grids_sweep_every_method_and_each_job_folder_is_its_run_folder(
+    toy_method, tmp_path, monkeypatch, experiment, recipe, level
+):
+    """The grids name no method (conf/experiment/*.yaml: ``method: glob(*)``), so the toy is swept with no edit; and
+    for every recipe Hydra's job folder (.hydra/, train.log) is the run folder results.json goes to. Training is
+    stubbed: what is checked is which jobs Hydra launches and where."""
+    from hydra.core.hydra_config import HydraConfig
+
+    jobs: list[tuple[str, str, str]] = []
+
+    def fake_run(cfg) -> dict[str, Any]:
+        jobs.append((str(cfg.method.name), str(cfg.paths.run_dir), HydraConfig.get().runtime.output_dir))
+        keys = {"dataset": cfg.dataset.name, "method": cfg.method.name, "seed": cfg.seed}
+        return {**keys, "test_best": {}, "test_last": {}, "best_epoch": None, "run_dir": cfg.paths.run_dir}
+
+    monkeypatch.setattr(train, "run", fake_run)
+    args = ["--config-dir", str(toy_method), "-m", f"experiment={experiment}", f"recipe={recipe}", "dataset=usps"]
+    args += ["seed=0", *level, f"paths.output_dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", ["kd_lightning.train", *args])
+    train.main()
+
+    assert sorted(name for name, _, _ in jobs) == ["ikd", "rkd", "scratch", "teacher", "toy"]
+    for name, run_dir, job_dir in jobs:
+        assert Path(job_dir) == Path(run_dir) and f"/{recipe}/usps/{name}/seed0" in run_dir
+        assert (Path(run_dir) / ".hydra" / "config.yaml").is_file() and (Path(run_dir) / "train.log").is_file()
+    assert "'method=glob(*)'" in (PROJECT_ROOT / "Makefile").read_text()  # make train: the same rule

@@ -1,5 +1,5 @@
 """Importing kd_lightning, or any of its modules, has no side effects: no config resolver registered, no launcher
-callback or optional dependency imported (issue 30)."""
+callback or optional dependency imported (issue 30); and every name an ``__all__`` lists exists."""
 
 from __future__ import annotations
 
@@ -12,12 +12,24 @@ PROBE = """
 import importlib, pkgutil, sys
 from omegaconf import OmegaConf
 import kd_lightning
-assert not any(OmegaConf.has_resolver(n) for n in ("kd_project_root", "kd_num_classes", "kd_gpu_jobs")), "resolvers"
-for mod in ("kd_lightning.train", "kd_lightning.report", "kd_lightning.export", "kd_lightning.measure_complexity",
-            "kd_lightning.run.records", "kd_lightning.run.compose"):
-    importlib.import_module(mod)
+from kd_lightning.run.resolvers import RESOLVERS
+# every module of the package, the tools and their entry points included; a __main__ would run its command, and
+# gpu_slots *is* launcher=gpu_node's callback (what must not be imported by the others)
+modules = [m.name for m in pkgutil.walk_packages(kd_lightning.__path__, "kd_lightning.")]
+for name in modules:
+    if not name.endswith("__main__") and name != "kd_lightning.run.gpu_slots":
+        importlib.import_module(name)
+assert len(modules) > 60 and "kd_lightning.tools.train" in modules, modules
+# every name an export list promises exists
+stale = [f"{m}.{n}" for m in modules if m in sys.modules for n in getattr(sys.modules[m], "__all__", ()) if not
+         hasattr(sys.modules[m], n)]
+assert not stale, stale
+assert not [n for n in RESOLVERS if OmegaConf.has_resolver(n)], "a resolver was registered on import"
 assert "kd_lightning.run.gpu_slots" not in sys.modules, "the gpu_node launcher's callback was imported"
-assert "hydra_plugins.hydra_joblib_launcher" not in sys.modules
+# the optional dependencies: the launchers' extras (joblib, slurm) and the dev extras
+optional = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher", "submitit", "skdim",
+            "hypothesis", "nbclient")
+assert not [m for m in optional if m in sys.modules], [m for m in optional if m in sys.modules]
 print("ok")
 """
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning import train
 from kd_lightning.run import build
 from kd_lightning.seeding import isolated_rng
+from kd_lightning.tools import train
 from tests.helpers import compose_cfg
 
 STUDENTS = ("scratch", "rkd", "ikd")
@@ -38,10 +38,11 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 def test_students_of_one_seed_have_identical_state_after_training_steps(fake_data_dir, tmp_path):
     """After 4 steps at lr=1e-12 the three students' weights and BatchNorm running statistics agree to
     float rounding (the 1e-12 updates differ by method and perturb later forwards in the last bits);
-    another seed's differ by orders of magnitude more. Unpaired students differ like two seeds."""
+    another seed's differ by orders of magnitude more. Unpaired students differ like two seeds. (The pairing is one
+    path for every seed, so it is checked at seed 0; seed 1 trains scratch only, the other seed's start.)"""
     states, records = {}, {}
-    for seed in (0, 1):
-        for method in STUDENTS:
+    for seed, methods in ((0, STUDENTS), (1, ("scratch",))):
+        for method in methods:
             cfg = compose_cfg(
                 [f"method={method}", f"seed={seed}", *NEGLIGIBLE_LR], data_dir=fake_data_dir, out_dir=tmp_path
             )
@@ -53,7 +54,6 @@ def test_students_of_one_seed_have_identical_state_after_training_steps(fake_dat
     assert buffers, "the student has BatchNorm statistics to compare"
     for method in ("rkd", "ikd"):
         assert max_difference(states["scratch", 0], states[method, 0]) < 1e-5, method
-        assert max_difference(states["scratch", 1], states[method, 1]) < 1e-5, method
     # the statistics did move (the batches were seen), and another seed starts elsewhere
     first_bn = states["scratch", 0][buffers[0]]
     assert not torch.equal(first_bn, torch.zeros_like(first_bn)) and not torch.equal(

@@ -4,9 +4,9 @@
 - :mod:`~kd_lightning.measure.onnx`: ONNX export of a network, checked against PyTorch, int8 copy;
 - :mod:`~kd_lightning.measure.throughput`: training throughput of a method's step (timing windows, the bare
   step, the three paths of ``kd_lightning.bench``; the one module here that builds from a composed config);
-- :mod:`~kd_lightning.measure.complexity`: how hard a labelled image set is (docs/complexity.md).
+- :mod:`~kd_lightning.measure.complexity`: how hard a labelled image set is (docs/factors.md, "Measured complexity").
 
-Nothing else here reads configs, checkpoints or run folders: :mod:`kd_lightning.run.after_test` applies these to a
-finished run, and the command-line tools (``kd_lightning.export``, ``kd_lightning.bench``,
-``kd_lightning.measure_complexity``) to what they are pointed at.
+Nothing else here reads configs, checkpoints or run folders: :mod:`kd_lightning.run.byproducts` applies these to a
+finished run (their shared glue: :mod:`kd_lightning.run.measuring`), and the tools of :mod:`kd_lightning.tools`
+(export, bench, measure_complexity) to what they are pointed at.
 """

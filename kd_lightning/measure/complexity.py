@@ -3,7 +3,7 @@
 Numbers in, numbers out: images and labels in, a dict of measures out. Why these measures, the fixed
 embedding (pixels -> PCA-50), the stratified subsampling and every formula with its reference are in
 docs/factors.md ("Measured complexity"); the one-line formula of each measure is in its docstring. The
-per-configuration cache (one JSON per data identity) is :func:`kd_lightning.run.after_test.dataset_complexity`.
+per-configuration cache (one JSON per data identity) is :func:`kd_lightning.run.measuring.dataset_complexity`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
   latencies (:func:`kd_lightning.measure.efficiency.time_calls`).
 
 Modules and tensors in, dicts out; which checkpoint, config or data they come from is the caller's
-business (:mod:`kd_lightning.run.after_test` for a finished run, :mod:`kd_lightning.export` for a file).
+business (:mod:`kd_lightning.run.byproducts` for a finished run, :mod:`kd_lightning.tools.export` for a file).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@
 - ``rundir``      a run folder: skip, resume, archive, conflict, failure record; the writer of results.json
 - ``records``     atomic JSON, the environment record, the git commit
 - ``callbacks``, ``loggers``  what the Trainer is given besides the module
-- ``after_test``  what a run measures once its accuracy is final (cost, ONNX, data complexity, HParams)
+- ``byproducts``  what a run measures once its accuracy is final (cost, ONNX, data complexity, HParams)
+- ``measuring``   what the by-products share with the tools: test split as the network takes it, label names,
+                  ONNX description, the cached complexity of a config's data
 - ``finished``    a finished run on disk as the tools read it: its checkpoint, run config, dataset and data
 - ``failures``    the Hydra callback that makes a multirun with failed runs exit 1
 - ``gpu_slots``   the Hydra callback that gives each job of ``launcher=gpu_node`` its own GPU slot

@@ -31,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from kd_lightning.datasets import DatasetError
 from kd_lightning.datasets.locations import data_dir_candidates
 from kd_lightning.measure.onnx import EVAL_BATCH
-from kd_lightning.run.after_test import normalised_split
 from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.compose import CONF_DIR, compose_run_config
+from kd_lightning.run.measuring import normalised_split
 
 DATASET_CONF_DIR = CONF_DIR / "dataset"
 METHOD_CONF_DIR = CONF_DIR / "method"

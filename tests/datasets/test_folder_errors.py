@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_lightning import train
 from kd_lightning.datasets.folder_scan import FolderError
 from kd_lightning.run.config import validate_config
+from kd_lightning.tools import train
 from tests.datasets.folder_trees import synthetic_tree
 from tests.helpers import FAST, compose_cfg
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kd_lightning import export as export_cli
-from kd_lightning import train
 from kd_lightning.report import cli as report_cli
+from kd_lightning.tools import export as export_cli
+from kd_lightning.tools import train
 from tests.datasets.folder_trees import digits_tree, synthetic_tree
 from tests.helpers import FAST, MOMENTUM, compose_cfg, remove_unless_failed
 

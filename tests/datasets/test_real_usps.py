@@ -2,7 +2,7 @@
 
 import pytest
 
-from kd_lightning import train
+from kd_lightning.tools import train
 from tests.conftest import real_usps_dir
 from tests.helpers import compose_cfg
 

@@ -22,7 +22,7 @@ from kd_lightning.measure.complexity import (
     pixel_features,
     stratified_subsample,
 )
-from kd_lightning.run.after_test import dataset_complexity
+from kd_lightning.run.measuring import dataset_complexity
 
 K = 5
 

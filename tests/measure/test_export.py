@@ -14,20 +14,19 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from kd_lightning import export
 from kd_lightning.datasets.synthetic import write_dataset
-from kd_lightning.export import (
+from kd_lightning.measure import onnx as onnx_measure
+from kd_lightning.models import build_resnet, load_network
+from kd_lightning.modules import IKDStudent, ScratchStudent
+from kd_lightning.run.measuring import label_names
+from kd_lightning.tools.export import (
     ExportError,
     export_onnx,
     folded_parameter_count,
     initializer_count,
-    load_network,
     main,
     read_metadata,
 )
-from kd_lightning.measure import onnx as onnx_measure
-from kd_lightning.models import build_resnet
-from kd_lightning.modules import IKDStudent, ScratchStudent
 
 NET = {"arch": "resnet18", "num_classes": 10, "in_channels": 1, "stem": "imagenet"}
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.01}
@@ -268,9 +267,9 @@ def test_explicit_data_dir_without_the_data_is_an_error(ikd_checkpoint, tmp_path
 
 
 def test_label_names():
-    assert export.label_names("cifar10", None)[:2] == ["airplane", "automobile"]
-    assert export.label_names("fashion_mnist", None, classes=[9, 0]) == [
+    assert label_names("cifar10", None)[:2] == ["airplane", "automobile"]
+    assert label_names("fashion_mnist", None, classes=[9, 0]) == [
         "T-shirt/top",
         "Ankle boot",
     ]  # remapped in id order
-    assert export.label_names("cifar100", None) is None  # read from the data's meta file when present
+    assert label_names("cifar100", None) is None  # read from the data's meta file when present

@@ -10,9 +10,9 @@ import lightning as L
 import pytest
 import torch
 
-from kd_lightning import train
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
 from kd_lightning.modules.base import ClassifierModule, TrainLog
+from kd_lightning.tools import train
 from tests.helpers import compose_cfg
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from kd_lightning import train
 from kd_lightning.run import teachers
 from kd_lightning.run.budget import budget_epochs, budget_plan
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import fingerprint, identity
+from kd_lightning.tools import train
 from tests.helpers import MOMENTUM, compose_cfg
 
 #: a small teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split

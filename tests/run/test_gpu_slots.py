@@ -17,9 +17,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from joblib.externals.loky import get_reusable_executor
 
-from kd_lightning import PROJECT_ROOT, train
+from kd_lightning import PROJECT_ROOT
 from kd_lightning.run import gpu_slots
 from kd_lightning.run.gpu_slots import GpuSlotError, GpuSlots
+from kd_lightning.tools import train
 from tests.helpers import CONF_DIR, FAST, compose_cfg
 
 ROOT = PROJECT_ROOT

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kd_lightning import train
 from kd_lightning.run import teachers
 from kd_lightning.run.identity import IDENTITY_KEYS, fingerprint
+from kd_lightning.tools import train
 from tests.helpers import FAST, compose_cfg
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from kd_lightning.run import teacher_kinds, teachers
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import fingerprint
 from kd_lightning.seeding import member_seed
-from kd_lightning.train import run
+from kd_lightning.tools.train import run
 from tests.helpers import compose_cfg
 
 ENSEMBLE = ["dataset=usps", "teacher=ensemble", "teacher.members=2", "seed=0"]

@@ -16,7 +16,7 @@ from kd_lightning.run import teacher_kinds, teachers
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import identity
 from kd_lightning.seeding import member_seed
-from kd_lightning.train import run
+from kd_lightning.tools.train import run
 from tests.helpers import compose_cfg
 
 VARIANTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "teacher_variant").glob("*.yaml") if p.stem != "plain")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning import train
 from kd_lightning.run import teachers
 from kd_lightning.run.config import ConfigError
 from kd_lightning.run.identity import identity
+from kd_lightning.tools import train
 from tests.helpers import compose_cfg
 
 FACTORS = ["dataset.factors.train_fraction=0.5", "dataset.factors.classes=[0,1,2]"]
@@ -88,9 +88,9 @@ def _fake_run(folder: Path, method: str, dataset_identity: dict, complexity_dir:
 def test_complexity_measured_without_training_is_cached_and_reaches_runs_that_lack_it(fake_data_dir, tmp_path, capsys):
     """`python -m kd_lightning.measure_complexity` writes the cache teacher runs use; the report gives every run
     without its own measures those of its data configuration (and none to runs of other data)."""
-    from kd_lightning import measure_complexity
     from kd_lightning.report.runs import load_sweep
     from kd_lightning.run.identity import data_identity
+    from kd_lightning.tools import measure_complexity
 
     args = [f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", "dataset.factors.train_fraction=0.5"]
     assert measure_complexity.main(args) == 0
@@ -116,7 +116,7 @@ def test_complexity_measured_without_training_is_cached_and_reaches_runs_that_la
 
 
 def test_measure_complexity_checks_its_config_before_reading_data(tmp_path):
-    from kd_lightning import measure_complexity
+    from kd_lightning.tools import measure_complexity
 
     with pytest.raises(ConfigError, match=r"dataset\.factors\.label_noise"):
         measure_complexity.measure([f"paths.data_dir={tmp_path / 'no-data-here'}", "dataset.factors.label_noise=1.5"])

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_lightning import train
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
 from kd_lightning.run import teachers
-from kd_lightning.train import RunConflictError
+from kd_lightning.tools import train
+from kd_lightning.tools.train import RunConflictError
 from tests.helpers import FAST, MEASURE_EFFICIENCY, compose_cfg, remove_unless_failed
 
 pytestmark = pytest.mark.slow

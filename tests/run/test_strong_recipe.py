@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kd_lightning import train
 from kd_lightning.datasets.batched import BatchAugment
 from kd_lightning.run import build, teachers
 from kd_lightning.run.config import ConfigError, validate_config
+from kd_lightning.tools import train
 from tests.helpers import MOMENTUM, compose_cfg
 
 DATASETS = ("mnist", "fashion_mnist", "usps", "cifar10", "cifar100")

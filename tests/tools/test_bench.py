@@ -12,14 +12,19 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets
 
-from kd_lightning import PROJECT_ROOT, bench
+from kd_lightning import PROJECT_ROOT
 from kd_lightning.datasets.batched import load_as_uint8_tensors
 from kd_lightning.datasets.synthetic import unverified_cifar, write_dataset
 from kd_lightning.measure import throughput
 from kd_lightning.measure.efficiency import count_flops
 from kd_lightning.models import build_resnet
+from kd_lightning.tools import bench
+from tests.helpers import NO_MOMENTUM, TINY_TEACHER
 
 PATH_FIELDS = {"images_per_s", "best_images_per_s", "windows_images_per_s", "spread", "step_ms"}
+#: the smoke runs' Lightning path writes checkpoints at each epoch end: a ResNet18 teacher and no momentum buffers
+#: make them several times smaller (the production teacher and momentum are not what a smoke run checks)
+CHEAP_CHECKPOINTS = ["--override", TINY_TEACHER, "--override", NO_MOMENTUM]
 
 
 @pytest.fixture
@@ -48,7 +53,7 @@ def test_synthetic_cifar_reads_only_while_the_md5_checks_are_off(tmp_path, name,
 def test_smoke_run_on_synthetic_cifar_with_torchvisions_checks_in_place(tmp_path, one_thread):
     """The bench switches the checks off for its own synthetic copies only (it once failed on a GPU machine)."""
     out = tmp_path / "bench.json"
-    bench.run(["--smoke", "--dataset", "cifar10", "--methods", "scratch", "--out", str(out)])
+    bench.run(["--smoke", "--dataset", "cifar10", "--methods", "scratch", "--out", str(out), *CHEAP_CHECKPOINTS])
     report = json.loads(out.read_text())
     assert report["dataset"]["shape"] == [3, 32, 32] and report["dataset"]["data"]["source"] == "synthetic"
     assert report["results"]["scratch"]["lightning"]["images_per_s"] > 0
@@ -57,7 +62,19 @@ def test_smoke_run_on_synthetic_cifar_with_torchvisions_checks_in_place(tmp_path
 def test_smoke_run_writes_every_field(tmp_path, capsys):
     out = tmp_path / "bench.json"
     deterministic_before = torch.are_deterministic_algorithms_enabled()
-    bench.run(["--smoke", "--dataset", "usps", "--out", str(out), "--note", "pytest smoke", "--model-path"])
+    bench.run(
+        [
+            "--smoke",
+            "--dataset",
+            "usps",
+            "--out",
+            str(out),
+            "--note",
+            "pytest smoke",
+            "--model-path",
+            *CHEAP_CHECKPOINTS,
+        ]
+    )
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
 
@@ -93,6 +110,7 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
         "compile_backend": "inductor",
     }
     assert settings["smoke"] is True and settings["batch_size"] == bench.SMOKE["batch_size"]
+    assert settings["overrides"] == [TINY_TEACHER, NO_MOMENTUM] and settings["optimizer"]["momentum"] == 0
 
     assert list(report["results"]) == list(bench.METHODS)
     for method, r in report["results"].items():
@@ -273,7 +291,8 @@ def test_speed_switches_reach_both_paths(tmp_path, one_thread):
         )
 
     out = tmp_path / "bench.json"
-    bench.run(["--smoke", "--methods", "scratch", "--channels-last", "--precision", "bf16-mixed", "--out", str(out)])
+    smoke = ["--smoke", "--methods", "scratch", "--channels-last", "--precision", "bf16-mixed", *CHEAP_CHECKPOINTS]
+    bench.run([*smoke, "--out", str(out)])
     settings = json.loads(out.read_text())["settings"]
     assert settings["speedups"]["channels_last"] is True and settings["trainer"]["precision"] == "bf16-mixed"
 
