@@ -18,7 +18,7 @@ from kd_lightning.report.claims import (
     factor_claims,
     report_claims,
 )
-from kd_lightning.report.claims_text import claims_frame, claims_markdown
+from kd_lightning.report.claims_text import claims_frame, claims_markdown, criterion, evidence, statement
 from kd_lightning.report.cli import main
 from kd_lightning.report.curves import curve_summary, load_curves, read_metrics_csv
 from kd_lightning.report.figures import (
