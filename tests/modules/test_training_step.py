@@ -55,8 +55,11 @@ def test_weights_and_logged_curves_are_bitwise_those_of_per_step_logging(tmp_pat
                 patch.setattr(ClassifierModule, "training_step", per_step_logging)
                 for hook in ("on_train_epoch_start", "on_train_epoch_end", "on_validation_start", "on_save_checkpoint"):
                     patch.setattr(ClassifierModule, hook, getattr(L.LightningModule, hook))
-            cfg = compose_cfg(overrides, data_dir=fake_data_dir, out_dir=tmp_path / kind)
+            # one output folder, so one teacher registry: RKD's teacher is trained once (by the first run; the
+            # teacher's own steps are the scratch case's) and both students distil from the same checkpoint
+            cfg = compose_cfg([*overrides, f"name={kind}"], data_dir=fake_data_dir, out_dir=tmp_path)
             records[kind] = train.run(cfg)
+    assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == (method != "scratch")
     weights = {k: torch.load(r["last_checkpoint"], weights_only=True)["state_dict"] for k, r in records.items()}
     assert weights["device"].keys() == weights["per_step"].keys()
     for name, value in weights["device"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -329,18 +329,20 @@ def test_empty_sweep(tmp_path):
     assert "No results.json found" in text
 
 
-def test_cli(sweep, tmp_path, capsys):
+def test_cli(sweep, tmp_path, capsys, monkeypatch):
+    """``python -m kd_lightning.report``: its ``__main__`` run in this process (runpy, as ``-m`` does; a fresh
+    interpreter would add only the ~8 CPU-s of importing torch and Lightning, and every module's fresh import is
+    tests/test_package.py's)."""
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--help"])
     assert exit_info.value.code == 0 and "--metric" in capsys.readouterr().out
     out = tmp_path / "cli"
-    done = subprocess.run(
-        [sys.executable, "-m", "kd_lightning.report", str(sweep), "--out", str(out), "--metric", "test_last.acc"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert done.stdout.strip().endswith(str(out / "report.md"))
+    argv = ["python -m kd_lightning.report", str(sweep), "--out", str(out), "--metric", "test_last.acc"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("kd_lightning.report", run_name="__main__", alter_sys=True)
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip().endswith(str(out / "report.md"))
     assert "Headline metric: **test_last.acc**" in (out / "report.md").read_text()
 
 

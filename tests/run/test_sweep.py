@@ -213,7 +213,7 @@ def train_loss_steps(run_dir: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss_step")]
 
 
-def test_submitit_local_grid_runs_collects_and_resumes_a_cut_job(tmp_path, fake_data_dir):
+def test_submitit_local_grid_runs_collects_and_resumes_a_cut_job(tmp_path, fake_data_dir, monkeypatch):
     """launcher=submitit_local: a pickled job, its job folder, result collection, and the job's run, cut after its
     first epoch, resuming from last.ckpt (what a requeued SLURM job does). One grid point: every job of a grid takes
     this same path, in a process of its own."""
@@ -235,9 +235,7 @@ def test_submitit_local_grid_runs_collects_and_resumes_a_cut_job(tmp_path, fake_
         and (cut_dir / "checkpoints" / "last.ckpt").is_file()
     )
 
-    proc = cli("-m", "launcher=submitit_local", *common)
-    out = proc.communicate(timeout=900)[0]
-    assert proc.returncode == 0, out
+    run_cli(monkeypatch, "-m", "launcher=submitit_local", *common)  # the launcher here, the job in its own process
     records = all_results(tmp_path / "default")
     assert {k: r["status"] for k, r in records.items()} == {"usps/scratch/seed1": "completed"}
     resumed = records["usps/scratch/seed1"]
