@@ -63,9 +63,8 @@ def member_config(cfg: DictConfig, member: int) -> DictConfig:
         if factor_seed is not None:
             mcfg.dataset.factors.factor_seed = int(factor_seed)
         mcfg.seed = member_seed(int(cfg.seed), member)
-        # data=full and the variant's settings are applied by teacher_config already; the variant keeps its name
-        variant = {"name": teachers.teacher_variant(cfg), "overrides": []}
-        mcfg.teacher = {"members": 0, "data": "same", "variant": variant}
+        # data=full and the variant's settings are applied by teacher_config already (its name is kept)
+        mcfg.teacher.members, mcfg.teacher.data = 0, "same"
     return mcfg
 
 

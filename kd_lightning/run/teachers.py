@@ -128,8 +128,10 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
         tcfg.teacher_ckpt = None
         if full:
             tcfg.dataset.factors.update(FULL_DATA_FACTORS)
-        for key, value in overrides:  # the same values each time: applying them to a teacher run again is a no-op
+        for key, value in overrides:
             OmegaConf.update(tcfg, key, value, merge=False)
+        if overrides:  # applied once: the teacher's run keeps the variant's name, its settings are now its own
+            tcfg.teacher.variant.overrides = []
     return tcfg
 
 

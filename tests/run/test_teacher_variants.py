@@ -37,6 +37,18 @@ def test_patient_settings_reach_the_teacher_and_not_its_students(fake_data_dir, 
     assert teachers.teacher_config(full).recipe.min_steps is None  # no step floor at full data, doubled or not
 
 
+@pytest.mark.parametrize("teacher", ["resnet50", "ensemble"])
+def test_the_teachers_own_run_is_valid_and_keeps_its_settings(fake_data_dir, teacher):
+    """The run that trains a variant's teacher (from a student's demand, or as a member) validates: its settings are
+    applied once, its identity stays the variant's."""
+    cfg = compose_cfg(["method=rkd", "dataset=usps", f"teacher={teacher}", "teacher_variant=heavy_aug"], fake_data_dir)
+    run_cfg = teachers.teacher_config(cfg) if teacher == "resnet50" else teacher_kinds.member_config(cfg, 0)
+    validate_config(run_cfg)
+    assert run_cfg.teacher.variant.name == "heavy-aug" and list(run_cfg.teacher.variant.overrides) == []
+    assert run_cfg.recipe.augmentation.rotation == 20 != cfg.recipe.augmentation.rotation  # the students keep theirs
+    assert teachers.teacher_key(run_cfg) == teachers.teacher_key(teachers.teacher_config(run_cfg))
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_shipped_variant_is_a_teacher_of_its_own(fake_data_dir, tmp_path, variant):
     overrides = ["method=rkd", "dataset=usps", "teacher=ensemble", "dataset.factors.train_fraction=0.5"]
