@@ -21,7 +21,9 @@ from kd_lightning.report.figures import (
     plot_gain_vs_complexity,
     plot_students_vs_teacher,
 )
-from kd_lightning.report.runs import control_methods, distilling_methods, load_runs, student_methods
+from kd_lightning.report.records import load_runs
+from kd_lightning.report.runs import control_methods, distilling_methods, student_methods
+from kd_lightning.report.tables import student_comparisons, summary_table
 from kd_lightning.report.writer import write_report
 from kd_lightning.tools import train
 from tests.helpers import FAST
@@ -89,11 +91,12 @@ def test_a_fifth_method_trains_and_is_reported_and_benchmarked(toy_method, tmp_p
     # claim 1 (each distilling student's gain over the control grows with complexity) tests it with the paper's
     claims = json.loads((report.parent / "claims.json").read_text())
     assert "for toy" in claims[0]["statement"] and "toy − Scratch vs complexity" in claims[0]["evidence"]
+    gains, vs_teacher = student_comparisons(runs), student_comparisons(runs, versus="teacher")
     for figure in (
-        plot_accuracy(runs),
-        plot_gain_over_scratch(runs),
-        plot_students_vs_teacher(runs),
-        plot_gain_vs_complexity(runs),
+        plot_accuracy(summary_table(runs)),
+        plot_gain_over_scratch(gains),
+        plot_students_vs_teacher(vs_teacher),
+        plot_gain_vs_complexity(gains),
     ):
         labels = [t.get_text() for ax in figure.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
         assert any(label.startswith("toy") for label in labels), labels

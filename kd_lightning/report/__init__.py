@@ -31,7 +31,7 @@ from kd_lightning.report.figures import (
     plot_training_curves,
     save_figure,
 )
-from kd_lightning.report.formatting import dataset_label, markdown_table
+from kd_lightning.report.formatting import markdown_table
 from kd_lightning.report.markdown import (
     format_comparison,
     format_evidence,
@@ -41,18 +41,17 @@ from kd_lightning.report.markdown import (
     format_student_buys,
     table_caption,
 )
-from kd_lightning.report.paper import paper_differences
+from kd_lightning.report.paper import TABLES, Comparison, dataset_label, paper_differences
 from kd_lightning.report.problems import find_issues
+from kd_lightning.report.records import RUN_COLUMNS, load_sweep
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     KEYS,
     METRICS,
-    RUN_COLUMNS,
     SPLITS,
     completed_runs,
     find_results,
     for_recipe,
-    load_sweep,
     metric_values,
     ordered_datasets,
     ordered_methods,
@@ -62,8 +61,6 @@ from kd_lightning.report.runs import (
 )
 from kd_lightning.report.stats import mean_ci, t_critical
 from kd_lightning.report.tables import (
-    TABLES,
-    Comparison,
     comparison_table,
     efficiency_table,
     evidence_table,
@@ -71,6 +68,7 @@ from kd_lightning.report.tables import (
     gap_closed_table,
     paired_comparison,
     student_buys_table,
+    student_comparisons,
     summary_table,
 )
 from kd_lightning.report.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, VERDICTS, Claim, Part
@@ -78,7 +76,7 @@ from kd_lightning.report.writer import write_report
 
 #: the two layers, by module: an analysis module never imports a rendering one (tests/report/test_layers.py)
 ANALYSIS = tuple(
-    "calibration claims curves factor_sweeps paper plan primary problems runs stats summaries tables teacher_gate "
+    "calibration claims curves paper plan primary problems records runs stats summaries tables teacher_gate "
     "verdicts".split()
 )
 RENDERING = ("claims_text", "cli", "figures", "formatting", "markdown", "writer", "__main__")

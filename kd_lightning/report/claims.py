@@ -27,7 +27,7 @@ Building blocks (``stats.py`` has the formulas):
   interval for rho is shown beside it (descriptive).
 - **Factor claims** (one per factor a single-factor sweep varies, numbered from 101), for each distilling student:
   when each seed draws its own data (``factor_seed = seed``) the unit is the **seed**: per seed the slope of its
-  paired gain over scratch on the levels' fixed positions (``factor_sweeps.LEVEL_POSITION``: log2 of the data
+  paired gain over scratch on the levels' fixed positions (``runs.LEVEL_POSITION``: log2 of the data
   reduction for ``train_fraction``), or its gain at the hardest level minus at the easiest (the contrast;
   ``grayscale`` always), one-sided t-test over seeds on S − 1 df (:func:`factor_seed_part`). When the seeds at a
   level share its data (one draw or a fixed transformation) the unit is the **level**: level means on positions,
@@ -59,34 +59,34 @@ import numpy as np
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.factor_sweeps import (
-    TWO_LEVEL_FACTORS,
-    complexity_rhos,
-    draw_design,
-    factor_points,
-    level_positions,
-    paired_by_level,
-    seeds_draw_their_own,
-    students_of,
-)
-from kd_lightning.report.paper import CLAIM_BEATS, CLAIM_BEATS_TEACHER, CLAIM_STUDENTS, COMPLEXITY_RANK, paper_accuracy
+from kd_lightning.report.paper import CLAIM_BEATS, CLAIM_BEATS_TEACHER, CLAIM_STUDENTS, paper_diffs
 from kd_lightning.report.primary import PrimaryClaim, primary_from_runs
 from kd_lightning.report.runs import (
+    COMPLEXITY_MEASURES,
+    COMPLEXITY_RANK,
     DEFAULT_METRIC,
+    TWO_LEVEL_FACTORS,
     distilling_methods,
+    draw_design,
+    factor_points,
     for_recipe,
+    level_positions,
     metric_values,
     ordered_methods,
+    paired_arms,
+    paired_by_level,
+    paired_values,
     recipes_in,
     roles,
+    seeds_draw_their_own,
+    students_of,
     teacher_check,
+    wide_values,
 )
-from kd_lightning.report.tables import paired_from_values, paired_values, wide_values
+from kd_lightning.report.stats import ALPHA, CONFIDENCE, MIN_TREND_DATASETS
 from kd_lightning.report.verdicts import (
-    ALPHA,
     BEATS,
     CAN_BEAT,
-    CONFIDENCE,
     CONTRADICTED,
     DEFAULT_FACTOR_TEST,
     EXPLORATORY,
@@ -96,7 +96,6 @@ from kd_lightning.report.verdicts import (
     INCONCLUSIVE,
     LEVEL_UNIT,
     MIN_PAIRS,
-    MIN_TREND_DATASETS,
     MISSING_PRIMARY,
     NOT_TESTABLE,
     PER_DATASET,
@@ -132,8 +131,9 @@ def per_dataset_part(
     mode ``"any"`` ("A can beat B"): supported when >= 1 dataset is resolved ``+``; contradicted when
     every tested dataset is resolved ``−`` (at 0.05 / n_parts).
     """
-    paired = paired_from_values(values, treatment, control, power=power)
-    tested = paired[paired["p"].notna()]
+    family = stats.paired_family(paired_arms(values, treatment, control), paper_diffs(treatment, control), power=power)
+    rows = [{"dataset": d, **row} for d, row in family.items()]
+    tested = pd.DataFrame([r for r in rows if not math.isnan(r["p"])], columns=["dataset", "diff_mean", "p_holm"])
     p_holm, mean = tested["p_holm"], tested["diff_mean"]
     plus = tested[(p_holm < ALPHA) & (mean > 0)]
     minus = tested[(p_holm < ALPHA) & (mean < 0)]
@@ -147,7 +147,7 @@ def per_dataset_part(
         p_contradict = float(p_holm.max()) if (mean < 0).all() else 1.0
     p_contradict = min(1.0, p_contradict * n_parts)
     detail = {
-        "rows": paired.to_dict("records"),
+        "rows": rows,
         "power": power,
         "tested": len(tested),
         "plus": list(plus["dataset"]),
@@ -158,14 +158,8 @@ def per_dataset_part(
 
 
 def _paper_rho(treatment: str, control: str) -> float:
-    ds = [
-        d
-        for d in COMPLEXITY_RANK
-        if paper_accuracy(d, treatment) is not None and paper_accuracy(d, control) is not None
-    ]
-    return stats.spearman_rho(
-        [COMPLEXITY_RANK[d] for d in ds], [paper_accuracy(d, treatment) - paper_accuracy(d, control) for d in ds]
-    )
+    diffs = paper_diffs(treatment, control)
+    return stats.spearman_rho([COMPLEXITY_RANK[d] for d in diffs], list(diffs.values()))
 
 
 def _directional(p_greater: float, p_less: float, n_parts: int) -> tuple[float, float]:
@@ -429,6 +423,26 @@ def _missing_primary(primary: PrimaryClaim) -> Claim:
         factor=primary.factor,
         statistic=primary.test,
     )
+
+
+def complexity_rhos(points: pd.DataFrame, student: str) -> tuple[Any, ...] | None:
+    """Rank correlation of the per-level mean gain with each measured complexity (bootstrap over seeds):
+    (student, levels, ((measure, rho, low, high), ...)); None when no measure covers 3 levels."""
+    paired = paired_by_level(points, student, roles(points)[1])
+    measures = points.groupby("level")[list(COMPLEXITY_MEASURES)].mean(numeric_only=True)
+    found = []
+    for m in COMPLEXITY_MEASURES:
+        by_level = [
+            (measures.loc[lv, m], d.to_numpy())
+            for lv, d in paired.groupby("level")["diff"]
+            if lv in measures.index and pd.notna(measures.loc[lv, m])
+        ]
+        if len(by_level) < 3:
+            continue
+        x = [v for v, _ in by_level]
+        rho = stats.spearman_rho(x, [d.mean() for _, d in by_level])
+        found.append((m, rho, *stats.bootstrap_rho(x, [d for _, d in by_level])))
+    return (student, paired["level"].nunique(), tuple(found)) if found else None
 
 
 # --------------------------------------------------------------------------------------------------

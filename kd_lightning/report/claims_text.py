@@ -10,18 +10,17 @@ from collections.abc import Sequence
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.factor_sweeps import PAIRS_NOISE, TWO_LEVEL_FACTORS
-from kd_lightning.report.formatting import dataset_label, fmt, fmt_ci, fmt_n, fmt_p, markdown_table, method_label
+from kd_lightning.report.formatting import fmt, fmt_ci, fmt_n, fmt_p, markdown_table
+from kd_lightning.report.paper import dataset_label, method_label
 from kd_lightning.report.primary import PrimaryClaim
-from kd_lightning.report.teacher_gate import GATE_MARGIN
+from kd_lightning.report.runs import PAIRS_NOISE, TWO_LEVEL_FACTORS
+from kd_lightning.report.stats import ALPHA, GATE_MARGIN, MIN_TREND_DATASETS
 from kd_lightning.report.verdicts import (
-    ALPHA,
     BEATS,
     CAN_BEAT,
     FACTOR_MIN_LEVELS,
     GROWS,
     MIN_PAIRS,
-    MIN_TREND_DATASETS,
     MISSING_PRIMARY,
     PER_DATASET,
     PRIMARY,
@@ -32,7 +31,7 @@ from kd_lightning.report.verdicts import (
     family_sizes,
 )
 
-#: one unit of each factor's position axis (factor_sweeps.LEVEL_POSITION), the unit of a slope
+#: one unit of each factor's position axis (runs.LEVEL_POSITION), the unit of a slope
 POSITION_UNIT = {
     "train_fraction": "halving of the training set",
     "imbalance": "doubling of the imbalance ratio",
@@ -51,7 +50,7 @@ FACTOR_TEXT = {
     "grayscale": "colour is removed",
     "imbalance": "class imbalance grows",
 }
-#: factor_sweeps.draw_design's answers
+#: runs.draw_design's answers
 DRAW_TEXT = {
     "fixed": "the levels are fixed transformations of the data (no random draw); seeds replicate training",
     "none": "no level draws data at random",

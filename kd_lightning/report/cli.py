@@ -50,7 +50,7 @@ def _side_parser(command: str) -> argparse.ArgumentParser:
 def _side_command(argv: Sequence[str]) -> str:
     """The text a side command prints."""
     from kd_lightning.report import claims_text, markdown
-    from kd_lightning.report.runs import load_runs
+    from kd_lightning.report.records import load_runs
 
     command, args = argv[0], _side_parser(argv[0]).parse_args(argv[1:])
     if command == "calibrate":

@@ -1,11 +1,12 @@
 """The report's figures (object-oriented matplotlib: no pyplot state, works headless and inline in notebooks).
 
-Each function takes the runs of ONE recipe (``runs.for_recipe``) and returns a ``Figure``.
+Each function draws the tables of ONE recipe (``tables.py``'s frames of ``runs.for_recipe``) and returns a
+``Figure``: numbers in, figure out; no figure computes a statistic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,19 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kd_lightning.report.formatting import dataset_label, method_label, metric_note
-from kd_lightning.report.paper import COMPLEXITY_RANK, paper_accuracy
+from kd_lightning.report.formatting import metric_note
+from kd_lightning.report.paper import dataset_label, method_label, paper_diffs
 from kd_lightning.report.runs import (
+    COMPLEXITY_RANK,
     DEFAULT_METRIC,
     completed_runs,
     conf_methods,
-    datasets_in,
-    for_recipe,
     ordered_datasets,
     ordered_methods,
-    recipes_in,
-    roles,
-    student_methods,
 )
-from kd_lightning.report.tables import efficiency_table, paired_comparison, summary_table
+
+#: paired comparisons keyed by (treatment, control): ``tables.student_comparisons``
+Comparisons = Mapping[tuple[str, str], pd.DataFrame]
 
 #: colours in conf/method/'s order (the teacher, the controls, the distilling students); a method beyond them, or
 #: one conf/method/ does not hold, takes one of the rest by its name (:func:`method_color`)
@@ -60,9 +59,9 @@ def _bar_positions(n_groups: int, n_bars: int, width: float = 0.8) -> tuple[np.n
     return np.arange(n_groups), bar, offsets
 
 
-def plot_accuracy(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
-    """Grouped bars: test accuracy per dataset for teacher and students, seed std as error bars."""
-    summary = summary_table(runs, metric)
+def plot_accuracy(summary: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+    """Grouped bars: test accuracy per dataset for teacher and students (``tables.summary_table``), seed std as
+    error bars."""
     datasets = ordered_datasets(summary["dataset"])
     methods = ordered_methods(summary["method"])
     fig = Figure(figsize=(max(6.0, 1.6 * len(datasets) + 2), 4.5), layout="constrained")
@@ -138,38 +137,37 @@ def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylab
     return fig
 
 
-def plot_gain_over_scratch(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+def _by_treatment(comparisons: Comparisons) -> list[tuple[str, pd.DataFrame]]:
+    return [(treatment, frame) for (treatment, _), frame in comparisons.items()]
+
+
+def plot_gain_over_scratch(gains: Comparisons, metric: str = DEFAULT_METRIC) -> Figure:
     """Each distilling student's gain over the control student per dataset, paired by seed, with 95% CIs."""
-    _, control, students = roles(runs)
-    pairs = [(s, paired_comparison(runs, s, control, metric)) for s in students]
     return _difference_bars(
-        pairs,
+        _by_treatment(gains),
         f"Student gain over scratch\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
         "* = resolved after Holm",
         "student − scratch (percentage points)",
     )
 
 
-def plot_students_vs_teacher(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+def plot_students_vs_teacher(comparisons: Comparisons, metric: str = DEFAULT_METRIC) -> Figure:
     """Each student minus the teacher per dataset: how much of the teacher each student recovers."""
-    teacher = roles(runs)[0]
-    pairs = [(s, paired_comparison(runs, s, teacher, metric)) for s in student_methods(runs)]
     return _difference_bars(
-        pairs,
+        _by_treatment(comparisons),
         f"Students vs teacher\n{metric_note(metric)}; paired by seed, error bars: 95% CI, * = resolved after Holm",
         "student − teacher (percentage points)",
     )
 
 
-def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+def plot_gain_vs_complexity(gains: Comparisons, metric: str = DEFAULT_METRIC) -> Figure:
     """Gain over scratch against the paper's complexity rank (claim 1), with the paper's gains dashed."""
     fig = Figure(figsize=(7.0, 4.5), layout="constrained")
     ax = fig.add_subplot()
     plotted = False
-    _, control, students = roles(runs)
-    for student in students:
+    for (student, control), frame in gains.items():
         color = method_color(student)
-        frame = paired_comparison(runs, student, control, metric).dropna(subset=["complexity_rank", "diff_mean"])
+        frame = frame.dropna(subset=["complexity_rank", "diff_mean"])
         if not frame.empty:
             err = np.vstack([frame["diff_mean"] - frame["ci_low"], frame["ci_high"] - frame["diff_mean"]])
             ax.errorbar(
@@ -182,11 +180,7 @@ def plot_gain_vs_complexity(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) ->
                 label=f"{method_label(student)} (this sweep)",
             )
             plotted = True
-        paper = [
-            (r, paper_accuracy(d, student) - paper_accuracy(d, control))
-            for d, r in COMPLEXITY_RANK.items()
-            if paper_accuracy(d, student) is not None and paper_accuracy(d, control) is not None
-        ]
+        paper = [(COMPLEXITY_RANK[d], diff) for d, diff in paper_diffs(student, control).items()]
         if paper:  # the paper's own students only
             ax.plot(
                 *zip(*paper),
@@ -294,16 +288,23 @@ def plot_per_class_f1(runs: pd.DataFrame, dataset: str, metric: str = DEFAULT_ME
 COSTS = {"latency_ms_b1": "CPU latency, batch 1 (median ms)", "flops_per_image": "FLOPs per image"}
 
 
-def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost: str = "latency_ms_b1") -> Figure:
-    """Accuracy against cost, one panel per dataset, one point per method (95% t-interval over seeds)."""
-    eff = efficiency_table(runs, metric)
-    datasets = datasets_in(runs) if not eff.empty else []
+def plot_accuracy_vs_cost(
+    efficiency: pd.DataFrame,
+    metric: str = DEFAULT_METRIC,
+    cost: str = "latency_ms_b1",
+    datasets: Sequence[str] | None = None,
+) -> Figure:
+    """Accuracy against cost (``tables.efficiency_table``), one panel per dataset (default: the table's), one point
+    per method (95% t-interval over seeds)."""
+    datasets = (
+        [] if efficiency.empty else ordered_datasets(efficiency["dataset"]) if datasets is None else list(datasets)
+    )
     fig = Figure(figsize=(max(5.0, 3.6 * max(len(datasets), 1)), 3.8), layout="constrained")
     axes = fig.subplots(1, max(len(datasets), 1), squeeze=False)[0]
     if not datasets:
         _no_data(axes[0], "no efficiency measurements")
     for ax, dataset in zip(axes, datasets):
-        rows = eff[eff["dataset"] == dataset]
+        rows = efficiency[efficiency["dataset"] == dataset]
         for r in rows.to_dict("records"):
             err = [[r["acc_mean"] - r["acc_ci_low"]], [r["acc_ci_high"] - r["acc_mean"]]]
             ax.errorbar(
@@ -328,16 +329,19 @@ def plot_accuracy_vs_cost(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, cost
     return fig
 
 
-def plot_gain_by_recipe(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
+def plot_gain_by_recipe(
+    gains: Mapping[str, Comparisons], metric: str = DEFAULT_METRIC, datasets: Mapping[str, Sequence[str]] | None = None
+) -> Figure:
     """Each distilling student's gain over the control per dataset under each recipe side by side (e.g. paper
-    vs strong): does what KD buys survive well-trained networks? Paired by seed, 95% CIs."""
-    recipes = [r for r in recipes_in(runs) if "·" not in r]  # data-factor conditions have their own figure
+    vs strong): does what KD buys survive well-trained networks? Paired by seed, 95% CIs. ``gains``: per recipe,
+    its :func:`plot_gain_over_scratch` numbers; ``datasets``: per recipe, its panel's (default: the gains')."""
+    recipes = list(gains)
     fig = Figure(figsize=(5.0 * max(len(recipes), 1), 4.5), layout="constrained")
     axes = fig.subplots(1, max(len(recipes), 1), sharey=True, squeeze=False)[0]
     for ax, recipe in zip(axes, recipes):
-        sub = for_recipe(runs, recipe)
-        _, control, students = roles(sub)
-        _draw_differences(ax, [(s, paired_comparison(sub, s, control, metric)) for s in students], datasets_in(sub))
+        pairs = _by_treatment(gains[recipe])
+        shown = datasets[recipe] if datasets else ordered_datasets(d for _, f in pairs for d in f["dataset"])
+        _draw_differences(ax, pairs, shown)
         ax.set_title(f"recipe {recipe}", fontsize="medium")
     axes[0].set_ylabel("student − scratch (pp), 95% CI")
     fig.suptitle(f"KD gain over scratch per recipe — {metric_note(metric)}", fontsize="medium")

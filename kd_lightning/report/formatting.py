@@ -1,4 +1,5 @@
-"""Number and label formatting shared by the claims text, the markdown tables and the figures (rendering)."""
+"""Number formatting and markdown tables shared by the claims text, the markdown document and the figures (rendering;
+the labels of datasets and methods are the paper's: ``paper.py``)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.report.paper import DATASET_LABELS, METHOD_LABELS
-
 __all__ = [
     "fmt",
     "fmt_p",
     "fmt_ci",
     "fmt_n",
     "mean_std",
-    "dataset_label",
-    "method_label",
     "metric_note",
     "markdown_table",
 ]
@@ -63,14 +60,6 @@ def fmt_n(value: Any) -> str:
 
 def mean_std(mean: Any, std: Any, digits: int = 2) -> str:
     return "n/a" if _missing(mean) else f"{mean:.{digits}f} ± {fmt(std, digits)}"
-
-
-def dataset_label(dataset: Any) -> str:
-    return DATASET_LABELS.get(dataset, str(dataset))
-
-
-def method_label(method: Any) -> str:
-    return METHOD_LABELS.get(method, str(method))
 
 
 def metric_note(metric: str) -> str:

@@ -11,20 +11,15 @@ from typing import Any
 
 import pandas as pd
 
-from kd_lightning.report.formatting import (
-    dataset_label,
-    fmt,
-    fmt_ci,
-    fmt_n,
-    fmt_p,
-    markdown_table,
-    mean_std,
-    method_label,
-)
+from kd_lightning.report.formatting import fmt, fmt_ci, fmt_n, fmt_p, markdown_table, mean_std
+from kd_lightning.report.paper import TABLES, Comparison, dataset_label, method_label
 from kd_lightning.report.runs import (
+    FIDELITY_FIELDS,
     METRICS,
     SPLITS,
+    checkpoint,
     completed_runs,
+    differences_label,
     distilling_methods,
     is_report_folder,
     ordered_datasets,
@@ -32,15 +27,7 @@ from kd_lightning.report.runs import (
     recipes_in,
     teacher_check,
 )
-from kd_lightning.report.stats import ALPHA, GAP_MIN_PP
-from kd_lightning.report.tables import (
-    FIDELITY_FIELDS,
-    TABLES,
-    Comparison,
-    differences_label,
-    summary_table,
-)
-from kd_lightning.report.teacher_gate import GATE_COLUMNS, GATE_MARGIN
+from kd_lightning.report.stats import ALPHA, GAP_MIN_PP, GATE_MARGIN
 
 
 def _recipe_cell(row: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
@@ -102,9 +89,9 @@ def comparisons_note() -> str:
     )
 
 
-def _summary_wide(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Datasets as rows, methods as columns, 'mean ± std (n)' cells (a recipe column when there are several)."""
-    summary = summary_table(runs, metric)
+def _summary_wide(summary: pd.DataFrame) -> pd.DataFrame:
+    """``tables.summary_table`` with datasets as rows, methods as columns, 'mean ± std (n)' cells (a recipe column
+    when there are several)."""
     if summary.empty:
         return summary
     summary = summary.assign(
@@ -285,10 +272,6 @@ def source_label(folder: Path) -> str:
     return f"`{shown}` (regenerated from its `tables/runs.csv`)"
 
 
-def _short(metric: str) -> str:
-    return metric.split(".")[0].removeprefix("test_")
-
-
 def _headline_first(metric: str) -> list[str]:
     return [metric, *(m for m in METRICS if m != metric)]
 
@@ -333,7 +316,7 @@ def _gate_section(gate: pd.DataFrame, metric: str) -> list[str]:
     ]
 
 
-def _runs_section(counts: pd.DataFrame, runs: pd.DataFrame, metric: str) -> list[str]:
+def _runs_section(counts: pd.DataFrame, tables: dict[str, pd.DataFrame], metric: str) -> list[str]:
     lines = [
         "## Runs",
         "",
@@ -348,7 +331,7 @@ def _runs_section(counts: pd.DataFrame, runs: pd.DataFrame, metric: str) -> list
     ]
     for m in _headline_first(metric):
         lines += [f"{METRICS[m].capitalize()} ({m}, %), mean ± sample std over seeds (n).", ""]
-        lines += [markdown_table(_summary_wide(runs, m)), ""]
+        lines += [markdown_table(_summary_wide(tables.get(f"summary_{checkpoint(m)}", pd.DataFrame()))), ""]
     return lines
 
 
@@ -357,7 +340,7 @@ def _comparisons_section(comparisons: dict[str, pd.DataFrame], metric: str) -> l
     for m in _headline_first(metric):
         lines += [f"## Comparisons — {m} ({METRICS[m]})", "", comparisons_note(), ""]
         for comparison in TABLES:
-            table = comparisons[f"{comparison.key}_{_short(m)}"]
+            table = comparisons[f"{comparison.key}_{checkpoint(m)}"]
             lines += [table_caption(comparison, m), "", markdown_table(format_comparison(table, comparison)), ""]
     return lines
 
@@ -391,7 +374,7 @@ def _gap_closed_section(tables: dict[str, pd.DataFrame], metric: str) -> list[st
         "",
     ]
     for m in _headline_first(metric):
-        table = tables.get(f"gap_closed_{_short(m)}", pd.DataFrame())
+        table = tables.get(f"gap_closed_{checkpoint(m)}", pd.DataFrame())
         lines += [f"**{METRICS[m].capitalize()}** (`{m}`)", "", markdown_table(format_gap_closed(table)), ""]
     return lines
 
@@ -500,12 +483,12 @@ def build_markdown(
     """Assemble report.md: claims (``claims_text.claims_markdown``), the numbers behind them, runs and their
     problems, figures."""
     tables = tables or {}
-    gate = tables.get("teacher_gate", pd.DataFrame(columns=GATE_COLUMNS))
+    gate = tables.get("teacher_gate", pd.DataFrame())
     sections = [
         _header(sweeps, runs, metric, issues),
         ["## Claims", "", *claims_section],
         _gate_section(gate, metric),
-        _runs_section(tables.get("run_counts", pd.DataFrame()), runs, metric),
+        _runs_section(tables.get("run_counts", pd.DataFrame()), tables, metric),
         _comparisons_section(comparisons, metric),
         _evidence_section(tables.get("evidence", pd.DataFrame()), metric),
         _gap_closed_section(tables, metric),
@@ -544,9 +527,9 @@ def _per_key(table: pd.DataFrame, key: str, value: str, keys: Sequence[str], for
     )
 
 
-def _level_rows(tables: dict[str, Any], checkpoint: str, train_images: int | None) -> list[str]:
+def _level_rows(tables: dict[str, Any], key: str, train_images: int | None) -> list[str]:
     teacher, control, students = tables["roles"]
-    t = tables[checkpoint]
+    t = tables[key]
     rows = []
     for lv in sorted(t["arms"]["level"].unique()):
         arms = t["arms"][t["arms"]["level"] == lv].set_index("method")
@@ -574,9 +557,9 @@ def findings_markdown(tables: dict[str, Any], factor: str, train_images: int | N
     header += [f"{method_label(s)} − {control}" for s in students] + [f"{teacher} − {control}"]
     header += [f"gap closed {each}", f"agreement {each} / {control}"]
     lines = []
-    for checkpoint in ("best", "last"):
-        lines += ["", f"### {checkpoint}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += _level_rows(tables, checkpoint, train_images)
+    for key in ("best", "last"):
+        lines += ["", f"### {key}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += _level_rows(tables, key, train_images)
     lines += [
         "",
         f"| {factor} | probe acc | N3 | 1/(1+F1) | ID | CSG | teacher H(T=4) |",

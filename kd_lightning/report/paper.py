@@ -1,5 +1,5 @@
-"""The paper beside the sweep: its reported numbers, its complexity ranking, display labels, and its
-protocol, with which values a run's resolved config differs in.
+"""The paper beside the sweep: its reported numbers, its tables and claims, display labels, and its protocol, with
+which values a run's resolved config differs in. (Its complexity ranking orders every table: ``runs.py`` reads it.)
 
 Numbers: test accuracy in percent (Tables 5, 6 and 7 of the paper), one value per dataset and method;
 the paper reports single numbers (no seeds, spread or intervals).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +29,47 @@ PAPER: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(Path(__file__).wit
 #: the paper's methods in its tables' order
 METHODS: tuple[str, ...] = tuple(PAPER["methods"])
 PAPER_ACCURACY: dict[str, dict[str, float]] = PAPER["accuracy"]
-COMPLEXITY_ORDER: tuple[str, ...] = tuple(PAPER["datasets"])
-COMPLEXITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(COMPLEXITY_ORDER, start=1)}
 DATASET_LABELS: dict[str, str] = PAPER["datasets"]
 METHOD_LABELS: dict[str, str] = PAPER["methods"]
-PAPER_COMPARISONS: tuple[tuple[str, ...], ...] = tuple(tuple(row) for row in PAPER["comparisons"])
 #: claim 1's students, claim 2's (treatment, control) and claim 3's student
 CLAIM_STUDENTS: tuple[str, ...] = tuple(PAPER["claims"]["students"])
 CLAIM_BEATS: tuple[str, str] = tuple(PAPER["claims"]["beats"])
 CLAIM_BEATS_TEACHER: str = PAPER["claims"]["beats_teacher"]
 
-# Name of the recipe (conf/recipe/paper.yaml) whose runs are comparable with the numbers above.
-PAPER_RECIPE = "paper"
+
+@dataclass(frozen=True)
+class Comparison:
+    """A two-arm table; ``diff = treatment - control``, paired by seed."""
+
+    key: str
+    title: str
+    first: str  # column order as the title reads
+    second: str
+    treatment: str
+    control: str
+
+
+#: the paper's Tables 5-7 and the two comparisons behind claims 2 and 3
+TABLES: tuple[Comparison, ...] = tuple(Comparison(*row) for row in PAPER["comparisons"])
 
 
 def paper_accuracy(dataset: str, method: str) -> float | None:
     """The paper's test accuracy (%) for one cell, or None where the paper has no such cell."""
     return PAPER_ACCURACY.get(dataset, {}).get(method)
+
+
+def paper_diffs(treatment: str, control: str) -> dict[str, float]:
+    """The paper's ``treatment - control`` (pp) on each dataset it printed both for, in its complexity order."""
+    cells = {d: (paper_accuracy(d, treatment), paper_accuracy(d, control)) for d in DATASET_LABELS}
+    return {d: t - c for d, (t, c) in cells.items() if t is not None and c is not None}
+
+
+def dataset_label(dataset: Any) -> str:
+    return DATASET_LABELS.get(dataset, str(dataset))
+
+
+def method_label(method: Any) -> str:
+    return METHOD_LABELS.get(method, str(method))
 
 
 #: the recipe and split keys that define the paper's protocol (paths into the resolved config)

@@ -22,21 +22,17 @@ import math
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.claims import (
-    DEFAULT_FACTOR_TEST,
-    EXPLORATORY,
-    factor_seed_part,
-    report_claims,
-)
-from kd_lightning.report.factor_sweeps import (
+from kd_lightning.report.claims import factor_seed_part, report_claims
+from kd_lightning.report.primary import PrimaryClaim
+from kd_lightning.report.runs import (
+    DEFAULT_METRIC,
     TWO_LEVEL_FACTORS,
     factor_points,
     level_positions,
     seeds_draw_their_own,
     students_of,
 )
-from kd_lightning.report.primary import PrimaryClaim
-from kd_lightning.report.runs import DEFAULT_METRIC
+from kd_lightning.report.verdicts import DEFAULT_FACTOR_TEST, EXPLORATORY
 
 
 def _row(factor: str, test: str, students: list[str], parts: list, effect: float, alpha: float, family: str) -> dict:

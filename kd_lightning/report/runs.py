@@ -1,30 +1,24 @@
-"""Finding and reading a sweep's ``results.json`` files into one DataFrame, and picking the runs to use.
-
-One row per ``results.json`` (every status), so nothing a run left behind goes unreported. Accuracies
-and the other per-run metrics stay as the record holds them (fractions, nats); tables convert to
-percent. Fields a record does not carry (older records, or a teacher-less student's fidelity) are NaN
-and show as ``n/a``.
+"""The runs frame (one row per ``results.json``, as :mod:`kd_lightning.report.records` reads it) and its views:
+one record per condition, the order every table uses, each method's role from what its records say, one metric's
+values and the pairs of two methods, which teacher each student used, and each run as a level of the data factor
+a sweep varies. Imports no other report module: every analysis stands on it.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-import json
-import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
-from kd_lightning.report.paper import COMPLEXITY_RANK, paper_differences, paper_epochs
 from kd_lightning.run.records import RESULTS_FILE
-from kd_lightning.teacher_kind import condition_label
 
 #: measured complexity of a run's training data (kd_lightning/measure/complexity.py): the run's own ``data_complexity``
-#: (teacher runs record it), else the sweep's cache entry for the same data (:func:`fill_complexity`)
+#: (teacher runs record it), else the sweep's cache entry for the same data (``records.fill_complexity``)
 COMPLEXITY_MEASURES = ("probe_acc", "n3", "f1_inv", "intrinsic_dim", "csg")
 SKIP_DIRS = frozenset({"archive"})
 KEYS = ["dataset", "method", "seed"]
@@ -38,57 +32,20 @@ METRICS: dict[str, str] = {
 }
 DEFAULT_METRIC = "test_best.acc"
 SPLITS: dict[str, str] = {"test_best": "best-validation checkpoint", "test_last": "last epoch"}
-
-#: scalar per-split fields of results.json: accuracy, macro-F1, top-5 (CIFAR100), NLL (nats), ECE
-#: (fraction), teacher-student top-1 agreement (fraction) and KL(teacher || student) (nats/sample, T=1)
-SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student", "soft_label_entropy")
-TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source")
-EFFICIENCY_FIELDS = tuple(
-    "params flops_per_image checkpoint_mb latency_ms_b1 latency_ms_b1_p90 latency_threads throughput_b64_img_s".split()
+#: per-split fields of the fidelity/calibration table: (column in runs, short name, scale, unit)
+FIDELITY_FIELDS: tuple[tuple[str, str, float, str], ...] = (
+    ("acc", "acc", 100.0, "%"),
+    ("nll", "nll", 1.0, "nats"),
+    ("ece", "ece", 100.0, "%"),
+    ("agreement", "agreement", 100.0, "%"),
+    ("kl_teacher_student", "kl", 1.0, "nats/sample"),
 )
-
-RUN_COLUMNS = [
-    "dataset",
-    "method",
-    "seed",
-    "status",
-    "path",
-    "recipe",
-    "paper_comparable",
-    "paper_differences",
-    "max_epochs",
-    "paper_epochs",
-    "limit_train_batches",
-    "epochs",
-    "min_steps",
-    "optimizer_steps",
-    "best_epoch",
-    "best_val_acc",
-    "wall_time_s",
-    "started_at",
-    "finished_at",
-    "error_type",
-    "error_message",
-    *(f"{split}.{field}" for split in SPLITS for field in SPLIT_FIELDS),
-    "test_best.per_class_f1",
-    "test_last.per_class_f1",
-    "teacher_key",
-    "teacher_kind",
-    "teacher.members_mean_acc",
-    *(f"teacher.{f}" for f in TEACHER_FIELDS),
-    *(f"efficiency.{f}" for f in EFFICIENCY_FIELDS),
-    "base_recipe",
-    "factors",
-    "image_size",
-    "num_classes",
-    "distils",
-    *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
-]
-_OBJECT_COLUMNS = ("factors", "distils", "max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading
+#: the paper's complexity ranking, simplest first (``paper.yaml``'s datasets): the dataset order of every table
+COMPLEXITY_RANK: dict[str, int] = {
+    name: rank for rank, name in enumerate(OmegaConf.load(Path(__file__).with_name("paper.yaml"))["datasets"], 1)
+}
+#: where a report folder keeps its runs (one row per results.json, as ``records.load_sweep`` read them)
+RUNS_CSV = Path("tables") / "runs.csv"
 
 
 def find_results(sweep: str | Path) -> list[Path]:
@@ -98,326 +55,14 @@ def find_results(sweep: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def _keys_from_path(path: Path) -> dict[str, Any]:
-    """dataset/method/seed from ``<dataset>/<method>/seed<N>/results.json``, for damaged records."""
-    match = re.fullmatch(r"seed(\d+)", path.parent.name)
-    if not match or len(path.parents) < 3:
-        return {"dataset": None, "method": None, "seed": None}
-    return {"dataset": path.parents[2].name, "method": path.parents[1].name, "seed": int(match.group(1))}
-
-
-def _float(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _metric_fields(record: dict[str, Any]) -> dict[str, Any]:
-    """Per split: the scalar metrics and per-class F1; the teacher the run used; its measured costs and the
-    complexity of its data."""
-    row: dict[str, Any] = {}
-    for split in SPLITS:
-        metrics = _dict(record.get(split))
-        for field in SPLIT_FIELDS:
-            row[f"{split}.{field}"] = _float(metrics.get(field))
-        per_class = metrics.get("per_class_f1")
-        row[f"{split}.per_class_f1"] = [float(v) for v in per_class] if isinstance(per_class, list) else None
-    teacher = _dict(record.get("teacher"))
-    for field in TEACHER_FIELDS:
-        value = teacher.get(field)
-        row[f"teacher.{field}"] = _float(value) if field == "test_acc" else value
-    eff = _dict(record.get("efficiency"))
-    latency = _dict(eff.get("latency_ms_b1"))
-    for field in ("params", "flops_per_image", "checkpoint_mb", "throughput_b64_img_s"):
-        row[f"efficiency.{field}"] = _float(eff.get(field))
-    for field, key in (("latency_ms_b1", "median"), ("latency_ms_b1_p90", "p90"), ("latency_threads", "threads")):
-        row[f"efficiency.{field}"] = _float(latency.get(key))
-    measures = _dict(_dict(record.get("data_complexity")).get("measures"))
-    row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
-    return row
-
-
-def _training_fields(record: dict[str, Any], trainer: dict[str, Any]) -> dict[str, Any]:
-    """How the run trained and ended: epochs, budget, best epoch, wall time, error."""
-    error, budget = _dict(record.get("error")), _dict(record.get("budget"))
-    return {
-        "max_epochs": trainer.get("max_epochs"),
-        "limit_train_batches": trainer.get("limit_train_batches"),
-        "epochs": record.get("epochs"),
-        # the training budget (kd_lightning/run/budget.py): the floor on optimizer steps and the steps planned
-        "min_steps": budget.get("min_steps"),
-        "optimizer_steps": budget.get("optimizer_steps"),
-        "best_epoch": record.get("best_epoch"),
-        "best_val_acc": _float(record.get("best_val_acc")),
-        "wall_time_s": _float(record.get("wall_time_s")),
-        "started_at": record.get("started_at"),
-        "finished_at": record.get("finished_at"),
-        "error_type": error.get("type"),
-        "error_message": error.get("message"),
-    }
-
-
-def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Flatten one results.json into the columns the tables need."""
-    inferred = _keys_from_path(path)
-    config = _dict(record.get("config"))
-    method = record.get("method") or inferred["method"]
-    seed = record.get("seed", inferred["seed"])
-    differences = paper_differences(config, method)
-    # a failed or interrupted run knows its data factors too: they are written when the run starts
-    factors = _dict(_dict(record.get("data_factors")).get("identity")) or _dict(
-        _dict(_dict(record.get("identity")).get("dataset")).get("factors")
-    )
-    if factors:
-        differences.append(f"data factors {factor_label(factors)}")
-    kind = _teacher_kind(config)
-    recipe_name = _dict(config.get("recipe")).get("name") or record.get("recipe") or NO_RECIPE
-    base_recipe, condition = condition_labels(recipe_name, kind, factors, seed)
-    paths = _dict(config.get("paths"))
-    return {
-        "dataset": record.get("dataset") or inferred["dataset"],
-        "method": method,
-        "seed": int(seed) if seed is not None else None,
-        "status": record.get("status", "unknown"),
-        "path": str(path.parent),
-        # each data-factor level is its own condition, never pooled with another (like a recipe)
-        "recipe": condition,
-        "_recipe_name": recipe_name,
-        "base_recipe": base_recipe,
-        "factors": factors,
-        "image_size": _dict(config.get("dataset")).get("image_size"),
-        "num_classes": _dict(config.get("dataset")).get("num_classes"),
-        # a distilling student's identity names its teacher (kd_lightning/run/identity.py); a run that registered a
-        # teacher (teacher_key: the teacher rows, an ensemble's included) never distils; None: not recorded
-        "distils": ("teacher" in record["identity"] and not isinstance(record.get("teacher_key"), str))
-        if isinstance(record.get("identity"), dict)
-        else None,
-        "paper_comparable": not differences,
-        "paper_differences": "; ".join(differences),
-        "paper_epochs": paper_epochs(method),
-        **_training_fields(record, _dict(config.get("trainer"))),
-        "teacher_key": record.get("teacher_key") if isinstance(record.get("teacher_key"), str) else None,
-        "teacher_kind": kind,
-        # an ensemble teacher's members' mean accuracy: on its own row, and on each of its students' rows
-        "teacher.members_mean_acc": _float(
-            _dict(record.get("ensemble")).get("members_mean_acc", _dict(record.get("teacher")).get("members_mean_acc"))
-        ),
-        **_metric_fields(record),
-        # where to look up the complexity of this run's data when the run did not record it (fill_complexity)
-        "_data_identity": _dict(_dict(record.get("identity")).get("dataset")) or None,
-        "_complexity_dir": paths.get("complexity_dir")
-        or (f"{paths['output_dir']}/complexity" if paths.get("output_dir") else None),
-    }
-
-
-def _teacher_kind(config: dict[str, Any]) -> str | None:
-    """The run's teacher kind as a condition label (:func:`kd_lightning.teacher_kind.condition_label`); None for
-    the paper's design and for records from before teacher kinds existed."""
-    teacher = _dict(config.get("teacher"))
-    arch = _dict(config.get("teacher_model")).get("arch")
-    if not teacher or not arch:
-        return None
-    variant = _dict(teacher.get("variant")).get("name")
-    return condition_label(int(teacher.get("members") or 0), str(arch), str(teacher.get("data") or "same"), variant)
-
-
-#: a control row's fields that compare it with its own teacher: void in a condition of another teacher kind
-_FIDELITY_FIELDS = tuple(f"{split}.{f}" for split in SPLITS for f in ("agreement", "kl_teacher_student"))
-
-
-def condition_labels(recipe: str, kind: str | None, factors: dict[str, Any], seed: Any) -> tuple[str, str]:
-    """(base, condition): ``fast · teacher <kind>`` and the same ``· <factor levels>``. Each recipe, teacher kind and
-    data-factor level is its own condition, never pooled with another (like a recipe)."""
-    base = f"{recipe} · teacher {kind}" if kind else recipe
-    return base, (f"{base} · {factor_label(factors, seed)}" if factors else base)
-
-
-def share_controls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Students that do not distil (the controls) belong to every teacher condition of their recipe, data and seed:
-    one run is the control of each teacher kind it is compared with. A copy in another kind's condition has no
-    fidelity numbers (they were measured against its own run's teacher)."""
-
-    def group(row: dict[str, Any]) -> tuple[Any, ...]:
-        factors = json.dumps(row.get("factors") or {}, sort_keys=True, default=str)
-        return row.get("_recipe_name", row.get("base_recipe")), row.get("dataset"), factors
-
-    def is_control(row: dict[str, Any]) -> bool:
-        return row.get("distils") is False and not row.get("teacher_key") and row.get("status") != "unreadable"
-
-    kinds: dict[tuple[Any, ...], set[str | None]] = {}
-    for row in rows:
-        if not is_control(row):
-            kinds.setdefault(group(row), set()).add(row.get("teacher_kind"))
-    out = []
-    for row in rows:
-        if not is_control(row):
-            out.append(row)
-            continue
-        for kind in sorted(kinds.get(group(row)) or {row.get("teacher_kind")}, key=lambda k: k or ""):
-            base, condition = condition_labels(group(row)[0], kind, row.get("factors") or {}, row.get("seed"))
-            copy = {**row, "teacher_kind": kind, "base_recipe": base, "recipe": condition}
-            if kind != row.get("teacher_kind"):
-                copy.update({field: math.nan for field in _FIDELITY_FIELDS})
-            out.append(copy)
-    return out
-
-
-def _cached_complexity(folders: Iterable[Path]) -> dict[str, dict[str, Any]]:
-    """Measures of every ``complexity-*.json`` in ``folders``, by their data identity (canonical JSON)."""
-    found: dict[str, dict[str, Any]] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("complexity-*.json")) if folder.is_dir() else ():
-            try:
-                entry = json.loads(path.read_text())
-                found.setdefault(json.dumps(entry["identity"], sort_keys=True), _dict(entry["measures"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a damaged cache entry is just not used
-    return found
-
-
-def fill_complexity(rows: list[dict[str, Any]], sweep: Path) -> None:
-    """Give every row without measured complexity the cached measures of its data configuration.
-
-    Teacher runs record the complexity of their data and write it to ``paths.complexity_dir``; students,
-    and teachers trained before the measures existed, get the entry whose data identity
-    (:func:`kd_lightning.run.identity.data_identity`) equals theirs, from the folder their config names or a
-    ``complexity/`` folder in the sweep or beside it (``python -m kd_lightning.measure_complexity``
-    fills one without training)."""
-    missing = [
-        r
-        for r in rows
-        if r.get("_data_identity") and all(math.isnan(r[f"complexity.{m}"]) for m in COMPLEXITY_MEASURES)
-    ]
-    if not missing:
-        return
-    from kd_lightning.run.identity import data_identity
-
-    folders = dict.fromkeys(
-        [
-            sweep / "complexity",
-            sweep.parent / "complexity",
-            *(Path(r["_complexity_dir"]) for r in missing if r.get("_complexity_dir")),
-        ]
-    )
-    cached = _cached_complexity(folders)
-    for row in missing:
-        measures = cached.get(json.dumps(data_identity(row["_data_identity"]), sort_keys=True))
-        if measures:
-            row.update({f"complexity.{m}": _float(measures.get(m)) for m in COMPLEXITY_MEASURES})
-
-
-def factor_label(factors: dict[str, Any], seed: Any = None) -> str:
-    """``train_fraction=0.1`` for a run's data-factor identity: every key that makes it another condition.
-
-    ``factor_seed`` is left out when it is the run's own seed (the default: each seed draws its own
-    subsample and flips), and shown otherwise, so runs of one seed on different data draws are never
-    taken for the same condition; ``noise_kind`` is left out when it is the default (symmetric)."""
-    shown = {
-        k: v
-        for k, v in factors.items()
-        if not (k == "factor_seed" and (seed is None or pd.isna(seed) or int(v) == int(seed)))
-        and not (k == "noise_kind" and v == "symmetric")
-    }
-    return ",".join(f"{k}={v}" for k, v in shown.items())
-
-
-def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
-    """One row per results.json (every status) under one sweep folder or several (e.g. one per recipe),
-    so nothing a run left behind goes unreported.
-
-    Unreadable files become rows with status ``unreadable`` and keys taken from their path.
-    """
-    folders = [Path(sweep)] if isinstance(sweep, (str, Path)) else [Path(s) for s in sweep]
-    rows = []
-    for path in (p for folder in folders for p in find_results(folder)):
-        try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            rows.append(_run_row(path, record))
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            rows.append(
-                {
-                    **_keys_from_path(path),
-                    "status": "unreadable",
-                    "path": str(path.parent),
-                    "recipe": NO_RECIPE,
-                    "paper_comparable": False,
-                    "paper_differences": "record unreadable",
-                    "error_type": type(exc).__name__,
-                    "error_message": str(exc),
-                }
-            )
-    for folder in folders:
-        fill_complexity(rows, folder)
-    rows = share_controls(rows)
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    runs["seed"] = runs["seed"].astype("Int64")
-    for col in _OBJECT_COLUMNS:
-        # object dtype keeps None and int-vs-float (Lightning: 5 = five batches, 1.0 = all of them).
-        runs[col] = pd.Series([row.get(col) for row in rows], dtype=object)
-    return _sort(runs)
-
-
-#: where a report folder keeps its runs (one row per results.json, as :func:`load_sweep` read them)
-RUNS_CSV = Path("tables") / "runs.csv"
-_LIST_COLUMNS = ("test_best.per_class_f1", "test_last.per_class_f1")
-
-
-def _cell(text: str) -> Any:
-    """A CSV cell of an object column back to what the record held: None, a bool, an int, a float or text
-    (Lightning reads 5 as five batches and 1.0 as all of them, so int and float stay apart)."""
-    if text == "":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            continue
-    return text
-
-
-def read_runs_csv(path: str | Path) -> pd.DataFrame:
-    """The runs of a report folder's ``tables/runs.csv``, typed as :func:`load_sweep` returns them, so a
-    committed report regenerates under today's rules when its run folders are elsewhere. Columns added since
-    the CSV was written are empty (NaN or None), as for a record that does not carry the field."""
-    object_columns = (*_OBJECT_COLUMNS, *_LIST_COLUMNS, "recipe", "base_recipe", "teacher_kind")
-    raw = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in object_columns})
-    runs = raw.reindex(columns=[*RUN_COLUMNS, *(c for c in raw.columns if c not in RUN_COLUMNS)])
-    for col in object_columns:
-        runs[col] = pd.Series([_cell(v) if isinstance(v, str) else None for v in runs[col]], dtype=object)
-    runs["factors"] = [ast.literal_eval(v) if isinstance(v, str) else {} for v in runs["factors"].astype(object)]
-    for col in _LIST_COLUMNS:
-        runs[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else None for v in raw[col]]
-    runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
-    return runs
-
-
 def is_report_folder(folder: str | Path) -> bool:
     """A report folder (its ``tables/runs.csv``) rather than a sweep of results.json files."""
     folder = Path(folder)
     return (folder / RUNS_CSV).is_file() and not find_results(folder)
 
 
-def load_runs(folders: str | Path | Sequence[str | Path]) -> pd.DataFrame:
-    """Runs from sweep folders (their results.json files) and report folders (their ``tables/runs.csv``)."""
-    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
-    if len(folders) == 1 and folders[0].suffix == ".csv":
-        return read_runs_csv(folders[0])
-    reports = [f for f in folders if is_report_folder(f)]
-    frames = [read_runs_csv(f / RUNS_CSV) for f in reports]
-    sweeps = [f for f in folders if f not in reports]
-    if sweeps or not frames:
-        frames.append(load_sweep(sweeps))
-    return _sort(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else frames[0]
-
-
 # --------------------------------------------------------------------------------------------------
-# Ordering and selection
+# Roles, order and selection
 
 
 def distils(runs: pd.DataFrame) -> pd.Series:
@@ -613,7 +258,79 @@ def per_recipe(runs: pd.DataFrame, build, *args: Any, **kwargs: Any) -> pd.DataF
 
 
 # --------------------------------------------------------------------------------------------------
-# Inventory and problems
+# One metric: its checkpoint, the runs' differences from the paper's protocol, two methods paired by seed
+
+
+def split_of(metric: str) -> str:
+    """``test_last`` for ``test_last.acc``: the checkpoint every other column of a row must come from."""
+    return metric.split(".", 1)[0]
+
+
+def checkpoint(metric: str) -> str:
+    """``last`` for ``test_last.acc``: the checkpoint's short name in file names and table keys."""
+    return split_of(metric).removeprefix("test_")
+
+
+def differences_label(arms: pd.DataFrame) -> str:
+    """How the runs of a table row differ from the paper's protocol ("paper-configured" when they do not).
+
+    A difference only some methods' runs have is prefixed with them (``teacher: trainer.max_epochs=3
+    (paper 20)``), so per-method values such as epochs say whose they are."""
+    if arms.empty or "paper_differences" not in arms:
+        return "n/a"
+    methods = arms["method"].astype(str) if "method" in arms else pd.Series("", index=arms.index)
+    owners: dict[str, list[str]] = {}
+    for method, text in zip(methods, arms["paper_differences"].fillna("")):
+        for part in str(text).split("; "):
+            if part and method not in owners.setdefault(part, []):
+                owners[part].append(method)
+    every = list(dict.fromkeys(methods))
+    labels = [
+        part if len(every) < 2 or set(who) == set(every) else f"{'/'.join(who)}: {part}" for part, who in owners.items()
+    ]
+    return "; ".join(labels) if labels else "paper-configured"
+
+
+def wide_values(values: pd.DataFrame) -> pd.DataFrame:
+    """A plain frame (dataset, method, seed, value) as (dataset, seed) x method; already wide frames pass through."""
+    if "method" not in values:
+        return values
+    if values.empty:
+        return pd.DataFrame(index=pd.MultiIndex.from_arrays([[], []], names=["dataset", "seed"]))
+    return (
+        values.drop_duplicates(["dataset", "seed", "method"])
+        .set_index(["dataset", "seed", "method"])["value"]
+        .unstack("method")
+    )
+
+
+def paired_arms(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.DataFrame]:
+    """Per dataset (simplest first): the two arms' values by seed, columns ``treatment`` and ``control``, on the
+    seeds present in both arms.
+
+    ``values``: a plain frame (dataset, method, seed, value) or its :func:`wide_values` form.
+    """
+    wide = wide_values(values)
+    datasets = ordered_datasets(wide.index.get_level_values(0).unique()) if len(wide) else []
+    if treatment not in wide or control not in wide:
+        return {d: pd.DataFrame(columns=["treatment", "control"], dtype=float) for d in datasets}
+    both = pd.DataFrame({"treatment": wide[treatment], "control": wide[control]}).dropna()
+    names = both.index.get_level_values(0).to_numpy()
+    seeds = both.index.get_level_values(1).to_numpy()
+    out = {}
+    for d in datasets:
+        mask = names == d
+        out[d] = both[mask].set_axis(seeds[mask].astype(int)).sort_index()
+    return out
+
+
+def paired_values(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.Series]:
+    """Per dataset (simplest first): ``treatment - control`` by seed (index = seeds present in both arms)."""
+    return {d: arms["treatment"] - arms["control"] for d, arms in paired_arms(values, treatment, control).items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Inventory
 
 
 def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
@@ -681,3 +398,186 @@ def teacher_check(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
     out["seed"] = out["seed"].astype("Int64")
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Data-factor levels (issue 12): a factor sweep (``experiment=factor_*``) trains every method at several levels of
+# one data factor (``kd_lightning/datasets/factors.py``), everything else at the recipe's values. Runs without data
+# factors are the factor's default level, so a plain sweep of the same recipe joins in; ``label_noise`` with
+# ``noise_kind=pairs`` is its own factor. A student is paired with the control run of the same level, seed and
+# data draw (``factor_seed``), never across conditions.
+
+PAIRS_NOISE = "label_noise (pairs)"
+#: +1: a larger level is harder data; -1: a smaller level is harder
+DIFFICULTY_SIGN = {
+    "train_fraction": -1,
+    "label_noise": +1,
+    PAIRS_NOISE: +1,
+    "classes": +1,
+    "resolution": -1,
+    "grayscale": +1,
+    "imbalance": +1,
+}
+#: a level's position on its factor's axis, larger = harder (the x of a slope; docs/factors.md): halvings of the
+#: training set (log2 of the reduction 1/f), doublings of the imbalance ratio (log2 ρ), tenths of the label-noise
+#: rate (10 η), doublings of the class count (log2 k), halvings of the resolution (−log2 r: the shift by the
+#: native size cancels in a slope), and colour removed (0 / 1)
+LEVEL_POSITION = {
+    "train_fraction": lambda f: -np.log2(f),
+    "imbalance": np.log2,
+    "label_noise": lambda eta: 10 * eta,
+    PAIRS_NOISE: lambda eta: 10 * eta,
+    "classes": np.log2,
+    "resolution": lambda r: -np.log2(r),
+    "grayscale": lambda g: 1.0 * g,
+}
+#: factors whose levels are two fixed conditions: a paired contrast, not a trend
+TWO_LEVEL_FACTORS = frozenset({"grayscale"})
+#: factors that draw at random (from ``factor_seed``): their data draw is part of a level's condition
+RANDOM_FACTORS = frozenset({"train_fraction", "label_noise", PAIRS_NOISE, "imbalance"})
+#: the level of a run without this factor (None: read from the run, see :func:`_level`)
+DEFAULT_LEVEL = {
+    "train_fraction": 1.0,
+    "label_noise": 0.0,
+    PAIRS_NOISE: 0.0,
+    "classes": None,
+    "resolution": None,
+    "grayscale": 0.0,
+    "imbalance": 1.0,
+}
+POINT_COLUMNS = [
+    "dataset",
+    "base_recipe",
+    "factor",
+    "level",
+    "method",
+    "distils",
+    "seed",
+    "factor_seed",
+    "value",
+    "agreement",
+    "soft_label_entropy",
+    "teacher_match",
+    *COMPLEXITY_MEASURES,
+]
+
+
+def factor_of(factors: dict[str, Any]) -> list[str]:
+    """The factors a run's data-factor identity turns on (``label_noise`` with pairs noise is its own)."""
+    active = [k for k in factors if k in DIFFICULTY_SIGN]
+    if factors.get("noise_kind") == "pairs":
+        active = [PAIRS_NOISE if k == "label_noise" else k for k in active]
+    return active
+
+
+def _level(factor: str, factors: dict[str, Any], row: pd.Series) -> float | None:
+    key = "label_noise" if factor == PAIRS_NOISE else factor
+    value = factors.get(key)
+    if value is None:
+        if factor == "resolution":
+            return float(row["image_size"]) if pd.notna(row.get("image_size")) else None
+        if factor == "classes":  # every class: the dataset's own count
+            return float(row["num_classes"]) if pd.notna(row.get("num_classes")) else None
+        return DEFAULT_LEVEL[factor]
+    if factor == "classes":
+        return float(len(value))
+    return float(value)
+
+
+def factor_points(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """One row per completed run and factor it can be a level of: dataset, base_recipe, factor, level,
+    method, seed, factor_seed, value (pp), agreement and soft-label entropy (same checkpoint as
+    ``metric``), teacher_match (students: is their teacher the sweep's teacher row?), complexity
+    measures. A run with factors {} is a level of every factor (its default); a run with one factor
+    (besides its seed) is a level of that factor only."""
+    if "factors" not in runs or runs.empty:
+        return pd.DataFrame(columns=POINT_COLUMNS)
+    done = completed_runs(runs, metric)
+    done = done.assign(distils=done["method"].isin(distilling_methods(done)))
+    split = split_of(metric)
+    checks = teacher_check(runs)
+    mismatch = {
+        (r["recipe"], r["dataset"], r["method"], int(r["seed"])): r["teacher_match"] for r in checks.to_dict("records")
+    }
+    rows = []
+    for _, row in done.iterrows():
+        factors = row["factors"] if isinstance(row["factors"], dict) else {}
+        active = factor_of(factors)
+        for factor in [active[0]] if len(active) == 1 else [] if active else list(DIFFICULTY_SIGN):
+            level = _level(factor, factors, row)
+            if level is None:
+                continue
+            rows.append(
+                {
+                    "dataset": row["dataset"],
+                    "base_recipe": row.get("base_recipe"),
+                    "factor": factor,
+                    "level": level,
+                    "method": row["method"],
+                    "distils": row["distils"],
+                    "seed": int(row["seed"]),
+                    "factor_seed": factors.get("factor_seed", -1),
+                    "value": 100.0 * float(row[metric]),
+                    "agreement": row.get(f"{split}.agreement"),
+                    "soft_label_entropy": row.get(f"{split}.soft_label_entropy"),
+                    "teacher_match": mismatch.get((row["recipe"], row["dataset"], row["method"], int(row["seed"])), ""),
+                    **{m: row.get(f"complexity.{m}") for m in COMPLEXITY_MEASURES},
+                }
+            )
+    points = pd.DataFrame(rows, columns=POINT_COLUMNS)
+    for col in ("level", "value", "agreement", "soft_label_entropy", *COMPLEXITY_MEASURES):
+        points[col] = pd.to_numeric(points[col], errors="coerce")
+    if points.empty:
+        return points
+    # keep only factors that actually vary (a plain sweep alone is no factor study)
+    varied = points.groupby(["dataset", "base_recipe", "factor"])["level"].transform("nunique") >= 2
+    return points[varied].reset_index(drop=True)
+
+
+def paired_by_level(sub: pd.DataFrame, treatment: str, control: str) -> pd.DataFrame:
+    """Per (level, seed, factor_seed): treatment − control in pp, where both ran on that condition.
+
+    A run keyed by these is unique once :func:`pick_runs` has kept one record
+    per condition (duplicates are listed in the report's problems), so nothing is averaged away here."""
+    keys = ["level", "seed", "factor_seed"]
+    arms = sub[sub["method"].isin([treatment, control])].drop_duplicates([*keys, "method"])
+    wide = arms.pivot(index=keys, columns="method", values="value") if not arms.empty else pd.DataFrame()
+    if treatment not in wide or control not in wide:
+        return pd.DataFrame(columns=[*keys, "diff"])
+    diff = (wide[treatment] - wide[control]).dropna()
+    return diff.rename("diff").reset_index()
+
+
+def students_of(points: pd.DataFrame) -> list[str]:
+    """The distilling students a factor's points hold (each is compared with the control)."""
+    return distilling_methods(points) if len(points) else []
+
+
+def level_positions(factor: str, levels: Any) -> np.ndarray:
+    """Each level's fixed position on the factor's axis (:data:`LEVEL_POSITION`), larger = harder.
+
+    Fixed by the factor's definition, never by the levels a sweep happens to hold: a slope is per unit of
+    this axis, and adding or dropping a level moves no other level."""
+    return LEVEL_POSITION[factor](np.asarray(levels, dtype=float))
+
+
+def seeds_draw_their_own(points: pd.DataFrame, factor: str) -> bool:
+    """True when the seed is the unit: the factor draws at random and every drawn run's data draw is its own
+    seed's (``factor_seed = seed``), so each seed is one chain of draws across the levels."""
+    return draw_design(points, factor) == "own"
+
+
+def draw_design(points: pd.DataFrame, factor: str) -> str:
+    """What the seeds at one level replicate: ``fixed`` transformations (no draw), ``none`` drawn at random,
+    each seed its ``own`` draw, one ``shared`` draw per level, or ``mixed``."""
+    if factor not in RANDOM_FACTORS:
+        return "fixed"
+    drawn = points[points["factor_seed"].astype(int) >= 0]
+    if drawn.empty:
+        return "none"
+    if (drawn["factor_seed"].astype(int) == drawn["seed"].astype(int)).all():
+        return "own"
+    shared = drawn.groupby("level").apply(
+        lambda g: g["factor_seed"].nunique() == 1 and g["seed"].nunique() > 1, include_groups=False
+    )
+    return "shared" if shared.all() else "mixed"

@@ -43,7 +43,7 @@ import functools
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,8 @@ CONFIDENCE = 0.95
 #: gap closed is reported only where the teacher beats the control by at least this much (pp): below it there is
 #: no room to close
 GAP_MIN_PP = 1.0
+#: teacher − scratch (pp) at or above which a teacher is worth distilling (issue 28, ``teacher_gate.py``)
+GATE_MARGIN = 0.5
 MAX_PAIRS = 100_000  # "pairs needed" beyond this is reported as not reachable
 EXACT_PERMUTATIONS_UP_TO = 8  # n! orderings enumerated exactly up to 8 datasets (40,320)
 
@@ -150,6 +152,38 @@ def holm(pvalues: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     return adjusted, level
 
 
+def paired_family(
+    arms: Mapping[str, Any], paper_diffs: Mapping[str, float], alpha: float = ALPHA, power: bool = True
+) -> dict[str, dict[str, Any]]:
+    """A family of paired comparisons (one per dataset), as the tables and the claims both read it.
+
+    ``arms``: per dataset, the paired values as rows of (treatment, control). Per dataset: the paired t-test of
+    treatment − control and its 95% interval, each arm's sd and their correlation, the MDE and the pairs that
+    would detect the paper's difference (NaN unless ``power``). Then Holm across the family: the adjusted p, the
+    interval at the level Holm tests it at, and ``resolved`` (+/− where the adjusted p < alpha)."""
+    rows = {}
+    for key, pairs in arms.items():
+        t, c = np.asarray(pairs, dtype=float).T
+        test, paper = paired_t(t - c), paper_diffs.get(key, math.nan)
+        rows[key] = {
+            "n_pairs": test["n"],
+            "diff_mean": test["mean"],
+            "diff_std": test["std"],
+            **pairing(t, c),
+            **{k: test[k] for k in ("ci_low", "ci_high", "p", "se")},
+            "mde": minimum_detectable_effect(test["std"], test["n"], alpha) if power else math.nan,
+            "paper_diff": paper,
+            "pairs_needed_paper": pairs_needed(paper, test["std"], alpha) if power else math.nan,
+        }
+    for row, p_holm, level in zip(rows.values(), *holm([row["p"] for row in rows.values()])):
+        low, high = t_interval(row["diff_mean"], row["se"], row["n_pairs"], level)
+        sign = "+" if row["diff_mean"] > 0 else "−" if row["diff_mean"] < 0 else ""
+        row.update(
+            p_holm=p_holm, holm_level=level, holm_low=low, holm_high=high, resolved=sign if p_holm < alpha else ""
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # Trend over datasets
 
@@ -172,6 +206,10 @@ def spearman_rho(x: Sequence[float], y: np.ndarray, axis: int = -1) -> np.ndarra
 def min_permutation_p(n: int) -> float:
     """Smallest one-sided p-value an exact permutation test of rho over n datasets can give (1/n!)."""
     return 1.0 / math.factorial(n) if n >= 1 else math.nan
+
+
+#: fewest datasets whose exact permutation test can reach p < ALPHA (1/4! = 0.042)
+MIN_TREND_DATASETS = next(n for n in range(2, 10) if min_permutation_p(n) < ALPHA)
 
 
 def trend_test(

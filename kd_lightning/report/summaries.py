@@ -11,13 +11,8 @@ from typing import Any
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.factor_sweeps import DEFAULT_LEVEL, factor_table
-from kd_lightning.report.runs import METRICS, methods_in, roles
-from kd_lightning.report.tables import fidelity_table, gap_closed_table, paired_comparison, summary_table
-
-
-def _checkpoint(metric: str) -> str:
-    return metric.split(".")[0].removeprefix("test_")
+from kd_lightning.report.runs import DEFAULT_LEVEL, METRICS, checkpoint, methods_in, roles
+from kd_lightning.report.tables import factor_table, fidelity_table, gap_closed_table, paired_comparison, summary_table
 
 
 def _levels(runs: pd.DataFrame, factor: str) -> dict[str, float]:
@@ -48,7 +43,7 @@ def level_tables(runs: pd.DataFrame, factor: str = "train_fraction") -> dict[str
     teacher, control, students = roles(runs)
     out: dict[str, Any] = {"roles": (teacher, control, students), "methods": methods_in(runs)}
     for metric in METRICS:
-        key = _checkpoint(metric)
+        key = checkpoint(metric)
         diffs = [paired_comparison(runs, m, control, metric) for m in [*students, teacher]]
         out[key] = {
             "arms": _with_level(with_interval(summary_table(runs, metric)), levels),
@@ -72,7 +67,7 @@ def recipe_tables(runs: pd.DataFrame, first: str, second: str) -> dict[str, pd.D
     paired teacher − control."""
     walls = runs[runs["status"] == "completed"].groupby(["recipe", "method"])["wall_time_s"]
     wall, fastest = walls.median(), walls.min()
-    summaries = {_checkpoint(m): summary_table(runs, m).set_index(["recipe", "method"]) for m in METRICS}
+    summaries = {checkpoint(m): summary_table(runs, m).set_index(["recipe", "method"]) for m in METRICS}
     rows = []
     for method in methods_in(runs):
         row: dict[str, Any] = {"method": method}
@@ -83,5 +78,5 @@ def recipe_tables(runs: pd.DataFrame, first: str, second: str) -> dict[str, pd.D
         row.update({f"{r}_wall": (wall[(r, method)], fastest[(r, method)]) for r in (first, second)})
         rows.append(row)
     teacher, control, _ = roles(runs)
-    gaps = {_checkpoint(m): paired_comparison(runs, teacher, control, m) for m in METRICS}
+    gaps = {checkpoint(m): paired_comparison(runs, teacher, control, m) for m in METRICS}
     return {"methods": pd.DataFrame(rows), "gaps": gaps, "roles": (teacher, control)}

@@ -11,42 +11,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.paper import COMPLEXITY_RANK, PAPER_COMPARISONS, paper_accuracy
+from kd_lightning.report.paper import TABLES, Comparison, paper_accuracy, paper_diffs
 from kd_lightning.report.runs import (
+    COMPLEXITY_MEASURES,
+    COMPLEXITY_RANK,
     DEFAULT_METRIC,
+    FIDELITY_FIELDS,
     completed_runs,
     datasets_in,
+    differences_label,
+    factor_points,
     methods_in,
     metric_values,
-    ordered_datasets,
+    paired_arms,
+    paired_by_level,
+    paired_values,
     per_recipe,
     roles,
     student_methods,
+    students_of,
 )
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A two-arm table; ``diff = treatment - control``, paired by seed."""
-
-    key: str
-    title: str
-    first: str  # column order as the title reads
-    second: str
-    treatment: str
-    control: str
-
-
-#: the paper's Tables 5-7 and the two comparisons behind claims 2 and 3
-TABLES: tuple[Comparison, ...] = tuple(Comparison(*row) for row in PAPER_COMPARISONS)
 
 PAIRED_COLUMNS = (
     "dataset complexity_rank treatment control n_pairs seeds diff_mean diff_std treatment_std control_std "
@@ -55,93 +45,25 @@ PAIRED_COLUMNS = (
 ).split()
 
 
-def _paper_diff(dataset: str, treatment: str, control: str) -> float:
-    t, c = paper_accuracy(dataset, treatment), paper_accuracy(dataset, control)
-    return t - c if t is not None and c is not None else math.nan
-
-
-def wide_values(values: pd.DataFrame) -> pd.DataFrame:
-    """A plain frame (dataset, method, seed, value) as (dataset, seed) x method; already wide frames pass through."""
-    if "method" not in values:
-        return values
-    if values.empty:
-        return pd.DataFrame(index=pd.MultiIndex.from_arrays([[], []], names=["dataset", "seed"]))
-    return (
-        values.drop_duplicates(["dataset", "seed", "method"])
-        .set_index(["dataset", "seed", "method"])["value"]
-        .unstack("method")
-    )
-
-
-def paired_arms(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.DataFrame]:
-    """Per dataset (simplest first): the two arms' values by seed, columns ``treatment`` and ``control``, on the
-    seeds present in both arms.
-
-    ``values``: a plain frame (dataset, method, seed, value) or its :func:`wide_values` form.
-    """
-    wide = wide_values(values)
-    datasets = ordered_datasets(wide.index.get_level_values(0).unique()) if len(wide) else []
-    if treatment not in wide or control not in wide:
-        return {d: pd.DataFrame(columns=["treatment", "control"], dtype=float) for d in datasets}
-    both = pd.DataFrame({"treatment": wide[treatment], "control": wide[control]}).dropna()
-    names = both.index.get_level_values(0).to_numpy()
-    seeds = both.index.get_level_values(1).to_numpy()
-    out = {}
-    for d in datasets:
-        mask = names == d
-        out[d] = both[mask].set_axis(seeds[mask].astype(int)).sort_index()
-    return out
-
-
-def paired_values(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.Series]:
-    """Per dataset (simplest first): ``treatment - control`` by seed (index = seeds present in both arms)."""
-    return {d: arms["treatment"] - arms["control"] for d, arms in paired_arms(values, treatment, control).items()}
-
-
 def paired_from_values(
     values: pd.DataFrame, treatment: str, control: str, alpha: float = stats.ALPHA, power: bool = True
 ) -> pd.DataFrame:
     """:func:`paired_comparison` on a plain frame (dataset, method, seed, value in percent) of one recipe.
     ``power=False`` leaves the MDE and seeds-needed columns NaN (they cost time, not verdicts)."""
-    rows = []
-    for dataset, arms in paired_arms(values, treatment, control).items():
-        diff = arms["treatment"] - arms["control"]
-        test = stats.paired_t(diff.to_numpy())
-        paper = _paper_diff(dataset, treatment, control)
-        rows.append(
-            {
-                "dataset": dataset,
-                "complexity_rank": COMPLEXITY_RANK.get(dataset),
-                "treatment": treatment,
-                "control": control,
-                "n_pairs": test["n"],
-                "seeds": ",".join(str(int(s)) for s in diff.index),
-                "diff_mean": test["mean"],
-                "diff_std": test["std"],
-                **stats.pairing(arms["treatment"].to_numpy(), arms["control"].to_numpy()),
-                "ci_low": test["ci_low"],
-                "ci_high": test["ci_high"],
-                "p": test["p"],
-                "se": test["se"],
-                "mde": stats.minimum_detectable_effect(test["std"], test["n"], alpha) if power else math.nan,
-                "paper_diff": paper,
-                "pairs_needed_paper": stats.pairs_needed(paper, test["std"], alpha) if power else math.nan,
-            }
-        )
-    frame = pd.DataFrame(rows, columns=[*PAIRED_COLUMNS, "se"])
-    adjusted, level = stats.holm(frame["p"].to_numpy(dtype=float)) if len(frame) else (np.array([]), np.array([]))
-    frame["p_holm"], frame["holm_level"] = adjusted, level
-    bounds = [
-        stats.t_interval(m, se, n, lv)
-        for m, se, n, lv in zip(frame["diff_mean"], frame["se"], frame["n_pairs"], frame["holm_level"])
+    arms = paired_arms(values, treatment, control)
+    family = stats.paired_family(arms, paper_diffs(treatment, control), alpha, power)
+    rows = [
+        {
+            "dataset": d,
+            "complexity_rank": COMPLEXITY_RANK.get(d),
+            "treatment": treatment,
+            "control": control,
+            "seeds": ",".join(str(int(s)) for s in arms[d].index),
+            **row,
+        }
+        for d, row in family.items()
     ]
-    frame["holm_low"] = [b[0] for b in bounds]
-    frame["holm_high"] = [b[1] for b in bounds]
-    frame["resolved"] = [
-        "+" if p < alpha and m > 0 else "−" if p < alpha and m < 0 else ""
-        for p, m in zip(frame["p_holm"].fillna(1.0), frame["diff_mean"].fillna(0.0))
-    ]
-    return frame[PAIRED_COLUMNS].astype({"n_pairs": int})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS).astype({"n_pairs": int})
 
 
 def paired_comparison(
@@ -152,6 +74,17 @@ def paired_comparison(
     the Holm-adjusted p < alpha), the minimum detectable effect at 80% power, the paper's difference and
     the number of seeds that would detect it with 80% power at the observed sd."""
     return per_recipe(runs, lambda sub: paired_from_values(metric_values(sub, metric), treatment, control, alpha))
+
+
+def student_comparisons(
+    runs: pd.DataFrame, metric: str = DEFAULT_METRIC, versus: str = "control"
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """What the gain figures draw: each distilling student's :func:`paired_comparison` with the control, or every
+    student's with the teacher (``versus="teacher"``), keyed by (student, control or teacher)."""
+    teacher, control, students = roles(runs)
+    if versus == "teacher":
+        return {(s, teacher): paired_comparison(runs, s, teacher, metric) for s in student_methods(runs)}
+    return {(s, control): paired_comparison(runs, s, control, metric) for s in students}
 
 
 def summary_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
@@ -183,26 +116,6 @@ def summary_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
         return pd.DataFrame(rows, columns=cols)
 
     return per_recipe(runs, build)
-
-
-def differences_label(arms: pd.DataFrame) -> str:
-    """How the runs of a table row differ from the paper's protocol ("paper-configured" when they do not).
-
-    A difference only some methods' runs have is prefixed with them (``teacher: trainer.max_epochs=3
-    (paper 20)``), so per-method values such as epochs say whose they are."""
-    if arms.empty or "paper_differences" not in arms:
-        return "n/a"
-    methods = arms["method"].astype(str) if "method" in arms else pd.Series("", index=arms.index)
-    owners: dict[str, list[str]] = {}
-    for method, text in zip(methods, arms["paper_differences"].fillna("")):
-        for part in str(text).split("; "):
-            if part and method not in owners.setdefault(part, []):
-                owners[part].append(method)
-    every = list(dict.fromkeys(methods))
-    labels = [
-        part if len(every) < 2 or set(who) == set(every) else f"{'/'.join(who)}: {part}" for part, who in owners.items()
-    ]
-    return "; ".join(labels) if labels else "paper-configured"
 
 
 def comparison_table(runs: pd.DataFrame, comparison: Comparison, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
@@ -249,16 +162,6 @@ def comparison_table(runs: pd.DataFrame, comparison: Comparison, metric: str = D
 
 # --------------------------------------------------------------------------------------------------
 # Fidelity, calibration, gap closed
-
-
-#: per-split fields of the fidelity/calibration table: (column in runs, short name, scale, unit)
-FIDELITY_FIELDS: tuple[tuple[str, str, float, str], ...] = (
-    ("acc", "acc", 100.0, "%"),
-    ("nll", "nll", 1.0, "nats"),
-    ("ece", "ece", 100.0, "%"),
-    ("agreement", "agreement", 100.0, "%"),
-    ("kl_teacher_student", "kl", 1.0, "nats/sample"),
-)
 
 
 def fidelity_table(runs: pd.DataFrame, split: str = "test_best") -> pd.DataFrame:
@@ -457,3 +360,54 @@ def student_buys_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.D
         return pd.DataFrame(rows)
 
     return per_recipe(runs, build) if has_efficiency(runs) else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------------------------------
+# Single-factor sweeps: what KD buys as one characteristic of the data changes (issue 12; the levels: ``runs.py``)
+
+
+def factor_table(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """Per dataset, recipe, factor, level and student: accuracies, paired gain over scratch with its 95%
+    interval, gap closed, agreement with the teacher, and the data's measured complexity.
+
+    Gap closed uses only students distilled from the sweep's own teacher row (``teacher_match`` not "no")."""
+    points = factor_points(runs, metric)
+    out = []
+    for (dataset, recipe, factor), sub in points.groupby(["dataset", "base_recipe", "factor"], sort=False):
+        teacher_name, control, _ = roles(sub)
+        for level, at in sub.groupby("level"):
+            means = at.groupby("method")["value"].mean()
+            complexity = {m: pd.to_numeric(at[m], errors="coerce").mean() for m in COMPLEXITY_MEASURES}
+            for student in students_of(at):
+                paired = paired_by_level(at, student, control)
+                t = stats.paired_t(paired["diff"].to_numpy())
+                teacher, scratch, kd = (
+                    means.get(teacher_name, math.nan),
+                    means.get(control, math.nan),
+                    means.get(student, math.nan),
+                )
+                own_teacher = at[(at["method"] == student) & (at["teacher_match"] != "no")]["value"].mean()
+                gap = teacher - scratch
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "recipe": recipe,
+                        "factor": factor,
+                        "level": level,
+                        "student": student,
+                        "teacher": teacher,
+                        "scratch": scratch,
+                        "student_acc": kd,
+                        "n_pairs": t["n"],
+                        "gain": t["mean"],
+                        "gain_ci_low": t["ci_low"],
+                        "gain_ci_high": t["ci_high"],
+                        "gap_closed": (own_teacher - scratch) / gap
+                        if gap >= stats.GAP_MIN_PP
+                        else math.nan,  # no room to close otherwise
+                        "agreement": at.loc[at["method"] == student, "agreement"].mean(),
+                        "teacher_soft_label_entropy": at.loc[at["method"] == teacher_name, "soft_label_entropy"].mean(),
+                        **{f"complexity.{m}": v for m, v in complexity.items()},
+                    }
+                )
+    return pd.DataFrame(out)

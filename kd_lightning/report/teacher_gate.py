@@ -3,7 +3,7 @@
 Per condition (recipe, teacher kind, data level: the report's ``recipe`` column) and dataset: the teacher's
 accuracy minus the control student's (scratch), paired by seed, with its 95% t-interval
 (:func:`kd_lightning.report.stats.paired_t`). The condition is **qualified** when the mean difference is at least
-``margin`` percentage points (default :data:`GATE_MARGIN`). A point estimate, not a test: the gate says whether
+``margin`` percentage points (default ``stats.GATE_MARGIN``). A point estimate, not a test: the gate says whether
 a KD question is worth asking with this teacher, and its interval says how sure that is. "Gap closed" and the
 factor answers say whether their teacher was qualified. An ensemble teacher's members' mean accuracy is shown
 beside the ensemble's.
@@ -17,9 +17,8 @@ import pandas as pd
 
 from kd_lightning.report import stats
 from kd_lightning.report.runs import DEFAULT_METRIC, completed_runs, distils
+from kd_lightning.report.stats import GATE_MARGIN
 
-#: teacher − scratch (pp) at or above which a teacher is worth distilling (issue 28)
-GATE_MARGIN = 0.5
 GATE_COLUMNS = "recipe dataset control n teacher members_mean control_mean diff ci_low ci_high qualified".split()
 
 

@@ -1,5 +1,5 @@
 """The verdict records and the rules' constants: what ``claims.py`` decides and ``claims_text.py`` writes (a record
-holds numbers and counts; its words are rendered)."""
+holds numbers and counts; its words are rendered). The α and the trend's fewest datasets are ``stats.py``'s."""
 
 from __future__ import annotations
 
@@ -8,22 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kd_lightning.report import stats
-
 SUPPORTED = "supported"
 CONTRADICTED = "contradicted"
 INCONCLUSIVE = "inconclusive"
 NOT_TESTABLE = "not testable"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
 
-ALPHA = stats.ALPHA
-CONFIDENCE = stats.CONFIDENCE
 #: the families of the report (:func:`control_family`)
 PRIMARY = "primary"
 EXPLORATORY = "exploratory"
 MIN_PAIRS = 2
-#: fewest datasets whose exact permutation test can reach p < ALPHA (1/4! = 0.042)
-MIN_TREND_DATASETS = next(n for n in range(2, 10) if stats.min_permutation_p(n) < ALPHA)
 #: fewest levels whose level-unit slope test has a residual degree of freedom
 FACTOR_MIN_LEVELS = 3
 #: what a factor claim tests when no primary claim names it

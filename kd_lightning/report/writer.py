@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from kd_lightning.report.claims import Claim, report_claims
+from kd_lightning.report.claims import report_claims
 from kd_lightning.report.claims_text import claims_frame, claims_markdown
 from kd_lightning.report.curves import summary_of_folders
-from kd_lightning.report.factor_sweeps import factor_table
 from kd_lightning.report.figures import (
     plot_accuracy,
     plot_accuracy_vs_cost,
@@ -27,30 +27,34 @@ from kd_lightning.report.figures import (
     save_figure,
 )
 from kd_lightning.report.markdown import build_markdown
+from kd_lightning.report.paper import TABLES
 from kd_lightning.report.problems import find_issues
+from kd_lightning.report.records import load_runs
 from kd_lightning.report.runs import (
     DEFAULT_METRIC,
     METRICS,
     SPLITS,
+    checkpoint,
     datasets_in,
     for_recipe,
-    load_runs,
     recipes_in,
     run_counts,
     teacher_check,
 )
 from kd_lightning.report.tables import (
-    TABLES,
     comparison_table,
     efficiency_table,
     evidence_table,
+    factor_table,
     fidelity_table,
     gap_closed_table,
     has_efficiency,
     student_buys_table,
+    student_comparisons,
     summary_table,
 )
 from kd_lightning.report.teacher_gate import teacher_gate
+from kd_lightning.report.verdicts import Claim
 
 
 def file_tag(recipe: str) -> str:
@@ -59,26 +63,23 @@ def file_tag(recipe: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", recipe.replace("=", "-")).strip("_")
 
 
-def _short(metric: str) -> str:
-    return metric.split(".")[0].removeprefix("test_")
-
-
 def _recipe_figures(
     sub: pd.DataFrame, curves: pd.DataFrame, metric: str
 ) -> list[tuple[str, str, Callable[[], Figure]]]:
     """One recipe's figures as (caption, file stem, figure), figures drawn as they are listed."""
+    gains, vs_teacher = student_comparisons(sub, metric), student_comparisons(sub, metric, versus="teacher")
     made = [
-        ("Test accuracy per dataset and method", "accuracy", lambda: plot_accuracy(sub, metric)),
-        ("Student gain over scratch", "gain_over_scratch", lambda: plot_gain_over_scratch(sub, metric)),
-        ("Students vs teacher", "students_vs_teacher", lambda: plot_students_vs_teacher(sub, metric)),
-        ("Gain vs dataset complexity", "gain_vs_complexity", lambda: plot_gain_vs_complexity(sub, metric)),
+        ("Test accuracy per dataset and method", "accuracy", lambda: plot_accuracy(summary_table(sub, metric), metric)),
+        ("Student gain over scratch", "gain_over_scratch", lambda: plot_gain_over_scratch(gains, metric)),
+        ("Students vs teacher", "students_vs_teacher", lambda: plot_students_vs_teacher(vs_teacher, metric)),
+        ("Gain vs dataset complexity", "gain_vs_complexity", lambda: plot_gain_vs_complexity(gains, metric)),
     ]
-    if has_efficiency(sub):
-        for caption, stem, cost in (("CPU latency", "latency", "latency_ms_b1"), ("FLOPs", "flops", "flops_per_image")):
-            made.append(
-                (f"Accuracy vs {caption}", f"accuracy_vs_{stem}", lambda c=cost: plot_accuracy_vs_cost(sub, metric, c))
-            )
     datasets = datasets_in(sub)
+    if has_efficiency(sub):
+        eff = efficiency_table(sub, metric)
+        for caption, stem, cost in (("CPU latency", "latency", "latency_ms_b1"), ("FLOPs", "flops", "flops_per_image")):
+            draw = partial(plot_accuracy_vs_cost, eff, metric, cost, datasets)
+            made.append((f"Accuracy vs {caption}", f"accuracy_vs_{stem}", draw))
     made += [(f"Training curves — {d}", f"curves_{d}", lambda d=d: plot_training_curves(curves, d)) for d in datasets]
     made += [
         (f"Per-class F1 — {d}", f"per_class_f1_{d}", lambda d=d: plot_per_class_f1(sub, d, metric)) for d in datasets
@@ -95,8 +96,11 @@ def write_figures(runs: pd.DataFrame, curves: pd.DataFrame, metric: str, figures
         tag, where = (f"_{file_tag(recipe)}", f" — recipe {recipe}") if len(recipes) > 1 else ("", "")
         for caption, stem, draw in _recipe_figures(for_recipe(runs, recipe), sub_curves, metric):
             made.append((f"{caption}{where}", save_figure(draw(), figures / f"{stem}{tag}.png")))
-    if len([r for r in recipes if "·" not in r]) > 1:
-        path = save_figure(plot_gain_by_recipe(runs, metric), figures / "gain_by_recipe.png")
+    bases = [r for r in recipes if "·" not in r]  # data-factor conditions have their own figure
+    if len(bases) > 1:
+        gains = {r: student_comparisons(for_recipe(runs, r), metric) for r in bases}
+        shown = {r: datasets_in(for_recipe(runs, r)) for r in bases}
+        path = save_figure(plot_gain_by_recipe(gains, metric, shown), figures / "gain_by_recipe.png")
         made.append(("KD gain over scratch under each recipe", path))
     factors = factor_table(runs, metric)
     keys = [key for key, _ in factors.groupby(["dataset", "factor"], sort=False)] if not factors.empty else []
@@ -123,9 +127,8 @@ def write_tables(
     curves.to_csv(tables / "curves.csv", index=False)
     comparisons = {}
     for m in METRICS:
-        summary_table(runs, m).to_csv(tables / f"summary_{_short(m)}.csv", index=False)
         for comparison in TABLES:
-            key = f"{comparison.key}_{_short(m)}"
+            key = f"{comparison.key}_{checkpoint(m)}"
             comparisons[key] = comparison_table(runs, comparison, m)
             comparisons[key].to_csv(tables / f"{key}.csv", index=False)
     other = {
@@ -138,9 +141,10 @@ def write_tables(
         "teacher_gate": teacher_gate(runs, metric),
     }
     for split in SPLITS:
-        other[f"fidelity_{_short(split)}"] = fidelity_table(runs, split)
+        other[f"fidelity_{checkpoint(split)}"] = fidelity_table(runs, split)
     for m in METRICS:
-        other[f"gap_closed_{_short(m)}"] = gap_closed_table(runs, m)
+        other[f"gap_closed_{checkpoint(m)}"] = gap_closed_table(runs, m)
+        other[f"summary_{checkpoint(m)}"] = summary_table(runs, m)
     for name, frame in other.items():
         if name != "run_counts":
             frame.to_csv(tables / f"{name}.csv", index=False)

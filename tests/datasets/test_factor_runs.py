@@ -88,7 +88,7 @@ def _fake_run(folder: Path, method: str, dataset_identity: dict, complexity_dir:
 def test_complexity_measured_without_training_is_cached_and_reaches_runs_that_lack_it(fake_data_dir, tmp_path, capsys):
     """`python -m kd_lightning.measure_complexity` writes the cache teacher runs use; the report gives every run
     without its own measures those of its data configuration (and none to runs of other data)."""
-    from kd_lightning.report.runs import load_sweep
+    from kd_lightning.report.records import load_sweep
     from kd_lightning.run.identity import data_identity
     from kd_lightning.tools import measure_complexity
 

@@ -16,8 +16,9 @@ import pytest
 from kd_lightning import report
 from kd_lightning.report.claims import claims_for_values
 from kd_lightning.report.claims_text import claim_test, evidence
-from kd_lightning.report.paper import COMPLEXITY_ORDER
+from kd_lightning.report.runs import COMPLEXITY_RANK
 
+COMPLEXITY_ORDER = tuple(COMPLEXITY_RANK)
 METHODS = ("teacher", "scratch", "rkd", "ikd")
 MAX_FALSE_POSITIVE = 0.08
 

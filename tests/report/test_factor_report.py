@@ -40,17 +40,17 @@ from kd_lightning.report.claims_text import (
     part_text,
     statement,
 )
-from kd_lightning.report.factor_sweeps import (
+from kd_lightning.report.problems import find_issues
+from kd_lightning.report.records import load_sweep
+from kd_lightning.report.runs import (
     DEFAULT_LEVEL,
     DIFFICULTY_SIGN,
     PAIRS_NOISE,
     factor_points,
-    factor_table,
     level_positions,
     paired_by_level,
 )
-from kd_lightning.report.problems import find_issues
-from kd_lightning.report.runs import load_sweep
+from kd_lightning.report.tables import factor_table
 from kd_lightning.report.writer import write_report
 from kd_lightning.run.compose import CONF_DIR, compose_run_config
 from kd_lightning.run.rundir import record_failure, record_keys

@@ -17,7 +17,8 @@ from kd_lightning.report.claims import report_claims
 from kd_lightning.report.cli import main
 from kd_lightning.report.curves import CURVES_CSV, read_curve_summary
 from kd_lightning.report.problems import find_issues
-from kd_lightning.report.runs import RUNS_CSV, is_report_folder, load_runs
+from kd_lightning.report.records import load_runs
+from kd_lightning.report.runs import RUNS_CSV, is_report_folder
 from kd_lightning.report.writer import write_tables
 
 REPORTS = Path(__file__).resolve().parents[2] / "docs" / "reports"

@@ -256,7 +256,7 @@ def test_sweeps_of_two_recipes_in_two_folders_report_as_one(tmp_path):
 
 
 def test_differences_say_whose_they_are_when_only_some_methods_have_them():
-    from kd_lightning.report.tables import differences_label
+    from kd_lightning.report.runs import differences_label
 
     arms = pd.DataFrame(
         {

@@ -22,7 +22,7 @@ from kd_lightning.report.claims_text import claim_test, evidence, part_name
 from kd_lightning.report.cli import main
 from kd_lightning.report.plan import plan_frame
 from kd_lightning.report.primary import PrimaryClaim, parse_primary, primary_from_runs
-from kd_lightning.report.runs import load_runs, load_sweep
+from kd_lightning.report.records import load_runs, load_sweep
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "reports" / "usps_train_fraction_fast"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kd_lightning.report.runs import load_sweep
+from kd_lightning.report.records import load_sweep
 from kd_lightning.report.teacher_gate import teacher_gate
 from kd_lightning.report.writer import write_report
 

@@ -187,7 +187,7 @@ def test_the_report_reads_the_budget_and_states_the_rule(tmp_path):
     import json
 
     from kd_lightning.report.markdown import budget_note
-    from kd_lightning.report.runs import load_sweep
+    from kd_lightning.report.records import load_sweep
 
     budget = {"min_steps": 1680, "steps_per_epoch": 2, "configured_epochs": 30, "epochs": 840, "optimizer_steps": 1680}
     for seed, extra in ((0, {"budget": budget}), (1, {})):  # a run from before the budget was recorded

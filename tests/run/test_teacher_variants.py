@@ -11,7 +11,7 @@ import torch
 
 from kd_lightning import PROJECT_ROOT
 from kd_lightning.datasets.factors import apply_train_factors, factor_identity
-from kd_lightning.report.runs import load_sweep
+from kd_lightning.report.records import load_sweep
 from kd_lightning.run import teacher_kinds, teachers
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import identity
