@@ -10,23 +10,29 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-from kd_lightning.datasets.synthetic import unverified_cifar  # noqa: E402
 from kd_lightning.run.resolvers import register_resolvers  # noqa: E402
-from tests.fakedata import write_all  # noqa: E402
 
 # tests compose configs with Hydra directly (initialize_config_dir), as the entry points do after registering
 register_resolvers()
+# torch and Lightning are imported where tests run, not here: pytest-xdist's controller process loads this file
+# too, and only hands out tests (importing them cost it ~9 CPU-s per session)
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _intra_op_threads() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
 def fake_data_dir(tmp_path_factory) -> Path:
     """All five datasets, ~100 images each, in torchvision's on-disk formats."""
+    from tests.fakedata import write_all
+
     return write_all(tmp_path_factory.mktemp("data"))
 
 
@@ -34,6 +40,8 @@ def fake_data_dir(tmp_path_factory) -> Path:
 def _skip_cifar_md5(request):
     """torchvision checks CIFAR files against the real archives' MD5s; fake files cannot pass that
     (torchvision's own tests patch the same check). Tests marked ``cifar_md5`` keep the check."""
+    from kd_lightning.datasets.synthetic import unverified_cifar
+
     with unverified_cifar(request.node.get_closest_marker("cifar_md5") is None):
         yield
 

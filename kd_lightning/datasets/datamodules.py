@@ -104,6 +104,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        #: the splits prepare_data read (by ``train``), handed to setup: each file is read once
+        self._prepared: dict[bool, VisionDataset] = {}
 
     # -- files ---------------------------------------------------------------------------------
     @property
@@ -129,20 +131,33 @@ class ImageClassificationDataModule(L.LightningDataModule):
             ) from exc
 
     def prepare_data(self) -> None:
-        """Use files already on disk (no network, no checksum-triggered download); else download if allowed."""
+        """Use files already on disk (no network, no checksum-triggered download); else download if allowed.
+
+        What is read here is kept for :meth:`setup`, and once set up the data is in memory: Lightning calls
+        this again at every fit and test, and the training tool once before them (a run read real USPS's
+        bz2 files ten times, ~3 s each)."""
+        if self.train_set is not None:
+            return
         for train in (True, False):
+            if train in self._prepared:
+                continue
             try:
-                self._load(train)
+                self._prepared[train] = self._load(train)
             except DatasetError:
                 if not self.download:
                     raise
-                self._load(train, download=True)
+                self._prepared[train] = self._load(train, download=True)
+
+    def _split(self, train: bool) -> VisionDataset:
+        """The split prepare_data read in this process (handed over once), else read now."""
+        prepared = self._prepared.pop(train, None)
+        return prepared if prepared is not None else self._load(train)
 
     # -- splits --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train_raw, official_test = self._load(True), self._load(False)
+        train_raw, official_test = self._split(True), self._split(False)
         train_images, train_labels = load_as_uint8_tensors(train_raw)
         self._check_matches_config(train_images, train_labels)
         val_idx, test_idx = split_official_test(len(official_test), self.val_fraction, self.split_seed)

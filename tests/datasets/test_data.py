@@ -43,6 +43,32 @@ def test_datamodule_reads_torchvision_format_and_splits_70_30(name, fake_data_di
     assert dm.num_classes == CLASSES[name]
 
 
+def test_each_file_is_read_once_however_often_lightning_prepares_the_data(fake_data_dir, monkeypatch):
+    """The training tool prepares the data, then Lightning prepares it again at every fit and test: the splits
+    prepare_data read are what setup splits, and once set up nothing is read again."""
+    cfg = compose_cfg(["dataset=usps"], data_dir=fake_data_dir)
+    reference = instantiate(cfg.dataset, _convert_="all")
+    reference.setup("fit")  # read by setup alone
+    dm = instantiate(cfg.dataset, _convert_="all")
+    reads = []
+    original = type(dm).dataset_cls
+
+    def counted(*args, train, **kwargs):
+        reads.append(train)
+        return original(*args, train=train, **kwargs)
+
+    monkeypatch.setattr(type(dm), "dataset_cls", staticmethod(counted))
+    dm.prepare_data()
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.prepare_data()
+    dm.setup("test")
+    assert sorted(reads) == [False, True]
+    for split in ("train_set", "val_set", "test_set"):
+        ours, theirs = getattr(dm, split), getattr(reference, split)
+        assert torch.equal(ours.images, theirs.images) and torch.equal(ours.labels, theirs.labels), split
+
+
 def test_split_is_the_same_for_every_run_seed(fake_data_dir):
     def test_images(seed):
         L.seed_everything(seed)

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 from hydra.errors import MissingConfigException
@@ -5,7 +7,8 @@ from omegaconf import OmegaConf
 
 from kd_lightning.run import teachers
 from kd_lightning.run.config import ConfigError, validate_config
-from tests.helpers import compose_cfg
+from tests.datasets.folder_trees import synthetic_tree
+from tests.helpers import FAST, MOMENTUM, compose_cfg, compose_like_hydra, compose_run_config
 
 DATASETS = ["mnist", "fashion_mnist", "usps", "cifar10", "cifar100"]
 METHODS = ["teacher", "scratch", "rkd", "ikd"]
@@ -171,3 +174,53 @@ def test_lightning_floor_forwards_set_epoch_to_the_seeded_batch_sampler():
     wrapper.set_epoch(3)
     assert sampler.epoch == 3
     assert {epoch for epoch, _, _ in wrapper} == {3}
+
+
+#: override lists of the kinds the tests compose: group choices with package overrides, value overrides into groups,
+#: additions, deletions, interpolations, a folder dataset whose metadata resolvers read the folder, experiments
+LIKE_THE_TESTS = [
+    [],
+    [*FAST, "method=rkd", "dataset=cifar100", "seed=3"],
+    [*FAST, "method=ikd", "recipe=strong", MOMENTUM, "dataset.factors.train_fraction=0.5", "recipe.min_steps=9"],
+    [*FAST, "teacher=ensemble", "teacher.members=2", "method=rkd", "teacher.data=full", "name=x"],
+    [*FAST, "~recipe.optimizer.momentum", "recipe.optimizer._target_=torch.optim.Adam", "method=teacher"],
+    [*FAST, "+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch", "+callbacks.preempt.at_epoch=3"],
+    [*FAST, "experiment=study", "recipe=fast", "dataset=usps", "seed=0", "paths.output_dir=/elsewhere"],
+    ["model@student_model=resnet50", "teacher_variant=patient", "recipe.method_epochs.teacher=7", "logger.csv=null"],
+    [*FAST, "trainer.max_epochs=4", "callbacks.model_checkpoint.monitor=val/loss", "paths.run_dir=${paths.root_dir}"],
+]
+
+
+@pytest.mark.parametrize(
+    "overrides", LIKE_THE_TESTS, ids=lambda o: " ".join(o[len(FAST) :] if o[:1] == FAST[:1] else o)
+)
+def test_the_helpers_composition_is_hydras(overrides, fake_data_dir, tmp_path):
+    """tests/helpers.py composes each list of config-group choices once and applies the other overrides to a copy
+    (Hydra's second step): the same config as Hydra's compose, unresolved and resolved, with the same flags."""
+    overrides = [*overrides, f"paths.data_dir={fake_data_dir}"]
+    hydras = compose_run_config(overrides)
+    for _ in range(2):  # composed (unless an earlier test chose the same groups), then from the copy
+        ours = compose_like_hydra(overrides)
+        assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras)
+        assert OmegaConf.to_container(ours, resolve=True) == OmegaConf.to_container(hydras, resolve=True)
+        assert OmegaConf.is_struct(ours) and not OmegaConf.is_readonly(ours)
+        assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras)
+
+
+def test_the_helpers_composition_reads_folders_when_read_and_fails_like_hydra(tmp_path):
+    root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
+    folder = ["dataset=folder", f"dataset.path={root}", "dataset.label=shapes"]
+    first = compose_like_hydra(folder)
+    assert OmegaConf.to_container(first, resolve=True) == OmegaConf.to_container(
+        compose_run_config(folder), resolve=True
+    )
+    (root / "class_2").mkdir()  # the folder changes: its metadata is read again when the config is
+    for image in (root / "class_0").iterdir():
+        shutil.copy(image, root / "class_2" / image.name)
+    assert compose_like_hydra(folder).dataset.num_classes == compose_run_config(folder).dataset.num_classes == 3
+    for bad in (["trainer.no_such_key=1"], ["+trainer.max_epochs=3"], ["~trainer.no_such_key"], ["seed=0,1"]):
+        with pytest.raises(Exception) as ours:
+            compose_like_hydra(bad)
+        with pytest.raises(Exception) as hydras:
+            compose_run_config(bad)
+        assert (type(ours.value), str(ours.value)) == (type(hydras.value), str(hydras.value)), bad

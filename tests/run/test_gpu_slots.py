@@ -200,23 +200,21 @@ def test_gpu_node_multirun_spreads_jobs_and_trains_the_shared_teacher_once(tmp_p
     print(f"gpu_node multirun: {time.monotonic() - started:.0f}s")
 
 
-def test_gpu_node_without_a_gpu_answers_in_one_line(tmp_path):
-    """``launcher=gpu_node`` where no GPU is visible: the reason and what to change, in one line, exit 1."""
-    import subprocess
-    import sys
+def test_gpu_node_without_a_gpu_answers_in_one_line(tmp_path, monkeypatch, capfd):
+    """``launcher=gpu_node`` where no GPU is visible: the reason and what to change, in one line, exit 1.
 
-    from kd_lightning import PROJECT_ROOT
-
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run(
-        [sys.executable, "-m", "kd_lightning.train", "-m", "launcher=gpu_node", f"paths.output_dir={tmp_path}"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    lines = (out.stdout + out.stderr).strip().splitlines()
-    assert out.returncode == 1 and len(lines) == 1, lines[-20:]
+    The command's own code in this process (``main`` with its argv, ``CUDA_VISIBLE_DEVICES=""`` as the process
+    started with it): everything it writes to stdout and stderr, and the line Python prints for the
+    ``SystemExit`` it ends with (a message, not a number: exit status 1)."""
+    monkeypatch.setattr(gpu_slots, "_STARTUP_VISIBLE", "")  # read from the environment when the module is imported
+    monkeypatch.setenv(gpu_slots.VISIBLE_ENV, "")
+    argv = ["kd_lightning.train", "-m", "launcher=gpu_node", f"paths.output_dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    code = exit_info.value.code
+    assert isinstance(code, str)  # the interpreter prints it to stderr and exits 1
+    out, err = capfd.readouterr()
+    lines = (out + err + code).strip().splitlines()
+    assert len(lines) == 1, lines[-20:]
     assert "launcher=gpu_node" in lines[0] and "no GPU is visible" in lines[0]

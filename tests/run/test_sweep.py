@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,16 +143,27 @@ def cli(*args: str, **kwargs) -> subprocess.Popen:
     )
 
 
-def test_two_runs_needing_the_same_missing_teachers_train_each_once(tmp_path, fake_data_dir):
-    """Two students started together, distilling from a 2-member ensemble: each member (a registry teacher, under
-    the registry's lock like the paper's single teacher) is trained once (kd_lightning/run/teacher_kinds.py)."""
+def test_two_runs_needing_the_same_missing_teachers_train_each_once(tmp_path, fake_data_dir, monkeypatch):
+    """Two students in two processes at once, distilling from a 2-member ensemble: each member (a registry teacher,
+    under the registry's lock like the paper's single teacher) is trained once (kd_lightning/run/teacher_kinds.py).
+    The second student (in this process) starts once the first (a subprocess) trains a member and holds its lock."""
     common = ("dataset=usps", "teacher=ensemble", "teacher.members=2", f"paths.data_dir={fake_data_dir}")
-    procs = [cli(f"method={m}", *common, f"paths.output_dir={tmp_path}", *FAST) for m in ("rkd", "ikd")]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    joined = "\n".join(outputs)
+    common += (f"paths.output_dir={tmp_path}", *FAST)
+    first = cli("method=rkd", *common)
+    output: list[str] = []
+    for line in first.stdout:  # until it trains a member (it ends the loop early only by failing)
+        output.append(line)
+        if "fitting usps teacher seed=" in line:
+            break
+    assert first.poll() is None, "".join(output)
+    drain = threading.Thread(target=lambda: output.extend(first.stdout))
+    drain.start()
+    run_cli(monkeypatch, "method=ikd", *common)  # raises if the run fails
+    assert first.wait(timeout=600) == 0, "".join(output)
+    drain.join()
+    logs = "".join(p.read_text() for p in (tmp_path / "default" / "usps").glob("*/seed0/*.log"))  # both students'
     for k in range(2):
-        assert joined.count(f"fitting usps teacher seed={member_seed(0, k)}") == 1, joined
+        assert logs.count(f"fitting usps teacher seed={member_seed(0, k)}") == 1, logs
     assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 2
 
 
