@@ -81,10 +81,18 @@ def compose_like_hydra(overrides: list[str]) -> DictConfig:
     it, in order (``ConfigLoaderImpl._apply_overrides_to_config``). The first step, ~0.2 s, is what hundreds of
     tests repeat with the same choices: it is done once per session for each list of choices, and Hydra's own
     second step runs on a copy. Values stay unresolved, as Hydra leaves them. Sweeps and ``hydra.*`` overrides
-    (which need Hydra's own node) are composed by Hydra in one go; tests/run/test_config.py checks both ways agree.
+    (which need Hydra's own node) and dict values (``dataset={batch_size: 9}``: a group's name with a dict value is
+    a value, where it stands) are composed by Hydra in one go; tests/run/test_config.py checks both ways agree.
     """
     parsed = OverridesParser.create().parse_overrides(overrides)
-    if any(o.is_sweep_override() or o.key_or_group.split(".")[0].split("/")[0] == "hydra" for o in parsed):
+
+    def whole(o) -> bool:
+        """Hydra's own node, a sweep, or a dict value: Hydra decides whether a group's name with a dict value sets
+        values by the value's type, where it stands among the overrides."""
+        in_hydra = o.key_or_group.split(".")[0].split("/")[0] == "hydra"
+        return o.is_sweep_override() or in_hydra or isinstance(o.value(), dict)
+
+    if any(whole(o) for o in parsed):
         return compose_run_config(overrides)
     chooses = [o.package is not None or (CONF_DIR / o.key_or_group).is_dir() for o in parsed]
     groups = tuple(o.input_line for o, group in zip(parsed, chooses) if group)

@@ -188,6 +188,7 @@ LIKE_THE_TESTS = [
     [*FAST, "experiment=study", "recipe=fast", "dataset=usps", "seed=0", "paths.output_dir=/elsewhere"],
     ["model@student_model=resnet50", "teacher_variant=patient", "recipe.method_epochs.teacher=7", "logger.csv=null"],
     [*FAST, "trainer.max_epochs=4", "callbacks.model_checkpoint.monitor=val/loss", "paths.run_dir=${paths.root_dir}"],
+    [*FAST, "recipe.batch_size=7", "recipe={batch_size: 9}"],  # a dict for a group's name: a value, where it stands
 ]
 
 

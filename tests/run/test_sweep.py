@@ -155,11 +155,15 @@ def test_two_runs_needing_the_same_missing_teachers_train_each_once(tmp_path, fa
         output.append(line)
         if "fitting usps teacher seed=" in line:
             break
-    assert first.poll() is None, "".join(output)
-    drain = threading.Thread(target=lambda: output.extend(first.stdout))
-    drain.start()
-    run_cli(monkeypatch, "method=ikd", *common)  # raises if the run fails
-    assert first.wait(timeout=600) == 0, "".join(output)
+    drain = threading.Thread(target=lambda: output.extend(first.stdout), daemon=True)
+    try:
+        assert first.poll() is None, "".join(output)
+        drain.start()
+        run_cli(monkeypatch, "method=ikd", *common)  # raises if the run fails
+        assert first.wait(timeout=600) == 0, "".join(output)
+    finally:  # a failure here must not leave the first student training after the test
+        first.kill()
+        first.wait()
     drain.join()
     logs = "".join(p.read_text() for p in (tmp_path / "default" / "usps").glob("*/seed0/*.log"))  # both students'
     for k in range(2):
