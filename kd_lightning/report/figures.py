@@ -43,6 +43,20 @@ def method_color(method: str) -> str:
     return _MORE_COLORS[sum(map(ord, method)) % len(_MORE_COLORS)]
 
 
+def _require_table(table: Any, columns: Sequence[str], builder: str, figure: str) -> None:
+    """Figures draw tables, not the runs frame (which they took before the report's two layers): name the table."""
+    if not isinstance(table, pd.DataFrame) or not set(columns) <= set(table.columns):
+        raise TypeError(f"{figure} draws a table (columns {', '.join(columns)}), not the runs frame: pass {builder}")
+
+
+def _require_comparisons(comparisons: Any, figure: str) -> None:
+    if isinstance(comparisons, pd.DataFrame) or not isinstance(comparisons, Mapping):
+        raise TypeError(
+            f"{figure} draws paired comparisons keyed by (treatment, control), not a {type(comparisons).__name__}: "
+            "pass report.student_comparisons(runs) (or tables.comparison_table's frames in such a mapping)"
+        )
+
+
 def _no_data(ax: Any, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
@@ -62,6 +76,7 @@ def _bar_positions(n_groups: int, n_bars: int, width: float = 0.8) -> tuple[np.n
 def plot_accuracy(summary: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Figure:
     """Grouped bars: test accuracy per dataset for teacher and students (``tables.summary_table``), seed std as
     error bars."""
+    _require_table(summary, ("dataset", "method", "mean"), "report.summary_table(runs)", "plot_accuracy")
     datasets = ordered_datasets(summary["dataset"])
     methods = ordered_methods(summary["method"])
     fig = Figure(figsize=(max(6.0, 1.6 * len(datasets) + 2), 4.5), layout="constrained")
@@ -137,14 +152,15 @@ def _difference_bars(pairs: Sequence[tuple[str, pd.DataFrame]], title: str, ylab
     return fig
 
 
-def _by_treatment(comparisons: Comparisons) -> list[tuple[str, pd.DataFrame]]:
+def _by_treatment(comparisons: Comparisons, figure: str) -> list[tuple[str, pd.DataFrame]]:
+    _require_comparisons(comparisons, figure)
     return [(treatment, frame) for (treatment, _), frame in comparisons.items()]
 
 
 def plot_gain_over_scratch(gains: Comparisons, metric: str = DEFAULT_METRIC) -> Figure:
     """Each distilling student's gain over the control student per dataset, paired by seed, with 95% CIs."""
     return _difference_bars(
-        _by_treatment(gains),
+        _by_treatment(gains, "plot_gain_over_scratch"),
         f"Student gain over scratch\n{metric_note(metric)}; paired by seed, error bars: 95% CI, "
         "* = resolved after Holm",
         "student − scratch (percentage points)",
@@ -154,7 +170,7 @@ def plot_gain_over_scratch(gains: Comparisons, metric: str = DEFAULT_METRIC) -> 
 def plot_students_vs_teacher(comparisons: Comparisons, metric: str = DEFAULT_METRIC) -> Figure:
     """Each student minus the teacher per dataset: how much of the teacher each student recovers."""
     return _difference_bars(
-        _by_treatment(comparisons),
+        _by_treatment(comparisons, "plot_students_vs_teacher"),
         f"Students vs teacher\n{metric_note(metric)}; paired by seed, error bars: 95% CI, * = resolved after Holm",
         "student − teacher (percentage points)",
     )
@@ -162,6 +178,7 @@ def plot_students_vs_teacher(comparisons: Comparisons, metric: str = DEFAULT_MET
 
 def plot_gain_vs_complexity(gains: Comparisons, metric: str = DEFAULT_METRIC) -> Figure:
     """Gain over scratch against the paper's complexity rank (claim 1), with the paper's gains dashed."""
+    _require_comparisons(gains, "plot_gain_vs_complexity")
     fig = Figure(figsize=(7.0, 4.5), layout="constrained")
     ax = fig.add_subplot()
     plotted = False
@@ -339,7 +356,7 @@ def plot_gain_by_recipe(
     fig = Figure(figsize=(5.0 * max(len(recipes), 1), 4.5), layout="constrained")
     axes = fig.subplots(1, max(len(recipes), 1), sharey=True, squeeze=False)[0]
     for ax, recipe in zip(axes, recipes):
-        pairs = _by_treatment(gains[recipe])
+        pairs = _by_treatment(gains[recipe], "plot_gain_by_recipe")
         shown = datasets[recipe] if datasets else ordered_datasets(d for _, f in pairs for d in f["dataset"])
         _draw_differences(ax, pairs, shown)
         ax.set_title(f"recipe {recipe}", fontsize="medium")

@@ -422,3 +422,15 @@ def test_shortened_epochs_are_not_set_beside_the_paper(tmp_path):
         runs = report.load_sweep(tmp_path / f"e{epochs}")
         assert bool(runs["paper_comparable"].iloc[0]) is expected
         assert runs["paper_differences"].iloc[0] == ("" if expected else "trainer.max_epochs=3 (paper 20)")
+
+
+def test_figures_given_the_runs_frame_say_which_table_to_pass(sweep):
+    """The figures draw tables (numbers in, figure out); the runs frame, their argument before, gets a message
+    naming the table to build, not a KeyError from inside matplotlib code."""
+    runs = report.load_sweep(sweep)
+    with pytest.raises(TypeError, match=r"plot_accuracy draws a table .*pass report\.summary_table\(runs\)"):
+        report.plot_accuracy(runs)
+    for figure in (report.plot_gain_over_scratch, report.plot_students_vs_teacher, report.plot_gain_vs_complexity):
+        with pytest.raises(TypeError, match=rf"{figure.__name__} draws paired comparisons.*student_comparisons"):
+            figure(runs)
+    assert report.plot_accuracy(report.summary_table(report.for_recipe(runs, runs["recipe"].iloc[0]))) is not None
