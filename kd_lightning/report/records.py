@@ -338,7 +338,7 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     for col in _OBJECT_COLUMNS:
         # object dtype keeps None and int-vs-float (Lightning: 5 = five batches, 1.0 = all of them).
         runs[col] = pd.Series([row.get(col) for row in rows], dtype=object)
-    return _sort(runs)
+    return consolidated(_sort(runs))
 
 
 _LIST_COLUMNS = ("test_best.per_class_f1", "test_last.per_class_f1")
@@ -372,7 +372,14 @@ def read_runs_csv(path: str | Path) -> pd.DataFrame:
     for col in _LIST_COLUMNS:
         runs[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else None for v in raw[col]]
     runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
-    return runs
+    return consolidated(runs)
+
+
+def consolidated(runs: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its columns stored one block per dtype (a deep copy), as pandas does not after columns are
+    set one by one: the report takes rows of the runs hundreds of times, and pandas takes each block apart (a
+    teacher pilot's 65 one-column blocks: 13 ms to pick its completed runs; 16 blocks: 6 ms)."""
+    return runs.copy(deep=True)
 
 
 def load_runs(folders: str | Path | Sequence[str | Path]) -> pd.DataFrame:
@@ -385,4 +392,4 @@ def load_runs(folders: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     sweeps = [f for f in folders if f not in reports]
     if sweeps or not frames:
         frames.append(load_sweep(sweeps))
-    return _sort(pd.concat(frames, ignore_index=True)) if len(frames) > 1 else frames[0]
+    return consolidated(_sort(pd.concat(frames, ignore_index=True))) if len(frames) > 1 else frames[0]

@@ -162,10 +162,9 @@ def recipes_in(runs: pd.DataFrame) -> list[str]:
     return sorted({str(r) if isinstance(r, str) else NO_RECIPE for r in runs["recipe"]})
 
 
-def _sort(frame: pd.DataFrame) -> pd.DataFrame:
-    """Datasets by complexity, methods in conf/method/'s order, then seed: the order every table uses."""
-    if frame.empty:
-        return frame.reset_index(drop=True)
+def _sort_positions(frame: pd.DataFrame) -> list[int]:
+    """Row positions in the order every table uses: recipe, datasets by complexity, methods in conf/method/'s
+    order, seed, path; ties keep the frame's order."""
     n = len(frame)
     paths = frame["path"].astype(str).tolist() if "path" in frame else [""] * n
     recipes = frame["recipe"].astype(str).tolist() if "recipe" in frame else [""] * n
@@ -174,7 +173,14 @@ def _sort(frame: pd.DataFrame) -> pd.DataFrame:
         (rc, _dataset_key(d), _method_key(m), s, p)
         for rc, d, m, s, p in zip(recipes, frame["dataset"].tolist(), frame["method"].tolist(), seeds, paths)
     ]
-    return frame.iloc[sorted(range(n), key=keys.__getitem__)].reset_index(drop=True)
+    return sorted(range(n), key=keys.__getitem__)
+
+
+def _sort(frame: pd.DataFrame) -> pd.DataFrame:
+    """Datasets by complexity, methods in conf/method/'s order, then seed: the order every table uses."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    return frame.iloc[_sort_positions(frame)].reset_index(drop=True)
 
 
 def _with_recipe(runs: pd.DataFrame) -> pd.DataFrame:
@@ -187,25 +193,40 @@ def pick_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One record per recipe/dataset/method/seed: completed beats anything else, then the latest finished.
 
     Returns (kept, superseded) so superseded duplicates can be listed rather than silently dropped.
-    A plain frame without ``status`` counts as completed.
+    A plain frame without ``status`` counts as completed. The choice is made on the key columns alone and the
+    whole records are taken once (a sweep's frame has ~65 columns; the report picks hundreds of times).
     """
     if runs.empty:
         return runs, runs
     runs = _with_recipe(runs)
+    n = len(runs)
     status = runs["status"] if "status" in runs else pd.Series("completed", index=runs.index)
     finished = runs["finished_at"] if "finished_at" in runs else pd.Series("", index=runs.index)
     path = runs["path"] if "path" in runs else pd.Series("", index=runs.index)
-    ranked = runs.assign(
-        _completed=(status == "completed").astype(int),
-        _finished=finished.fillna("").astype(str),
-        _path=path.fillna("").astype(str),
-    )
-    ranked = ranked.sort_values(["_completed", "_finished", "_path"], ascending=False, kind="stable")
-    keyed = ranked[ranked[KEYS].notna().all(axis=1)]
-    duplicated = keyed.duplicated(subset=PICK_KEYS, keep="first")
-    kept = pd.concat([keyed[~duplicated], ranked[ranked[KEYS].isna().any(axis=1)]])
-    drop = ["_completed", "_finished", "_path"]
-    return _sort(kept.drop(columns=drop)), _sort(keyed[duplicated].drop(columns=drop))
+    rank = pd.DataFrame(
+        {
+            "_completed": (status == "completed").astype(int).to_numpy(),
+            "_finished": finished.fillna("").astype(str).to_numpy(),
+            "_path": path.fillna("").astype(str).to_numpy(),
+            "_position": np.arange(n),
+        }
+    ).sort_values(["_completed", "_finished", "_path"], ascending=False, kind="stable")
+    order = rank["_position"].to_numpy()
+    sort_columns = [c for c in dict.fromkeys([*PICK_KEYS, "path"]) if c in runs]
+    ranked = runs[sort_columns].iloc[order]
+    keyed = ranked[KEYS].notna().all(axis=1).to_numpy()
+    duplicated = ranked[keyed].duplicated(subset=PICK_KEYS, keep="first").to_numpy()
+    kept = np.concatenate([order[keyed][~duplicated], order[~keyed]])
+    superseded = order[keyed][duplicated]
+
+    def take(positions: np.ndarray) -> pd.DataFrame:
+        if not len(positions):
+            return runs.iloc[0:0].reset_index(drop=True)
+        positions = positions[_sort_positions(runs[sort_columns].iloc[positions])]
+        whole = len(positions) == n and (positions == np.arange(n)).all()
+        return (runs if whole else runs.iloc[positions]).reset_index(drop=True)
+
+    return take(kept), take(superseded)
 
 
 def completed_runs(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
@@ -213,10 +234,10 @@ def completed_runs(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFram
     kept, _ = pick_runs(runs)
     if kept.empty:
         return kept
-    done = kept[kept["status"] == "completed"] if "status" in kept else kept
+    keep = (kept["status"] == "completed").to_numpy(bool) if "status" in kept else np.ones(len(kept), bool)
     if metric is not None:
-        done = done[pd.to_numeric(done[metric], errors="coerce").notna()] if metric in done else done.iloc[0:0]
-    return done.reset_index(drop=True)
+        keep = keep & (pd.to_numeric(kept[metric], errors="coerce").notna().to_numpy() if metric in kept else False)
+    return kept if keep.all() else kept[keep].reset_index(drop=True)
 
 
 def metric_values(runs: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
@@ -314,13 +335,15 @@ def paired_arms(values: pd.DataFrame, treatment: str, control: str) -> dict[str,
     datasets = ordered_datasets(wide.index.get_level_values(0).unique()) if len(wide) else []
     if treatment not in wide or control not in wide:
         return {d: pd.DataFrame(columns=["treatment", "control"], dtype=float) for d in datasets}
-    both = pd.DataFrame({"treatment": wide[treatment], "control": wide[control]}).dropna()
-    names = both.index.get_level_values(0).to_numpy()
-    seeds = both.index.get_level_values(1).to_numpy()
+    arms = np.column_stack([wide[arm].to_numpy(dtype=float, na_value=np.nan) for arm in (treatment, control)])
+    both = ~np.isnan(arms).any(axis=1)
+    names = wide.index.get_level_values(0).to_numpy()
+    seeds = wide.index.get_level_values(1).to_numpy()
     out = {}
-    for d in datasets:
-        mask = names == d
-        out[d] = both[mask].set_axis(seeds[mask].astype(int)).sort_index()
+    for d in datasets:  # numpy, not a frame per dataset: claims simulations pair thousands of sweeps
+        rows = np.flatnonzero(both & (names == d))
+        rows = rows[np.argsort(seeds[rows].astype(int), kind="stable")]
+        out[d] = pd.DataFrame(arms[rows], index=pd.Index(seeds[rows].astype(int)), columns=["treatment", "control"])
     return out
 
 

@@ -434,3 +434,36 @@ def test_figures_given_the_runs_frame_say_which_table_to_pass(sweep):
         with pytest.raises(TypeError, match=rf"{figure.__name__} draws paired comparisons.*student_comparisons"):
             figure(runs)
     assert report.plot_accuracy(report.summary_table(report.for_recipe(runs, runs["recipe"].iloc[0]))) is not None
+
+
+def test_pick_runs_keeps_the_best_record_of_each_run_in_table_order():
+    """pick_runs against its rule written out by hand, on random frames with repeats, failures, missing keys and
+    two recipes: per recipe/dataset/method/seed the completed record first, then the latest finished, then the
+    last path; rows without a key are kept; both frames in the tables' order."""
+    from kd_lightning.report.runs import KEYS, PICK_KEYS, _sort, pick_runs
+
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n = int(rng.integers(1, 25))
+        runs = pd.DataFrame(
+            {
+                "recipe": rng.choice(["fast", "strong"], n),
+                "dataset": rng.choice(["usps", "mnist", None], n, p=[0.45, 0.45, 0.1]),
+                "method": rng.choice(["teacher", "scratch", "rkd"], n),
+                "seed": pd.array(rng.integers(0, 3, n), dtype="Int64"),
+                "status": rng.choice(["completed", "failed"], n),
+                "finished_at": rng.choice(["2026-12-01", "2026-12-02", None], n),
+                "path": [f"run{i:02d}" for i in rng.permutation(n)],
+                "test_best.acc": rng.uniform(size=n),
+            }
+        )
+        kept, superseded = pick_runs(runs)
+        rank = runs.assign(
+            c=(runs["status"] == "completed").astype(int), f=runs["finished_at"].fillna(""), p=runs["path"]
+        ).sort_values(["c", "f", "p"], ascending=False, kind="stable")
+        keyed = rank[rank[KEYS].notna().all(axis=1)]
+        first = ~keyed.duplicated(PICK_KEYS)
+        expected = _sort(pd.concat([keyed[first], rank[rank[KEYS].isna().any(axis=1)]])[runs.columns])
+        pd.testing.assert_frame_equal(kept, expected)
+        pd.testing.assert_frame_equal(superseded, _sort(keyed[~first][runs.columns]))
+        assert len(kept) + len(superseded) == n

@@ -20,6 +20,7 @@ from joblib.externals.loky import get_reusable_executor
 from kd_lightning import PROJECT_ROOT
 from kd_lightning.run import gpu_slots
 from kd_lightning.run.gpu_slots import GpuSlotError, GpuSlots
+from kd_lightning.seeding import member_seed
 from kd_lightning.tools import train
 from tests.helpers import CONF_DIR, FAST, compose_cfg
 
@@ -162,8 +163,10 @@ def test_gpu_node_launcher_composes_n_jobs_from_gpus_and_slots():
 
 @pytest.mark.slow
 def test_gpu_node_multirun_spreads_jobs_and_trains_the_shared_teacher_once(tmp_path, fake_data_dir, monkeypatch):
-    """The real path: Hydra multirun, joblib (loky processes), two fake GPUs with one slot each. Both
-    students need the same missing teacher: the registry's lock lets one job train it, the other waits."""
+    """The real path: Hydra multirun, joblib (loky processes), two fake GPUs with one slot each. Both students, in
+    two processes at once, distil from the same missing 2-member ensemble: each member is a registry teacher
+    trained under the registry's lock (kd_lightning/run/teacher_kinds.py), so one job trains it while the other
+    waits, and each member is trained once."""
     args = [
         "-m",
         "launcher=gpu_node",
@@ -171,6 +174,8 @@ def test_gpu_node_multirun_spreads_jobs_and_trains_the_shared_teacher_once(tmp_p
         "hydra.callbacks.gpu_slots.slots_per_gpu=1",
         "dataset=usps",
         "method=rkd,ikd",
+        "teacher=ensemble",
+        "teacher.members=2",
         f"paths.data_dir={fake_data_dir}",
         f"paths.output_dir={tmp_path}",
         *FAST,
@@ -192,11 +197,12 @@ def test_gpu_node_multirun_spreads_jobs_and_trains_the_shared_teacher_once(tmp_p
     expected_threads = max(1, gpu_slots.cpu_cores() // 2)
     assert all(e["cpu_threads"] == e["gpu_slot"]["threads"] == expected_threads for e in envs)
     assert all(e["gpu_slot"]["pool_dir"] == str(tmp_path / "default" / ".gpu-slots") for e in envs)
-    # one teacher, trained once, used by both students
-    assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 1
-    assert records["rkd"]["teacher"]["checkpoint"] == records["ikd"]["teacher"]["checkpoint"]
+    # one ensemble, each member trained once, used by both students
+    assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 2
+    assert records["rkd"]["teacher"]["members"] == records["ikd"]["teacher"]["members"]
     logs = "".join(p.read_text() for p in sweep.glob("*/seed0/*.log"))
-    assert logs.count("fitting usps teacher seed=0") == 1, logs
+    for k in range(2):
+        assert logs.count(f"fitting usps teacher seed={member_seed(0, k)}") == 1, logs
     print(f"gpu_node multirun: {time.monotonic() - started:.0f}s")
 
 

@@ -1,5 +1,5 @@
 """The grid: teachers before students whatever the job order, reruns that train nothing, failures that
-stay local, concurrent runs that share one teacher, and interrupted runs that resume exactly."""
+stay local, and interrupted runs that resume exactly."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from kd_lightning import PROJECT_ROOT
 from kd_lightning.run.compose import compose_run_config
-from kd_lightning.seeding import member_seed
 from kd_lightning.tools import train
 from tests.fakedata import write_all
 from tests.helpers import CONF_DIR, FAST, MOMENTUM
@@ -141,34 +139,6 @@ def cli(*args: str, **kwargs) -> subprocess.Popen:
         text=True,
         **kwargs,
     )
-
-
-def test_two_runs_needing_the_same_missing_teachers_train_each_once(tmp_path, fake_data_dir, monkeypatch):
-    """Two students in two processes at once, distilling from a 2-member ensemble: each member (a registry teacher,
-    under the registry's lock like the paper's single teacher) is trained once (kd_lightning/run/teacher_kinds.py).
-    The second student (in this process) starts once the first (a subprocess) trains a member and holds its lock."""
-    common = ("dataset=usps", "teacher=ensemble", "teacher.members=2", f"paths.data_dir={fake_data_dir}")
-    common += (f"paths.output_dir={tmp_path}", *FAST)
-    first = cli("method=rkd", *common)
-    output: list[str] = []
-    for line in first.stdout:  # until it trains a member (it ends the loop early only by failing)
-        output.append(line)
-        if "fitting usps teacher seed=" in line:
-            break
-    drain = threading.Thread(target=lambda: output.extend(first.stdout), daemon=True)
-    try:
-        assert first.poll() is None, "".join(output)
-        drain.start()
-        run_cli(monkeypatch, "method=ikd", *common)  # raises if the run fails
-        assert first.wait(timeout=600) == 0, "".join(output)
-    finally:  # a failure here must not leave the first student training after the test
-        first.kill()
-        first.wait()
-    drain.join()
-    logs = "".join(p.read_text() for p in (tmp_path / "default" / "usps").glob("*/seed0/*.log"))  # both students'
-    for k in range(2):
-        assert logs.count(f"fitting usps teacher seed={member_seed(0, k)}") == 1, logs
-    assert len(list((tmp_path / "teachers").rglob("teacher.ckpt"))) == 2
 
 
 def test_sigterm_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path, fake_data_dir, monkeypatch):
