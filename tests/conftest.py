@@ -38,7 +38,7 @@ def _keep_freed_memory() -> None:
         return
     for name, (param, value) in MALLOC_SETTINGS.items():
         os.environ.setdefault(f"MALLOC_{name}_", str(value))
-        mallopt(param, int(os.environ[f"MALLOC_{name}_"]))
+        mallopt(param, int(os.environ[f"MALLOC_{name}_"], 0))  # glibc also reads 0x...
 
 
 _keep_freed_memory()
@@ -87,10 +87,3 @@ def real_usps_dir() -> Path | None:
         if candidate and (Path(candidate) / "USPS" / "usps.bz2").is_file():
             return Path(candidate)
     return None
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files of end-to-end runs (marked ``slow``) first: pytest-xdist's ``--dist loadfile`` hands out whole files
-    in collection order, and a long file handed out last kept one worker busy while the other had nothing left."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's tests keep their order

@@ -326,8 +326,8 @@ def wide_values(values: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_arms(values: pd.DataFrame, treatment: str, control: str) -> dict[str, pd.DataFrame]:
-    """Per dataset (simplest first): the two arms' values by seed, columns ``treatment`` and ``control``, on the
-    seeds present in both arms.
+    """Per dataset (simplest first): the two arms' values by seed, float columns ``treatment`` and ``control``, on
+    the seeds present in both arms.
 
     ``values``: a plain frame (dataset, method, seed, value) or its :func:`wide_values` form.
     """

@@ -164,9 +164,10 @@ def test_gpu_node_launcher_composes_n_jobs_from_gpus_and_slots():
 @pytest.mark.slow
 def test_gpu_node_multirun_spreads_jobs_and_trains_the_shared_teacher_once(tmp_path, fake_data_dir, monkeypatch):
     """The real path: Hydra multirun, joblib (loky processes), two fake GPUs with one slot each. Both students, in
-    two processes at once, distil from the same missing 2-member ensemble: each member is a registry teacher
-    trained under the registry's lock (kd_lightning/run/teacher_kinds.py), so one job trains it while the other
-    waits, and each member is trained once."""
+    two processes started together, distil from the same missing 2-member ensemble: each member is a registry
+    teacher trained under the registry's lock (kd_lightning/run/teacher_kinds.py), so the job that takes the lock
+    trains it and the other waits for it (or, started late, finds it published): each member is trained once. The
+    race is likely, not forced (the jobs start at once)."""
     args = [
         "-m",
         "launcher=gpu_node",
