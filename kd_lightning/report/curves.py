@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_lightning.report.runs import KEYS, RUNS_CSV, _sort, completed_runs, is_report_folder
+from kd_lightning.report.runs import KEYS, RUNS_CSV, completed_runs, in_table_order, is_report_folder
 
 CURVE_COLUMNS = {
     "val/acc": "val_acc",
@@ -72,7 +72,7 @@ def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
         val_loss_mean=("val_loss", "mean"),
         val_loss_std=("val_loss", "std"),
     ).reset_index()
-    return _sort(out.assign(seed=pd.NA))[cols]
+    return in_table_order(out.assign(seed=pd.NA))[cols]
 
 
 def read_curve_summary(path: str | Path) -> pd.DataFrame:
@@ -94,4 +94,4 @@ def summary_of_folders(folders: Sequence[str | Path], runs: pd.DataFrame) -> pd.
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    return _sort(pd.concat(frames, ignore_index=True).assign(seed=pd.NA))[SUMMARY_COLUMNS]
+    return in_table_order(pd.concat(frames, ignore_index=True).assign(seed=pd.NA))[SUMMARY_COLUMNS]

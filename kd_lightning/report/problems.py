@@ -12,9 +12,9 @@ import pandas as pd
 from kd_lightning.report.runs import (
     KEYS,
     PICK_KEYS,
-    _sort,
     datasets_in,
     for_recipe,
+    in_table_order,
     methods_in,
     pick_runs,
     recipes_in,
@@ -106,5 +106,5 @@ def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
     rows = _without_result(kept, superseded) + _missing(runs, kept) + _teacher_caveats(runs)
     issues = pd.DataFrame(rows, columns=cols)
     issues["seed"] = issues["seed"].astype("Int64")
-    issues = _sort(issues)
+    issues = in_table_order(issues)
     return issues if len(recipes_in(runs)) > 1 else issues.drop(columns="recipe")

@@ -24,8 +24,8 @@ from kd_lightning.report.runs import (
     NO_RECIPE,
     RUNS_CSV,
     SPLITS,
-    _sort,
     find_results,
+    in_table_order,
     is_report_folder,
 )
 from kd_lightning.teacher_kind import condition_label
@@ -338,7 +338,7 @@ def load_sweep(sweep: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     for col in _OBJECT_COLUMNS:
         # object dtype keeps None and int-vs-float (Lightning: 5 = five batches, 1.0 = all of them).
         runs[col] = pd.Series([row.get(col) for row in rows], dtype=object)
-    return consolidated(_sort(runs))
+    return consolidated(in_table_order(runs))
 
 
 _LIST_COLUMNS = ("test_best.per_class_f1", "test_last.per_class_f1")
@@ -392,4 +392,4 @@ def load_runs(folders: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     sweeps = [f for f in folders if f not in reports]
     if sweeps or not frames:
         frames.append(load_sweep(sweeps))
-    return consolidated(_sort(pd.concat(frames, ignore_index=True))) if len(frames) > 1 else frames[0]
+    return consolidated(in_table_order(pd.concat(frames, ignore_index=True))) if len(frames) > 1 else frames[0]

@@ -176,7 +176,7 @@ def _sort_positions(frame: pd.DataFrame) -> list[int]:
     return sorted(range(n), key=keys.__getitem__)
 
 
-def _sort(frame: pd.DataFrame) -> pd.DataFrame:
+def in_table_order(frame: pd.DataFrame) -> pd.DataFrame:
     """Datasets by complexity, methods in conf/method/'s order, then seed: the order every table uses."""
     if frame.empty:
         return frame.reset_index(drop=True)

@@ -62,8 +62,3 @@ def teacher_gate(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, margin: float
                 }
             )
     return pd.DataFrame(rows, columns=GATE_COLUMNS)
-
-
-def qualified_conditions(gate: pd.DataFrame) -> dict[tuple[str, str], bool]:
-    """(recipe, dataset) -> whether its teacher passed the gate (against every control it was compared with)."""
-    return {key: bool(sub["qualified"].all()) for key, sub in gate.groupby(["recipe", "dataset"], sort=False)}

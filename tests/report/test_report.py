@@ -440,7 +440,7 @@ def test_pick_runs_keeps_the_best_record_of_each_run_in_table_order():
     """pick_runs against its rule written out by hand, on random frames with repeats, failures, missing keys and
     two recipes: per recipe/dataset/method/seed the completed record first, then the latest finished, then the
     last path; rows without a key are kept; both frames in the tables' order."""
-    from kd_lightning.report.runs import KEYS, PICK_KEYS, _sort, pick_runs
+    from kd_lightning.report.runs import KEYS, PICK_KEYS, in_table_order, pick_runs
 
     rng = np.random.default_rng(7)
     for _ in range(30):
@@ -463,7 +463,7 @@ def test_pick_runs_keeps_the_best_record_of_each_run_in_table_order():
         ).sort_values(["c", "f", "p"], ascending=False, kind="stable")
         keyed = rank[rank[KEYS].notna().all(axis=1)]
         first = ~keyed.duplicated(PICK_KEYS)
-        expected = _sort(pd.concat([keyed[first], rank[rank[KEYS].isna().any(axis=1)]])[runs.columns])
+        expected = in_table_order(pd.concat([keyed[first], rank[rank[KEYS].isna().any(axis=1)]])[runs.columns])
         pd.testing.assert_frame_equal(kept, expected)
-        pd.testing.assert_frame_equal(superseded, _sort(keyed[~first][runs.columns]))
+        pd.testing.assert_frame_equal(superseded, in_table_order(keyed[~first][runs.columns]))
         assert len(kept) + len(superseded) == n
