@@ -1,4 +1,6 @@
-"""Teacher and student networks: unmodified torchvision ResNets with two small adaptations.
+"""Teacher and student networks: torchvision ResNets with two small adaptations.
+
+ResNet10 (tests, smoke runs) is torchvision's ResNet class with one BasicBlock per stage.
 
 Only the first convolution (input channels, optional CIFAR stem) and the classifier
 (``num_classes``) change; the stage modules keep torchvision's names (``layer1`` ... ``layer4``)
@@ -23,7 +25,11 @@ from torchvision import models
 
 from kd_lightning.seeding import isolated_rng
 
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101")
+#: torchvision's ResNets, and ResNet10: torchvision's ResNet class with one BasicBlock per stage (the stage widths
+#: and module names of ResNet18, 4.9M parameters instead of 11.2M; not in the paper: smoke runs, laptops, tests)
+ARCHITECTURES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
+#: the architectures torchvision has no builder for: their blocks per stage
+_BLOCKS_PER_STAGE = {"resnet10": [1, 1, 1, 1]}
 STEMS = ("imagenet", "cifar")
 #: the keys of ``hyper_parameters["net"]``: build_resnet's arguments
 NET_KEYS = ("arch", "num_classes", "in_channels", "stem")
@@ -45,7 +51,10 @@ def build_resnet(arch: str, num_classes: int, in_channels: int = 3, stem: str = 
         raise ValueError(f"model.stem={stem!r} is not supported; choose one of {STEMS}")
     if num_classes < 2 or in_channels < 1:
         raise ValueError(f"need num_classes >= 2 and in_channels >= 1, got {num_classes}, {in_channels}")
-    net = getattr(models, arch)(weights=None, num_classes=num_classes)
+    if arch in _BLOCKS_PER_STAGE:
+        net = models.ResNet(models.resnet.BasicBlock, _BLOCKS_PER_STAGE[arch], num_classes=num_classes)
+    else:
+        net = getattr(models, arch)(weights=None, num_classes=num_classes)
     if stem == "cifar":
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()

@@ -15,7 +15,7 @@ SHAPES = {
 OPTIMIZER = {"_target_": "torch.optim.SGD", "lr": 0.01}
 
 
-@pytest.mark.parametrize("arch", ["resnet50", "resnet18"])
+@pytest.mark.parametrize("arch", ["resnet50", "resnet18", "resnet10"])
 @pytest.mark.parametrize("dataset", list(SHAPES))
 @pytest.mark.parametrize("stem", ["imagenet", "cifar"])
 def test_logits_have_shape_batch_by_classes(arch, dataset, stem):
@@ -23,6 +23,16 @@ def test_logits_have_shape_batch_by_classes(arch, dataset, stem):
     net = build_resnet(arch, classes, channels, stem).eval()
     with torch.no_grad():
         assert net(torch.randn(2, channels, size, size)).shape == (2, classes)
+
+
+def test_resnet10_is_resnet18_with_one_block_per_stage():
+    """The test networks (tests/helpers.py): IKD's hook paths and adapters must see what they see on ResNet18."""
+    small, full = build_resnet("resnet10", 10, 1), build_resnet("resnet18", 10, 1)
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        assert len(getattr(small, stage)) == 1 and len(getattr(full, stage)) == 2
+        assert getattr(small, stage)[0].conv1.out_channels == getattr(full, stage)[0].conv1.out_channels
+    assert {name for name, _ in small.named_children()} == {name for name, _ in full.named_children()}
+    assert sum(p.numel() for p in small.parameters()) < 0.5 * sum(p.numel() for p in full.parameters())
 
 
 def test_stems_differ_as_documented():

@@ -49,7 +49,9 @@ def test_records_name_the_kind_the_members_and_their_accuracies(ensemble_runs):
     _, records, _ = ensemble_runs
     for method in ("rkd", "ikd", "scratch"):
         teacher = records[method]["teacher"]
-        assert teacher["kind"] == "ensemble" and teacher["label"] == "ensemble of 2 resnet18"
+        assert (
+            teacher["kind"] == "ensemble" and teacher["label"] == "ensemble of 2 resnet10"
+        )  # FAST's networks (tests/helpers.py)
         assert len(teacher["members"]) == 2 and all(0 <= m["test_acc"] <= 1 for m in teacher["members"])
         assert teacher["members_mean_acc"] == pytest.approx(sum(m["test_acc"] for m in teacher["members"]) / 2)
     row = records["teacher"]
@@ -68,7 +70,7 @@ def test_born_again_teacher_is_member_zero_of_the_stream(ensemble_runs, fake_dat
     out, _, _ = ensemble_runs
     overrides = ["method=rkd", "dataset=usps", "teacher=resnet18", "seed=0", "name=ban"]
     record = run(compose_cfg(overrides, fake_data_dir, out))
-    assert record["teacher"]["label"] == "born-again resnet18"
+    assert record["teacher"]["label"] == "born-again resnet10"  # FAST's student and teacher are ResNet10s
     assert f"seed{member_seed(0, 0)}" in record["identity"]["teacher"]
     assert len(member_ckpts(out)) == 2  # the born-again teacher is the ensemble's member 0: nothing new trained
 
@@ -96,7 +98,7 @@ def test_full_data_teacher_is_the_full_levels_teacher_and_a_separate_condition(f
     )
     assert teachers.teacher_config(small_full).dataset.factors.train_fraction == 1.0
     assert small_full.dataset.factors.train_fraction == 0.5  # the students keep their subsample
-    assert teacher_kinds.teacher_label(small_full) == "resnet18 (full-data)"
+    assert teacher_kinds.teacher_label(small_full) == "resnet10 (full-data)"
     # ensemble members of a subsampled level keep the students' own draw
     member = teacher_kinds.member_config(cfg("teacher=ensemble", "dataset.factors.train_fraction=0.5", "seed=3"), 1)
     assert member.seed == member_seed(3, 1) and member.dataset.factors.factor_seed == 3

@@ -56,7 +56,7 @@ def test_every_shipped_variant_is_a_teacher_of_its_own(fake_data_dir, tmp_path, 
     cfg = compose_cfg([*overrides, f"teacher_variant={variant}"], fake_data_dir, tmp_path)
     validate_config(cfg)
     name = cfg.teacher.variant.name
-    assert teacher_kinds.teacher_label(cfg) == f"ensemble of 4 resnet18 ({name})"
+    assert teacher_kinds.teacher_label(cfg) == f"ensemble of 4 resnet10 ({name})"
     assert teachers.teacher_key(teacher_kinds.member_config(cfg, 0)) != teachers.teacher_key(
         teacher_kinds.member_config(plain, 0)
     )
@@ -113,10 +113,10 @@ def test_unusable_variants_are_refused_before_training(fake_data_dir, overrides,
 def test_a_variants_students_form_their_own_condition_in_the_report(fake_data_dir, tmp_path):
     common = ["dataset=usps", "teacher=ensemble", "teacher.members=2", "dataset.factors.train_fraction=0.5"]
     record = run(compose_cfg(["method=rkd", *common, "teacher_variant=bootstrap"], fake_data_dir, tmp_path))
-    assert record["teacher"]["label"] == "ensemble of 2 resnet18 (bootstrap)"
+    assert record["teacher"]["label"] == "ensemble of 2 resnet10 (bootstrap)"
     members = [json.loads(p.read_text()) for p in sorted((tmp_path / "teachers").rglob("teacher.json"))]
     seeds = sorted(m["data_factors"]["identity"]["resample_seed"] for m in members)
     assert seeds == sorted(member_seed(0, k) for k in range(2))
     assert len({m["data_factors"]["indices_sha1"] for m in members}) == 2
     runs = load_sweep(tmp_path / "default")
-    assert np.all(runs["recipe"].str.contains(r"ensemble of 2 resnet18 \(bootstrap\)"))
+    assert np.all(runs["recipe"].str.contains(r"ensemble of 2 resnet10 \(bootstrap\)"))

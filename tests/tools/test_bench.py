@@ -19,12 +19,12 @@ from kd_lightning.measure import throughput
 from kd_lightning.measure.efficiency import count_flops
 from kd_lightning.models import build_resnet
 from kd_lightning.tools import bench
-from tests.helpers import NO_MOMENTUM, TINY_TEACHER
+from tests.helpers import NO_MOMENTUM, TINY_NETWORKS
 
 PATH_FIELDS = {"images_per_s", "best_images_per_s", "windows_images_per_s", "spread", "step_ms"}
-#: the smoke runs' Lightning path writes checkpoints at each epoch end: a ResNet18 teacher and no momentum buffers
-#: make them several times smaller (the production teacher and momentum are not what a smoke run checks)
-CHEAP_CHECKPOINTS = ["--override", TINY_TEACHER, "--override", NO_MOMENTUM]
+#: the smoke runs' Lightning path writes checkpoints at each epoch end: ResNet10s and no momentum buffers make them
+#: several times smaller (the production networks and momentum are not what a smoke run checks)
+CHEAP_CHECKPOINTS = [arg for o in [*TINY_NETWORKS, NO_MOMENTUM] for arg in ("--override", o)]
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_smoke_run_writes_every_field(tmp_path, capsys):
         "compile_backend": "inductor",
     }
     assert settings["smoke"] is True and settings["batch_size"] == bench.SMOKE["batch_size"]
-    assert settings["overrides"] == [TINY_TEACHER, NO_MOMENTUM] and settings["optimizer"]["momentum"] == 0
+    assert settings["overrides"] == [*TINY_NETWORKS, NO_MOMENTUM] and settings["optimizer"]["momentum"] == 0
 
     assert list(report["results"]) == list(bench.METHODS)
     for method, r in report["results"].items():
