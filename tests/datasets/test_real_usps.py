@@ -41,6 +41,6 @@ def test_short_teacher_run_on_real_usps_is_well_above_chance(tmp_path):
     ]
     record = train.run(compose_cfg(overrides, data_dir=USPS_ROOT, out_dir=tmp_path))
     assert record["status"] == "completed"
-    # chance is 0.18 (the largest class); 30 Adam steps of FAST's ResNet18 teacher from scratch reach about 0.75
+    # chance is 0.18 (the largest class); 30 Adam steps of FAST's ResNet10 teacher reach 0.78 (its ResNet18: ~0.75)
     # (60 steps of the default ResNet50 reached about 0.5)
     assert record["test_best"]["acc"] > 0.35, record["test_best"]

@@ -111,6 +111,7 @@ def test_full_data_teacher_is_the_full_levels_teacher_and_a_separate_condition(f
         (["teacher.data=half"], "teacher.data='half'"),
         ([f"seed={2**31}"], "student seeds must be below 2^31"),
         (["teacher=ensemble", "teacher_ckpt=" + str(PROJECT_ROOT / "README.md")], "a checkpoint is one network"),
+        (["teacher=resnet18", "student_model.arch=resnet18"], "born-again teacher, of the student's architecture"),
     ],
 )
 def test_bad_teacher_settings_are_refused_before_training(fake_data_dir, tmp_path, overrides, message):
