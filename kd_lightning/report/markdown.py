@@ -506,7 +506,7 @@ def build_markdown(
 
 
 def _diff_cell(rows: pd.DataFrame) -> str:
-    if rows.empty:
+    if rows.empty or not rows.iloc[0].n_pairs:
         return "n/a"
     r = rows.iloc[0]
     if r.n_pairs < 2 or pd.isna(r.ci_low):
@@ -527,20 +527,40 @@ def _per_key(table: pd.DataFrame, key: str, value: str, keys: Sequence[str], for
     )
 
 
+def _conditions(frame: pd.DataFrame) -> list[tuple[float, str | None]]:
+    """The rows of a findings table, (level, condition) in level order: a factor sweep has one condition per level;
+    a sweep of teacher kinds has several at a level, each its own row."""
+    if "recipe" not in frame:  # one condition: per_recipe leaves the column out
+        return [(lv, None) for lv in sorted(frame["level"].unique())]
+    return sorted(set(zip(frame["level"], frame["recipe"])))
+
+
+def _at(frame: pd.DataFrame, level: float, condition: str | None) -> pd.DataFrame:
+    rows = frame[frame["level"] == level]
+    return rows if condition is None or "recipe" not in rows else rows[rows["recipe"] == condition]
+
+
+def _row_name(level: float, condition: str | None, rows: Sequence[tuple[float, str | None]]) -> str:
+    """The level, and the condition where the level has several."""
+    return f"{level:g} ({condition})" if sum(lv == level for lv, _ in rows) > 1 else f"{level:g}"
+
+
 def _level_rows(tables: dict[str, Any], key: str, train_images: int | None) -> list[str]:
     teacher, control, students = tables["roles"]
     t = tables[key]
-    rows = []
-    for lv in sorted(t["arms"]["level"].unique()):
-        arms = t["arms"][t["arms"]["level"] == lv].set_index("method")
+    rows = _conditions(t["arms"])
+    lines = []
+    for lv, condition in rows:
+        arms = _at(t["arms"], lv, condition).set_index("method")
         cells = [_arm_cell(arms.loc[m]) if m in arms.index else "n/a" for m in tables["methods"]]
-        diffs = [_diff_cell(d[d["level"] == lv]) for d in t["diffs"]]
-        closed = _per_key(t["gap_closed"][t["gap_closed"]["level"] == lv], "student", "gap_closed", students, "{:.0%}")
-        fidelity = t["fidelity"][t["fidelity"]["level"] == lv]
-        agree = _per_key(fidelity, "method", "agreement_mean", [*students, control], "{:.1f}")
+        diffs = [_diff_cell(_at(d, lv, condition)) for d in t["diffs"]]
+        closed = _per_key(_at(t["gap_closed"], lv, condition), "student", "gap_closed", students, "{:.0%}")
+        agree = _per_key(_at(t["fidelity"], lv, condition), "method", "agreement_mean", [*students, control], "{:.1f}")
         images = [str(round(lv * train_images))] if train_images else []
-        rows.append(f"| {lv:g} | " + " | ".join([*images, *cells, *diffs, closed, agree]) + " |")
-    return rows
+        lines.append(
+            f"| {_row_name(lv, condition, rows)} | " + " | ".join([*images, *cells, *diffs, closed, agree]) + " |"
+        )
+    return lines
 
 
 def _role_name(method: str, students: Sequence[str]) -> str:
@@ -565,12 +585,15 @@ def findings_markdown(tables: dict[str, Any], factor: str, train_images: int | N
         f"| {factor} | probe acc | N3 | 1/(1+F1) | ID | CSG | teacher H(T=4) |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['level']:g} | {r['complexity.probe_acc']:.3f} | {r['complexity.n3']:.3f} | "
-        f"{r['complexity.f1_inv']:.3f} | {r['complexity.intrinsic_dim']:.1f} | {r['complexity.csg']:.2f} | "
-        f"{r['teacher_soft_label_entropy']:.3f} |"
-        for r in tables["complexity"].to_dict("records")
-    ]
+    complexity = tables["complexity"]
+    rows = _conditions(complexity)
+    for lv, condition in rows:
+        r = _at(complexity, lv, condition).iloc[0]
+        lines.append(
+            f"| {_row_name(lv, condition, rows)} | {r['complexity.probe_acc']:.3f} | {r['complexity.n3']:.3f} | "
+            f"{r['complexity.f1_inv']:.3f} | {r['complexity.intrinsic_dim']:.1f} | {r['complexity.csg']:.2f} | "
+            f"{r['teacher_soft_label_entropy']:.3f} |"
+        )
     return "\n".join(lines + _wall_rows(tables, factor, names))
 
 
@@ -578,13 +601,14 @@ def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str]) -> lis
     walls, methods = tables["walls"], tables["methods"]
     lines = ["", f"| {factor} | optimizer steps | " + " | ".join(names) + " | all methods (sum of medians) |"]
     lines.append("|" + "---|" * (len(methods) + 3))
-    for lv in sorted(walls["level"].unique()):
-        sub = walls[walls["level"] == lv]
+    rows = _conditions(walls)
+    for lv, condition in rows:
+        sub = _at(walls, lv, condition)
         median = {m: sub[sub["method"] == m]["wall_time_s"].median() for m in methods}
         cells = [f"{median[m]:.0f} s ({(sub['method'] == m).sum()})" if pd.notna(median[m]) else "n/a" for m in methods]
         steps = ",".join(str(int(x)) for x in sorted(sub["optimizer_steps"].dropna().unique()))
         total = sum(v for v in median.values() if pd.notna(v)) / 60
-        lines.append(f"| {lv:g} | {steps} | " + " | ".join(cells) + f" | {total:.1f} min |")
+        lines.append(f"| {_row_name(lv, condition, rows)} | {steps} | " + " | ".join(cells) + f" | {total:.1f} min |")
     return lines
 
 

@@ -56,7 +56,7 @@ def level_tables(runs: pd.DataFrame, factor: str = "train_fraction") -> dict[str
         "level"
     )
     done = runs[runs["status"] == "completed"]
-    out["walls"] = _with_level(done, levels)[["level", "method", "wall_time_s", "optimizer_steps"]]
+    out["walls"] = _with_level(done, levels)[["recipe", "level", "method", "wall_time_s", "optimizer_steps"]]
     return out
 
 
