@@ -540,12 +540,17 @@ def _at(frame: pd.DataFrame, level: float, condition: str | None) -> pd.DataFram
     return rows if condition is None or "recipe" not in rows else rows[rows["recipe"] == condition]
 
 
-def _row_name(level: float, condition: str | None, rows: Sequence[tuple[float, str | None]]) -> str:
-    """The level, and the condition where the level has several."""
-    return f"{level:g} ({condition})" if sum(lv == level for lv, _ in rows) > 1 else f"{level:g}"
+def _several_per_level(rows: Sequence[tuple[float, str | None]]) -> bool:
+    """Whether some level has several conditions: then every row of every findings table names its condition."""
+    levels = [lv for lv, _ in rows]
+    return len(set(levels)) < len(levels)
 
 
-def _level_rows(tables: dict[str, Any], key: str, train_images: int | None) -> list[str]:
+def _row_name(level: float, condition: str | None, named: bool) -> str:
+    return f"{level:g} ({condition})" if named and condition else f"{level:g}"
+
+
+def _level_rows(tables: dict[str, Any], key: str, train_images: int | None, named: bool) -> list[str]:
     teacher, control, students = tables["roles"]
     t = tables[key]
     rows = _conditions(t["arms"])
@@ -558,7 +563,7 @@ def _level_rows(tables: dict[str, Any], key: str, train_images: int | None) -> l
         agree = _per_key(_at(t["fidelity"], lv, condition), "method", "agreement_mean", [*students, control], "{:.1f}")
         images = [str(round(lv * train_images))] if train_images else []
         lines.append(
-            f"| {_row_name(lv, condition, rows)} | " + " | ".join([*images, *cells, *diffs, closed, agree]) + " |"
+            f"| {_row_name(lv, condition, named)} | " + " | ".join([*images, *cells, *diffs, closed, agree]) + " |"
         )
     return lines
 
@@ -576,39 +581,38 @@ def findings_markdown(tables: dict[str, Any], factor: str, train_images: int | N
     header = [factor, *(["images"] if train_images else []), *names]
     header += [f"{method_label(s)} − {control}" for s in students] + [f"{teacher} − {control}"]
     header += [f"gap closed {each}", f"agreement {each} / {control}"]
+    named = _several_per_level(_conditions(tables["best"]["arms"]))
     lines = []
     for key in ("best", "last"):
         lines += ["", f"### {key}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += _level_rows(tables, key, train_images)
+        lines += _level_rows(tables, key, train_images, named)
     lines += [
         "",
         f"| {factor} | probe acc | N3 | 1/(1+F1) | ID | CSG | teacher H(T=4) |",
         "|---|---|---|---|---|---|---|",
     ]
     complexity = tables["complexity"]
-    rows = _conditions(complexity)
-    for lv, condition in rows:
+    for lv, condition in _conditions(complexity):
         r = _at(complexity, lv, condition).iloc[0]
         lines.append(
-            f"| {_row_name(lv, condition, rows)} | {r['complexity.probe_acc']:.3f} | {r['complexity.n3']:.3f} | "
+            f"| {_row_name(lv, condition, named)} | {r['complexity.probe_acc']:.3f} | {r['complexity.n3']:.3f} | "
             f"{r['complexity.f1_inv']:.3f} | {r['complexity.intrinsic_dim']:.1f} | {r['complexity.csg']:.2f} | "
             f"{r['teacher_soft_label_entropy']:.3f} |"
         )
-    return "\n".join(lines + _wall_rows(tables, factor, names))
+    return "\n".join(lines + _wall_rows(tables, factor, names, named))
 
 
-def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str]) -> list[str]:
+def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str], named: bool) -> list[str]:
     walls, methods = tables["walls"], tables["methods"]
     lines = ["", f"| {factor} | optimizer steps | " + " | ".join(names) + " | all methods (sum of medians) |"]
     lines.append("|" + "---|" * (len(methods) + 3))
-    rows = _conditions(walls)
-    for lv, condition in rows:
+    for lv, condition in _conditions(walls):
         sub = _at(walls, lv, condition)
         median = {m: sub[sub["method"] == m]["wall_time_s"].median() for m in methods}
         cells = [f"{median[m]:.0f} s ({(sub['method'] == m).sum()})" if pd.notna(median[m]) else "n/a" for m in methods]
         steps = ",".join(str(int(x)) for x in sorted(sub["optimizer_steps"].dropna().unique()))
         total = sum(v for v in median.values() if pd.notna(v)) / 60
-        lines.append(f"| {_row_name(lv, condition, rows)} | {steps} | " + " | ".join(cells) + f" | {total:.1f} min |")
+        lines.append(f"| {_row_name(lv, condition, named)} | {steps} | " + " | ".join(cells) + f" | {total:.1f} min |")
     return lines
 
 

@@ -200,7 +200,9 @@ def _teacher_kind(config: dict[str, Any]) -> str | None:
     if not teacher or not arch:
         return None
     variant = _dict(teacher.get("variant")).get("name")
-    return condition_label(int(teacher.get("members") or 0), str(arch), str(teacher.get("data") or "same"), variant)
+    student_arch = _dict(config.get("student_model")).get("arch")
+    members, data = int(teacher.get("members") or 0), str(teacher.get("data") or "same")
+    return condition_label(members, str(arch), data, variant, student_arch and str(student_arch))
 
 
 #: a control row's fields that compare it with its own teacher: void in a condition of another teacher kind

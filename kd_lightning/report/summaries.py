@@ -52,9 +52,11 @@ def level_tables(runs: pd.DataFrame, factor: str = "train_fraction") -> dict[str
             "fidelity": _with_level(fidelity_table(runs, f"test_{key}"), levels),
         }
     factors = factor_table(runs)
-    out["complexity"] = factors[(factors["factor"] == factor) & (factors["student"] == students[0])].sort_values(
-        "level"
-    )
+    complexity = factors[(factors["factor"] == factor) & (factors["student"] == students[0])]
+    # factor_table names a sweep by its base recipe; the other tables by each level's condition
+    condition = {(b, levels[r]): r for r, b in zip(runs["recipe"], runs["base_recipe"])}
+    named = [condition.get((b, lv), b) for b, lv in zip(complexity["recipe"], complexity["level"])]
+    out["complexity"] = complexity.assign(recipe=named).sort_values("level")
     done = runs[runs["status"] == "completed"]
     out["walls"] = _with_level(done, levels)[["recipe", "level", "method", "wall_time_s", "optimizer_steps"]]
     return out

@@ -173,14 +173,6 @@ def _teacher_problems(cfg: DictConfig) -> list[str]:
             f"teacher_ckpt with teacher.members={members}: a checkpoint is one network; use teacher=resnet50 "
             "(teacher.members=0) with teacher_ckpt, or drop teacher_ckpt to use the ensemble"
         )
-    teacher_arch, student_arch = _get(cfg, "teacher_model.arch"), _get(cfg, "student_model.arch")
-    if members == 1 and teacher_arch != student_arch:
-        problems.append(
-            f"teacher.members=1 is the born-again teacher, of the student's architecture, but teacher_model.arch="
-            f"{teacher_arch} and student_model.arch={student_arch}: set model@teacher_model={student_arch}, or use "
-            f"teacher=resnet50 (teacher.members=0) with model@teacher_model={teacher_arch} for one teacher of "
-            "another architecture"
-        )
     problems += teachers.variant_problems(cfg)
     seed, method = _get(cfg, "seed"), _get(cfg, "method.name")
     if isinstance(seed, int) and seed >= MEMBER_SEED_BASE and method != "teacher":

@@ -51,7 +51,8 @@ def ensemble_size(cfg: DictConfig) -> int:
 def teacher_label(cfg: DictConfig) -> str:
     """:func:`kd_lightning.teacher_kind.label` of this run's teacher."""
     variant = teachers.teacher_variant(cfg)
-    return teacher_kind.label(ensemble_size(cfg), str(cfg.teacher_model.arch), teachers.teacher_data(cfg), variant)
+    arch, student_arch = str(cfg.teacher_model.arch), str(cfg.student_model.arch)
+    return teacher_kind.label(ensemble_size(cfg), arch, teachers.teacher_data(cfg), variant, student_arch)
 
 
 def member_config(cfg: DictConfig, member: int) -> DictConfig:

@@ -1,5 +1,5 @@
 """``python -m kd_lightning.report findings``: docs/findings.md's per-level tables are the command's, and a sweep
-with several conditions at one level (teacher kinds) gets a row for each."""
+with several conditions at one level (teacher kinds) gets a named row for each in every table."""
 
 from __future__ import annotations
 
@@ -13,36 +13,54 @@ from kd_lightning.report.summaries import level_tables
 REPORTS = PROJECT_ROOT / "docs" / "reports"
 
 
-def findings_rows(report: str) -> list[str]:
+def findings_tables(report: str) -> dict[str, list[list[str]]]:
+    """The command's tables by their first header cell after the factor (best and last: the first method), each
+    a list of rows of cells."""
     text = markdown.findings_markdown(level_tables(load_runs(REPORTS / report)), "train_fraction", 7291)
-    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| train_fraction")]
+    tables: dict[str, list[list[str]]] = {}
+    current: list[list[str]] = []
+    for line in text.splitlines():
+        cells = line.strip("| ").split(" | ")
+        if line.startswith("| train_fraction"):
+            name = cells[1] if cells[1] != "images" else cells[2]
+            current = tables.setdefault(f"{name} {len(tables)}", [])
+        elif line.startswith("| "):
+            current.append(cells)
+    return tables
 
 
 def test_findings_md_tables_are_the_commands_rows():
     """Per level and checkpoint, complexity and wall times of the first sweep, as docs/findings.md quotes them."""
-    rows = findings_rows("usps_train_fraction_fast")
-    assert len(rows) == 4 * 4  # best, last, complexity, walls; 4 levels each
+    tables = findings_tables("usps_train_fraction_fast")
+    assert [len(rows) for rows in tables.values()] == [4, 4, 4, 4]  # best, last, complexity, walls
     published = set((PROJECT_ROOT / "docs" / "findings.md").read_text().splitlines())
+    rows = ["| " + " | ".join(cells) + " |" for table in tables.values() for cells in table]
     assert [row for row in rows if row not in published] == []
+    best = next(iter(tables.values()))
+    assert [cells[0] for cells in best] == ["0.05", "0.1", "0.2", "1"]  # one condition a level: rows not named
 
 
 @pytest.fixture(scope="module")
-def pilot_rows() -> list[str]:
-    return findings_rows("usps_teachers_pilot")
+def pilot():
+    return load_runs(REPORTS / "usps_teachers_pilot"), findings_tables("usps_teachers_pilot")
 
 
-def test_each_condition_at_a_shared_level_is_its_own_named_row(pilot_rows):
-    runs = load_runs(REPORTS / "usps_teachers_pilot")
-    at_5_percent = sorted(c for c in runs["recipe"].unique() if "train_fraction=0.05" in c)
-    assert len(at_5_percent) > 1
-    best = pilot_rows[: len(at_5_percent) + 1]  # the first table: each 5% condition, then full data alone
-    assert [row.split(" | ")[0] for row in best] == [f"| 0.05 ({c})" for c in at_5_percent] + ["| 1"]
-    walls = [row.split(" | ")[0] for row in pilot_rows[-len(best) :]]
-    assert walls == [row.split(" | ")[0] for row in best]  # wall times per condition too, not pooled
+def test_each_condition_at_a_shared_level_is_its_own_named_row_in_every_table(pilot):
+    runs, tables = pilot
+    conditions = set(runs["recipe"])
+    assert sum("train_fraction=0.05" in c for c in conditions) > 1
+    best, last, complexity, walls = tables.values()
+    names = [cells[0] for cells in best]
+    assert len(names) == len(set(names)) == len(conditions)
+    assert {name.split(" ", 1)[1][1:-1] for name in names} == conditions  # "0.05 (<condition>)"
+    assert [cells[0] for cells in last] == names and [cells[0] for cells in walls] == names
+    # complexity only where the first student ran at every level: still named by the condition, not the level alone
+    assert complexity and all(cells[0] in names for cells in complexity)
 
 
-def test_a_condition_without_a_student_says_n_a_not_nan(pilot_rows):
-    assert not [row for row in pilot_rows if "nan" in row]
-    bootstrap = next(row for row in pilot_rows if "(bootstrap)" in row)
-    cells = bootstrap.strip("| ").split(" | ")
-    assert cells[4:8] == ["n/a"] * 4  # RKD, IKD, and their differences from scratch: not run in that condition
+def test_a_condition_without_a_student_says_n_a_not_nan(pilot):
+    _, tables = pilot
+    best = next(iter(tables.values()))
+    assert not [cells for table in tables.values() for cells in table if any("nan" in c for c in cells)]
+    bootstrap = next(cells for cells in best if "(bootstrap)" in cells[0])
+    assert bootstrap[4:8] == ["n/a"] * 4  # RKD, IKD, and their differences from scratch: not run in that condition

@@ -14,6 +14,7 @@ from kd_lightning.run import teacher_kinds, teachers
 from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.run.identity import fingerprint
 from kd_lightning.seeding import member_seed
+from kd_lightning.teacher_kind import condition_label
 from kd_lightning.tools.train import run
 from tests.helpers import compose_cfg
 
@@ -75,6 +76,20 @@ def test_born_again_teacher_is_member_zero_of_the_stream(ensemble_runs, fake_dat
     assert len(member_ckpts(out)) == 2  # the born-again teacher is the ensemble's member 0: nothing new trained
 
 
+def test_one_member_of_another_architecture_is_named_as_the_k_1_ensemble_not_born_again(fake_data_dir, tmp_path):
+    """``teacher=ensemble teacher.members=1 model@teacher_model=resnet50``: the K = 1 point of an ensemble-size
+    sweep, member 0 of the K = 2 and 4 ensembles; born-again means the student's own architecture."""
+    base = ["method=rkd", "dataset=usps", "teacher=ensemble", "teacher.members=1"]
+    other = compose_cfg([*base, "teacher_model.arch=resnet50"], fake_data_dir, tmp_path)
+    same = compose_cfg(base, fake_data_dir, tmp_path)
+    assert teacher_kinds.teacher_label(other) == "ensemble of 1 resnet50"
+    assert teacher_kinds.teacher_label(same) == f"born-again {same.student_model.arch}"
+    validate_config(other)
+    # the report names conditions from the records the same way
+    assert condition_label(1, "resnet50", student_arch="resnet18") == "ensemble of 1 resnet50"
+    assert condition_label(1, "resnet18", student_arch="resnet18") == "born-again resnet18"
+
+
 def test_an_ensemble_with_one_member_missing_trains_only_that_member(ensemble_runs, fake_data_dir):
     out, _, _ = ensemble_runs
     kept, gone = member_ckpts(out)[0].parent, member_ckpts(out)[1].parent
@@ -111,7 +126,6 @@ def test_full_data_teacher_is_the_full_levels_teacher_and_a_separate_condition(f
         (["teacher.data=half"], "teacher.data='half'"),
         ([f"seed={2**31}"], "student seeds must be below 2^31"),
         (["teacher=ensemble", "teacher_ckpt=" + str(PROJECT_ROOT / "README.md")], "a checkpoint is one network"),
-        (["teacher=resnet18", "student_model.arch=resnet18"], "born-again teacher, of the student's architecture"),
     ],
 )
 def test_bad_teacher_settings_are_refused_before_training(fake_data_dir, tmp_path, overrides, message):
