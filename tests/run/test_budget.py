@@ -19,10 +19,9 @@ from kd_lightning.run.identity import fingerprint, identity
 from kd_lightning.tools import train
 from tests.helpers import MOMENTUM, compose_cfg
 
-#: a small teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split
+#: FAST's ResNet10 teacher trained with the strong recipe's one-cycle schedule, on every training batch of the split
 RUN = [
     "method=teacher",
-    "model@teacher_model=resnet18",
     "recipe=strong",
     MOMENTUM,  # Nesterov needs the momentum FAST switches off
     "recipe.batch_size=16",
