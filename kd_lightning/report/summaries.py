@@ -52,6 +52,8 @@ def level_tables(runs: pd.DataFrame, factor: str = "train_fraction") -> dict[str
             "fidelity": _with_level(fidelity_table(runs, f"test_{key}"), levels),
         }
     factors = factor_table(runs)
+    if factors.empty:  # no condition has two levels of any factor (a recipe comparison): no complexity rows
+        factors = pd.DataFrame(columns=["factor", "student", "recipe", "level"])
     complexity = factors[(factors["factor"] == factor) & (factors["student"] == students[0])]
     # factor_table names a sweep by its base recipe; the other tables by each level's condition
     condition = {(b, levels[r]): r for r, b in zip(runs["recipe"], runs["base_recipe"])}

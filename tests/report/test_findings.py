@@ -64,3 +64,10 @@ def test_a_condition_without_a_student_says_n_a_not_nan(pilot):
     assert not [cells for table in tables.values() for cells in table if any("nan" in c for c in cells)]
     bootstrap = next(cells for cells in best if "(bootstrap)" in cells[0])
     assert bootstrap[4:8] == ["n/a"] * 4  # RKD, IKD, and their differences from scratch: not run in that condition
+
+
+def test_a_sweep_without_the_factor_gets_a_row_per_condition_and_no_complexity_rows():
+    """A recipe comparison (docs/reports/usps_fast_vs_strong): every run at the default level, two conditions."""
+    best, last, complexity, walls = findings_tables("usps_fast_vs_strong").values()
+    assert [cells[0] for cells in best] == [cells[0] for cells in walls] == ["1 (fast)", "1 (strong)"]
+    assert complexity == []
