@@ -3,6 +3,7 @@ with several conditions at one level (teacher kinds) gets a named row for each i
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from kd_lightning import PROJECT_ROOT
@@ -13,10 +14,10 @@ from kd_lightning.report.summaries import level_tables
 REPORTS = PROJECT_ROOT / "docs" / "reports"
 
 
-def findings_tables(report: str) -> dict[str, list[list[str]]]:
+def findings_tables(runs: pd.DataFrame) -> dict[str, list[list[str]]]:
     """The command's tables by their first header cell after the factor (best and last: the first method), each
     a list of rows of cells."""
-    text = markdown.findings_markdown(level_tables(load_runs(REPORTS / report)), "train_fraction", 7291)
+    text = markdown.findings_markdown(level_tables(runs), "train_fraction", 7291)
     tables: dict[str, list[list[str]]] = {}
     current: list[list[str]] = []
     for line in text.splitlines():
@@ -31,7 +32,7 @@ def findings_tables(report: str) -> dict[str, list[list[str]]]:
 
 def test_findings_md_tables_are_the_commands_rows():
     """Per level and checkpoint, complexity and wall times of the first sweep, as docs/findings.md quotes them."""
-    tables = findings_tables("usps_train_fraction_fast")
+    tables = findings_tables(load_runs(REPORTS / "usps_train_fraction_fast"))
     assert [len(rows) for rows in tables.values()] == [4, 4, 4, 4]  # best, last, complexity, walls
     published = set((PROJECT_ROOT / "docs" / "findings.md").read_text().splitlines())
     rows = ["| " + " | ".join(cells) + " |" for table in tables.values() for cells in table]
@@ -42,7 +43,8 @@ def test_findings_md_tables_are_the_commands_rows():
 
 @pytest.fixture(scope="module")
 def pilot():
-    return load_runs(REPORTS / "usps_teachers_pilot"), findings_tables("usps_teachers_pilot")
+    runs = load_runs(REPORTS / "usps_teachers_pilot")
+    return runs, findings_tables(runs)
 
 
 def test_each_condition_at_a_shared_level_is_its_own_named_row_in_every_table(pilot):
@@ -68,6 +70,6 @@ def test_a_condition_without_a_student_says_n_a_not_nan(pilot):
 
 def test_a_sweep_without_the_factor_gets_a_row_per_condition_and_no_complexity_rows():
     """A recipe comparison (docs/reports/usps_fast_vs_strong): every run at the default level, two conditions."""
-    best, last, complexity, walls = findings_tables("usps_fast_vs_strong").values()
+    best, last, complexity, walls = findings_tables(load_runs(REPORTS / "usps_fast_vs_strong")).values()
     assert [cells[0] for cells in best] == [cells[0] for cells in walls] == ["1 (fast)", "1 (strong)"]
     assert complexity == []

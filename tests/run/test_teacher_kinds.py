@@ -50,9 +50,8 @@ def test_records_name_the_kind_the_members_and_their_accuracies(ensemble_runs):
     _, records, _ = ensemble_runs
     for method in ("rkd", "ikd", "scratch"):
         teacher = records[method]["teacher"]
-        assert (
-            teacher["kind"] == "ensemble" and teacher["label"] == "ensemble of 2 resnet10"
-        )  # FAST's networks (tests/helpers.py)
+        assert teacher["kind"] == "ensemble"
+        assert teacher["label"] == "ensemble of 2 resnet10"  # FAST's networks (tests/helpers.py)
         assert len(teacher["members"]) == 2 and all(0 <= m["test_acc"] <= 1 for m in teacher["members"])
         assert teacher["members_mean_acc"] == pytest.approx(sum(m["test_acc"] for m in teacher["members"]) / 2)
     row = records["teacher"]
