@@ -294,12 +294,23 @@ def factor_seed_part(
     its gain at the hardest level minus at the easiest (``contrast``); one-sided t-test over seeds, S − 1 df."""
     control = roles(points)[1]
     paired = paired_by_level(points, student, control)
-    chains = paired.pivot_table(index="seed", columns="level", values="diff", aggfunc="mean").dropna()
+    twice = paired[paired.duplicated(["seed", "level"], keep=False)]
+    if not twice.empty:  # one chain per seed: two runs of a seed at a level would be averaged away silently
+        raise ValueError(f"{factor}: seed(s) {sorted(set(twice['seed']))} hold two {student} pairs at one level")
+    table = paired.pivot(index="seed", columns="level", values="diff") if not paired.empty else pd.DataFrame()
+    if test == "contrast" and len(table.columns) > 2:  # a contrast reads the easiest and the hardest level only
+        order = np.argsort(level_positions(factor, table.columns), kind="stable")
+        table = table.iloc[:, [order[0], order[-1]]]
+    chains = table.dropna()
     x = level_positions(factor, chains.columns) if len(chains.columns) else np.array([])
     detail: dict[str, Any] = {
-        "levels": _level_means(paired, factor),
+        # the level means over the seeds the test uses, so they add up to its contrast
+        "levels": _level_means(paired[paired["seed"].isin(chains.index)], factor),
         "seeds": len(chains),
         "paired_levels": len(chains.columns),
+        "seed_ids": [int(s) for s in chains.index],
+        # seeds with a pair at some level but not at every level the test reads: not in the test, named
+        "dropped_seeds": sorted(int(s) for s in set(table.index) - set(chains.index)),
     }
     untested = Part(SEED_UNIT, student, control, NOT_TESTABLE, factor=factor, statistic=test, detail=detail)
     if len(chains.columns) < 2 or len(chains) < MIN_PAIRS:
@@ -369,15 +380,49 @@ def factor_level_part(
     )
 
 
-def _factor_claim(number: int, key: tuple[str, str, str], sub: pd.DataFrame, primary: PrimaryClaim | None) -> Claim:
-    """One (dataset, recipe, factor): the primary claim's students, test and direction when it names this one."""
+def _factor_claims_of(
+    number: int, key: tuple[str, str, str], sub: pd.DataFrame, primary: PrimaryClaim | None
+) -> list[Claim]:
+    """One (dataset, recipe, factor)'s claims. The one ``primary`` names: its students, test and direction; the
+    students it leaves out get the same test as an exploratory claim (a pre-registered exploratory claim,
+    e.g. IKD's contrast beside RKD's primary). Students distilled from another teacher than their seed's teacher
+    row are left out of both, and counted."""
+    dataset, _, factor = key
+    mismatched = sub["teacher_match"].eq("no")
+    left_out = sub.loc[mismatched, "method"]
+    sub = sub[~mismatched]
+    everyone = students_of(sub)
+
+    def claim(n: int, about: PrimaryClaim | None, students: list[str], confirmatory: bool = True) -> Claim:
+        dropped = int(left_out.isin(students).sum())
+        return _factor_claim(n, key, sub, about, students, dropped, confirmatory)
+
+    if primary is None or not primary.matches(dataset, factor) or not primary.students:
+        return [claim(number, primary, everyone)]
+    named = [s for s in everyone if s in primary.students]
+    others = [s for s in everyone if s not in primary.students]
+    first = claim(number, primary, named)
+    return [first, claim(number + 1, replace(primary, students=()), others, False)] if others else [first]
+
+
+def _factor_claim(
+    number: int,
+    key: tuple[str, str, str],
+    sub: pd.DataFrame,
+    primary: PrimaryClaim | None,
+    students: list[str],
+    left_out: int = 0,
+    confirmatory: bool = True,
+) -> Claim:
+    """One (dataset, recipe, factor) claim on ``students``: the test and direction ``primary`` names when it names
+    this one (its family too, unless ``confirmatory`` is False)."""
     dataset, recipe, factor = key
-    is_primary = primary is not None and primary.matches(dataset, factor)
-    test = primary.test if is_primary else DEFAULT_FACTOR_TEST
-    direction = primary.direction if is_primary else "greater"
+    named = primary is not None and primary.matches(dataset, factor)
+    is_primary = named and confirmatory
+    test = primary.test if named else DEFAULT_FACTOR_TEST
+    direction = primary.direction if named else "greater"
     seed_unit = factor in TWO_LEVEL_FACTORS or seeds_draw_their_own(sub, factor)
     test = "contrast" if factor in TWO_LEVEL_FACTORS else test
-    students = [s for s in students_of(sub) if not (is_primary and primary.students) or s in primary.students]
     if seed_unit:
         parts = [factor_seed_part(sub, factor, s, test, direction, len(students)) for s in students]
     else:
@@ -397,6 +442,7 @@ def _factor_claim(number: int, key: tuple[str, str, str], sub: pd.DataFrame, pri
         statistic=test,
         seed_unit=seed_unit,
         complexity=complexity,
+        left_out=left_out,
     )
 
 
@@ -404,9 +450,16 @@ def factor_claims(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, primary: Pri
     """One claim per (dataset, recipe, factor) the sweep varies; the one ``primary`` names is the primary claim,
     with its students, test and direction. Verdicts before :func:`control_family`."""
     points = factor_points(runs, metric)
-    groups = points.groupby(["dataset", "base_recipe", "factor"], sort=False)
-    claims = [_factor_claim(number, key, sub, primary) for number, (key, sub) in enumerate(groups, start=1)]
-    if primary is not None and not any(c.family == PRIMARY for c in claims):
+    claims: list[Claim] = []
+    for key, sub in points.groupby(["dataset", "base_recipe", "factor"], sort=False):
+        claims += _factor_claims_of(len(claims) + 1, key, sub, primary)
+    named = [c for c in claims if c.family == PRIMARY]
+    if len(named) > 1:  # one primary at the full α: several would each spend it
+        raise ValueError(
+            f"claims.primary ({primary.describe() if primary else ''}) matches {len(named)} conditions: "
+            f"{[c.recipe for c in named]}; report one condition's runs (pass its folders), or name the dataset"
+        )
+    if primary is not None and not named:
         claims.insert(0, _missing_primary(primary))
     return claims
 

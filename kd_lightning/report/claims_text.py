@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.formatting import fmt, fmt_ci, fmt_n, fmt_p, markdown_table
+from kd_lightning.report.formatting import fmt, fmt_ci, fmt_n, fmt_p, fmt_seeds, markdown_table
 from kd_lightning.report.paper import dataset_label, method_label
 from kd_lightning.report.primary import PrimaryClaim
 from kd_lightning.report.runs import PAIRS_NOISE, TWO_LEVEL_FACTORS
@@ -145,7 +145,10 @@ def _unit_text(p: Part) -> str:
             else "each seed draws its own data at every level (factor_seed = seed), so one seed's gains form one "
             "chain across the levels and correlate; the seeds, not the levels, are independent"
         )
-        return f"unit: the seed ({d['seeds']} seed(s) with all {d['paired_levels']} level(s) paired; {why})"
+        ids = f": {fmt_seeds(d['seed_ids'])}" if d.get("seed_ids") else ""
+        dropped = d.get("dropped_seeds") or []
+        gone = f"; left out, a pair missing at a level: seed(s) {fmt_seeds(dropped)}" if dropped else ""
+        return f"unit: the seed ({d['seeds']} seed(s) with all {d['paired_levels']} level(s) paired{ids}{gone}; {why})"
     low, high = d["seed_counts"]
     return (
         f"unit: the level ({len(d['levels'])} level(s) with a paired seed, {low if low == high else f'{low}–{high}'} "
@@ -344,10 +347,14 @@ def evidence(c: Claim) -> str:
     return "\n".join([*lines, mde] if (mde := _mde_text(c)) else lines)
 
 
-def factor_claims_text(claims: Sequence[Claim]) -> str:
-    """The factor claims (numbered from 101) as docs/findings.md quotes them: verdict, test line and evidence."""
+def factor_claims_text(claims: Sequence[Claim], gate: pd.DataFrame | None = None) -> str:
+    """The factor claims (numbered from 101) as docs/findings.md quotes them: verdict, the teacher gate of the
+    claim's conditions (``gate``: :func:`kd_lightning.report.teacher_gate.teacher_gate`), test line and evidence."""
+    gate = gate if gate is not None else pd.DataFrame()
     return "\n".join(
-        f"\nClaim {c.number} ({c.recipe}): {c.verdict}\n{claim_test(c)}\n{evidence(c)}"
+        f"\nClaim {c.number} ({c.recipe}): {c.verdict}\n"
+        + (f"{gated}\n" if (gated := gate_line(gate, c.recipe)) else "")
+        + f"{claim_test(c)}\n{evidence(c)}"
         for c in claims
         if c.number > 100
     )
@@ -376,19 +383,32 @@ def gate_line(gate: pd.DataFrame, recipe: str | None) -> str:
     """The first sentence of a claim's section: whether the teacher of its condition(s) was worth distilling."""
     if gate.empty or not recipe:
         return ""
-    rows = gate[(gate["recipe"] == recipe) | gate["recipe"].astype(str).str.startswith(f"{recipe} · ")]
+    # the claim's conditions: its base recipe and its data-factor levels (``<base> · train_fraction=0.05``), not
+    # another teacher kind's (``<base> · teacher …``, records.condition_labels)
+    levels = gate["recipe"].astype(str).str.removeprefix(f"{recipe} · ")
+    rows = gate[(gate["recipe"] == recipe) | ((levels != gate["recipe"]) & ~levels.str.startswith("teacher "))]
     if rows.empty:
         return ""
-    failed = rows[~rows["qualified"].astype(bool)]
-    if failed.empty:
+    qualified = rows["qualified"].astype(bool)
+    if qualified.all():
         return f"Teacher gate: qualified in every condition of this claim (teacher − scratch ≥ {GATE_MARGIN:g} pp)."
-    where = "; ".join(
-        f"{dataset_label(r['dataset'])} `{r['recipe']}` {fmt(r['diff'], signed=True)} pp"
-        for r in failed.to_dict("records")
-    )
+
+    def where(sub: pd.DataFrame) -> str:
+        return "; ".join(
+            f"{dataset_label(r['dataset'])} `{r['recipe']}` {fmt(r['diff'], signed=True)} pp "
+            f"{fmt_ci(r['ci_low'], r['ci_high'])} over {r['n']} seed(s)"
+            for r in sub.to_dict("records")
+        )
+
+    if not qualified.any():
+        return (
+            f"**Its teacher was not qualified** (teacher − scratch < {GATE_MARGIN:g} pp at {where(rows)}): the "
+            f"students copy a teacher less than {GATE_MARGIN:g} pp above themselves."
+        )
     return (
-        f"**Its teacher was not qualified** (teacher − scratch below {GATE_MARGIN:g} pp: {where}): this answer "
-        "is about students of a teacher no better than themselves."
+        f"**Its teacher was not qualified in every condition** (teacher − scratch < {GATE_MARGIN:g} pp at "
+        f"{where(rows[~qualified])}; qualified at {where(rows[qualified])}): where it was not, the students copy a "
+        f"teacher less than {GATE_MARGIN:g} pp above themselves."
     )
 
 

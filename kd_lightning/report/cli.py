@@ -4,8 +4,8 @@
 - ``python -m kd_lightning.report verdicts <sweep-or-report-dir>``: the claims section under the current rules
   (from a committed report's ``tables/runs.csv`` when the run folders are elsewhere);
 - ``python -m kd_lightning.report calibrate [--sims N]``: the calibration table of docs/factors.md;
-- ``python -m kd_lightning.report findings <sweep-or-report-dir> [--factor F] [--train-images N]``: one factor's
-  levels side by side (docs/findings.md);
+- ``python -m kd_lightning.report findings <sweep-or-report-dir> [--factor F] [--train-images N] [--primary SPEC]``:
+  one factor's levels side by side, then its claims with their teacher gate (docs/findings.md);
 - ``python -m kd_lightning.report recipes <sweep-or-report-dir> [--first fast] [--second strong]``: two recipes
   side by side (docs/recipes.md).
 """
@@ -33,7 +33,7 @@ def _side_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--pilots", type=int, default=200, help="pilots whose printed MDE is fed back")
         return parser
     parser.add_argument("folder", type=Path, help="a sweep folder (results.json) or a report folder (tables/runs.csv)")
-    if command in ("plan", "verdicts"):
+    if command in ("plan", "verdicts", "findings"):
         parser.add_argument("--primary", default=None, help=PRIMARY_HELP)
         parser.add_argument("--metric", choices=sorted(METRICS), default=DEFAULT_METRIC, help="default: %(default)s")
     if command == "plan":
@@ -60,10 +60,13 @@ def _side_command(argv: Sequence[str]) -> str:
     runs = load_runs(args.folder)
     if command == "findings":
         from kd_lightning.report.claims import report_claims
+        from kd_lightning.report.primary import parse_primary
         from kd_lightning.report.summaries import level_tables
+        from kd_lightning.report.teacher_gate import teacher_gate
 
         text = markdown.findings_markdown(level_tables(runs, args.factor), args.factor, args.train_images)
-        return text + "\n" + claims_text.factor_claims_text(report_claims(runs))
+        claims = report_claims(runs, primary=parse_primary(args.primary))
+        return text + "\n" + claims_text.factor_claims_text(claims, teacher_gate(runs))
     if command == "recipes":
         from kd_lightning.report.summaries import recipe_tables
 

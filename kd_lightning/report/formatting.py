@@ -13,6 +13,7 @@ __all__ = [
     "fmt_p",
     "fmt_ci",
     "fmt_n",
+    "fmt_seeds",
     "mean_std",
     "metric_note",
     "markdown_table",
@@ -56,6 +57,18 @@ def fmt_n(value: Any) -> str:
     if isinstance(value, float) and math.isinf(value):
         return f"> {100_000}"
     return str(int(value))
+
+
+def fmt_seeds(seeds: Any) -> str:
+    """Seed numbers with runs of consecutive ones joined: ``3–5, 7`` (none: ``none``)."""
+    ordered = sorted({int(s) for s in seeds})
+    runs: list[list[int]] = []
+    for seed in ordered:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs) or "none"
 
 
 def mean_std(mean: Any, std: Any, digits: int = 2) -> str:

@@ -10,6 +10,7 @@ of any run's identity (``kd_lightning/run/identity.py`` lists what is), so namin
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,20 +77,40 @@ def parse_primary(spec: Mapping[str, Any] | str | None) -> PrimaryClaim | None:
     )
 
 
+def _recorded_spec(folder: Any) -> Any:
+    """``config.claims.primary`` of the record in ``folder``; ``...`` when the record cannot be read."""
+    try:
+        config = json.loads((Path(str(folder)) / RESULTS_FILE).read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return ...
+    claims = config.get("claims") if isinstance(config, dict) else None
+    return claims.get("primary") if isinstance(claims, dict) else None
+
+
 def primary_from_runs(runs: pd.DataFrame) -> PrimaryClaim | None:
     """The primary claim the runs' recorded configs name (``config.claims.primary``); None when none does.
 
-    Runs that disagree are an error: a primary claim chosen per run is no claim named in advance."""
+    Read from the runs frame's ``claims_primary`` column (JSON; a committed report's runs.csv keeps it), else from
+    each run's results.json. Runs that disagree are an error: a primary claim chosen per run is no claim named in
+    advance. Runs whose choice can be read from neither (an older runs.csv whose run folders are gone) are named
+    in a warning: pass ``--primary`` to name the claim."""
     found: set[PrimaryClaim | None] = set()
-    for folder in runs.get("path", pd.Series(dtype=object)).dropna():
-        path = Path(str(folder)) / RESULTS_FILE
-        try:
-            config = json.loads(path.read_text()).get("config") or {}
-        except (OSError, ValueError, AttributeError):
+    unknown = 0
+    recorded = runs["claims_primary"] if "claims_primary" in runs else pd.Series(None, index=runs.index, dtype=object)
+    folders = runs["path"] if "path" in runs else pd.Series(None, index=runs.index, dtype=object)
+    for text, folder in zip(recorded, folders):
+        spec = json.loads(text) if isinstance(text, str) and text else _recorded_spec(folder)
+        if spec is ...:
+            unknown += 1
             continue
-        claims = config.get("claims") if isinstance(config, dict) else None
-        found.add(parse_primary(claims.get("primary")) if isinstance(claims, dict) else None)
+        found.add(parse_primary(spec))
     named = found - {None}
     if len(named) > 1:
         raise ValueError(f"the runs name different primary claims: {sorted(p.describe() for p in named)}")
+    if unknown:
+        warnings.warn(
+            f"{unknown} of {len(runs)} run(s) record no readable claims.primary (no claims_primary column and no "
+            "results.json): the report cannot tell whether they named a primary claim; pass --primary to name it",
+            stacklevel=2,
+        )
     return named.pop() if named else None

@@ -20,6 +20,7 @@ import pandas as pd
 
 from kd_lightning.report.paper import paper_differences, paper_epochs
 from kd_lightning.report.runs import (
+    CLAIMS_JSON,
     COMPLEXITY_MEASURES,
     NO_RECIPE,
     RUNS_CSV,
@@ -73,6 +74,7 @@ RUN_COLUMNS = [
     "image_size",
     "num_classes",
     "distils",
+    "claims_primary",
     *(f"complexity.{m}" for m in COMPLEXITY_MEASURES),
 ]
 _OBJECT_COLUMNS = ("factors", "distils", "max_epochs", "paper_epochs", "limit_train_batches", "teacher.stale")
@@ -174,6 +176,9 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "distils": ("teacher" in record["identity"] and not isinstance(record.get("teacher_key"), str))
         if isinstance(record.get("identity"), dict)
         else None,
+        # the primary claim the run's config names (JSON; "null": none), kept in runs.csv so a report regenerated
+        # from it tests the same primary when the run folders are gone (primary.primary_from_runs)
+        "claims_primary": json.dumps(_dict(config.get("claims")).get("primary"), sort_keys=True, default=str),
         "paper_comparable": not differences,
         "paper_differences": "; ".join(differences),
         "paper_epochs": paper_epochs(method),
@@ -374,7 +379,20 @@ def read_runs_csv(path: str | Path) -> pd.DataFrame:
     for col in _LIST_COLUMNS:
         runs[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else None for v in raw[col]]
     runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
+    if "claims_primary" not in raw.columns:
+        runs["claims_primary"] = _primary_of_report(Path(path).parent.parent)
     return consolidated(runs)
+
+
+def _primary_of_report(folder: Path) -> str | None:
+    """For a runs.csv from before its ``claims_primary`` column: ``"null"`` when the report's claims.json holds no
+    primary claim (regenerated, it names none either), None (not known) when it holds one or cannot be read."""
+    try:
+        claims = json.loads((folder / CLAIMS_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    named = any(isinstance(c, dict) and c.get("family") == "primary" for c in claims)
+    return None if named or not isinstance(claims, list) else "null"
 
 
 def consolidated(runs: pd.DataFrame) -> pd.DataFrame:

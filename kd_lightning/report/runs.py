@@ -46,6 +46,8 @@ COMPLEXITY_RANK: dict[str, int] = {
 }
 #: where a report folder keeps its runs (one row per results.json, as ``records.load_sweep`` read them)
 RUNS_CSV = Path("tables") / "runs.csv"
+#: a report folder's verdict records (beside report.md)
+CLAIMS_JSON = Path("claims.json")
 
 
 def find_results(sweep: str | Path) -> list[Path]:

@@ -31,6 +31,7 @@ from kd_lightning.report.paper import TABLES
 from kd_lightning.report.problems import find_issues
 from kd_lightning.report.records import load_runs
 from kd_lightning.report.runs import (
+    CLAIMS_JSON,
     DEFAULT_METRIC,
     METRICS,
     SPLITS,
@@ -123,7 +124,7 @@ def write_tables(
     verdicts = claims_frame(claims)
     verdicts.to_csv(tables / "claims.csv", index=False)
     # the verdict records as data, beside report.md, for tools and notebooks that should not parse markdown
-    verdicts.to_json(tables.parent / "claims.json", orient="records", indent=1, force_ascii=False)
+    verdicts.to_json(tables.parent / CLAIMS_JSON, orient="records", indent=1, force_ascii=False)
     curves.to_csv(tables / "curves.csv", index=False)
     comparisons = {}
     for m in METRICS:

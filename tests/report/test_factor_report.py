@@ -425,7 +425,7 @@ def test_the_claims_section_states_the_unit_and_the_family(tmp_path):
     assert sum(c.number > 100 for c in claims) == 1 and len(claims) == 3 * 4 + 1
     text = "\n".join(claims_markdown(claims, "test_best.acc"))
     assert "**No primary claim** was named in advance" in text and "the other 13, Holm's step-down" in text
-    assert "unit: the seed (2 seed(s) with all 4 level(s) paired; each seed draws its own data" in text
+    assert "unit: the seed (2 seed(s) with all 4 level(s) paired: 0, 1; each seed draws its own data" in text
     assert "Detectable with 80% power for this verdict as decided (every student named at α" in text
 
 

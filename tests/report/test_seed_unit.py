@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
 from kd_lightning.report import calibration, stats
 from kd_lightning.report.claims import PRIMARY, SUPPORTED, report_claims
-from kd_lightning.report.claims_text import claim_test, evidence, part_name
+from kd_lightning.report.claims_text import claim_test, evidence, gate_line, part_name
 from kd_lightning.report.cli import main
 from kd_lightning.report.plan import plan_frame
 from kd_lightning.report.primary import PrimaryClaim, parse_primary, primary_from_runs
@@ -115,11 +117,13 @@ def test_the_concave_effect_of_the_issue_is_supported(test):
 # The primary claim: named in advance, tested first at the full α
 
 
-def write(root: Path, level: float, method: str, seed: int, acc: float, primary: dict | None) -> None:
+def write(
+    root: Path, level: float, method: str, seed: int, acc: float, primary: dict | None, recipe: str = "fast", **extra
+) -> None:
     factors = {} if level == 1.0 else {"train_fraction": level, "factor_seed": seed}
     path = root / f"f{level}" / "usps" / method / f"seed{seed}"
     path.mkdir(parents=True)
-    config = {"recipe": {"name": "fast"}, "dataset": {"image_size": 16, "num_classes": 10}}
+    config = {"recipe": {"name": recipe}, "dataset": {"image_size": 16, "num_classes": 10}}
     if primary is not None:
         config["claims"] = {"primary": primary}
     record = {
@@ -132,19 +136,20 @@ def write(root: Path, level: float, method: str, seed: int, acc: float, primary:
         "finished_at": "2026-01-01T00:00:00",
         "test_best": {"acc": acc, "agreement": 0.9},
         "test_last": {"acc": acc, "agreement": 0.9},
+        **extra,
     }
     (path / "results.json").write_text(json.dumps(record))
 
 
-def concave_sweep(root: Path, primary: dict | None, seeds: int = 3) -> None:
+def concave_sweep(root: Path, primary: dict | None, seeds: int = 3, recipe: str = "fast") -> None:
     rng = np.random.default_rng(4)
     for level, gain in zip((1.0, 0.2, 0.1, 0.05), calibration.CONCAVE_GAINS):
         for seed in range(seeds):
             base = 0.9 - 0.02 * math.log2(1 / level) + rng.normal(0, 0.005)
             for method, acc in (("teacher", base + 0.01), ("scratch", base)):
-                write(root, level, method, seed, acc, primary)
+                write(root, level, method, seed, acc, primary, recipe)
             for method in ("rkd", "ikd"):
-                write(root, level, method, seed, base + (gain + rng.normal(0, 0.6)) / 100, primary)
+                write(root, level, method, seed, base + (gain + rng.normal(0, 0.6)) / 100, primary, recipe)
 
 
 def test_parse_primary_from_text_and_config():
@@ -184,6 +189,112 @@ def test_a_primary_the_sweep_cannot_test_says_so(tmp_path):
     claims = report_claims(load_sweep(tmp_path), primary=PrimaryClaim("imbalance"))
     (first,) = [c for c in claims if c.family == PRIMARY]
     assert first.verdict == "not testable" and "no levels of imbalance" in claim_test(first)
+
+
+RKD_CONTRAST = {"factor": "train_fraction", "student": "rkd", "test": "contrast"}
+
+
+def _factor(claims: list, number: int):
+    return next(c for c in claims if c.number == number)
+
+
+def test_the_students_a_primary_leaves_out_get_its_test_as_an_exploratory_claim(tmp_path):
+    """The pre-registration's exploratory "IKD's contrast": the same test beside RKD's primary, in Holm's family."""
+    concave_sweep(tmp_path, RKD_CONTRAST)
+    claims = report_claims(load_sweep(tmp_path))
+    primary, ikd = _factor(claims, 101), _factor(claims, 102)
+    assert (primary.family, primary.students) == (PRIMARY, ("rkd",))
+    assert (ikd.family, ikd.students, ikd.statistic, ikd.direction) == ("exploratory", ("ikd",), "contrast", "greater")
+    assert ikd.holm_step > 0 and ikd.order > primary.order
+
+
+def test_seeds_missing_a_level_are_named_and_the_level_means_are_over_the_tested_seeds(tmp_path):
+    concave_sweep(tmp_path, RKD_CONTRAST)
+    shutil.rmtree(tmp_path / "f0.05" / "usps" / "rkd" / "seed2")  # seed 2 never finished its 5% RKD run
+    runs = load_sweep(tmp_path)
+    (part,) = _factor(report_claims(runs), 101).parts
+    assert part.detail["seed_ids"] == [0, 1] and part.detail["dropped_seeds"] == [2]
+    assert "paired: 0, 1; left out, a pair missing at a level: seed(s) 2;" in evidence(
+        _factor(report_claims(runs), 101)
+    )
+    levels = dict(part.detail["levels"])
+    values = runs.set_index(["recipe", "method", "seed"])["test_best.acc"] * 100
+    full = [values[("fast", "rkd", s)] - values[("fast", "scratch", s)] for s in (0, 1)]
+    assert levels[1.0] == pytest.approx(np.mean(full))  # seeds 0 and 1 only: the means add up to the contrast
+    assert levels[0.05] - levels[1.0] == pytest.approx(part.detail["mean"])
+
+
+def test_a_contrast_reads_only_the_easiest_and_the_hardest_level(tmp_path):
+    concave_sweep(tmp_path, RKD_CONTRAST)
+    shutil.rmtree(tmp_path / "f0.1" / "usps" / "rkd" / "seed2")  # a level the contrast does not read
+    (part,) = _factor(report_claims(load_sweep(tmp_path)), 101).parts
+    assert part.detail["seeds"] == 3 and part.detail["dropped_seeds"] == []
+
+
+def test_a_primary_that_matches_two_conditions_is_an_error(tmp_path):
+    concave_sweep(tmp_path / "fast", RKD_CONTRAST, seeds=2)
+    concave_sweep(tmp_path / "strong", RKD_CONTRAST, seeds=2, recipe="strong")
+    with pytest.raises(ValueError, match="matches 2 conditions"):
+        report_claims(load_sweep(tmp_path))
+
+
+def test_students_of_another_teacher_are_left_out_of_the_factor_claim(tmp_path):
+    for level in (1.0, 0.05):
+        for seed in range(3):
+            base = 0.9 - 0.01 * math.log2(1 / level) + 0.002 * seed
+            key = {"teacher": {"key": "wrong" if (level, seed) == (0.05, 2) else f"t{seed}"}}
+            write(tmp_path, level, "teacher", seed, base + 0.02, RKD_CONTRAST, teacher_key=f"t{seed}")
+            write(tmp_path, level, "scratch", seed, base, RKD_CONTRAST)
+            write(tmp_path, level, "rkd", seed, base + 0.01 * (level < 1) + 0.001 * seed, RKD_CONTRAST, **key)
+    claim = _factor(report_claims(load_sweep(tmp_path)), 101)
+    assert claim.left_out == 1 and claim.parts[0].detail["dropped_seeds"] == [2]
+    assert "1 student run(s) distilled from another teacher" in evidence(claim)
+
+
+def test_a_report_regenerated_without_its_run_folders_keeps_its_primary(tmp_path):
+    sweep, first, again = tmp_path / "sweep", tmp_path / "first", tmp_path / "again"
+    concave_sweep(sweep, RKD_CONTRAST, seeds=2)
+    assert main([str(sweep), "--out", str(first)]) == 0
+    shutil.rmtree(sweep)  # the runs are gone; the report's runs.csv remains
+    assert main([str(first), "--out", str(again)]) == 0
+    families = {c["number"]: c["family"] for c in json.loads((again / "claims.json").read_text())}
+    assert families[101] == PRIMARY and families[102] == "exploratory"
+    csv = first / "tables" / "runs.csv"  # a runs.csv from before the column, of a report that had a primary
+    pd.read_csv(csv).drop(columns="claims_primary").to_csv(csv, index=False)
+    with pytest.warns(UserWarning, match="pass --primary"):
+        assert primary_from_runs(load_runs(first)) is None
+    assert primary_from_runs(load_runs(COMMITTED)) is None  # the first sweep named none: no warning, none
+
+
+def test_the_gate_line_names_each_condition_it_qualified_and_did_not():
+    gate = pd.DataFrame(
+        [
+            {
+                "recipe": "fast",
+                "dataset": "usps",
+                "n": 32,
+                "diff": 0.4,
+                "ci_low": 0.1,
+                "ci_high": 0.7,
+                "qualified": False,
+            },
+            {
+                "recipe": "fast · train_fraction=0.05",
+                "dataset": "usps",
+                "n": 32,
+                "diff": 3.0,
+                "ci_low": 2.5,
+                "ci_high": 3.5,
+                "qualified": True,
+            },
+        ]
+    )
+    line = gate_line(gate, "fast")
+    assert line.startswith("**Its teacher was not qualified in every condition** (teacher − scratch < 0.5 pp at USPS")
+    assert (
+        "`fast` +0.40 pp [+0.10, +0.70] over 32 seed(s); qualified at USPS `fast · train_fraction=0.05` +3.00" in line
+    )
+    assert gate_line(gate.assign(qualified=True), "fast").startswith("Teacher gate: qualified in every condition")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -82,6 +82,6 @@ def test_report_shows_the_gate_and_writes_claims_json(sweep, tmp_path):
     report = write_report(sweep, tmp_path / "out")
     text = report.read_text()
     assert "## Teacher gate" in text and "**no**" in text
-    assert "**Its teacher was not qualified**" in text  # the ResNet50 condition's claims say so first
+    assert "**Its teacher was not qualified** (" in text  # the ResNet50 condition's claims say so first
     verdicts = json.loads((report.parent / "claims.json").read_text())
     assert verdicts and all({"number", "verdict", "statement"} <= set(v) for v in verdicts)
