@@ -109,8 +109,9 @@ def primary_from_runs(runs: pd.DataFrame) -> PrimaryClaim | None:
         raise ValueError(f"the runs name different primary claims: {sorted(p.describe() for p in named)}")
     if unknown:
         warnings.warn(
-            f"{unknown} of {len(runs)} run(s) record no readable claims.primary (no claims_primary column and no "
-            "results.json): the report cannot tell whether they named a primary claim; pass --primary to name it",
+            f"{unknown} of {len(runs)} run(s) have no readable claims.primary (a damaged results.json, or an older "
+            "runs.csv whose run folders are gone): the report cannot tell whether they named a primary claim; pass "
+            "--primary to name it",
             stacklevel=2,
         )
     return named.pop() if named else None
