@@ -7,8 +7,8 @@ complexity, the report) is the shared code of :class:`ImageClassificationDataMod
 
 The config's metadata (classes, channels, size, mean, std, fingerprint) was measured when the config was
 composed (:mod:`folder_meta`). The files are read again here and their fingerprint compared with the
-config's: a folder changed in between is refused, so a run never trains on other data than its identity
-names.
+config's: a folder changed in between is refused (and its cache entry dropped), so a run never trains on
+other data than its identity names.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from kd_lightning.datasets.datamodules import ImageClassificationDataModule
+from kd_lightning.datasets.folder_meta import forget
 from kd_lightning.datasets.folder_read import FolderData, read_folder
 from kd_lightning.datasets.folder_scan import FolderError, scan
 
@@ -64,7 +65,8 @@ class FolderDataModule(ImageClassificationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        del path, label, augmentation_family, cache_dir  # config keys read at compose time, not here
+        del path, label, augmentation_family  # config keys read at compose time, not here
+        self.cache_dir = cache_dir
         self.fingerprint = fingerprint
         self.classes = list(classes)
         self.resize, self.convert, self.holdout_fraction = resize, convert, holdout_fraction
@@ -90,11 +92,12 @@ class FolderDataModule(ImageClassificationDataModule):
             return self._data
         data = read_folder(scan(self.root, self.holdout_fraction, self.split_seed), self.resize, self.convert)
         if data.fingerprint != self.fingerprint:
+            forget(self.root, self.cache_dir)  # the next command composes from the files, not the stale entry
             raise FolderError(
                 f"{self.root} changed after this run's config was composed: its fingerprint was {self.fingerprint}, "
                 f"the files read now give {data.fingerprint}. Refusing to train on data other than the run's "
-                "identity names. Wait until the folder is complete, then run the command again (it is "
-                "fingerprinted again, and the new content gets its own runs and teachers)."
+                "identity names. Wait until the folder is complete, then run the command again (its cache entry is "
+                "dropped, so it is fingerprinted again, and the new content gets its own runs and teachers)."
             )
         if list(data.classes) != self.classes:
             raise FolderError(

@@ -5,14 +5,16 @@ when the config is composed, so conf/dataset/folder.yaml fills those keys throug
 resolver (registered in ``kd_lightning/__init__.py``), which calls :func:`metadata_field`.
 
 **The cache.** ``<dataset.cache_dir>/<hash of the folder's absolute path>.json`` holds the folder's file list
-(relative path, size, modification time), its content fingerprint (SHA-256 over every file's relative path,
-size and bytes: :mod:`folder_read`) and, per set of reading options (resize, convert, holdout share, split
-seed), the measured metadata: classes, channels, image size, training-split mean and std, split sizes.
+(relative path, size, modification and inode change times, inode), its content fingerprint (SHA-256 over every
+file's relative path, size and bytes: :mod:`folder_read`) and, per set of reading options (resize, convert,
+holdout share, split seed), the measured metadata: classes, channels, image size, training-split mean and std,
+split sizes.
 On first use the folder is read once (decoding and hashing in one pass); afterwards a stat of the files
-(no reading) confirms the cache. A folder whose file list, sizes or times differ from its cache entry is
+(no reading) confirms the cache. A folder whose file list, sizes, times or inodes differ from its cache entry is
 **fingerprinted again, with a warning** that says so and gives both fingerprints; runs and teachers of the
 old content keep their own folders, since the fingerprint is part of the identity. (The DataModule refuses
-instead when the files change between composing a run and reading them: ``folder.py``.)
+instead when the files change between composing a run and reading them, and drops the cache entry, so the
+next command fingerprints the folder again: ``folder.py``.)
 
 The path is not part of the fingerprint: a folder moved elsewhere gets a new cache entry and the same
 fingerprint, so it finds its runs and teachers again.
@@ -35,7 +37,7 @@ from kd_lightning.datasets.folder_scan import FileStat, FolderError, Listing, sc
 from kd_lightning.run.records import write_json
 
 log = logging.getLogger("kd_lightning")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the file list holds ctime and inode (v1 entries are measured again)
 FIELDS = ("fingerprint", "tag", "layout", "classes", "num_classes", "channels", "image_size", "mean", "std")
 #: (folder, cache, options) -> (file list it was measured on, metadata): one stat per config access, no reading
 _MEMO: dict[tuple[str, str, str], tuple[tuple[FileStat, ...], dict[str, Any]]] = {}
@@ -141,6 +143,16 @@ def describe(data: FolderData, listing: Listing) -> dict[str, Any]:
     }
 
 
+def forget(root: str | Path, cache_dir: str | None) -> None:
+    """Drop what is known of the folder at ``root`` (memory and cache entry): its next use reads it again."""
+    resolved = str(Path(root).expanduser().resolve())
+    for key in [k for k in _MEMO if k[0] == resolved]:
+        del _MEMO[key]
+    cache_file = _cache_file(cache_dir, Path(resolved))
+    if cache_file is not None:
+        cache_file.unlink(missing_ok=True)
+
+
 def _cache_file(cache_dir: str | None, root: Path) -> Path | None:
     if cache_dir is None:
         return None
@@ -159,7 +171,7 @@ def _read_cache(path: Path | None) -> dict[str, Any] | None:
 
 def _warn_changed(listing: Listing, cached: dict[str, Any], fingerprint: str) -> None:
     old = {row[0]: row[1:] for row in cached["files"]}
-    new = {f.rel: [f.size, f.mtime_ns] for f in listing.files}
+    new = {f.rel: list(asdict(f).values())[1:] for f in listing.files}
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
     modified = sorted(rel for rel in set(new) & set(old) if new[rel] != old[rel])

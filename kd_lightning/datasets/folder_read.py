@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from kd_lightning.datasets.folder_scan import FolderError, Listing
 
@@ -60,6 +60,8 @@ def read_folder(listing: Listing, resize: int | None = None, convert: str | None
             pixels[stat.rel] = decode(data, resize, convert)
         except _ModeError as exc:
             odd_modes[stat.rel] = str(exc)
+        except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+            broken.append(f"{stat.rel} (not an image format PIL recognises)")
         except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... on bad files
             broken.append(f"{stat.rel} ({type(exc).__name__}: {exc})")
     if broken:
@@ -99,6 +101,10 @@ def decode(data: bytes, resize: int | None, convert: str | None) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+def _count(files: list[str]) -> str:
+    return f"{len(files)} file{'s' if len(files) != 1 else ''}"
+
+
 def _examples(files: list[str]) -> str:
     return ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
 
@@ -117,15 +123,13 @@ def _check_uniform(root: Path, pixels: dict[str, np.ndarray], odd_modes: dict[st
         by_channels.setdefault(array.shape[2], []).append(rel)
         by_size.setdefault((array.shape[1], array.shape[0]), []).append(rel)
     if len(by_channels) > 1:
-        groups = "; ".join(
-            f"{c} channel(s): {len(f)} files, e.g. {_examples(f)}" for c, f in sorted(by_channels.items())
-        )
+        groups = "; ".join(f"{c} channel(s): {_count(f)}, e.g. {_examples(f)}" for c, f in sorted(by_channels.items()))
         raise FolderError(
             f"{root}: images have different channel counts ({groups}). Set dataset.convert=L (grayscale) or "
             "dataset.convert=RGB to convert every image to one."
         )
     if len(by_size) > 1 or any(w != h for w, h in by_size):
-        groups = "; ".join(f"{w}x{h}: {len(f)} files, e.g. {_examples(f)}" for (w, h), f in sorted(by_size.items()))
+        groups = "; ".join(f"{w}x{h}: {_count(f)}, e.g. {_examples(f)}" for (w, h), f in sorted(by_size.items()))
         what = "different sizes" if len(by_size) > 1 else "a size that is not square"
         raise FolderError(
             f"{root}: images have {what} ({groups}). Set dataset.resize=<pixels> to resize every image to a "

@@ -36,11 +36,19 @@ class FolderError(DatasetError):
 
 @dataclass(frozen=True)
 class FileStat:
-    """One file the dataset reads: path relative to the root (posix), size and modification time."""
+    """One file the dataset reads: path relative to the root (posix), size, modification time, and the inode's
+    number and change time. Tools that copy or unpack files keep their size and mtime (``cp -p``, ``rsync -t``,
+    ``tar -x``) but cannot set ctime, so a rewrite in place always shows here."""
 
     rel: str
     size: int
     mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, rel: str, st: os.stat_result) -> FileStat:
+        return cls(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,7 @@ def _walk(folder: str, prefix: str) -> list[FileStat]:
         if entry.is_dir():
             subfolders.append(entry)
         elif _is_image(entry.name):
-            st = entry.stat()
-            files.append(FileStat(prefix + entry.name, st.st_size, st.st_mtime_ns))
+            files.append(FileStat.of(prefix + entry.name, entry.stat()))
     for entry in subfolders:
         files += _walk(entry.path, prefix + entry.name + "/")
     return files
@@ -156,8 +163,7 @@ def _sorted_files(*trees: dict[str, list[FileStat]]) -> tuple[FileStat, ...]:
 
 
 def _stat(file: Path, root: Path) -> FileStat:
-    st = file.stat()
-    return FileStat(file.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+    return FileStat.of(file.relative_to(root).as_posix(), file.stat())
 
 
 def min_class_size(holdout_fraction: float) -> int:

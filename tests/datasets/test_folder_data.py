@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -121,13 +122,34 @@ def test_a_changed_folder_is_fingerprinted_again_with_a_warning(tmp_path, caplog
     assert "the content is unchanged" in caplog.text
 
 
+def test_bytes_swapped_with_sizes_and_times_kept_are_fingerprinted_again(tmp_path):
+    """Two same-size images trade places across classes, their mtimes restored as ``cp -p`` / ``tar -x`` do: the
+    inode's change time (which no user tool sets) shows it, so the config gets the new content's fingerprint."""
+    root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
+    a, b = root / "class_0" / "00000.png", root / "class_1" / "00000.png"
+    Image.new("L", (16, 16), 10).save(a)
+    Image.new("L", (16, 16), 250).save(b)
+    assert a.stat().st_size == b.stat().st_size
+    before = folder_cfg(root, tmp_path / "out").dataset.fingerprint
+    times = {f: (f.stat().st_atime_ns, f.stat().st_mtime_ns) for f in (a, b)}
+    content = {f: f.read_bytes() for f in (a, b)}
+    a.write_bytes(content[b])
+    b.write_bytes(content[a])
+    for f, ns in times.items():
+        os.utime(f, ns=ns)
+    folder_meta._MEMO.clear()  # a new process: only the cache file is left
+    assert folder_cfg(root, tmp_path / "out").dataset.fingerprint != before
+
+
 def test_a_folder_changed_after_composing_is_refused_by_the_datamodule(tmp_path):
     root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
     cfg = folder_cfg(root, tmp_path / "out")
-    dm = build_datamodule(cfg)
+    dm, composed = build_datamodule(cfg), cfg.dataset.fingerprint
     Image.new("L", (16, 16), 7).save(root / "class_0" / "00000.png")  # same name, other pixels
     with pytest.raises(FolderError, match=r"changed after this run's config was composed.*Refusing"):
         dm.setup("fit")
+    assert not list((tmp_path / "out" / "folder_cache").glob("*.json"))  # "run the command again" then works
+    assert folder_cfg(root, tmp_path / "out").dataset.fingerprint != composed
 
 
 def test_identity_holds_the_content_not_the_path(tmp_path):

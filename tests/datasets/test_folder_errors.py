@@ -54,6 +54,7 @@ def test_unreadable_images_are_listed_first_few(tmp_path):
     message = refused(root, tmp_path, r"7 file\(s\) cannot be read as images")
     assert all(f"class_1/broken{i}.png" in message for i in range(5)) and "broken6" not in message
     assert str(root) in message and "Delete or replace them" in message
+    assert "not an image format PIL recognises" in message and "BytesIO" not in message
 
 
 def test_test_classes_the_training_set_lacks(tmp_path):
@@ -86,7 +87,7 @@ def test_a_class_too_small_for_the_split(tmp_path):
 def test_mixed_channel_counts_need_a_conversion(tmp_path):
     root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
     Image.new("RGB", (16, 16), (200, 10, 10)).save(root / "class_0" / "colour.png")
-    message = refused(root, tmp_path, r"different channel counts \(1 channel\(s\): 12 files.*3 channel\(s\): 1 files")
+    message = refused(root, tmp_path, r"different channel counts \(1 channel\(s\): 12 files.*3 channel\(s\): 1 file,")
     assert "class_0/colour.png" in message and "dataset.convert=L" in message and str(root) in message
     cfg = compose_cfg(["dataset=folder", f"dataset.path={root}", "dataset.convert=RGB"], out_dir=tmp_path / "out")
     assert cfg.dataset.channels == 3
@@ -102,7 +103,7 @@ def test_images_without_an_8_bit_reading_need_a_conversion(tmp_path):
 def test_mixed_sizes_need_resize(tmp_path):
     root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
     Image.new("L", (24, 24)).save(root / "class_0" / "big.png")
-    refused(root, tmp_path, r"different sizes \(16x16: 12 files.*24x24: 1 files, e.g. class_0/big.png\).*resize")
+    refused(root, tmp_path, r"different sizes \(16x16: 12 files.*24x24: 1 file, e.g. class_0/big.png\).*resize")
 
 
 def test_a_missing_path_names_the_key(tmp_path):
