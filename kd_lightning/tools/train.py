@@ -24,20 +24,25 @@ from hydra.utils import get_class
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.models import count_parameters
+from kd_lightning.datasets.datamodules import DatasetError
+from kd_lightning.datasets.factors import FactorError
+from kd_lightning.models import CheckpointError, count_parameters
 from kd_lightning.run import byproducts, rundir, teacher_kinds, teachers
 from kd_lightning.run.budget import TrainingBudget
 from kd_lightning.run.build import build_datamodule, build_module, build_trainer
 from kd_lightning.run.callbacks import ThroughputMeter
 from kd_lightning.run.compose import CONF_DIR
-from kd_lightning.run.config import to_plain, validate_config
+from kd_lightning.run.config import ConfigError, to_plain, validate_config
 from kd_lightning.run.failures import report_failed_run
 from kd_lightning.run.identity import fingerprint, identity
 from kd_lightning.run.records import OutputError
 from kd_lightning.run.resolvers import register_resolvers
-from kd_lightning.run.rundir import RunConflictError  # noqa: F401  (re-exported: part of the entry point's API)
+from kd_lightning.run.rundir import RunConflictError  # also part of the entry point's API
 
 log = logging.getLogger("kd_lightning")
+#: what the user asked for cannot run as it is (config, data, teacher, checkpoint, a folder holding another run):
+#: a single run prints the message alone, which names the key or file and the fix, not a traceback above it
+INPUT_ERRORS = (ConfigError, DatasetError, FactorError, CheckpointError, teachers.TeacherError, RunConflictError)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -160,6 +165,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         )
         raise SystemExit(130) from exc
     except Exception as exc:
+        if not multirun and isinstance(exc, INPUT_ERRORS):  # results.json records it (run)
+            print(f"[kd_lightning] {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from exc
         if not multirun:
             raise
         # the run folder's results.json records the failure, unless it holds a completed run (kept as it was)
