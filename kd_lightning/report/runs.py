@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from kd_lightning.run.records import RESULTS_FILE
+from kd_lightning.run.records import find_results
 
 #: measured complexity of a run's training data (kd_lightning/measure/complexity.py): the run's own ``data_complexity``
 #: (teacher runs record it), else the sweep's cache entry for the same data (``records.fill_complexity``)
 COMPLEXITY_MEASURES = ("probe_acc", "n3", "f1_inv", "intrinsic_dim", "csg")
-SKIP_DIRS = frozenset({"archive"})
 KEYS = ["dataset", "method", "seed"]
 #: runs of different recipes are different experiments: one record per recipe/dataset/method/seed
 PICK_KEYS = ["recipe", *KEYS]
@@ -48,13 +47,6 @@ COMPLEXITY_RANK: dict[str, int] = {
 RUNS_CSV = Path("tables") / "runs.csv"
 #: a report folder's verdict records (beside report.md)
 CLAIMS_JSON = Path("claims.json")
-
-
-def find_results(sweep: str | Path) -> list[Path]:
-    """Every results.json under the sweep, except anything kept under an ``archive/`` folder."""
-    root = Path(sweep)
-    found = (p for p in root.rglob(RESULTS_FILE) if not SKIP_DIRS.intersection(p.relative_to(root).parts[:-1]))
-    return sorted(found)
 
 
 def is_report_folder(folder: str | Path) -> bool:

@@ -20,6 +20,15 @@ from typing import Any
 from kd_lightning import PROJECT_ROOT
 
 RESULTS_FILE = "results.json"
+#: folders whose records are kept, not current: a rerun's ``archive/<time>/`` (rundir.archive)
+SKIP_DIRS = frozenset({"archive"})
+
+
+def find_results(folder: str | Path) -> list[Path]:
+    """Every results.json under ``folder``, except anything kept under an ``archive/`` folder."""
+    root = Path(folder)
+    found = (p for p in root.rglob(RESULTS_FILE) if not SKIP_DIRS.intersection(p.relative_to(root).parts[:-1]))
+    return sorted(found)
 
 
 def _held_slot() -> dict[str, Any] | None:
