@@ -96,7 +96,11 @@ def apply(todo: Plan) -> None:
     for dup, original in todo.link:
         tmp = dup.with_name(dup.name + ".prune-tmp")
         tmp.unlink(missing_ok=True)
-        os.link(original, tmp)
+        try:
+            os.link(original, tmp)
+        except OSError as exc:  # another file system, or one without hard links: the copy stays
+            print(f"kept   {dup} ({exc.strerror or exc})")
+            continue
         tmp.replace(dup)
 
 
