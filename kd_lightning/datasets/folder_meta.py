@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from kd_lightning.datasets.folder_read import FolderData, read_folder
 from kd_lightning.datasets.folder_scan import FileStat, FolderError, Listing, scan
@@ -102,6 +103,14 @@ def measure(options: FolderOptions) -> dict[str, Any]:
     if cached is not None and cached["files"] == files:
         meta = cached["metadata"].get(options.reading_key())
     if meta is None:
+        if listing.skipped:  # said once, when the folder is read, not at every config access
+            log.warning(
+                "%s: %d file(s) left out, not images of a known type (%s): e.g. %s",
+                listing.root,
+                len(listing.skipped),
+                ", ".join(IMG_EXTENSIONS),
+                ", ".join(listing.skipped[:3]),
+            )
         data = read_folder(listing, options.resize, options.convert)
         if cached is not None and cached["files"] != files:
             _warn_changed(listing, cached, data.fingerprint)

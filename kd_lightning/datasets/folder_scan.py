@@ -54,7 +54,8 @@ class FileStat:
 @dataclass(frozen=True)
 class Listing:
     """What a folder holds, before reading: ``train`` / ``test`` are ``(relative path, label)`` in order;
-    ``files`` every file read, sorted (for an ``.npz``: the file itself, and no per-image lists)."""
+    ``files`` every file read, sorted (for an ``.npz``: the file itself, and no per-image lists); ``skipped`` the
+    files in class folders that are not images the reader knows (their extension), left out like ``ImageFolder``."""
 
     root: Path
     layout: str
@@ -62,6 +63,7 @@ class Listing:
     train: tuple[tuple[str, int], ...]
     test: tuple[tuple[str, int], ...]
     files: tuple[FileStat, ...]
+    skipped: tuple[str, ...] = ()
 
 
 def scan(path: str | os.PathLike, holdout_fraction: float, split_seed: int) -> Listing:
@@ -80,9 +82,10 @@ def scan(path: str | os.PathLike, holdout_fraction: float, split_seed: int) -> L
             f"{root} has a {have}/ folder but no {lack}/ folder: add {root / lack}/ with one sub-folder per class, "
             f"or move the class folders of {have}/ up into {root} to let the project hold out a test share."
         )
+    skipped: list[str] = []
     if train_dir.is_dir():
-        train = _class_files(train_dir, root)
-        test = _class_files(test_dir, root)
+        train = _class_files(train_dir, root, skipped)
+        test = _class_files(test_dir, root, skipped)
         _check_classes(train_dir, train)
         _check_classes(test_dir, test, at_least=1)
         missing = sorted(set(test) - set(train))
@@ -93,14 +96,14 @@ def scan(path: str | os.PathLike, holdout_fraction: float, split_seed: int) -> L
             )
         classes = tuple(sorted(train))
         labelled = (_labelled(train, classes), _labelled(test, classes))
-        return Listing(root, "train_test", classes, *labelled, _sorted_files(train, test))
-    tree = _class_files(root, root)
+        return Listing(root, "train_test", classes, *labelled, _sorted_files(train, test), tuple(skipped))
+    tree = _class_files(root, root, skipped)
     _check_classes(root, tree)
     classes = tuple(sorted(tree))
     every = _labelled(tree, classes)
     kept, held = holdout_split([label for _, label in every], holdout_fraction, split_seed, root, classes)
     labelled = (tuple(every[i] for i in kept), tuple(every[i] for i in held))
-    return Listing(root, "one_tree", classes, *labelled, _sorted_files(tree))
+    return Listing(root, "one_tree", classes, *labelled, _sorted_files(tree), tuple(skipped))
 
 
 LAYOUT_HINT = (
@@ -113,7 +116,7 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
-def _class_files(tree: Path, root: Path) -> dict[str, list[FileStat]]:
+def _class_files(tree: Path, root: Path, skipped: list[str]) -> dict[str, list[FileStat]]:
     """Class folder name -> its image files (recursive, sorted, relative to ``root``), as ``ImageFolder`` reads.
     Plain strings and ``os.scandir``: a config access stats every file, so this must take milliseconds."""
     classes = sorted(d.name for d in os.scandir(tree) if d.is_dir() and not d.name.startswith("."))
@@ -122,10 +125,10 @@ def _class_files(tree: Path, root: Path) -> dict[str, list[FileStat]]:
         found = f" (found {len(loose)} image files directly inside it)" if loose else ""
         raise FolderError(f"{tree} has no class folders{found}. {LAYOUT_HINT}")
     prefix = tree.relative_to(root).as_posix() + "/" if tree != root else ""
-    return {name: _walk(str(tree / name), prefix + name + "/") for name in classes}
+    return {name: _walk(str(tree / name), prefix + name + "/", skipped) for name in classes}
 
 
-def _walk(folder: str, prefix: str) -> list[FileStat]:
+def _walk(folder: str, prefix: str, skipped: list[str]) -> list[FileStat]:
     files, subfolders = [], []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith("."):
@@ -134,8 +137,10 @@ def _walk(folder: str, prefix: str) -> list[FileStat]:
             subfolders.append(entry)
         elif _is_image(entry.name):
             files.append(FileStat.of(prefix + entry.name, entry.stat()))
+        else:
+            skipped.append(prefix + entry.name)
     for entry in subfolders:
-        files += _walk(entry.path, prefix + entry.name + "/")
+        files += _walk(entry.path, prefix + entry.name + "/", skipped)
     return files
 
 

@@ -122,6 +122,21 @@ def test_a_changed_folder_is_fingerprinted_again_with_a_warning(tmp_path, caplog
     assert "the content is unchanged" in caplog.text
 
 
+def test_files_that_are_not_images_are_left_out_with_one_warning(tmp_path, caplog):
+    root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
+    (root / "class_0" / "notes.txt").write_text("labels checked by hand")
+    Image.new("L", (16, 16)).save(root / "class_1" / "photo.gif")
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        first = folder_cfg(root, tmp_path / "out").dataset.fingerprint
+    assert "2 file(s) left out, not images of a known type" in caplog.text
+    assert "class_0/notes.txt, class_1/photo.gif" in caplog.text
+    caplog.clear()
+    folder_meta._MEMO.clear()
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        assert folder_cfg(root, tmp_path / "out").dataset.fingerprint == first  # from the cache: said once
+    assert "left out" not in caplog.text
+
+
 def test_bytes_swapped_with_sizes_and_times_kept_are_fingerprinted_again(tmp_path):
     """Two same-size images trade places across classes, their mtimes restored as ``cp -p`` / ``tar -x`` do: the
     inode's change time (which no user tool sets) shows it, so the config gets the new content's fingerprint."""
