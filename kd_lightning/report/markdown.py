@@ -599,7 +599,22 @@ def findings_markdown(tables: dict[str, Any], factor: str, train_images: int | N
             f"{r['complexity.f1_inv']:.3f} | {r['complexity.intrinsic_dim']:.1f} | {r['complexity.csg']:.2f} | "
             f"{r['teacher_soft_label_entropy']:.3f} |"
         )
-    return "\n".join(lines + _wall_rows(tables, factor, names, named))
+    return "\n".join(lines + _kl_rows(tables, factor, named) + _wall_rows(tables, factor, names, named))
+
+
+def _kl_rows(tables: dict[str, Any], factor: str, named: bool) -> list[str]:
+    """KL(teacher ‖ student) per level, mean over seeds (nats per test image, T = 1), at both checkpoints: how
+    closely each student, the control included, matches the teacher."""
+    _, control, students = tables["roles"]
+    each = " / ".join([*map(method_label, students), control])
+    lines = ["", f"| {factor} | KL(teacher ‖ ·) best: {each} | KL(teacher ‖ ·) last: {each} |", "|---|---|---|"]
+    for lv, condition in _conditions(tables["best"]["fidelity"]):
+        cells = [
+            _per_key(_at(tables[key]["fidelity"], lv, condition), "method", "kl_mean", [*students, control], "{:.3f}")
+            for key in ("best", "last")
+        ]
+        lines.append(f"| {_row_name(lv, condition, named)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str], named: bool) -> list[str]:

@@ -31,9 +31,10 @@ def findings_tables(runs: pd.DataFrame) -> dict[str, list[list[str]]]:
 
 
 def test_findings_md_tables_are_the_commands_rows():
-    """Per level and checkpoint, complexity and wall times of the first sweep, as docs/findings.md quotes them."""
+    """Per level and checkpoint, complexity, KL to the teacher and wall times of the first sweep, as
+    docs/findings.md quotes them."""
     tables = findings_tables(load_runs(REPORTS / "usps_train_fraction_fast"))
-    assert [len(rows) for rows in tables.values()] == [4, 4, 4, 4]  # best, last, complexity, walls
+    assert [len(rows) for rows in tables.values()] == [4, 4, 4, 4, 4]  # best, last, complexity, KL, walls
     published = set((PROJECT_ROOT / "docs" / "findings.md").read_text().splitlines())
     rows = ["| " + " | ".join(cells) + " |" for table in tables.values() for cells in table]
     assert [row for row in rows if row not in published] == []
@@ -51,11 +52,12 @@ def test_each_condition_at_a_shared_level_is_its_own_named_row_in_every_table(pi
     runs, tables = pilot
     conditions = set(runs["recipe"])
     assert sum("train_fraction=0.05" in c for c in conditions) > 1
-    best, last, complexity, walls = tables.values()
+    best, last, complexity, kl, walls = tables.values()
     names = [cells[0] for cells in best]
     assert len(names) == len(set(names)) == len(conditions)
     assert {name.split(" ", 1)[1][1:-1] for name in names} == conditions  # "0.05 (<condition>)"
     assert [cells[0] for cells in last] == names and [cells[0] for cells in walls] == names
+    assert [cells[0] for cells in kl] == names
     # complexity only where the first student ran at every level: still named by the condition, not the level alone
     assert complexity and all(cells[0] in names for cells in complexity)
 
@@ -70,6 +72,7 @@ def test_a_condition_without_a_student_says_n_a_not_nan(pilot):
 
 def test_a_sweep_without_the_factor_gets_a_row_per_condition_and_no_complexity_rows():
     """A recipe comparison (docs/reports/usps_fast_vs_strong): every run at the default level, two conditions."""
-    best, last, complexity, walls = findings_tables(load_runs(REPORTS / "usps_fast_vs_strong")).values()
+    best, last, complexity, kl, walls = findings_tables(load_runs(REPORTS / "usps_fast_vs_strong")).values()
     assert [cells[0] for cells in best] == [cells[0] for cells in walls] == ["1 (fast)", "1 (strong)"]
+    assert [cells[0] for cells in kl] == ["1 (fast)", "1 (strong)"]
     assert complexity == []
