@@ -65,8 +65,9 @@ def _side_command(argv: Sequence[str]) -> str:
         from kd_lightning.report.teacher_gate import teacher_gate
 
         text = markdown.findings_markdown(level_tables(runs, args.factor), args.factor, args.train_images)
-        claims = report_claims(runs, primary=parse_primary(args.primary))
-        return text + "\n" + claims_text.factor_claims_text(claims, teacher_gate(runs))
+        claims, gate = report_claims(runs, primary=parse_primary(args.primary)), teacher_gate(runs)
+        gated = "\n".join(["", *markdown.gate_section(gate, DEFAULT_METRIC)])
+        return text + "\n" + gated + "\n" + claims_text.factor_claims_text(claims, gate)
     if command == "recipes":
         from kd_lightning.report.summaries import recipe_tables
 

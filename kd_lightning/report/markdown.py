@@ -299,7 +299,7 @@ def _header(sweeps: Sequence[Path], runs: pd.DataFrame, metric: str, issues: pd.
     ]
 
 
-def _gate_section(gate: pd.DataFrame, metric: str) -> list[str]:
+def gate_section(gate: pd.DataFrame, metric: str) -> list[str]:
     return [
         "## Teacher gate",
         "",
@@ -487,7 +487,7 @@ def build_markdown(
     sections = [
         _header(sweeps, runs, metric, issues),
         ["## Claims", "", *claims_section],
-        _gate_section(gate, metric),
+        gate_section(gate, metric),
         _runs_section(tables.get("run_counts", pd.DataFrame()), tables, metric),
         _comparisons_section(comparisons, metric),
         _evidence_section(tables.get("evidence", pd.DataFrame()), metric),

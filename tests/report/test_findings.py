@@ -76,3 +76,15 @@ def test_a_sweep_without_the_factor_gets_a_row_per_condition_and_no_complexity_r
     assert [cells[0] for cells in best] == [cells[0] for cells in walls] == ["1 (fast)", "1 (strong)"]
     assert [cells[0] for cells in kl] == ["1 (fast)", "1 (strong)"]
     assert complexity == []
+
+
+def test_the_command_prints_the_tables_then_the_gate_then_each_claim_with_its_gate(capsys):
+    """``python -m kd_lightning.report findings``: what docs/findings.md quotes for issue 31, in one output."""
+    from kd_lightning.report.cli import main
+
+    assert main(["findings", str(REPORTS / "usps_teachers_pilot"), "--train-images", "7291"]) == 0
+    text = capsys.readouterr().out
+    tables, gate, claims = text.index("| train_fraction |"), text.index("## Teacher gate"), text.index("Claim 101")
+    assert tables < gate < claims and "Members' mean (%)" in text and "KL(teacher ‖ ·) best" in text
+    full_data = text[claims:].split("\nClaim ")[0]  # the full-data ensemble's claim: its gate line comes first
+    assert "**Its teacher was not qualified in every condition**" in full_data.splitlines()[1]
