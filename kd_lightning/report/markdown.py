@@ -624,7 +624,15 @@ def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str], named:
     for lv, condition in _conditions(walls):
         sub = _at(walls, lv, condition)
         median = {m: sub[sub["method"] == m]["wall_time_s"].median() for m in methods}
-        cells = [f"{median[m]:.0f} s ({(sub['method'] == m).sum()})" if pd.notna(median[m]) else "n/a" for m in methods]
+        reused = {m: int(sub[sub["method"] == m]["reused"].sum()) for m in methods}
+        cells = [
+            f"{median[m]:.0f} s ({(sub['method'] == m).sum()})"
+            if pd.notna(median[m])
+            else f"reused ({reused[m]})"
+            if reused[m]
+            else "n/a"
+            for m in methods
+        ]
         steps = ",".join(str(int(x)) for x in sorted(sub["optimizer_steps"].dropna().unique()))
         total = sum(v for v in median.values() if pd.notna(v)) / 60
         lines.append(f"| {_row_name(lv, condition, named)} | {steps} | " + " | ".join(cells) + f" | {total:.1f} min |")

@@ -60,7 +60,12 @@ def level_tables(runs: pd.DataFrame, factor: str = "train_fraction") -> dict[str
     named = [condition.get((b, lv), b) for b, lv in zip(complexity["recipe"], complexity["level"])]
     out["complexity"] = complexity.assign(recipe=named).sort_values("level")
     done = runs[runs["status"] == "completed"]
-    out["walls"] = _with_level(done, levels)[["recipe", "level", "method", "wall_time_s", "optimizer_steps"]]
+    walls = _with_level(done, levels)[["recipe", "level", "method", "wall_time_s", "optimizer_steps", "teacher_key"]]
+    # one teacher serving several levels (teacher.data=full) trained once, at its largest level: its rows at the
+    # others record the same training time, which was not spent again
+    trained_at = walls.groupby("teacher_key")["level"].transform("max")
+    reused = walls["teacher_key"].notna() & (walls["level"] != trained_at)
+    out["walls"] = walls.assign(reused=reused, wall_time_s=walls["wall_time_s"].where(~reused))
     return out
 
 

@@ -58,6 +58,9 @@ def test_each_condition_at_a_shared_level_is_its_own_named_row_in_every_table(pi
     assert {name.split(" ", 1)[1][1:-1] for name in names} == conditions  # "0.05 (<condition>)"
     assert [cells[0] for cells in last] == names and [cells[0] for cells in walls] == names
     assert [cells[0] for cells in kl] == names
+    # the full-data ensemble trained once, at full data: at 5% its time is not counted again
+    full_data_5 = next(cells for cells in walls if "(full-data) · train_fraction=0.05" in cells[0])
+    assert full_data_5[2] == "reused (3)" and next(c for c in walls if c[0].startswith("1 ("))[2].endswith("s (3)")
     # complexity only where the first student ran at every level: still named by the condition, not the level alone
     assert complexity and all(cells[0] in names for cells in complexity)
 
