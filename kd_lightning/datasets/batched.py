@@ -68,10 +68,10 @@ class AugmentParams:
 
     @property
     def is_affine(self) -> bool:
-        """Whether a shift or a scale other than 1 is present (else a plain rotation does)."""
-        return (self.shift is not None and bool((self.shift != 0).any())) or (
-            self.scale is not None and bool((self.scale != 1).any())
-        )
+        """Whether shifts or zooms were drawn (``sample_params`` draws them only when the recipe turns them on), so the
+        batch needs the affine resampling; else a plain rotation does. Decided from which parameters are present,
+        never by reading their values back: on a GPU that read would wait for the device on every batch."""
+        return self.shift is not None or self.scale is not None
 
     @classmethod
     def identity(cls, batch_size: int, device: torch.device | str | None = None) -> AugmentParams:
@@ -206,7 +206,7 @@ class BatchAugment(nn.Module):
             )
             matrix = get_affine_matrix2d(shift, centre, zoom, params.angle)
             x = warp_affine(x, matrix[:, :2], (h, w), mode="nearest", padding_mode="zeros")
-        elif bool((params.angle != 0).any()):
+        elif self.rotation > 0:  # the configured range, not the drawn angles (no device read); 0 degrees is exact
             x = rotate(x, params.angle, mode="nearest", padding_mode="zeros")
         x = torch.where(params.hflip.view(-1, 1, 1, 1), x.flip(-1), x)
         x = torch.where(params.vflip.view(-1, 1, 1, 1), x.flip(-2), x)

@@ -244,7 +244,8 @@ class ClassifierModule(L.LightningModule):
         if _writes_step_logs(self.trainer):
             self.train_log.raise_if_non_finite()
             self.log_dict({f"train/{name}_step": v.detach() for name, v in terms.items()}, on_step=True, on_epoch=False)
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+            # not on the progress bar: Lightning reads a bar's step values back from the device at every batch end
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
     def on_train_epoch_start(self) -> None:

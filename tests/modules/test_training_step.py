@@ -10,8 +10,10 @@ import lightning as L
 import pytest
 import torch
 
+from kd_lightning.measure.throughput import build_lightning
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
 from kd_lightning.modules.base import ClassifierModule, TrainLog
+from kd_lightning.run.build import build_datamodule
 from kd_lightning.tools import train
 from tests.helpers import compose_cfg
 
@@ -135,3 +137,55 @@ def test_epoch_means_are_lightnings_mean_reduction():
         reference_sum, reference_count = reference_sum + value * size, reference_count + size
     means = log.epoch_means()
     assert torch.equal(means["ce"], reference_sum / reference_count) and torch.equal(means["loss"], means["ce"])
+
+
+class HostReads(L.Callback):
+    """Counts, between consecutive training-batch ends, the ops that read a tensor's value back to the host
+    (``aten::_local_scalar_dense``: ``.item()``, ``bool(t)``, ``float(t)``): on a GPU each one waits for the device to
+    finish everything queued, so the host cannot run ahead of it. A window covers a batch's fetch, device transfer,
+    augmentation, step and hooks; the window of step ``k`` holds the reads made while step ``k`` ran."""
+
+    def __init__(self) -> None:
+        self.reads: dict[int, int] = {}
+        self._profile: torch.profiler.profile | None = None
+
+    def _start(self) -> None:
+        self._profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        self._profile.__enter__()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._profile.__exit__(None, None, None)
+        self.reads[trainer.global_step] = sum(e.name == "aten::_local_scalar_dense" for e in self._profile.events())
+        self._start()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._profile.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("method", ["scratch", "rkd"])
+def test_only_logging_steps_read_the_device(tmp_path, fake_data_dir, method):
+    """The paper recipe's augmentation and the progress bar included: a step that the loggers do not write reads
+    nothing back from the device (docs/benchmarks.md, "Host reads per training step")."""
+    overrides = [
+        f"method={method}",
+        "recipe=paper",
+        "recipe.batch_size=8",
+        "trainer.enable_progress_bar=true",
+        "trainer.limit_train_batches=8",
+        "trainer.log_every_n_steps=3",
+    ]
+    cfg = compose_cfg(overrides, data_dir=fake_data_dir, out_dir=tmp_path)
+    assert cfg.recipe.augmentation.rotation > 0 and cfg.recipe.augmentation.hflip > 0
+    dm = build_datamodule(cfg)
+    module, trainer = build_lightning(cfg, max_steps=7, run_dir=tmp_path / "run")
+    reads = HostReads()
+    trainer.callbacks.append(reads)
+    trainer.fit(module, dm)
+    assert sorted(reads.reads) == list(range(1, 8))
+    # steps 3 and 6 are logged (the watch is read in their step, the logged values after it: step 4's and 7's
+    # windows); 1 starts the run; 2 and 5 are plain steps
+    assert reads.reads[3] >= 1 and reads.reads[6] >= 1, reads.reads  # the counter sees reads where they are
+    assert reads.reads[2] == 0 and reads.reads[5] == 0, reads.reads
