@@ -139,3 +139,12 @@ def test_the_grids_sweep_every_method_and_each_job_folder_is_its_run_folder(
         assert Path(job_dir) == Path(run_dir) and f"/{recipe}/usps/{name}/seed0" in run_dir
         assert (Path(run_dir) / ".hydra" / "config.yaml").is_file() and (Path(run_dir) / "train.log").is_file()
     assert "'method=glob(*)'" in (PROJECT_ROOT / "Makefile").read_text()  # make train: the same rule
+
+    # a second command into the same folders keeps the first one's job record and writes its own beside it
+    first = {run_dir: (Path(run_dir) / ".hydra" / "overrides.yaml").read_text() for _, run_dir, _ in jobs}
+    monkeypatch.setattr(sys, "argv", ["kd_lightning.train", *args, "force=true"])
+    train.main()
+    for run_dir, overrides in first.items():
+        assert (Path(run_dir) / ".hydra" / "overrides.yaml").read_text() == overrides and "force" not in overrides
+        again = list((Path(run_dir) / ".hydra").glob("again-*/overrides.yaml"))
+        assert len(again) == 1 and "force=" in again[0].read_text()

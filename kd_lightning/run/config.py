@@ -183,6 +183,57 @@ def _teacher_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+#: validated metrics the best-validation checkpoint may monitor, and the direction in which each improves
+MONITOR_MODES = {"val/acc": "max", "val/f1": "max", "val/top5": "max", "val/loss": "min"}
+
+
+def _schedule_problems(cfg: DictConfig) -> list[str]:
+    """Settings under which a run would stop short of its recipe and still be recorded as it, or would never write
+    the checkpoints its tests read: refused here, before training, not discovered after it."""
+    problems = []
+    max_time = _get(cfg, "trainer.max_time")
+    if max_time is not None:
+        problems.append(
+            f"trainer.max_time={max_time!r}: a wall-clock cap stops training at a point that depends on the machine, "
+            "and the run would be recorded (and reused) as its full recipe; shorten it with trainer.max_epochs instead"
+        )
+    if _get(cfg, "trainer.fast_dev_run"):
+        problems.append(
+            f"trainer.fast_dev_run={_get(cfg, 'trainer.fast_dev_run')!r}: a smoke test writes no checkpoints to test; "
+            "for a short run set trainer.max_epochs=1 trainer.limit_train_batches=<n>"
+        )
+    for key, what in (("trainer.limit_train_batches", "training"), ("trainer.limit_val_batches", "validation")):
+        value = _get(cfg, key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+            problems.append(
+                f"{key}=0: no {what} batch, so no best-validation checkpoint to test; give a number of batches "
+                "(an integer >= 1) or a share in (0, 1]"
+            )
+    every, epochs = _get(cfg, "trainer.check_val_every_n_epoch"), _get(cfg, "trainer.max_epochs")
+    if isinstance(every, int) and isinstance(epochs, int) and every > epochs:
+        problems.append(
+            f"trainer.check_val_every_n_epoch={every} with trainer.max_epochs={epochs}: the run would never validate, "
+            "so no best-validation checkpoint; validate at most every max_epochs epochs"
+        )
+    if _get(cfg, "callbacks.model_checkpoint.save_top_k") == 0:
+        problems.append(
+            "callbacks.model_checkpoint.save_top_k=0: the best-validation checkpoint is what test_best reads; keep 1"
+        )
+    monitor, mode = _get(cfg, "callbacks.model_checkpoint.monitor"), _get(cfg, "callbacks.model_checkpoint.mode")
+    if monitor in MONITOR_MODES and mode != MONITOR_MODES[monitor]:
+        problems.append(
+            f"callbacks.model_checkpoint.mode={mode!r} with monitor={monitor}: must be {MONITOR_MODES[monitor]!r}, "
+            "else the 'best' checkpoint is the worst epoch"
+        )
+    last_every = _get(cfg, "callbacks.last_checkpoint.every_n_epochs")
+    if last_every not in (None, 1):
+        problems.append(
+            f"callbacks.last_checkpoint.every_n_epochs={last_every!r}: last.ckpt must be written every epoch (the "
+            "last-epoch test and resuming read it); leave it unset"
+        )
+    return problems
+
+
 def _is_folder_dataset(cfg: DictConfig) -> bool:
     """``dataset=folder``: a dataset config with a ``path`` key (conf/dataset/folder.yaml)."""
     dataset = _get(cfg, "dataset")
@@ -240,6 +291,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"(got {_get(cfg, 'recipe.optimizer.momentum')!r}); set a momentum or recipe.optimizer.nesterov=false"
         )
     problems += _stage_problems(cfg)
+    problems += _schedule_problems(cfg)
     problems += _factor_problems(cfg)
     problems += _teacher_problems(cfg)
     teacher_ckpt = _get(cfg, "teacher_ckpt")

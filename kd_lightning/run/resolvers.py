@@ -4,6 +4,8 @@ each resolver imports what it needs (the folder metadata, the GPU pool) only whe
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -36,6 +38,15 @@ def _gpu_jobs(gpus: int | str, slots_per_gpu: int) -> int:
         raise SystemExit(f"[kd_lightning] launcher=gpu_node: {exc}") from None
 
 
+def _hydra_subdir(run_dir: str) -> str:
+    """Where Hydra writes this command's job record (config, overrides) in the run folder: ``.hydra`` for the first
+    command that reaches the folder, ``.hydra/again-<UTC time>`` for each later one (a rerun that skips, a refused
+    config, ``force=true``), so a later command never rewrites the record of the run the folder holds."""
+    if not (Path(run_dir) / ".hydra" / "config.yaml").exists():
+        return ".hydra"
+    return f".hydra/again-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}"
+
+
 RESOLVERS = {
     # conf/paths/default.yaml: outputs and data default to the checkout, wherever the command is launched from
     "kd_project_root": lambda: str(PROJECT_ROOT),
@@ -49,6 +60,8 @@ RESOLVERS = {
     "kd_folder": _folder_metadata,
     # conf/launcher/gpu_node.yaml: the launcher runs one job per GPU slot
     "kd_gpu_jobs": _gpu_jobs,
+    # conf/hydra/default.yaml: a later command's job record beside the first one's, never over it
+    "kd_hydra_subdir": _hydra_subdir,
 }
 
 

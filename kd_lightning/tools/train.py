@@ -119,9 +119,12 @@ def evaluate_checkpoints(
 ) -> dict[str, Any]:
     """Test the last epoch's and the best-validation checkpoint's weights, each loaded by path."""
     best = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
-    if best is None or not best.best_model_path:
-        missing = "no best checkpoint was written: callbacks.model_checkpoint must monitor val/acc"
-        raise OutputError(run_dir / "checkpoints", FileNotFoundError(2, missing))
+    if best is None or not best.best_model_path:  # validate_config refuses the settings known to cause this
+        raise RuntimeError(
+            f"no best-validation checkpoint was written in {run_dir / 'checkpoints'}: the run never validated or "
+            "callbacks.model_checkpoint saved nothing (check trainer.limit_val_batches, "
+            "trainer.check_val_every_n_epoch and callbacks.model_checkpoint.monitor/save_top_k)"
+        )
     last = run_dir / rundir.LAST_CHECKPOINT
     if not last.is_file():
         raise OutputError(last, FileNotFoundError(2, "not written: callbacks.last_checkpoint must save it every epoch"))

@@ -61,6 +61,16 @@ def test_paper_defaults():
         ("teacher_ckpt=/no/such/teacher.ckpt", "teacher_ckpt"),
         ("paths.data_dir=/no/such/folder", "paths.data_dir"),
         ("recipe=strong recipe.optimizer.momentum=0", "recipe.optimizer.nesterov"),
+        # a run that would stop short of its recipe, or never write the checkpoints its tests read (s16 review)
+        ("trainer.max_time=00:00:00:01", "trainer.max_time"),
+        ("trainer.fast_dev_run=true", "trainer.fast_dev_run"),
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches"),
+        ("trainer.limit_val_batches=0.0", "trainer.limit_val_batches"),
+        ("trainer.check_val_every_n_epoch=5", "trainer.check_val_every_n_epoch"),
+        ("callbacks.model_checkpoint.save_top_k=0", "callbacks.model_checkpoint.save_top_k"),
+        ("callbacks.model_checkpoint.mode=min", "callbacks.model_checkpoint.mode"),
+        ("callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode"),
+        ("+callbacks.last_checkpoint.every_n_epochs=2", "callbacks.last_checkpoint.every_n_epochs"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):
