@@ -9,7 +9,9 @@ A run folder holds one experiment (:mod:`kd_lightning.run.identity`). Rules:
   are cut back to that checkpoint first, so every epoch appears exactly once after any number of
   interruptions (CSV rows trimmed here; TensorBoard hides later events through ``purge_step``);
 - anything else already in the folder (an unfinished run of another config, outputs whose record was
-  deleted) is archived before the fresh run starts: nothing written is ever lost.
+  deleted) is archived before the fresh run starts: nothing written is ever lost;
+- one process at a time works in a folder (:func:`claim`): a second one is refused, never let in to archive the
+  first one's live files.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import csv
 import io
 import shutil
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
 from kd_lightning.datasets.factors import factor_identity
@@ -33,10 +38,41 @@ from kd_lightning.run.records import RESULTS_FILE, atomic_write_text, environmen
 RUN_OUTPUTS = (RESULTS_FILE, "checkpoints", "tb", "csv", "config.yaml", "export")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 CSV_METRICS = Path("csv") / "metrics.csv"
+#: held by the process working in a run folder (:func:`claim`); stays in place when outputs are archived
+LOCK_FILE = ".run.lock"
 
 
 class RunConflictError(RuntimeError):
     """The run folder already holds a completed run of a different config."""
+
+
+class RunBusyError(RuntimeError):
+    """Another process is working in the run folder."""
+
+
+@contextmanager
+def claim(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder's lock while deciding, training and recording (``with claim(run_dir): ...``).
+
+    Why: two jobs can target one folder at once (a parallel launcher over a setting that is not part of the folder
+    name, or two overlapping multiruns); the second would archive the first's live files and both would write into
+    one folder. A busy folder raises :class:`RunBusyError` at once instead of waiting. Re-entrant within a process;
+    the operating system releases it if the process dies."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK_FILE), timeout=0, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunBusyError(
+            f"another process is running in {run_dir} (it holds {run_dir / LOCK_FILE}). Two jobs of one grid that "
+            "differ only in a setting the folder name leaves out share a folder: sweep it under different names "
+            "(name=...) or let paths.run_subdir name the setting; otherwise wait for the other process to finish."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def now() -> str:
@@ -60,7 +96,7 @@ def archive(run_dir: Path) -> Path:
     target = run_dir / "archive" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     target.mkdir(parents=True)
     for item in run_dir.iterdir():
-        if item.name not in ("archive", ".hydra") and item.suffix != ".log":
+        if item.name not in ("archive", ".hydra", LOCK_FILE) and item.suffix != ".log":
             shutil.move(str(item), target / item.name)
     return target
 

@@ -369,7 +369,7 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
     cfg = teacher_config(cfg)  # teacher.data=full: the full training split, in this run's folder
     key = teacher_key(cfg)
     entry = entry_dir(cfg, key)
-    with lock(entry):
+    with lock(entry), rundir.claim(cfg.paths.run_dir):  # the registry's lock first: a second process waits
         existing = read_entry(entry)
         fp = fingerprint(cfg)
         if existing is not None and not cfg.force:

@@ -37,16 +37,27 @@ from kd_lightning.run.failures import report_failed_run
 from kd_lightning.run.identity import fingerprint, identity
 from kd_lightning.run.records import OutputError
 from kd_lightning.run.resolvers import register_resolvers
-from kd_lightning.run.rundir import RunConflictError  # also part of the entry point's API
+from kd_lightning.run.rundir import RunBusyError, RunConflictError  # also part of the entry point's API
 
 log = logging.getLogger("kd_lightning")
 #: what the user asked for cannot run as it is (config, data, teacher, checkpoint, a folder holding another run):
 #: a single run prints the message alone, which names the key or file and the fix, not a traceback above it
-INPUT_ERRORS = (ConfigError, DatasetError, FactorError, CheckpointError, teachers.TeacherError, RunConflictError)
+INPUT_ERRORS = (
+    ConfigError,
+    DatasetError,
+    FactorError,
+    CheckpointError,
+    teachers.TeacherError,
+    RunConflictError,
+    RunBusyError,
+)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one config to completion (training its teacher first if needed) and return its record."""
+    """Run one config to completion (training its teacher first if needed) and return its record. The run folder
+    is held for the whole run (``rundir.claim``; a teacher run takes its registry entry's lock first, so a second
+    process needing that teacher waits for it): another process aimed at a held folder is refused (RunBusyError)
+    and writes nothing there."""
     try:
         gpu_slots = sys.modules.get("kd_lightning.run.gpu_slots")  # imported by launcher=gpu_node's callback only
         if gpu_slots is not None:
@@ -54,7 +65,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         validate_config(cfg)
         if get_class(cfg.method._target_).publishes_teacher:
             return teacher_kinds.train_or_reuse(cfg, fit_and_test)
-        return fit_and_test(cfg, teacher_kinds.resolve_teacher(cfg, train=run))
+        with rundir.claim(cfg.paths.run_dir):
+            return fit_and_test(cfg, teacher_kinds.resolve_teacher(cfg, train=run))
+    except RunBusyError:
+        raise  # the folder belongs to another process: nothing is written there
     except BaseException as exc:
         try:
             rundir.record_failure(cfg.paths.run_dir, rundir.record_keys(cfg), exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
 from kd_lightning.run import teachers
 from kd_lightning.tools import train
-from kd_lightning.tools.train import RunConflictError
+from kd_lightning.tools.train import RunBusyError, RunConflictError
 from tests.helpers import FAST, MEASURE_EFFICIENCY, compose_cfg, remove_unless_failed
 
 pytestmark = pytest.mark.slow
@@ -130,6 +131,41 @@ def test_a_different_config_never_overwrites_a_completed_run(out_dir, fake_data_
     assert forced["status"] == "completed" and forced["fingerprint"] != first["fingerprint"]
     archived = list((Path(first["run_dir"]) / "archive").glob("*/results.json"))
     assert [json.loads(p.read_text())["fingerprint"] for p in archived] == [first["fingerprint"]]
+
+
+def test_a_folder_another_process_is_running_in_is_refused_untouched(tmp_path, fake_data_dir):
+    """Two jobs aimed at one folder at once (a parallel launcher over a setting the folder name leaves out): the
+    second is refused before it reads, archives or writes anything there (s16 review: it archived the first's live
+    files and both wrote into one folder)."""
+    cfg = compose_cfg(["method=scratch"], data_dir=fake_data_dir, out_dir=tmp_path)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True)
+    running = {"status": "running", "fingerprint": "another-config"}
+    (run_dir / "results.json").write_text(json.dumps(running))
+    holder = subprocess.Popen(  # another process working in the folder: it holds the folder's lock
+        [
+            sys.executable,
+            "-c",
+            "import sys, filelock; l = filelock.FileLock(sys.argv[1]); l.acquire(); "
+            "print('held', flush=True); sys.stdin.read()",
+            str(run_dir / ".run.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunBusyError, match="another process is running in .*name="):
+            train.run(cfg)
+        assert results(run_dir) == running and sorted(p.name for p in run_dir.iterdir()) == [
+            ".run.lock",
+            "results.json",
+        ]
+    finally:
+        holder.communicate("")
+    assert train.run(cfg)["status"] == "completed"  # free again: the run starts (its folder's leftovers archived)
+    assert [json.loads(p.read_text()) for p in run_dir.glob("archive/*/results.json")] == [running]
 
 
 def test_missing_teacher_with_teacher_missing_fail_names_the_command(tmp_path, fake_data_dir):
