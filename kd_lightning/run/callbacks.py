@@ -110,6 +110,32 @@ class RNGStateCheckpoint(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class TrainingClock(L.Callback):
+    """The training time a run's checkpoints carry, so a resumed run's record counts the earlier processes' time too.
+
+    ``earlier_s`` is what the resume checkpoint says the earlier processes trained (0 for a fresh run): up to that
+    checkpoint, since what came after it is redone, and counted, by this process. Without it a run resumed after a
+    preemption recorded only the time after the resume (s16 review: 1.9 s against 7.0 s uninterrupted).
+    """
+
+    def __init__(self) -> None:
+        self.earlier_s = 0.0
+        self._started: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        """Training time up to now: the earlier processes' and this one's since ``fit`` started."""
+        return self.earlier_s + (time.perf_counter() - self._started if self._started is not None else 0.0)
+
+    def state_dict(self) -> dict:
+        return {"elapsed_s": self.elapsed_s()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.earlier_s = float(state_dict.get("elapsed_s", 0.0))
+
+
 class Speedups(L.Callback):
     """Speed switches that leave the math alone, applied before training or evaluation starts.
 

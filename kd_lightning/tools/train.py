@@ -30,7 +30,7 @@ from kd_lightning.models import CheckpointError, count_parameters
 from kd_lightning.run import byproducts, rundir, teacher_kinds, teachers
 from kd_lightning.run.budget import TrainingBudget
 from kd_lightning.run.build import build_datamodule, build_module, build_trainer
-from kd_lightning.run.callbacks import ThroughputMeter
+from kd_lightning.run.callbacks import ThroughputMeter, TrainingClock
 from kd_lightning.run.compose import CONF_DIR
 from kd_lightning.run.config import ConfigError, to_plain, validate_config
 from kd_lightning.run.failures import report_failed_run
@@ -101,13 +101,16 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(plan.resume) if plan.resume else None)
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted")
+    clock = next((c for c in trainer.callbacks if isinstance(c, TrainingClock)), None)
+    earlier = clock.earlier_s if clock is not None else 0.0  # earlier processes' training (read before testing loads)
 
     tests = evaluate_checkpoints(trainer, module, datamodule, plan.run_dir)
     meter = next((c for c in trainer.callbacks if isinstance(c, ThroughputMeter)), None)
     budget = next(c for c in trainer.callbacks if isinstance(c, TrainingBudget))  # build_trainer always adds it
     record = rundir.complete(
         record,
-        wall_time_s=round(time.perf_counter() - start, 2),
+        wall_time_s=round(time.perf_counter() - start + earlier, 2),
+        wall_time_earlier_s=round(earlier, 2),
         epochs=trainer.current_epoch,
         global_steps=trainer.global_step,
         budget=budget.record(trainer),

@@ -172,6 +172,8 @@ def test_sigterm_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path, 
     a = json.loads((tmp_path / "reference" / "usps" / "scratch" / "seed0" / "results.json").read_text())
     b = json.loads((run_dir / "results.json").read_text())
     assert b["resumed_from"] and b["status"] == "completed"
+    # the record counts the time trained before the interruption too (up to the checkpoint it resumed from)
+    assert a["wall_time_earlier_s"] == 0 and 0 < b["wall_time_earlier_s"] < b["wall_time_s"]
     for key in ("test_best", "test_last", "best_val_acc", "best_epoch", "global_steps"):
         assert a[key] == b[key], key
     sa = torch.load(a["last_checkpoint"], weights_only=True)["state_dict"]
