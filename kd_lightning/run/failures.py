@@ -2,15 +2,18 @@
 
 ``train.main`` records a failed run and returns, so that the other runs of a grid still complete; Hydra
 therefore sees only successes. This Hydra callback gives the failures back to the exit status: each
-failed run drops a marker file into ``<sweep dir>/.failed-runs/`` (a shared file system reaches it from
-joblib workers and SLURM jobs alike), and at the end the multirun lists them and exits with status 1.
+failed run drops a marker file into ``<sweep dir>/.failed-runs/<multirun id>/`` (a shared file system reaches it
+from joblib workers and SLURM jobs alike), and at the end the multirun lists them and exits with status 1. The id
+(``$KD_MULTIRUN_ID``, set at the multirun's start and inherited by its jobs) keeps two multiruns sharing a sweep
+folder (the same ``name=``) from reading or deleting each other's markers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from omegaconf import DictConfig
 from kd_lightning.run.records import write_json
 
 MARKER_FOLDER = ".failed-runs"
+#: the running multirun's id, set by :class:`ExitNonzeroOnFailedRuns` and inherited by its jobs' processes
+MULTIRUN_ID = "KD_MULTIRUN_ID"
 log = logging.getLogger("kd_lightning")
 
 
@@ -27,7 +32,7 @@ def report_failed_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike, 
     """Called by a failed run of a multirun: leave a marker for :class:`ExitNonzeroOnFailedRuns`."""
     name = str(run_dir).strip("/").replace("/", "__")
     write_json(
-        Path(sweep_dir) / MARKER_FOLDER / f"{name}.json",
+        Path(sweep_dir) / MARKER_FOLDER / os.environ.get(MULTIRUN_ID, "") / f"{name}.json",
         {"run_dir": str(run_dir), "error": f"{type(exc).__name__}: {exc}"},
     )
 
@@ -36,13 +41,26 @@ class ExitNonzeroOnFailedRuns(Callback):
     """At the end of a multirun, list its failed runs and exit with status 1 if there were any."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # markers left by an earlier multirun that was killed before its end are not this one's
-        shutil.rmtree(Path(config.hydra.sweep.dir) / MARKER_FOLDER, ignore_errors=True)
+        # this multirun's own marker folder: an earlier one's leftovers and a concurrent one's markers are not its own
+        os.environ[MULTIRUN_ID] = f"{os.getpid()}-{time.time_ns()}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(config.hydra.sweep.dir) / MARKER_FOLDER
-        failures = [p.read_text().strip() for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-        shutil.rmtree(folder, ignore_errors=True)
+        root = Path(config.hydra.sweep.dir) / MARKER_FOLDER
+        own = os.environ.pop(MULTIRUN_ID, "")
+        # this multirun's folder; those of earlier multiruns of this process (a reused worker pool keeps the id it
+        # started with); and markers without an id (a launcher that does not pass the environment on)
+        folders = [root]
+        if root.is_dir():
+            folders += [
+                d for d in root.iterdir() if d.is_dir() and (d.name == own or d.name.startswith(f"{os.getpid()}-"))
+            ]
+        markers = sorted(m for folder in folders for m in folder.glob("*.json"))
+        failures = [m.read_text().strip() for m in markers]
+        for marker in markers:
+            marker.unlink()
+        for folder in reversed(folders):  # the id folders, then the root: each only when nothing else is in it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if failures:
             log.error(
                 "%d run(s) of this multirun failed "

@@ -191,6 +191,32 @@ def test_sigterm_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path, 
     assert len(tb_steps) == len(set(tb_steps)) == 3, tb_steps
 
 
+def test_two_multiruns_sharing_a_sweep_folder_keep_their_own_failures(tmp_path, monkeypatch):
+    """Two multiruns with the same name= at once (s16 review: the second's start deleted the first's failure marker,
+    and the first exited 0). Each reads and clears only its own markers."""
+    from omegaconf import OmegaConf
+
+    from kd_lightning.run.failures import MULTIRUN_ID, ExitNonzeroOnFailedRuns, report_failed_run
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    first = ExitNonzeroOnFailedRuns()
+    monkeypatch.delenv(MULTIRUN_ID, raising=False)
+    first.on_multirun_start(config)
+    first_id = os.environ[MULTIRUN_ID]
+    report_failed_run(tmp_path, tmp_path / "usps" / "scratch" / "seed0", RuntimeError("boom"))  # a job of the first
+    second = (  # the other multirun, in its own process: none of its jobs failed, so it ends normally
+        "import sys; from omegaconf import OmegaConf; "
+        "from kd_lightning.run.failures import ExitNonzeroOnFailedRuns as E; "
+        "c = OmegaConf.create({'hydra': {'sweep': {'dir': sys.argv[1]}}}); e = E(); e.on_multirun_start(c); "
+        "e.on_multirun_end(c)"
+    )
+    assert subprocess.run([sys.executable, "-c", second, str(tmp_path)], cwd=PROJECT_ROOT).returncode == 0
+    assert os.environ[MULTIRUN_ID] == first_id
+    with pytest.raises(SystemExit) as exit_info:  # the first still sees its failed job
+        first.on_multirun_end(config)
+    assert exit_info.value.code == 1 and not (tmp_path / ".failed-runs").exists()
+
+
 def val_curve(run_dir: Path) -> list[tuple[int, str]]:
     with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
         return [(int(row["epoch"]), row["val/acc"]) for row in csv.DictReader(handle) if row.get("val/acc")]
