@@ -101,8 +101,9 @@ def archive(run_dir: Path) -> Path:
     return target
 
 
-def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = None) -> RunPlan:
-    """Decide skip / conflict / resume / fresh for ``run_dir`` (archiving whatever must make way)."""
+def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = None, resume: bool = True) -> RunPlan:
+    """Decide skip / conflict / resume / fresh for ``run_dir`` (archiving whatever must make way). ``resume=False``:
+    an unfinished run of the same config is archived as it is instead of being cut back to resume from."""
     run_dir = Path(run_dir)
     prior = read_results(run_dir)
     say = log.info if log is not None else (lambda *a: None)
@@ -119,7 +120,7 @@ def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = 
         say("force=true: archived the previous outputs to %s", archive(run_dir))
         prior = None
     last = run_dir / LAST_CHECKPOINT
-    if prior and prior.get("fingerprint") == fingerprint and last.is_file():
+    if resume and prior and prior.get("fingerprint") == fingerprint and last.is_file():
         epoch, step = checkpoint_position(last)
         trim_curves(run_dir, epoch, step)
         return RunPlan(run_dir, fingerprint, resume=last, resume_step=step)

@@ -373,11 +373,10 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
         existing = read_entry(entry)
         fp = fingerprint(cfg)
         if existing is not None and not cfg.force:
-            plan = rundir.plan(cfg.paths.run_dir, fp, False, log)
+            # an unfinished copy of a teacher the registry already holds is archived whole, not cut back to resume
+            plan = rundir.plan(cfg.paths.run_dir, fp, False, log, resume=False)
             if plan.completed is not None:
                 return plan.completed
-            if plan.resume is not None:  # an unfinished copy of a teacher the registry already holds
-                rundir.archive(plan.run_dir)
             log.info("teacher already in the registry (%s); recording it instead of training again", entry)
             record = {
                 **existing,

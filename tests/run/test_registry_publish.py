@@ -49,3 +49,32 @@ def test_a_cut_publish_leaves_nothing_in_the_way(finished_checkpoint):
     published = publish(finished_checkpoint)
     assert published.read_bytes() == finished_checkpoint.read_bytes()
     assert not (entry / (teachers.CHECKPOINT_FILE + ".tmp")).exists()
+
+
+def test_an_unfinished_copy_of_a_registered_teacher_is_archived_whole(tmp_path, fake_data_dir, monkeypatch):
+    """A teacher run stopped mid-epoch, then rerun after the same teacher was registered by another run: it records
+    the registry's teacher and archives its own outputs as they were (s16 review: its curves were first cut back
+    to its last checkpoint, as for a resume, losing the stopped epoch's rows)."""
+    from kd_lightning.modules.base import ClassifierModule
+    from kd_lightning.tools import train
+    from tests.helpers import compose_cfg
+
+    base = ["dataset=usps", "method=teacher", "trainer.max_epochs=3"]
+    original, calls = ClassifierModule.training_step, []
+
+    def preempted(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == 5:  # in the second epoch, after its first steps were logged
+            raise RuntimeError("preempted (test)")
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="preempted"):
+        patch.setattr(ClassifierModule, "training_step", preempted)
+        train.run(compose_cfg([*base, "name=a"], fake_data_dir, tmp_path))
+    stopped = tmp_path / "a" / "usps" / "teacher" / "seed0"
+    rows = (stopped / "csv" / "metrics.csv").read_text()
+    train.run(compose_cfg([*base, "name=b"], fake_data_dir, tmp_path))  # the same teacher, registered by b
+    record = train.run(compose_cfg([*base, "name=a"], fake_data_dir, tmp_path))
+    assert record["reused_from"] and record["status"] == "completed"
+    archived = list(stopped.glob("archive/*/csv/metrics.csv"))
+    assert len(archived) == 1 and archived[0].read_text() == rows
