@@ -225,6 +225,15 @@ def _schedule_problems(cfg: DictConfig) -> list[str]:
             f"callbacks.model_checkpoint.mode={mode!r} with monitor={monitor}: must be {MONITOR_MODES[monitor]!r}, "
             "else the 'best' checkpoint is the worst epoch"
         )
+    eval_batch = _get(cfg, "dataset.eval_batch_size")
+    for key in ("trainer.limit_val_batches", "trainer.limit_test_batches"):
+        value = _get(cfg, key)
+        if eval_batch is not None and isinstance(value, int) and not isinstance(value, bool):
+            problems.append(
+                f"{key}={value} (a count of batches) with dataset.eval_batch_size={eval_batch}: the evaluation batch "
+                "size would decide which images are scored, and it is not part of a run's identity; give the limit as "
+                "a share (e.g. 0.5) or leave dataset.eval_batch_size unset"
+            )
     last_every = _get(cfg, "callbacks.last_checkpoint.every_n_epochs")
     if last_every not in (None, 1):
         problems.append(

@@ -71,6 +71,7 @@ def test_paper_defaults():
         ("callbacks.model_checkpoint.mode=min", "callbacks.model_checkpoint.mode"),
         ("callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode"),
         ("+callbacks.last_checkpoint.every_n_epochs=2", "callbacks.last_checkpoint.every_n_epochs"),
+        ("+dataset.eval_batch_size=4", "dataset.eval_batch_size"),  # with FAST's limit_val_batches=1, a count
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):
