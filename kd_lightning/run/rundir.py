@@ -101,6 +101,13 @@ def archive(run_dir: Path) -> Path:
     return target
 
 
+def completed(run_dir: str | Path, fingerprint: str) -> dict[str, Any] | None:
+    """The folder's record when it holds a completed run of ``fingerprint`` (what a rerun returns as it is)."""
+    prior = read_results(Path(run_dir))
+    done = prior is not None and prior.get("status") == "completed" and prior.get("fingerprint") == fingerprint
+    return prior if done else None
+
+
 def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = None, resume: bool = True) -> RunPlan:
     """Decide skip / conflict / resume / fresh for ``run_dir`` (archiving whatever must make way). ``resume=False``:
     an unfinished run of the same config is archived as it is instead of being cut back to resume from."""

@@ -164,6 +164,24 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
 
 
 # -- the two entry points train.py calls ---------------------------------------------------------------
+def planned_reference(cfg: DictConfig) -> tuple[bool, str | None]:
+    """``(known, reference)``: the teacher reference this run's identity will record, from its config alone (the
+    registry keys are digests of configs), without reading the registry or training anything, so a completed run
+    is recognised before its teacher is looked up. Not known for ``teacher_ckpt=`` naming a file that is not there
+    (its reference is the file's hash)."""
+    method = get_class(cfg.method._target_)
+    if method.publishes_teacher or not method.requires_teacher:
+        return True, None  # a teacher run, or scratch (its teacher only measures fidelity): no reference
+    if cfg.get("teacher_ckpt"):
+        return (True, teachers.teacher_reference(cfg)) if Path(cfg.teacher_ckpt).is_file() else (False, None)
+    if ensemble_size(cfg) and cfg.method.name != "teacher":
+        configs = [member_config(cfg, k) for k in range(ensemble_size(cfg))]
+        keys = [teachers.teacher_key(mcfg) for mcfg in configs]
+        return True, ensemble_reference([(teachers.entry_dir(m, key), key) for m, key in zip(configs, keys)])
+    tcfg = teachers.teacher_config(cfg)
+    return True, teachers.teacher_reference(cfg, teachers.teacher_key(tcfg))
+
+
 def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> teachers.TeacherChoice | None:
     """The teacher this run distils from (or, for scratch, is compared with): the registry's single teacher, or
     the ensemble of its members; its record says the kind, the label and the data it saw."""

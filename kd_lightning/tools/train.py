@@ -66,6 +66,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if get_class(cfg.method._target_).publishes_teacher:
             return teacher_kinds.train_or_reuse(cfg, fit_and_test)
         with rundir.claim(cfg.paths.run_dir):
+            known, reference = teacher_kinds.planned_reference(cfg)
+            done = (
+                rundir.completed(cfg.paths.run_dir, run_fingerprint(cfg, reference))
+                if known and not cfg.force
+                else None
+            )
+            if done is not None:  # recognised before its teacher is looked up (or trained, were it missing)
+                log.info("already completed, skipping (force=true reruns): %s", cfg.paths.run_dir)
+                return done
             return fit_and_test(cfg, teacher_kinds.resolve_teacher(cfg, train=run))
     except RunBusyError:
         raise  # the folder belongs to another process: nothing is written there
@@ -75,6 +84,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         except Exception:  # the config itself is broken: nowhere to write
             pass
         raise
+
+
+def run_fingerprint(cfg: DictConfig, reference: str | None) -> str:
+    """The run's fingerprint with the teacher ``reference`` its identity records (None: no teacher), as
+    :func:`fit_and_test` computes it."""
+    return fingerprint(cfg, identity(cfg, reference).get("teacher"))
 
 
 def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dict[str, Any]:

@@ -168,6 +168,21 @@ def test_a_folder_another_process_is_running_in_is_refused_untouched(tmp_path, f
     assert [json.loads(p.read_text()) for p in run_dir.glob("archive/*/results.json")] == [running]
 
 
+@pytest.mark.parametrize("kind", [[], ["teacher=ensemble", "teacher.members=2"]], ids=["single", "ensemble"])
+def test_a_completed_student_is_recognised_before_its_teacher_is_looked_up(tmp_path, fake_data_dir, kind):
+    """The teacher reference a student's identity records follows from its config alone, so a rerun of a completed
+    student returns its record even where the registry is gone (s16 review: it failed with teacher_missing=fail, or
+    trained a whole teacher, then returned the old record)."""
+    from kd_lightning.run import teacher_kinds
+
+    cfg = compose_cfg(["method=rkd", *kind], data_dir=fake_data_dir, out_dir=tmp_path)
+    record = train.run(cfg)
+    assert teacher_kinds.planned_reference(cfg) == (True, record["identity"]["teacher"])
+    (tmp_path / "teachers").rename(tmp_path / "teachers-moved")
+    again = compose_cfg(["method=rkd", *kind, "teacher_missing=fail"], data_dir=fake_data_dir, out_dir=tmp_path)
+    assert train.run(again) == record and not (tmp_path / "teachers").exists()  # nothing looked up, nothing trained
+
+
 def test_missing_teacher_with_teacher_missing_fail_names_the_command(tmp_path, fake_data_dir):
     cfg = compose_cfg(
         ["dataset=usps", "method=ikd", "seed=3", "teacher_missing=fail"], data_dir=fake_data_dir, out_dir=tmp_path
