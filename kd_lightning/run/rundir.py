@@ -194,10 +194,15 @@ def record_keys(cfg: Any) -> dict[str, Any]:
     return {**keys, "data_factors": {"identity": factors}}
 
 
+#: run folders whose ``running`` record this process wrote: only their unfinished records may be marked failed
+_STARTED_HERE: set[Path] = set()
+
+
 def start_record(
     run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any], identity: dict[str, Any]
 ) -> dict[str, Any]:
     """Write the ``running`` record (with config, identity, versions and git commit) and return it."""
+    _STARTED_HERE.add(Path(run_plan.run_dir).resolve())
     record: dict[str, Any] = {
         "status": "running",
         **keys,
@@ -221,10 +226,15 @@ def complete(record: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def record_failure(run_dir: str | Path, keys: dict[str, Any], exc: BaseException) -> None:
-    """Turn the run's record into ``failed`` (or ``interrupted``) with the error; a completed one stays."""
+    """Turn the run's record into ``failed`` (or ``interrupted``) with the error. A completed record stays, and so
+    does an unfinished one this process did not start: a command refused before it started (a typo, a missing
+    file) must not mark another config's interrupted run, which a rerun of its own command resumes, as failed."""
     run_dir = Path(run_dir)
     record = read_results(run_dir) or {**keys, "run_dir": str(run_dir)}
     if record.get("status") == "completed":
+        return
+    unfinished = record.get("status") in ("running", "interrupted")
+    if unfinished and "fingerprint" in record and run_dir.resolve() not in _STARTED_HERE:
         return
     record.update(
         status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",

@@ -12,6 +12,7 @@ import torch
 
 from kd_lightning.modules import NonFiniteLossError, ScratchStudent
 from kd_lightning.run import teachers
+from kd_lightning.run.config import ConfigError
 from kd_lightning.tools import train
 from kd_lightning.tools.train import RunBusyError, RunConflictError
 from tests.helpers import FAST, MEASURE_EFFICIENCY, compose_cfg, remove_unless_failed
@@ -181,6 +182,19 @@ def test_a_completed_student_is_recognised_before_its_teacher_is_looked_up(tmp_p
     (tmp_path / "teachers").rename(tmp_path / "teachers-moved")
     again = compose_cfg(["method=rkd", *kind, "teacher_missing=fail"], data_dir=fake_data_dir, out_dir=tmp_path)
     assert train.run(again) == record and not (tmp_path / "teachers").exists()  # nothing looked up, nothing trained
+
+
+def test_a_refused_command_leaves_an_interrupted_run_resumable(tmp_path, fake_data_dir):
+    """A command refused before it starts (here a bad value) aimed at a folder holding another config's interrupted
+    run leaves that record as it is (s16 review: it was marked failed with the typo's error)."""
+    cfg = compose_cfg(["method=scratch", "recipe.optimizer.lr=-1"], data_dir=fake_data_dir, out_dir=tmp_path)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True)
+    interrupted = {"status": "interrupted", "fingerprint": "another-config", "run_dir": str(run_dir)}
+    (run_dir / "results.json").write_text(json.dumps(interrupted))
+    with pytest.raises(ConfigError, match="recipe.optimizer.lr"):
+        train.run(cfg)
+    assert results(run_dir) == interrupted
 
 
 def test_missing_teacher_with_teacher_missing_fail_names_the_command(tmp_path, fake_data_dir):
