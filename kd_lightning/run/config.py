@@ -210,7 +210,7 @@ def _schedule_problems(cfg: DictConfig) -> list[str]:
                 "(an integer >= 1) or a share in (0, 1]"
             )
     every, epochs = _get(cfg, "trainer.check_val_every_n_epoch"), _get(cfg, "trainer.max_epochs")
-    if isinstance(every, int) and isinstance(epochs, int) and every > epochs:
+    if isinstance(every, int) and isinstance(epochs, int) and 1 <= epochs < every:
         problems.append(
             f"trainer.check_val_every_n_epoch={every} with trainer.max_epochs={epochs}: the run would never validate, "
             "so no best-validation checkpoint; validate at most every max_epochs epochs"

@@ -25,6 +25,8 @@ from kd_lightning.run.records import write_json
 MARKER_FOLDER = ".failed-runs"
 #: the running multirun's id, set by :class:`ExitNonzeroOnFailedRuns` and inherited by its jobs' processes
 MULTIRUN_ID = "KD_MULTIRUN_ID"
+#: the ids of every multirun this process started: a reused worker pool may still write under an earlier one
+_STARTED_IDS: list[str] = []
 log = logging.getLogger("kd_lightning")
 
 
@@ -43,17 +45,14 @@ class ExitNonzeroOnFailedRuns(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # this multirun's own marker folder: an earlier one's leftovers and a concurrent one's markers are not its own
         os.environ[MULTIRUN_ID] = f"{os.getpid()}-{time.time_ns()}"
+        _STARTED_IDS.append(os.environ[MULTIRUN_ID])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(config.hydra.sweep.dir) / MARKER_FOLDER
         own = os.environ.pop(MULTIRUN_ID, "")
-        # this multirun's folder; those of earlier multiruns of this process (a reused worker pool keeps the id it
-        # started with); and markers without an id (a launcher that does not pass the environment on)
-        folders = [root]
-        if root.is_dir():
-            folders += [
-                d for d in root.iterdir() if d.is_dir() and (d.name == own or d.name.startswith(f"{os.getpid()}-"))
-            ]
+        # this multirun's folder; those of earlier multiruns this process started (a reused worker pool keeps the id
+        # it started with); and markers without an id (a launcher that does not pass the environment on)
+        folders = [root, *(root / name for name in dict.fromkeys([own, *_STARTED_IDS]) if name)]
         markers = sorted(m for folder in folders for m in folder.glob("*.json"))
         failures = [m.read_text().strip() for m in markers]
         for marker in markers:

@@ -50,6 +50,10 @@ class RunBusyError(RuntimeError):
     """Another process is working in the run folder."""
 
 
+#: run folders this process holds (:func:`claim`)
+_HELD: set[Path] = set()
+
+
 @contextmanager
 def claim(run_dir: str | Path) -> Iterator[None]:
     """Hold the run folder's lock while deciding, training and recording (``with claim(run_dir): ...``).
@@ -57,10 +61,14 @@ def claim(run_dir: str | Path) -> Iterator[None]:
     Why: two jobs can target one folder at once (a parallel launcher over a setting that is not part of the folder
     name, or two overlapping multiruns); the second would archive the first's live files and both would write into
     one folder. A busy folder raises :class:`RunBusyError` at once instead of waiting. Re-entrant within a process;
-    the operating system releases it if the process dies."""
+    the operating system releases it if the process dies (an ``flock``: see docs/reliability.md for NFS)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(run_dir / LOCK_FILE), timeout=0, is_singleton=True)
+    key = run_dir.resolve()
+    if key in _HELD:  # this process holds it already (a nested call)
+        yield
+        return
+    lock = FileLock(str(run_dir / LOCK_FILE), timeout=0)
     try:
         lock.acquire()
     except Timeout:
@@ -69,9 +77,11 @@ def claim(run_dir: str | Path) -> Iterator[None]:
             "differ only in a setting the folder name leaves out share a folder: sweep it under different names "
             "(name=...) or let paths.run_subdir name the setting; otherwise wait for the other process to finish."
         ) from None
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
         lock.release()
 
 
@@ -194,15 +204,16 @@ def record_keys(cfg: Any) -> dict[str, Any]:
     return {**keys, "data_factors": {"identity": factors}}
 
 
-#: run folders whose ``running`` record this process wrote: only their unfinished records may be marked failed
-_STARTED_HERE: set[Path] = set()
+#: run folder -> ``started_at`` of the ``running`` record this process wrote there: only such a record, unfinished,
+#: may be marked failed by this process
+_STARTED_HERE: dict[Path, str] = {}
 
 
 def start_record(
     run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any], identity: dict[str, Any]
 ) -> dict[str, Any]:
     """Write the ``running`` record (with config, identity, versions and git commit) and return it."""
-    _STARTED_HERE.add(Path(run_plan.run_dir).resolve())
+
     record: dict[str, Any] = {
         "status": "running",
         **keys,
@@ -215,6 +226,7 @@ def start_record(
         "environment": environment(),
     }
     write_results(run_plan.run_dir, record)
+    _STARTED_HERE[Path(run_plan.run_dir).resolve()] = record["started_at"]
     return record
 
 
@@ -234,8 +246,9 @@ def record_failure(run_dir: str | Path, keys: dict[str, Any], exc: BaseException
     if record.get("status") == "completed":
         return
     unfinished = record.get("status") in ("running", "interrupted")
-    if unfinished and "fingerprint" in record and run_dir.resolve() not in _STARTED_HERE:
-        return
+    mine = run_dir.resolve() in _STARTED_HERE and _STARTED_HERE[run_dir.resolve()] == record.get("started_at")
+    if unfinished and "fingerprint" in record and not mine:
+        return  # another process's run, or one before this process's start
     record.update(
         status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
         finished_at=now(),

@@ -226,17 +226,18 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
     found = member_entries(train_members, lambda mcfg: teachers.train_or_reuse(mcfg, fit), train_if_missing=True)
     assert found is not None  # every member was trained or found
     summary = ensemble_summary(cfg, found)
-    plan = rundir.plan(cfg.paths.run_dir, digest({"teacher": summary["reference"]}), bool(cfg.force), log)
-    if plan.completed is not None:
-        return plan.completed
-    identity = {"seed": int(cfg.seed), "ensemble": summary["reference"]}  # it is the teacher: it distils from none
-    record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
-    walls = [m["wall_time_s"] for m in summary["members"]]
-    return rundir.complete(
-        record,
-        wall_time_s=sum(walls) if all(isinstance(w, (int, float)) for w in walls) else None,
-        teacher_key=summary["key"],
-        ensemble={k: v for k, v in summary.items() if k not in ("test_best", "test_last")},
-        test_best=summary["test_best"],
-        test_last=summary["test_last"],
-    )
+    with rundir.claim(cfg.paths.run_dir):  # the ensemble's row, in this run's folder
+        plan = rundir.plan(cfg.paths.run_dir, digest({"teacher": summary["reference"]}), bool(cfg.force), log)
+        if plan.completed is not None:
+            return plan.completed
+        identity = {"seed": int(cfg.seed), "ensemble": summary["reference"]}  # the teacher: it distils from none
+        record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
+        walls = [m["wall_time_s"] for m in summary["members"]]
+        return rundir.complete(
+            record,
+            wall_time_s=sum(walls) if all(isinstance(w, (int, float)) for w in walls) else None,
+            teacher_key=summary["key"],
+            ensemble={k: v for k, v in summary.items() if k not in ("test_best", "test_last")},
+            test_best=summary["test_best"],
+            test_last=summary["test_last"],
+        )

@@ -133,6 +133,8 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
             OmegaConf.update(tcfg, key, value, merge=False)
         if overrides:  # applied once: the teacher's run keeps the variant's name, its settings are now its own
             tcfg.teacher.variant.overrides = []
+        if cfg.method.name == "teacher":  # a teacher row at a data level records its (full-data) teacher in that
+            tcfg.paths.run_dir = str(cfg.paths.run_dir)  # level's folder, not in the one the full data would name
     return tcfg
 
 

@@ -212,9 +212,15 @@ def test_two_multiruns_sharing_a_sweep_folder_keep_their_own_failures(tmp_path, 
     )
     assert subprocess.run([sys.executable, "-c", second, str(tmp_path)], cwd=PROJECT_ROOT).returncode == 0
     assert os.environ[MULTIRUN_ID] == first_id
+    stale = tmp_path / ".failed-runs" / f"{os.getpid()}-1"  # a killed multirun's leftovers (a recycled process id)
+    stale.mkdir(parents=True)
+    (stale / "old.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_info:  # the first still sees its failed job
         first.on_multirun_end(config)
-    assert exit_info.value.code == 1 and not (tmp_path / ".failed-runs").exists()
+    assert exit_info.value.code == 1 and sorted(p.name for p in (tmp_path / ".failed-runs").iterdir()) == [stale.name]
+    third = ExitNonzeroOnFailedRuns()  # a clean multirun after it: the leftovers are not its failures
+    third.on_multirun_start(config)
+    third.on_multirun_end(config)
 
 
 def val_curve(run_dir: Path) -> list[tuple[int, str]]:

@@ -99,6 +99,20 @@ def test_an_ensemble_with_one_member_missing_trains_only_that_member(ensemble_ru
     assert (gone / "teacher.ckpt").is_file()
 
 
+def test_a_full_data_teacher_row_is_recorded_in_its_own_levels_folder(fake_data_dir, tmp_path):
+    """``teacher.data=full`` with a single teacher: the small level's teacher row records the full-data teacher in
+    the small level's folder (s16 review: it went to the full level's folder, leaving the small level without it)."""
+    small = compose_cfg(
+        ["method=teacher", "dataset=usps", "dataset.factors.train_fraction=0.5", "teacher.data=full"]
+        + ["name=f${dataset.factors.train_fraction}"],  # the level names the folder, as in confirmatory_usps
+        fake_data_dir,
+        tmp_path,
+    )
+    record = run(small)
+    assert Path(record["run_dir"]) == Path(small.paths.run_dir) and "0.5" in str(small.paths.run_dir)
+    assert json.loads((Path(small.paths.run_dir) / "results.json").read_text())["status"] == "completed"
+
+
 def test_full_data_teacher_is_the_full_levels_teacher_and_a_separate_condition(fake_data_dir, tmp_path):
     def cfg(*extra):
         return compose_cfg(["method=rkd", "dataset=usps", *extra], fake_data_dir, tmp_path)
