@@ -111,24 +111,27 @@ def archive(run_dir: Path) -> Path:
     return target
 
 
-def completed(run_dir: str | Path, fingerprint: str) -> dict[str, Any] | None:
-    """The folder's record when it holds a completed run of ``fingerprint`` (what a rerun returns as it is)."""
+def completed(run_dir: str | Path, fingerprint: str, log: Any = None) -> dict[str, Any] | None:
+    """The folder's record when it holds a completed run of ``fingerprint``: what a rerun returns as it is."""
     prior = read_results(Path(run_dir))
-    done = prior is not None and prior.get("status") == "completed" and prior.get("fingerprint") == fingerprint
-    return prior if done else None
+    if prior is None or prior.get("status") != "completed" or prior.get("fingerprint") != fingerprint:
+        return None
+    if log is not None:
+        log.info("already completed, skipping (force=true reruns): %s", run_dir)
+    return prior
 
 
 def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = None, resume: bool = True) -> RunPlan:
     """Decide skip / conflict / resume / fresh for ``run_dir`` (archiving whatever must make way). ``resume=False``:
     an unfinished run of the same config is archived as it is instead of being cut back to resume from."""
     run_dir = Path(run_dir)
+    done = None if force else completed(run_dir, fingerprint, log)
+    if done is not None:
+        return RunPlan(run_dir, fingerprint, completed=done)
     prior = read_results(run_dir)
     say = log.info if log is not None else (lambda *a: None)
     if prior and prior.get("status") == "completed":
         if not force:
-            if prior.get("fingerprint") == fingerprint:
-                say("already completed, skipping (force=true reruns): %s", run_dir)
-                return RunPlan(run_dir, fingerprint, completed=prior)
             raise RunConflictError(
                 f"{run_dir} holds a completed run of a different config "
                 f"(fingerprint {prior.get('fingerprint')} vs {fingerprint}). "
@@ -213,7 +216,6 @@ def start_record(
     run_plan: RunPlan, keys: dict[str, Any], config: dict[str, Any], identity: dict[str, Any]
 ) -> dict[str, Any]:
     """Write the ``running`` record (with config, identity, versions and git commit) and return it."""
-
     record: dict[str, Any] = {
         "status": "running",
         **keys,

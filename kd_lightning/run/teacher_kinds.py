@@ -174,7 +174,7 @@ def planned_reference(cfg: DictConfig) -> tuple[bool, str | None]:
         return True, None  # a teacher run, or scratch (its teacher only measures fidelity): no reference
     if cfg.get("teacher_ckpt"):
         return (True, teachers.teacher_reference(cfg)) if Path(cfg.teacher_ckpt).is_file() else (False, None)
-    if ensemble_size(cfg) and cfg.method.name != "teacher":
+    if ensemble_size(cfg):
         configs = [member_config(cfg, k) for k in range(ensemble_size(cfg))]
         keys = [teachers.teacher_key(mcfg) for mcfg in configs]
         return True, ensemble_reference([(teachers.entry_dir(m, key), key) for m, key in zip(configs, keys)])

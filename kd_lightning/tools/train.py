@@ -67,13 +67,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return teacher_kinds.train_or_reuse(cfg, fit_and_test)
         with rundir.claim(cfg.paths.run_dir):
             known, reference = teacher_kinds.planned_reference(cfg)
-            done = (
-                rundir.completed(cfg.paths.run_dir, run_fingerprint(cfg, reference))
-                if known and not cfg.force
-                else None
-            )
-            if done is not None:  # recognised before its teacher is looked up (or trained, were it missing)
-                log.info("already completed, skipping (force=true reruns): %s", cfg.paths.run_dir)
+            # a completed run is recognised before its teacher is looked up (or trained, were it missing)
+            skip = known and not cfg.force
+            done = rundir.completed(cfg.paths.run_dir, run_fingerprint(cfg, reference), log) if skip else None
+            if done is not None:
                 return done
             return fit_and_test(cfg, teacher_kinds.resolve_teacher(cfg, train=run))
     except RunBusyError:
