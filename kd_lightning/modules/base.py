@@ -289,12 +289,16 @@ class ClassifierModule(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
+        # The teacher runs first: under torch.compile(mode="reduce-overhead") each inference call replays a
+        # CUDA graph that may reuse the previous call's output memory, so the student's logits must come from
+        # the last call (frozen_forward already returns a copy of the teacher's).
+        teacher = self.reference_teacher
+        teacher_logits = frozen_forward(teacher, images) if teacher is not None else None
         logits = self(images)
         self.log(f"{self.test_prefix}/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=labels.shape[0])
         self.test_metrics.update(logits, labels)
         self.test_per_class_f1.update(logits, labels)
-        teacher = self.reference_teacher
-        self.test_extra.update(logits, labels, frozen_forward(teacher, images) if teacher is not None else None)
+        self.test_extra.update(logits, labels, teacher_logits)
 
     def on_test_epoch_end(self) -> None:
         values = {k: float(v) for k, v in self.test_metrics.compute().items()}

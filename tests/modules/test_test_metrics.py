@@ -54,3 +54,30 @@ def test_without_a_teacher_fidelity_is_left_out_and_state_resets():
     assert first["agreement"] is None and first["kl_teacher_student"] is None
     metrics.update(torch.tensor(STUDENT[:1], dtype=torch.float32), torch.tensor(LABELS[:1]), None)
     assert metrics.compute()["nll"] == pytest.approx(-math.log(softmax(STUDENT[:1])[0, 0]), rel=1e-5)
+
+
+class SharedOutput(torch.nn.Module):
+    """A network whose every call writes its output into one shared tensor and returns it: what a CUDA-graph
+    replay under torch.compile(mode="reduce-overhead") does to the previous call's output."""
+
+    def __init__(self, logits: np.ndarray, buffer: torch.Tensor) -> None:
+        super().__init__()
+        self.logits, self.buffer = torch.tensor(logits, dtype=torch.float32), buffer
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.buffer.copy_(self.logits[: images.shape[0]])
+
+
+def test_the_test_step_reads_the_students_logits_before_another_network_call_can_overwrite_them():
+    from kd_lightning.modules import ScratchStudent
+
+    buffer = torch.zeros(STUDENT.shape)
+    module = ScratchStudent(net={"arch": "resnet18", "num_classes": 3, "in_channels": 1}, optimizer={"lr": 0.1})
+    module.net = SharedOutput(STUDENT, buffer)
+    module.set_reference_teacher(SharedOutput(TEACHER, buffer))
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer: the loss log is skipped, the metrics still update
+        module.test_step((torch.zeros(4, 1, 8, 8), torch.tensor(LABELS)), 0)
+    out = module.test_extra.compute()
+    assert out["agreement"] == pytest.approx(0.5)  # 1.0 if the teacher's call had overwritten the student's logits
+    p_s, p_t = softmax(STUDENT), softmax(TEACHER)
+    assert out["kl_teacher_student"] == pytest.approx(np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), 1)), rel=1e-5)
