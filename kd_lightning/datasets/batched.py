@@ -26,7 +26,7 @@ into one uint8 ``(N, C, H, W)`` tensor and one int64 label tensor, without going
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import kornia.augmentation as K
@@ -55,10 +55,16 @@ class AugmentParams:
     def __len__(self) -> int:
         return int(self.angle.shape[0])
 
-    def to(self, device: torch.device | str) -> AugmentParams:
-        return AugmentParams(
-            *(None if t is None else t.to(device) for t in (self.angle, self.hflip, self.vflip, self.shift, self.scale))
-        )
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> AugmentParams:
+        tensors = (self.angle, self.hflip, self.vflip, self.shift, self.scale)
+        return AugmentParams(*(None if t is None else fn(t) for t in tensors))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> AugmentParams:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> AugmentParams:
+        """Page-locked copies, so that ``to(cuda, non_blocking=True)`` does not wait for the device."""
+        return self._map(Tensor.pin_memory)
 
     def as_dict(self) -> dict[str, Tensor]:
         """Plain tensors, so the batch survives Lightning's device transfer (frozen dataclasses do not)."""
@@ -188,7 +194,12 @@ class BatchAugment(nn.Module):
     def normalize(self, images: Tensor) -> Tensor:
         """``ToDtype(float32, scale=True)`` then ``Normalize(mean, std)``, as in ``eval_transform``."""
         _check_batch(images, self.mean.shape[1])
-        return images.to(torch.float32).mul_(1.0 / 255.0).sub_(self.mean).div_(self.std)
+        return self._scale_and_normalize(images.to(torch.float32))
+
+    def _scale_and_normalize(self, x: Tensor) -> Tensor:
+        """In place on float ``x``. The statistics follow the batch's device: the DataModule moves this module to
+        the training device, and a split read afterwards on the CPU (ONNX export, data measures) uses it too."""
+        return x.mul_(1.0 / 255.0).sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
     def apply(self, images: Tensor, params: AugmentParams) -> Tensor:
         """Rotate, flip (per sample, with ``params``), then normalise. Returns float32 on ``images.device``."""
@@ -199,7 +210,10 @@ class BatchAugment(nn.Module):
         x = images.to(torch.float32)  # exact: uint8 values 0..255; nearest sampling keeps them integral
         if params.is_affine:  # rotation, zoom and shift in one resampling (about the image centre)
             n, _, h, w = x.shape
-            centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=x.device).expand(n, 2)
+            # filled on the device: a tensor built from Python numbers would be a host copy that waits for the GPU
+            centre = x.new_empty(n, 2)
+            centre[:, 0].fill_((w - 1) / 2)
+            centre[:, 1].fill_((h - 1) / 2)
             shift = params.shift if params.shift is not None else torch.zeros(n, 2, device=x.device)
             zoom = (
                 (params.scale if params.scale is not None else torch.ones(n, device=x.device)).view(n, 1).expand(n, 2)
@@ -210,7 +224,7 @@ class BatchAugment(nn.Module):
             x = rotate(x, params.angle, mode="nearest", padding_mode="zeros")
         x = torch.where(params.hflip.view(-1, 1, 1, 1), x.flip(-1), x)
         x = torch.where(params.vflip.view(-1, 1, 1, 1), x.flip(-2), x)
-        return x.mul_(1.0 / 255.0).sub_(self.mean).div_(self.std)
+        return self._scale_and_normalize(x)
 
     def forward(self, images: Tensor, params: AugmentParams | None = None) -> Tensor:
         if not self.training and params is None:

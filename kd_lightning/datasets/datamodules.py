@@ -90,7 +90,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.download = download
         self.augmentation = dict(augmentation) if augmentation else None
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        #: None: pin when the attached Trainer trains on a GPU (a CPU run on a GPU host creates no CUDA context)
+        self.pin_memory = pin_memory
         if pipeline not in PIPELINES:
             raise ValueError(f"dataset.pipeline={pipeline!r}: choose one of {PIPELINES}")
         self.pipeline = pipeline
@@ -211,6 +212,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
             )
 
     # -- loaders -------------------------------------------------------------------------------
+    def _trains_on_gpu(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         batch_size = self.batch_size if train else self.eval_batch_size
         # A last batch of one sample breaks BatchNorm when layer4 is 1x1 (USPS, 7,291 % 90 == 1).
@@ -219,7 +224,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             # fresh workers each epoch, seeded from the global RNG: a resumed run draws the same
             # augmentations as an uninterrupted one (persistent workers would carry hidden state)
             "persistent_workers": False,
-            "pin_memory": self.pin_memory,
+            "pin_memory": self.pin_memory if self.pin_memory is not None else self._trains_on_gpu(),
         }
         if self.pipeline == "tensor":
             # One gather per batch; order and augmentation from the seed's own streams (batched.py).

@@ -254,20 +254,25 @@ class BareStep:
 def memory_batches(
     images: Tensor, labels: Tensor, batch_size: int, device: torch.device, augment: BatchAugment, seed: int = 0
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Shuffled epochs over uint8 tensors in host memory (drop_last), augmented and normalised on ``device``."""
+    """Shuffled epochs over uint8 tensors in host memory (drop_last), augmented and normalised on ``device``.
+
+    As on the training path (AugmentedBatches, a pinning DataLoader, Lightning's transfer): the batch is gathered and
+    its augmentation drawn on the host, page-locked, and copied without waiting for the device."""
     if len(labels) < batch_size:
         raise ValueError(f"{len(labels)} training images hold no full batch of {batch_size}")
     gen = torch.Generator().manual_seed(seed)
     pin = device.type == "cuda"
-    if pin:
-        images, labels = images.pin_memory(), labels.pin_memory()
     while True:
         order = torch.randperm(len(labels), generator=gen)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             index = order[start : start + batch_size]
-            x = images[index].to(device, non_blocking=pin)
-            y = labels[index].to(device, non_blocking=pin)
-            yield augment(x), y
+            x, y = images[index], labels[index]
+            params = augment.sample_params(batch_size) if augment.training else None
+            if pin:
+                x, y = x.pin_memory(), y.pin_memory()
+                params = params.pin_memory() if params is not None else None
+            x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
+            yield augment(x, params.to(device, non_blocking=pin) if params is not None else None), y
 
 
 def device_batches(

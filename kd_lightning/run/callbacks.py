@@ -96,7 +96,7 @@ class RNGStateCheckpoint(L.Callback):
             "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         }
-        if torch.cuda.is_available():
+        if torch.cuda.is_initialized():  # a CPU run on a GPU host must not create a CUDA context here
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
@@ -107,7 +107,8 @@ class RNGStateCheckpoint(L.Callback):
         version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+            # one state per GPU visible when saved; a resume may see fewer (a launcher narrowed CUDA_VISIBLE_DEVICES)
+            torch.cuda.set_rng_state_all(state_dict["cuda"][: torch.cuda.device_count()])
 
 
 class TrainingClock(L.Callback):
@@ -145,7 +146,8 @@ class Speedups(L.Callback):
       (``nn.Module.compile``), so parameter names, and hence checkpoints, stay the same and the
       forward hooks of IKD still fire. ``compile_mode`` and ``compile_backend`` go to torch.compile.
 
-    Both are off by default: neither could be measured on a GPU here (docs/benchmarks.md).
+    Both are off by default: on an H200 at the paper's batch both trained slower than without them
+    (docs/benchmarks.md, "GPU").
     """
 
     #: attributes of the LightningModule that hold networks worth compiling

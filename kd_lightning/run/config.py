@@ -106,7 +106,7 @@ _SINGLE_DEVICE_STRATEGIES = ("auto", "single_device")
 def _requested_devices(devices: Any, accelerator: Any) -> int | None:
     """How many devices ``trainer.devices`` selects, as Lightning reads it (``2`` / ``"2"``: two devices,
     ``[0, 1]`` / ``"0,1"``: those indices, ``-1`` / ``"auto"``: every one visible); None when unreadable.
-    GPUs are counted with ``torch.cuda.device_count()``, which reads NVML and does not initialise CUDA."""
+    GPUs are counted with ``torch.cuda.device_count()`` (in a launcher's job, after its GPU slot is claimed)."""
     accelerator = str(accelerator).lower()
 
     def every_visible() -> int:
@@ -146,6 +146,19 @@ def _distribution_problems(cfg: DictConfig) -> list[str]:
         allowed = list(_SINGLE_DEVICE_STRATEGIES)
         problems.append(f"trainer.strategy={strategy!r}: must be one of {allowed}; {_ONE_DEVICE}")
     return problems
+
+
+def _device_problems(cfg: DictConfig) -> list[str]:
+    """Settings that pass on a CPU and fail on a GPU after the teacher is resolved or trained."""
+    accelerator = str(_get(cfg, "trainer.accelerator")).lower()
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.device_count() > 0)
+    if on_gpu and _get(cfg, "trainer.deterministic") is True:
+        return [
+            "trainer.deterministic=true on a GPU: the backward of ResNet's AdaptiveAvgPool2d has no deterministic "
+            "CUDA kernel, so the first training step would raise; use trainer.deterministic=warn (the default: "
+            "deterministic kernels wherever CUDA has one)"
+        ]
+    return []
 
 
 def _single_device_strategy(strategy: Any) -> bool:
@@ -294,6 +307,7 @@ def validate_config(cfg: DictConfig) -> None:
     if any(float(s) <= 0 for s in _get(cfg, "dataset.std") or []):
         problems.append(f"dataset.std={list(_get(cfg, 'dataset.std'))}: every value must be > 0")
     problems += _distribution_problems(cfg)
+    problems += _device_problems(cfg)
     if _get(cfg, "recipe.optimizer.nesterov") and not (_get(cfg, "recipe.optimizer.momentum") or 0) > 0:
         problems.append(
             "recipe.optimizer.nesterov=true: needs recipe.optimizer.momentum > 0 "

@@ -67,23 +67,38 @@ _held: tuple[Slot, FileLock] | None = None
 _claim_error: BaseException | None = None
 
 
+def _nvml_gpu_count() -> int | None:
+    """GPUs NVML sees (0 for a torch built without CUDA), None where NVML cannot be read. Not
+    ``torch.cuda.device_count()``: without NVML it asks the CUDA driver, which initialises it in this process."""
+    import torch  # here, not at the top: results.json's environment record imports this module, the report reads it
+
+    if not torch.backends.cuda.is_built():
+        return 0
+    count = torch.cuda._device_count_nvml()  # -1 where NVML fails; what device_count() tries first
+    return count if count >= 0 else None
+
+
 def visible_devices(gpus: int | str = "auto") -> list[str]:
     """The device ids the pool hands out, as ``CUDA_VISIBLE_DEVICES`` values.
 
     The ``CUDA_VISIBLE_DEVICES`` this process started with (not the one a claim set) lists them when it
-    is set, else they are ``0..n-1``. ``gpus="auto"`` takes every visible device
-    (``torch.cuda.device_count()`` reads NVML and does not initialise CUDA); an integer takes the first
-    ``gpus`` of them.
+    is set, else they are ``0..n-1``. ``gpus="auto"`` takes every visible device, counted through NVML (see
+    :func:`_nvml_gpu_count`); an integer takes the first ``gpus`` of them.
     """
-    import torch  # here, not at the top: results.json's environment record imports this module, the report reads it
-
     env = _STARTUP_VISIBLE
     listed = [d.strip() for d in env.split(",") if d.strip()] if env is not None else None
     if gpus == "auto":
-        devices = listed if listed is not None else [str(i) for i in range(torch.cuda.device_count())]
+        count = _nvml_gpu_count() if listed is None else len(listed)
+        if count is None:
+            raise GpuSlotError(
+                f"{CONFIG_KEY}.gpus=auto: NVML cannot be read here, and counting GPUs without it would initialise "
+                f"CUDA in this process, which then ignores the {VISIBLE_ENV} a slot sets (every job on GPU 0). "
+                "Give the count (launcher=gpu_node hydra.callbacks.gpu_slots.gpus=4)"
+            )
+        devices = listed if listed is not None else [str(i) for i in range(count)]
         if not devices:
             raise GpuSlotError(
-                f"{CONFIG_KEY}.gpus=auto: no GPU is visible ({VISIBLE_ENV}={env!r}, torch.cuda.device_count()=0). "
+                f"{CONFIG_KEY}.gpus=auto: no GPU is visible ({VISIBLE_ENV}={env!r}, NVML counts 0). "
                 "Give the count (launcher=gpu_node hydra.callbacks.gpu_slots.gpus=4), "
                 "or use launcher=joblib on a CPU machine"
             )

@@ -196,3 +196,34 @@ def test_from_config_reads_recipe_keys():
     never = BatchAugment([0.5], [0.5], rotation=0.0, hflip=0.0, vflip=0.0)
     params = never.sample_params(1000)
     assert not params.hflip.any() and not params.vflip.any() and not params.angle.any()
+
+
+def test_the_device_side_neither_reads_back_nor_copies_from_the_host():
+    """On a GPU both wait for the device: a value read (``.item()``, ``bool(t)``: ``_local_scalar_dense``) and a
+    tensor built from Python numbers (``torch.tensor([...], device=...)``: ``lift_fresh``, then a blocking copy).
+    ``apply`` and ``normalize`` run on the device every step, with every augmentation the recipes turn on."""
+    augment = BatchAugment([0.5], [0.25], rotation=15.0, hflip=0.5, vflip=0.5, translate=2, scale=0.1)
+    images = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
+    params = augment.sample_params(4)
+    assert params.is_affine
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        augment.apply(images, params)
+        augment.normalize(images)
+    names = [event.name for event in profile.events()]
+    assert "aten::warp_affine" in names or "aten::grid_sampler_2d" in names  # the affine path did run
+    assert [n for n in names if n in ("aten::_local_scalar_dense", "aten::lift_fresh")] == []
+
+
+def test_statistics_follow_the_batch_device():
+    """The DataModule moves its BatchAugment to the training device; a split read afterwards on the CPU (the ONNX
+    export, the data measures) is normalised with it. FakeTensorMode's "cuda" tensors check devices as CUDA does."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    augment = BatchAugment([0.5], [0.25], rotation=15.0)
+    images = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
+    params = augment.sample_params(4)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        on_device = augment.to("cuda")
+        assert on_device.mean.device.type == "cuda"
+        assert on_device.normalize(images).device.type == "cpu"
+        assert on_device.apply(images, params).device.type == "cpu"

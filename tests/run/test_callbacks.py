@@ -75,3 +75,18 @@ def test_the_device_is_synchronised_at_edges_only(clock, monkeypatch):
 
 def test_nothing_trained_reports_none():
     assert ThroughputMeter().images_per_second is None
+
+
+def test_rng_states_resume_on_fewer_gpus_and_a_cpu_run_creates_no_cuda_context(monkeypatch):
+    """One CUDA state per GPU visible when saved; a resume under a launcher that narrowed CUDA_VISIBLE_DEVICES sees
+    fewer. A run that never initialised CUDA (trainer=cpu on a GPU host) saves none, so none is created for it."""
+    rng = callbacks.RNGStateCheckpoint()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    state = rng.state_dict()
+    assert "cuda" not in state
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    rng.load_state_dict({**state, "cuda": ["gpu0", "gpu1"]})
+    assert restored == [["gpu0"]]

@@ -83,6 +83,16 @@ def test_bad_values_are_rejected_naming_the_key(override, key, fake_data_dir):
     assert key in str(info.value)
 
 
+@pytest.mark.parametrize("accelerator", ["auto", "gpu"])
+def test_deterministic_true_is_refused_where_the_run_would_train_on_a_gpu(accelerator, fake_data_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = compose_cfg([f"trainer.accelerator={accelerator}", "trainer.deterministic=true"], data_dir=fake_data_dir)
+    with pytest.raises(ConfigError, match="trainer.deterministic=true on a GPU"):
+        validate_config(cfg)
+    validate_config(compose_cfg(["trainer.accelerator=cpu", "trainer.deterministic=true"], data_dir=fake_data_dir))
+    validate_config(compose_cfg([f"trainer.accelerator={accelerator}"], data_dir=fake_data_dir))  # warn: accepted
+
+
 @pytest.mark.parametrize(
     ("group", "choice"),
     [("dataset", "svhn"), ("method", "relational"), ("recipe", "turbo"), ("model@student_model", "vgg")],

@@ -290,11 +290,14 @@ def test_speed_switches_reach_both_paths(tmp_path, one_thread):
             bench.compose_config("usps", "scratch", ["trainer.precision=16-mixed"]), torch.device("cpu")
         )
 
-    out = tmp_path / "bench.json"
-    smoke = ["--smoke", "--methods", "scratch", "--channels-last", "--precision", "bf16-mixed", *CHEAP_CHECKPOINTS]
-    bench.run([*smoke, "--out", str(out)])
-    settings = json.loads(out.read_text())["settings"]
-    assert settings["speedups"]["channels_last"] is True and settings["trainer"]["precision"] == "bf16-mixed"
+    # each switch in its own smoke run: together, on this CPU (torch 2.14), a training step turns the weights NaN in
+    # about a third of identical runs (docs/benchmarks.md, "Speed switches"), and the run stops as it must
+    for switch, key, value in (("--channels-last", "channels_last", True), ("--precision", "precision", "bf16-mixed")):
+        out = tmp_path / f"bench-{key}.json"
+        args = [switch] if value is True else [switch, value]
+        bench.run(["--smoke", "--methods", "scratch", *args, *CHEAP_CHECKPOINTS, "--out", str(out)])
+        settings = json.loads(out.read_text())["settings"]
+        assert (settings["speedups"] if key == "channels_last" else settings["trainer"])[key] == value
 
 
 def test_step_flops_add_up(one_thread):
