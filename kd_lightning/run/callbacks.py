@@ -9,6 +9,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from kd_lightning.models import EnsembleTeacher
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously): needed to time it, so done at edges only."""
@@ -175,5 +177,7 @@ class Speedups(L.Callback):
         if self.compile:
             for name in self.NETWORKS:
                 network = getattr(module, name, None)
-                if isinstance(network, torch.nn.Module) and getattr(network, "_compiled_call_impl", None) is None:
-                    network.compile(mode=self.compile_mode, backend=self.compile_backend)
+                # an ensemble's members, not the ensemble: its KD target (soft_logits) calls them directly
+                for net in network.members if isinstance(network, EnsembleTeacher) else [network]:
+                    if isinstance(net, torch.nn.Module) and getattr(net, "_compiled_call_impl", None) is None:
+                        net.compile(mode=self.compile_mode, backend=self.compile_backend)

@@ -63,3 +63,16 @@ def test_off_by_default_changes_nothing():
     Speedups().setup(None, module, "fit")
     assert not module.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert getattr(module.net, "_compiled_call_impl", None) is None
+
+
+def test_compile_reaches_an_ensembles_members():
+    """The KD target of an ensemble (EnsembleTeacher.soft_logits) calls its members, not its forward: they are the
+    networks to compile."""
+    from kd_lightning.models import EnsembleTeacher
+    from kd_lightning.modules.rkd import RKDStudent
+
+    teacher = EnsembleTeacher([build_resnet("resnet18", 10, 3), build_resnet("resnet18", 10, 3)])
+    module = RKDStudent(net=NET, optimizer=OPTIMIZER, teacher=teacher)
+    Speedups(compile=True, compile_backend="eager").setup(None, module, "fit")
+    assert all(member._compiled_call_impl is not None for member in module.teacher.members)
+    assert module.net._compiled_call_impl is not None
