@@ -594,11 +594,18 @@ def findings_markdown(tables: dict[str, Any], factor: str, train_images: int | N
     complexity = tables["complexity"]
     for lv, condition in _conditions(complexity):
         r = _at(complexity, lv, condition).iloc[0]
-        lines.append(
-            f"| {_row_name(lv, condition, named)} | {r['complexity.probe_acc']:.3f} | {r['complexity.n3']:.3f} | "
-            f"{r['complexity.f1_inv']:.3f} | {r['complexity.intrinsic_dim']:.1f} | {r['complexity.csg']:.2f} | "
-            f"{r['teacher_soft_label_entropy']:.3f} |"
-        )
+        cells = [
+            fmt(r[key], digits)
+            for key, digits in (
+                ("complexity.probe_acc", 3),
+                ("complexity.n3", 3),
+                ("complexity.f1_inv", 3),
+                ("complexity.intrinsic_dim", 1),
+                ("complexity.csg", 2),
+                ("teacher_soft_label_entropy", 3),
+            )
+        ]
+        lines.append(f"| {_row_name(lv, condition, named)} | " + " | ".join(cells) + " |")
     return "\n".join(lines + _kl_rows(tables, factor, named) + _wall_rows(tables, factor, names, named))
 
 
