@@ -228,7 +228,8 @@ class BareStep:
         optimizers = self.module.configure_optimizers()
         self.optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
         # the same speed switches and precision as the Lightning path (callbacks.speedups, trainer.precision)
-        instantiate(cfg.callbacks.speedups).apply(self.module)
+        self.speedups = instantiate(cfg.callbacks.speedups)
+        self.speedups.apply(self.module)
         precision = lightning_precision(cfg.trainer.precision)
         if precision not in BARE_PRECISIONS:
             raise ValueError(f"trainer.precision={precision}: the bare loop mirrors only {sorted(BARE_PRECISIONS)}")
@@ -238,6 +239,7 @@ class BareStep:
         return self.module.training_loss(images, labels)[2]
 
     def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
+        self.speedups.begin_step()
         with self.autocast:
             loss = self.loss(images, labels)
         self.optimizer.zero_grad(set_to_none=True)

@@ -181,3 +181,24 @@ class Speedups(L.Callback):
                 for net in network.members if isinstance(network, EnsembleTeacher) else [network]:
                     if isinstance(net, torch.nn.Module) and getattr(net, "_compiled_call_impl", None) is None:
                         net.compile(mode=self.compile_mode, backend=self.compile_backend)
+
+    @property
+    def replays_cuda_graphs(self) -> bool:
+        """Whether the compiled networks run as CUDA graphs (torch.compile's modes that use them)."""
+        return self.compile and self.compile_mode in ("reduce-overhead", "max-autotune")
+
+    def begin_step(self) -> None:
+        """Mark a step's start for CUDA graphs. Without marks, every compiled call made with no backward pending (a
+        frozen teacher's, each ensemble member's, every evaluation call) starts a new iteration that may reuse the
+        previous call's output memory; with them, all outputs of one step stay valid until the next step."""
+        if self.replays_cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.begin_step()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.begin_step()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.begin_step()

@@ -76,3 +76,18 @@ def test_compile_reaches_an_ensembles_members():
     Speedups(compile=True, compile_backend="eager").setup(None, module, "fit")
     assert all(member._compiled_call_impl is not None for member in module.teacher.members)
     assert module.net._compiled_call_impl is not None
+
+
+@pytest.mark.parametrize(("mode", "marks"), [("reduce-overhead", 3), ("max-autotune", 3), ("default", 0), (None, 0)])
+def test_cuda_graph_modes_mark_every_step(monkeypatch, mode, marks):
+    """Under CUDA graphs each training, validation and test batch starts a marked step, so the outputs of every
+    compiled call in it (teacher, ensemble members, hooks) stay valid until the next one."""
+    calls = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(1))
+    speedups = Speedups(compile=True, compile_mode=mode)
+    speedups.on_train_batch_start(None, None, None, 0)
+    speedups.on_validation_batch_start(None, None, None, 0)
+    speedups.on_test_batch_start(None, None, None, 0)
+    assert len(calls) == marks
+    Speedups(compile=False, compile_mode=mode).begin_step()
+    assert len(calls) == marks  # compile off: nothing to mark
