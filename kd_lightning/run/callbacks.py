@@ -108,7 +108,7 @@ class RNGStateCheckpoint(L.Callback):
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
         version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
-        if "cuda" in state_dict and torch.cuda.is_available():
+        if "cuda" in state_dict and torch.cuda.is_initialized():  # a CPU run resuming a GPU checkpoint: no context
             # one state per GPU visible when saved; a resume may see fewer (a launcher narrowed CUDA_VISIBLE_DEVICES)
             torch.cuda.set_rng_state_all(state_dict["cuda"][: torch.cuda.device_count()])
 
@@ -190,7 +190,10 @@ class Speedups(L.Callback):
     def begin_step(self) -> None:
         """Mark a step's start for CUDA graphs. Without marks, every compiled call made with no backward pending (a
         frozen teacher's, each ensemble member's, every evaluation call) starts a new iteration that may reuse the
-        previous call's output memory; with them, all outputs of one step stay valid until the next step."""
+        previous call's output memory; with them, all outputs of one step stay valid until the next step. Once
+        marked, torch stops detecting iterations by itself for the rest of the process: a compiled call made outside
+        a marked batch joins the last step's iteration (nothing here keeps such outputs: the by-products measure an
+        uncompiled copy)."""
         if self.replays_cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
 

@@ -150,9 +150,10 @@ def _distribution_problems(cfg: DictConfig) -> list[str]:
 
 def _device_problems(cfg: DictConfig) -> list[str]:
     """Settings that pass on a CPU and fail on a GPU after the teacher is resolved or trained."""
+    if _get(cfg, "trainer.deterministic") is not True:
+        return []
     accelerator = str(_get(cfg, "trainer.accelerator")).lower()
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.device_count() > 0)
-    if on_gpu and _get(cfg, "trainer.deterministic") is True:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.device_count() > 0):
         return [
             "trainer.deterministic=true on a GPU: the backward of ResNet's AdaptiveAvgPool2d has no deterministic "
             "CUDA kernel, so the first training step would raise; use trainer.deterministic=warn (the default: "

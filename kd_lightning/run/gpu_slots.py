@@ -68,13 +68,19 @@ _claim_error: BaseException | None = None
 
 
 def _nvml_gpu_count() -> int | None:
-    """GPUs NVML sees (0 for a torch built without CUDA), None where NVML cannot be read. Not
-    ``torch.cuda.device_count()``: without NVML it asks the CUDA driver, which initialises it in this process."""
+    """Every GPU NVML sees, whatever ``CUDA_VISIBLE_DEVICES`` says now (a reused worker's earlier claim narrowed it;
+    this count is used only where it was unset at startup); 0 for a torch built without CUDA, None where NVML cannot
+    be read. Not ``torch.cuda.device_count()``: it obeys the narrowed variable, and without NVML it asks the CUDA
+    driver, which initialises it in this process."""
     import torch  # here, not at the top: results.json's environment record imports this module, the report reads it
 
     if not torch.backends.cuda.is_built():
         return 0
-    count = torch.cuda._device_count_nvml()  # -1 where NVML fails; what device_count() tries first
+    raw_count = getattr(torch.cuda, "_raw_device_count_nvml", None)  # private: what device_count() builds on
+    try:
+        count = raw_count() if raw_count is not None else -1
+    except Exception:  # noqa: BLE001 - NVML's library missing (OSError) or failing to start: "cannot be read"
+        count = -1
     return count if count >= 0 else None
 
 
@@ -93,7 +99,8 @@ def visible_devices(gpus: int | str = "auto") -> list[str]:
             raise GpuSlotError(
                 f"{CONFIG_KEY}.gpus=auto: NVML cannot be read here, and counting GPUs without it would initialise "
                 f"CUDA in this process, which then ignores the {VISIBLE_ENV} a slot sets (every job on GPU 0). "
-                "Give the count (launcher=gpu_node hydra.callbacks.gpu_slots.gpus=4)"
+                "Give the count (launcher=gpu_node hydra.callbacks.gpu_slots.gpus=4), or use launcher=joblib on a "
+                "CPU machine"
             )
         devices = listed if listed is not None else [str(i) for i in range(count)]
         if not devices:

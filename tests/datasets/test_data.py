@@ -79,6 +79,21 @@ def test_split_is_the_same_for_every_run_seed(fake_data_dir):
     assert test_images(0) == test_images(7)
 
 
+def test_loaders_pin_memory_only_for_a_trainer_on_a_gpu(fake_data_dir):
+    """Pinned memory needs a CUDA context: a CPU run on a GPU host (or a DataModule without a Trainer) must not
+    create one; a GPU run pins, so the device copies do not wait. An explicit dataset.pin_memory wins."""
+    from types import SimpleNamespace
+
+    dm = instantiate(compose_cfg(["dataset=usps"], data_dir=fake_data_dir).dataset, _convert_="all")
+    dm.setup("fit")
+    assert dm.train_dataloader().pin_memory is False  # no Trainer
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        assert dm.train_dataloader().pin_memory is pinned and dm.val_dataloader().pin_memory is pinned
+    dm.pin_memory = False
+    assert dm.test_dataloader().pin_memory is False
+
+
 def test_eval_batches_are_normalised_with_the_dataset_statistics(fake_data_dir):
     cfg = compose_cfg(
         ["dataset=usps", "dataset.mean=[0.5]", "dataset.std=[0.25]", "dataset.pipeline=pil"], data_dir=fake_data_dir

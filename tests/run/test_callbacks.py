@@ -81,11 +81,18 @@ def test_rng_states_resume_on_fewer_gpus_and_a_cpu_run_creates_no_cuda_context(m
     """One CUDA state per GPU visible when saved; a resume under a launcher that narrowed CUDA_VISIBLE_DEVICES sees
     fewer. A run that never initialised CUDA (trainer=cpu on a GPU host) saves none, so none is created for it."""
     rng = callbacks.RNGStateCheckpoint()
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU host
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a CPU run on it
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("creates a CUDA context"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("creates a CUDA context"))
     state = rng.state_dict()
     assert "cuda" not in state
+    rng.load_state_dict({**state, "cuda": ["gpu0", "gpu1"]})  # resuming a GPU run's checkpoint on the CPU
+    # a GPU run saves one state per visible GPU and restores those the resumed process sees
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu0", "gpu1"])
+    assert rng.state_dict()["cuda"] == ["gpu0", "gpu1"]
     restored = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     rng.load_state_dict({**state, "cuda": ["gpu0", "gpu1"]})

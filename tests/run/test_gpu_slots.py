@@ -105,15 +105,22 @@ def test_visible_devices_from_the_environment_or_the_device_count(monkeypatch):
         gpu_slots.visible_devices(3)
     monkeypatch.setattr(gpu_slots, "_STARTUP_VISIBLE", None)
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
-    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: pytest.fail("device_count() obeys a claim's narrowing"))
     assert gpu_slots.visible_devices("auto") == ["0", "1", "2", "3"] and gpu_slots.visible_devices(2) == ["0", "1"]
-    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: 0)
+    # a reused loky worker: its last job's claim set CUDA_VISIBLE_DEVICES=1; the pool is still every GPU
+    monkeypatch.setenv(gpu_slots.VISIBLE_ENV, "1")
+    assert gpu_slots.visible_devices("auto") == ["0", "1", "2", "3"]
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: 0)
     with pytest.raises(GpuSlotError, match=r"gpus=auto: no GPU is visible"):
         gpu_slots.visible_devices("auto")
+
+    def no_nvml() -> int:
+        raise OSError("libnvidia-ml.so.1: cannot open shared object file")
+
     # without NVML, torch.cuda.device_count() would initialise CUDA here: the count must be given
-    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: -1)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: pytest.fail("device_count() initialises CUDA"))
-    with pytest.raises(GpuSlotError, match=r"gpus=auto: NVML cannot be read"):
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", no_nvml)
+    with pytest.raises(GpuSlotError, match=r"gpus=auto: NVML cannot be read.*launcher=joblib"):
         gpu_slots.visible_devices("auto")
     assert gpu_slots.visible_devices(2) == ["0", "1"]
     assert gpu_slots.pool_size(3, 2) == 6
