@@ -145,7 +145,8 @@ def per_dataset_part(
     else:  # some dataset resolved +; contradicted only when every dataset is resolved −
         p_support = float(p_holm[mean > 0].min()) if (mean > 0).any() else 1.0
         p_contradict = float(p_holm.max()) if (mean < 0).all() else 1.0
-    p_contradict = min(1.0, p_contradict * n_parts)
+    if not tested.empty:  # nothing tested stays untested (NaN), so it does not enter a Holm family
+        p_contradict = min(1.0, p_contradict * n_parts)
     detail = {
         "rows": rows,
         "power": power,

@@ -139,6 +139,13 @@ def test_not_testable_with_too_few_datasets_or_seeds():
     one_seed = _pattern(gains, COMPLEXITY_ORDER, n_seeds=1)
     assert [c.verdict for c in claims_for_values(one_seed)] == [report.NOT_TESTABLE] * 3
     assert [c.verdict for c in claims_for_values(one_seed.iloc[0:0])] == [report.NOT_TESTABLE] * 3
+    # a claim that tested nothing enters neither Holm family (it once counted as p 1.0 for contradiction)
+    no_ikd = _pattern(gains, COMPLEXITY_ORDER)
+    no_ikd = no_ikd[no_ikd["method"] != "ikd"]
+    claims = claims_for_values(no_ikd)
+    assert [c.verdict for c in claims[1:]] == [report.NOT_TESTABLE] * 2
+    assert all(np.isnan(c.p_support) and np.isnan(c.p_contradict) for c in claims[1:])
+    assert report.verdicts.family_sizes(claims[1:]) == (0, 0)
 
 
 def test_one_point_estimate_above_the_teacher_is_not_support():
