@@ -311,7 +311,8 @@ def gate_section(gate: pd.DataFrame, metric: str) -> list[str]:
         "",
         markdown_table(format_teacher_gate(gate))
         if not gate.empty
-        else "_No condition has both a teacher row and a scratch run._",
+        else "_No condition has both a teacher row and a scratch run: add `method=teacher` to the grid (a registered "
+        "teacher is reused, not retrained)._",
         "",
     ]
 

@@ -394,5 +394,6 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
         record["teacher_key"] = key
         rundir.write_results(record["run_dir"], record)
         publish(entry, Path(record["best_checkpoint"]), record, key, identity(cfg, include_seed=False))
-        log.info("teacher registered at %s", entry)
+        accuracy = (record.get("test_best") or {}).get("acc")
+        log.info("teacher registered at %s: test acc %s (best-val checkpoint)", entry, accuracy)
         return record
