@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -121,9 +122,38 @@ def completed(run_dir: str | Path, fingerprint: str, log: Any = None) -> dict[st
     return prior
 
 
-def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = None, resume: bool = True) -> RunPlan:
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def identity_changes(before: Any, after: Any, shown: int = 5) -> str:
+    """`` What differs: key: old → new; ...`` between two recorded identities (empty when either is missing)."""
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return ""
+    old, new = _flat(before), _flat(json.loads(json.dumps(after, default=str)))  # as a record stores it
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if not keys:
+        return ""
+    listed = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys[:shown])
+    return f" What differs: {listed}" + (f"; and {len(keys) - shown} more" if len(keys) > shown else "") + "."
+
+
+def plan(
+    run_dir: str | Path,
+    fingerprint: str,
+    force: bool = False,
+    log: Any = None,
+    resume: bool = True,
+    identity: Mapping[str, Any] | None = None,
+) -> RunPlan:
     """Decide skip / conflict / resume / fresh for ``run_dir`` (archiving whatever must make way). ``resume=False``:
-    an unfinished run of the same config is archived as it is instead of being cut back to resume from."""
+    an unfinished run of the same config is archived as it is instead of being cut back to resume from;
+    ``identity``: this run's, so that a conflict says which settings differ from the completed run's."""
     run_dir = Path(run_dir)
     done = None if force else completed(run_dir, fingerprint, log)
     if done is not None:
@@ -132,9 +162,10 @@ def plan(run_dir: str | Path, fingerprint: str, force: bool = False, log: Any = 
     say = log.info if log is not None else (lambda *a: None)
     if prior and prior.get("status") == "completed":
         if not force:
+            changes = identity_changes(prior.get("identity"), identity)
             raise RunConflictError(
                 f"{run_dir} holds a completed run of a different config "
-                f"(fingerprint {prior.get('fingerprint')} vs {fingerprint}). "
+                f"(fingerprint {prior.get('fingerprint')} vs {fingerprint}).{changes} "
                 "Give this run another name (name=...), or force=true to archive the old outputs and rerun."
             )
         say("force=true: archived the previous outputs to %s", archive(run_dir))

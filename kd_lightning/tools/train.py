@@ -92,7 +92,9 @@ def run_fingerprint(cfg: DictConfig, reference: str | None) -> str:
 def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dict[str, Any]:
     """Train and test one run in its folder (or return its completed record), then record it."""
     run_identity = identity(cfg, teacher.reference if teacher is not None else None)
-    plan = rundir.plan(cfg.paths.run_dir, fingerprint(cfg, run_identity.get("teacher")), bool(cfg.force), log)
+    plan = rundir.plan(
+        cfg.paths.run_dir, fingerprint(cfg, run_identity.get("teacher")), bool(cfg.force), log, identity=run_identity
+    )
     if plan.completed is not None:
         return plan.completed
     record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), run_identity)

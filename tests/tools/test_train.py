@@ -121,7 +121,8 @@ def test_a_different_config_never_overwrites_a_completed_run(out_dir, fake_data_
     cfg = compose_cfg(["method=scratch"], data_dir=fake_data_dir, out_dir=out_dir)
     first = train.run(cfg)
     changed = compose_cfg(["method=scratch", "recipe.optimizer.lr=0.5"], data_dir=fake_data_dir, out_dir=out_dir)
-    with pytest.raises(RunConflictError, match="name=.*force=true"):
+    differs = r"What differs: recipe\.optimizer\.lr: 0\.\d+ → 0\.5\. .*name=.*force=true"
+    with pytest.raises(RunConflictError, match=differs):
         train.run(changed)
     assert results(Path(first["run_dir"])) == first
     forced = train.run(
