@@ -282,6 +282,8 @@ def record_failure(run_dir: str | Path, keys: dict[str, Any], exc: BaseException
     mine = run_dir.resolve() in _STARTED_HERE and _STARTED_HERE[run_dir.resolve()] == record.get("started_at")
     if unfinished and "fingerprint" in record and not mine:
         return  # another process's run, or one before this process's start
+    if isinstance(exc, SystemExit) and isinstance(exc.__context__, KeyboardInterrupt):
+        exc = exc.__context__  # Lightning answers Ctrl-C with exit(1): record the interrupt, not "SystemExit: 1"
     record.update(
         status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
         finished_at=now(),

@@ -36,3 +36,18 @@ def test_unwritable_location_is_reported_with_the_path(tmp_path):
 def test_damaged_record_reads_as_absent(tmp_path):
     (tmp_path / "results.json").write_text('{"status": "compl')
     assert read_results(tmp_path) is None
+
+
+def test_ctrl_c_is_recorded_as_an_interrupt_not_as_lightnings_exit(tmp_path):
+    """Lightning answers KeyboardInterrupt with ``exit(1)``: the record says interrupted, KeyboardInterrupt."""
+    from kd_lightning.run import rundir
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1)  # noqa: B904 - what Lightning does
+    except SystemExit as exc:
+        rundir.record_failure(tmp_path, {"method": "scratch"}, exc)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["status"] == "interrupted" and record["error"]["type"] == "KeyboardInterrupt"
