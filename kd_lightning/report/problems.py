@@ -42,7 +42,8 @@ def _without_result(kept: pd.DataFrame, superseded: pd.DataFrame) -> list[dict[s
                 )
         elif row["status"] in ("failed", "unreadable"):
             error = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
-            rows.append(_issue(row, row["status"], error))
+            before = "before this run started (a refused config or its teacher): " if _never_started(row) else ""
+            rows.append(_issue(row, row["status"], before + error))
         else:
             started = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""
             rows.append(_issue(row, row["status"], started))
@@ -52,11 +53,19 @@ def _without_result(kept: pd.DataFrame, superseded: pd.DataFrame) -> list[dict[s
     return rows
 
 
+def _never_started(row: dict[str, Any]) -> bool:
+    """A failure recorded before the run wrote its ``running`` record (no ``started_at``): a config refused before
+    training (a wrong dataset path lands in a ``<label>-invalid`` folder), or a teacher that could not be had."""
+    return row.get("status") == "failed" and not (isinstance(row.get("started_at"), str) and row["started_at"])
+
+
 def _missing(runs: pd.DataFrame, kept: pd.DataFrame) -> list[dict[str, Any]]:
-    """dataset x method x seed combinations of the grid seen anywhere in the recipe with no results.json."""
+    """dataset x method x seed combinations of the grid seen anywhere in the recipe with no results.json. A run
+    that never started adds no dataset, method or seed to the grid (it is listed as failed)."""
     rows = []
+    started = runs[[not _never_started(row) for row in runs.to_dict("records")]]
     for recipe in recipes_in(kept):
-        sub = for_recipe(runs, recipe)
+        sub = for_recipe(started, recipe)
         present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
         grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
         keys = [key for key in grid if key not in present]

@@ -350,6 +350,18 @@ def test_a_failed_run_is_reported_at_its_own_level(tmp_path):
     assert "missing" not in set(issues["status"])  # the failed IKD is not also a missing run of another recipe
 
 
+def test_a_config_refused_before_training_adds_nothing_to_the_grid(tmp_path):
+    """Seen by a new user: a wrong dataset path left a failed record in ``<label>-invalid/``; the report then made
+    that label a dataset of the grid and called every other method "missing" there."""
+    cfg = compose_run_config(["dataset=mnist", "method=rkd", "seed=0"])
+    record_failure(tmp_path / "mnist-invalid" / "rkd" / "seed0", record_keys(cfg), ValueError("no such folder"))
+    for method in ("teacher", "scratch"):
+        write_run(tmp_path, "plain", method, 0, 0.9, {})
+    issues = find_issues(load_sweep(tmp_path))
+    assert list(issues["status"]) == ["failed"], issues
+    assert issues.iloc[0]["detail"].startswith("before this run started") and "no such folder" in issues.iloc[0]["detail"]
+
+
 def test_students_of_another_teacher_are_left_out_of_the_comparison_with_the_sweep_teacher():
     rows = []
     for seed in range(3):
