@@ -359,7 +359,8 @@ def test_a_config_refused_before_training_adds_nothing_to_the_grid(tmp_path):
         write_run(tmp_path, "plain", method, 0, 0.9, {})
     issues = find_issues(load_sweep(tmp_path))
     assert list(issues["status"]) == ["failed"], issues
-    assert issues.iloc[0]["detail"].startswith("before this run started") and "no such folder" in issues.iloc[0]["detail"]
+    detail = issues.iloc[0]["detail"]
+    assert detail.startswith("before this run started") and "no such folder" in detail
 
 
 def test_students_of_another_teacher_are_left_out_of_the_comparison_with_the_sweep_teacher():
