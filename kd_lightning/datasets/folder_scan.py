@@ -152,9 +152,11 @@ def _check_classes(tree: Path, classes: dict[str, list[str]], at_least: int = 2)
             f"{' ...' if len(empty) > 5 else ''}. Add images ({', '.join(IMG_EXTENSIONS[:6])}, ...) or remove them."
         )
     if len(classes) < at_least:
+        nested = [tree / name for name in classes if any(sub.is_dir() for sub in (tree / name).iterdir())]
+        deeper = f" {nested[0]} holds folders: if those are the classes, set dataset.path={nested[0]}." if nested else ""
         raise FolderError(
             f"{tree} holds {len(classes)} class folder(s) ({sorted(classes)}); a classifier needs at least 2. "
-            "Add a folder per class, each with its images."
+            f"Add a folder per class, each with its images.{deeper}"
         )
 
 

@@ -39,7 +39,13 @@ def test_an_empty_class_folder(tmp_path):
 def test_fewer_than_two_classes(tmp_path):
     root = synthetic_tree(tmp_path / "tree", num_classes=1, per_class=6)
     message = refused(root, tmp_path, r"holds 1 class folder\(s\).*at least 2")
-    assert str(root) in message
+    assert str(root) in message and "set dataset.path" not in message
+
+
+def test_a_path_one_level_above_the_class_folders_names_the_right_one(tmp_path):
+    root = synthetic_tree(tmp_path / "top" / "digits", num_classes=2, per_class=6)
+    message = refused(tmp_path / "top", tmp_path, r"holds 1 class folder\(s\)")
+    assert f"set dataset.path={root}" in message
 
 
 def test_images_without_class_folders(tmp_path):
