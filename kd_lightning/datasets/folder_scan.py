@@ -153,7 +153,9 @@ def _check_classes(tree: Path, classes: dict[str, list[str]], at_least: int = 2)
         )
     if len(classes) < at_least:
         nested = [tree / name for name in classes if any(sub.is_dir() for sub in (tree / name).iterdir())]
-        deeper = f" {nested[0]} holds folders: if those are the classes, set dataset.path={nested[0]}." if nested else ""
+        deeper = (
+            f" {nested[0]} holds folders: if those are the classes, set dataset.path={nested[0]}." if nested else ""
+        )
         raise FolderError(
             f"{tree} holds {len(classes)} class folder(s) ({sorted(classes)}); a classifier needs at least 2. "
             f"Add a folder per class, each with its images.{deeper}"
