@@ -644,6 +644,12 @@ def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str], named:
         steps = ",".join(str(int(x)) for x in sorted(sub["optimizer_steps"].dropna().unique()))
         total = sum(v for v in median.values() if pd.notna(v)) / 60
         lines.append(f"| {_row_name(lv, condition, named)} | {steps} | " + " | ".join(cells) + f" | {total:.1f} min |")
+    timed = walls["wall_time_s"].dropna()
+    lines += [
+        "",
+        f"In all: {timed.sum() / 3600:.2f} h of training over {len(timed)} runs (each run's `wall_time_s`; a teacher "
+        "reused at another level counted once, an ensemble's row being its members' sum).",
+    ]
     return lines
 
 

@@ -3,6 +3,8 @@ with several conditions at one level (teacher kinds) gets a named row for each i
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -63,6 +65,16 @@ def test_each_condition_at_a_shared_level_is_its_own_named_row_in_every_table(pi
     assert full_data_5[2] == "reused (3)" and next(c for c in walls if c[0].startswith("1 ("))[2].endswith("s (3)")
     # complexity only where the first student ran at every level: still named by the condition, not the level alone
     assert complexity and all(cells[0] in names for cells in complexity)
+
+
+def test_the_total_wall_time_counts_each_timed_cell_once(pilot):
+    """ "In all" below the wall table: as many runs as the table's timed cells count (reused teachers left out)."""
+    runs, tables = pilot
+    walls = list(tables.values())[4]
+    timed = [re.fullmatch(r"\d+ s \((\d+)\)", cell) for row in walls for cell in row[2:-1]]
+    counted = sum(int(match.group(1)) for match in timed if match)
+    text = markdown.findings_markdown(level_tables(runs), "train_fraction", 7291)
+    assert f"h of training over {counted} runs" in text.split("In all: ")[1].splitlines()[0]
 
 
 def test_a_condition_without_a_student_says_n_a_not_nan(pilot):
