@@ -152,7 +152,7 @@ def _check_classes(tree: Path, classes: dict[str, list[str]], at_least: int = 2)
             f"{' ...' if len(empty) > 5 else ''}. Add images ({', '.join(IMG_EXTENSIONS[:6])}, ...) or remove them."
         )
     if len(classes) < at_least:
-        nested = [tree / name for name in classes if any(sub.is_dir() for sub in (tree / name).iterdir())]
+        nested = [tree / name for name in classes if _holds_folders(tree / name)]
         deeper = (
             f" {nested[0]} holds folders: if those are the classes, set dataset.path={nested[0]}." if nested else ""
         )
@@ -160,6 +160,14 @@ def _check_classes(tree: Path, classes: dict[str, list[str]], at_least: int = 2)
             f"{tree} holds {len(classes)} class folder(s) ({sorted(classes)}); a classifier needs at least 2. "
             f"Add a folder per class, each with its images.{deeper}"
         )
+
+
+def _holds_folders(path: Path) -> bool:
+    """Whether ``path`` holds visible sub-folders (``.ipynb_checkpoints`` and the like do not count)."""
+    try:
+        return any(sub.is_dir() and not sub.name.startswith(".") for sub in path.iterdir())
+    except OSError:
+        return False
 
 
 def _labelled(tree: dict[str, list[FileStat]], classes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:

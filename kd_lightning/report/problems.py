@@ -42,7 +42,7 @@ def _without_result(kept: pd.DataFrame, superseded: pd.DataFrame) -> list[dict[s
                 )
         elif row["status"] in ("failed", "unreadable"):
             error = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
-            before = "before this run started (a refused config or its teacher): " if _never_started(row) else ""
+            before = "before this run started (a refused config or its teacher): " if row["never_started"] else ""
             rows.append(_issue(row, row["status"], before + error))
         else:
             started = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""
@@ -53,20 +53,22 @@ def _without_result(kept: pd.DataFrame, superseded: pd.DataFrame) -> list[dict[s
     return rows
 
 
-def _never_started(row: dict[str, Any]) -> bool:
-    """A failure recorded before the run wrote its ``running`` record (no ``started_at``): a config refused before
-    training (a wrong dataset path lands in a ``<label>-invalid`` folder), or a teacher that could not be had."""
-    return row.get("status") == "failed" and not (isinstance(row.get("started_at"), str) and row["started_at"])
+def _never_started(runs: pd.DataFrame) -> pd.Series:
+    """Failures recorded before the run wrote its ``running`` record (no ``started_at``): a config refused before
+    training (a wrong dataset path lands in a ``<label>-invalid`` folder), or a teacher that could not be had. Records
+    that carry no start time at all (a plain frame) tell nothing apart: none is flagged."""
+    starts = runs["started_at"].map(lambda v: isinstance(v, str) and bool(v))
+    return (runs["status"] == "failed") & ~starts if starts.any() else pd.Series(False, index=runs.index)
 
 
 def _missing(runs: pd.DataFrame, kept: pd.DataFrame) -> list[dict[str, Any]]:
     """dataset x method x seed combinations of the grid seen anywhere in the recipe with no results.json. A run
-    that never started adds no dataset, method or seed to the grid (it is listed as failed)."""
+    that never started adds no dataset, method or seed to the grid (it is listed as failed, not as missing)."""
     rows = []
-    started = runs[[not _never_started(row) for row in runs.to_dict("records")]]
     for recipe in recipes_in(kept):
-        sub = for_recipe(started, recipe)
-        present = {tuple(k) for k in sub[KEYS].dropna().itertuples(index=False)}
+        every = for_recipe(runs, recipe)
+        present = {tuple(k) for k in every[KEYS].dropna().itertuples(index=False)}
+        sub = every[~every["never_started"]]
         grid = product(datasets_in(sub), methods_in(sub), sorted(int(s) for s in sub["seed"].dropna().unique()))
         keys = [key for key in grid if key not in present]
         rows += [
@@ -111,6 +113,7 @@ def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
     for col in ("path", "error_type", "error_message", "started_at", "test_best.acc", "test_last.acc"):
         if col not in runs:
             runs = runs.assign(**{col: "" if col == "path" else None})
+    runs = runs.assign(never_started=_never_started(runs))
     kept, superseded = pick_runs(runs)
     rows = _without_result(kept, superseded) + _missing(runs, kept) + _teacher_caveats(runs)
     issues = pd.DataFrame(rows, columns=cols)

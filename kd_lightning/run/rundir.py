@@ -136,10 +136,19 @@ def identity_changes(before: Any, after: Any, shown: int = 5) -> str:
     if not isinstance(before, Mapping) or not isinstance(after, Mapping):
         return ""
     old, new = _flat(before), _flat(json.loads(json.dumps(after, default=str)))  # as a record stores it
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+    def text(value: Any) -> str:  # as the fingerprint sees it: 1 and 1.0 differ, NaN equals NaN
+        return json.dumps(value, sort_keys=True, default=str)
+
+    keys = [k for k in sorted(set(old) | set(new)) if text(old.get(k, "<absent>")) != text(new.get(k, "<absent>"))]
     if not keys:
         return ""
-    listed = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys[:shown])
+
+    def short(value: Any) -> str:
+        shown_text = text(value)
+        return shown_text if len(shown_text) <= 80 else shown_text[:79] + "…"
+
+    listed = "; ".join(f"{k}: {short(old.get(k, '<absent>'))} → {short(new.get(k, '<absent>'))}" for k in keys[:shown])
     return f" What differs: {listed}" + (f"; and {len(keys) - shown} more" if len(keys) > shown else "") + "."
 
 

@@ -53,7 +53,7 @@ from kd_lightning.report.runs import (
 from kd_lightning.report.tables import factor_table
 from kd_lightning.report.writer import write_report
 from kd_lightning.run.compose import CONF_DIR, compose_run_config
-from kd_lightning.run.rundir import record_failure, record_keys
+from kd_lightning.run.rundir import RunPlan, record_failure, record_keys, start_record
 
 SETTINGS = [(level_sd, levels, seeds) for level_sd in (1.0, 2.0, 3.0) for levels in (3, 5) for seeds in (2, 3)]
 
@@ -337,30 +337,50 @@ def test_a_failed_run_is_reported_at_its_own_level(tmp_path):
     """Seen on a real sweep: an IKD run stopped on a non-finite loss was listed under the plain recipe."""
 
     cfg = compose_run_config(["dataset=usps", "method=ikd", "seed=1", "dataset.factors.train_fraction=0.05"])
-    record_failure(
-        tmp_path / "f0.05" / "usps" / "ikd" / "seed1", record_keys(cfg), FloatingPointError("non-finite loss")
-    )
+    run_dir = tmp_path / "f0.05" / "usps" / "ikd" / "seed1"
+    run_dir.mkdir(parents=True)
+    start_record(RunPlan(run_dir, "fp"), record_keys(cfg), {}, {})  # it started, then failed mid-training
+    record_failure(run_dir, record_keys(cfg), FloatingPointError("non-finite loss"))
     for method in ("teacher", "scratch", "rkd"):
         write_run(tmp_path, "f0.05", method, 1, 0.3, {"train_fraction": 0.05, "factor_seed": 1})
+    write_run(tmp_path, "f0.05", "ikd", 2, 0.3, {"train_fraction": 0.05, "factor_seed": 2})
     runs = load_sweep(tmp_path)
     failed = runs[runs["status"] == "failed"].iloc[0]
     assert failed["recipe"] == "paper · train_fraction=0.05" and failed["base_recipe"] == "paper"
     issues = find_issues(runs)
-    assert issues.iloc[0]["status"] == "failed" and "non-finite" in issues.iloc[0]["detail"]
-    assert "missing" not in set(issues["status"])  # the failed IKD is not also a missing run of another recipe
+    listed = {(r["method"], r["seed"]): (r["status"], r["detail"]) for r in issues.to_dict("records")}
+    assert listed[("ikd", 1)][0] == "failed" and listed[("ikd", 1)][1].startswith("FloatingPointError: non-finite")
+    # seed 2 has only its IKD run: the other methods there are missing; the failed IKD of seed 1 is not also missing
+    assert {k for k, (status, _) in listed.items() if status == "missing"} == {
+        ("teacher", 2),
+        ("scratch", 2),
+        ("rkd", 2),
+    }
 
 
 def test_a_config_refused_before_training_adds_nothing_to_the_grid(tmp_path):
     """Seen by a new user: a wrong dataset path left a failed record in ``<label>-invalid/``; the report then made
-    that label a dataset of the grid and called every other method "missing" there."""
+    that label a dataset of the grid and called every other method "missing" there. A run that never started but
+    belongs to the grid (its teacher could not be had) is failed, not also missing."""
     cfg = compose_run_config(["dataset=mnist", "method=rkd", "seed=0"])
     record_failure(tmp_path / "mnist-invalid" / "rkd" / "seed0", record_keys(cfg), ValueError("no such folder"))
     for method in ("teacher", "scratch"):
-        write_run(tmp_path, "plain", method, 0, 0.9, {})
+        write_run(tmp_path, "plain", method, 0, 0.9, {}, started_at="2026-01-01T00:00:00")
     issues = find_issues(load_sweep(tmp_path))
     assert list(issues["status"]) == ["failed"], issues
     detail = issues.iloc[0]["detail"]
     assert detail.startswith("before this run started") and "no such folder" in detail
+    # the same in the grid: seed 1's RKD could not get its teacher; seed 0's RKD completed
+    write_run(tmp_path, "plain", "rkd", 0, 0.9, {}, started_at="2026-01-01T00:00:00")
+    for method in ("teacher", "scratch"):
+        write_run(tmp_path, "plain", method, 1, 0.9, {}, started_at="2026-01-01T00:00:00")
+    keys = record_keys(compose_run_config(["dataset=usps", "method=rkd", "seed=1"]))
+    record_failure(tmp_path / "plain" / "usps" / "rkd" / "seed1", keys, RuntimeError("no teacher"))
+    issues = find_issues(load_sweep(tmp_path))
+    assert sorted(zip(issues["method"], issues["seed"], issues["status"])) == [
+        ("rkd", 0, "failed"),
+        ("rkd", 1, "failed"),
+    ]
 
 
 def test_students_of_another_teacher_are_left_out_of_the_comparison_with_the_sweep_teacher():

@@ -51,3 +51,14 @@ def test_ctrl_c_is_recorded_as_an_interrupt_not_as_lightnings_exit(tmp_path):
         rundir.record_failure(tmp_path, {"method": "scratch"}, exc)
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["status"] == "interrupted" and record["error"]["type"] == "KeyboardInterrupt"
+
+
+def test_identity_changes_name_what_the_fingerprint_sees_and_stay_short():
+    from kd_lightning.run.rundir import identity_changes
+
+    before = {"recipe": {"optimizer": {"lr": 0.03}}, "n": 1, "gap": float("nan"), "big": [1] * 5000, "gone": None}
+    after = {"recipe": {"optimizer": {"lr": 0.5}}, "n": 1.0, "gap": float("nan"), "big": [2] * 5000}
+    text = identity_changes(before, after)
+    assert "recipe.optimizer.lr: 0.03 → 0.5" in text and "n: 1 → 1.0" in text and 'gone: null → "<absent>"' in text
+    assert "gap" not in text and len(text) < 600
+    assert identity_changes(before, before) == "" and identity_changes(None, after) == ""
