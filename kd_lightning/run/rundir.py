@@ -135,20 +135,19 @@ def identity_changes(before: Any, after: Any, shown: int = 5) -> str:
     """`` What differs: key: old → new; ...`` between two recorded identities (empty when either is missing)."""
     if not isinstance(before, Mapping) or not isinstance(after, Mapping):
         return ""
-    old, new = _flat(before), _flat(json.loads(json.dumps(after, default=str)))  # as a record stores it
-
-    def text(value: Any) -> str:  # as the fingerprint sees it: 1 and 1.0 differ, NaN equals NaN
-        return json.dumps(value, sort_keys=True, default=str)
-
-    keys = [k for k in sorted(set(old) | set(new)) if text(old.get(k, "<absent>")) != text(new.get(k, "<absent>"))]
+    # each value as JSON text, as a record stores it and the fingerprint sees it: 1 and 1.0 differ, NaN equals NaN
+    old, new = (
+        {k: json.dumps(v, sort_keys=True, default=str) for k, v in _flat(side).items()} for side in (before, after)
+    )
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if not keys:
         return ""
 
-    def short(value: Any) -> str:
-        shown_text = text(value)
-        return shown_text if len(shown_text) <= 80 else shown_text[:79] + "…"
+    def short(side: dict[str, str], key: str) -> str:
+        text = side.get(key, '"<absent>"')
+        return text if len(text) <= 80 else text[:79] + "…"
 
-    listed = "; ".join(f"{k}: {short(old.get(k, '<absent>'))} → {short(new.get(k, '<absent>'))}" for k in keys[:shown])
+    listed = "; ".join(f"{k}: {short(old, k)} → {short(new, k)}" for k in keys[:shown])
     return f" What differs: {listed}" + (f"; and {len(keys) - shown} more" if len(keys) > shown else "") + "."
 
 
