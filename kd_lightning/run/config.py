@@ -149,17 +149,25 @@ def _distribution_problems(cfg: DictConfig) -> list[str]:
 
 
 def _device_problems(cfg: DictConfig) -> list[str]:
-    """Settings that pass on a CPU and fail on a GPU after the teacher is resolved or trained."""
-    if _get(cfg, "trainer.deterministic") is not True:
-        return []
+    """Settings that are fine on one kind of device and fail, or fail at random, on the one the run trains on."""
     accelerator = str(_get(cfg, "trainer.accelerator")).lower()
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.device_count() > 0):
-        return [
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.device_count() > 0)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not on_gpu and not torch.backends.mps.is_available())
+    problems = []
+    if on_gpu and _get(cfg, "trainer.deterministic") is True:
+        problems.append(
             "trainer.deterministic=true on a GPU: the backward of ResNet's AdaptiveAvgPool2d has no deterministic "
             "CUDA kernel, so the first training step would raise; use trainer.deterministic=warn (the default: "
             "deterministic kernels wherever CUDA has one)"
-        ]
-    return []
+        )
+    precision = str(_get(cfg, "trainer.precision"))
+    if on_cpu and precision.startswith("bf16") and _get(cfg, "callbacks.speedups.channels_last") is True:
+        problems.append(
+            f"callbacks.speedups.channels_last=true with trainer.precision={precision} on a CPU: identical runs "
+            "turn the weights NaN after the first optimizer step about a third of the time (docs/benchmarks.md); "
+            "drop one of the two switches on a CPU (both are GPU speed switches)"
+        )
+    return problems
 
 
 def _single_device_strategy(strategy: Any) -> bool:
