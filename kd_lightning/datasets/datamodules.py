@@ -155,13 +155,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return prepared if prepared is not None else self._load(train)
 
     # -- splits --------------------------------------------------------------------------------
+    def val_test_indices(self, official_test: VisionDataset) -> tuple[list[int], list[int]]:
+        """Validation and test indices into the official test set: the project's one fixed cut (splits.py)."""
+        return split_official_test(len(official_test), self.val_fraction, self.split_seed)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         train_raw, official_test = self._split(True), self._split(False)
         train_images, train_labels = load_as_uint8_tensors(train_raw)
         self._check_matches_config(train_images, train_labels)
-        val_idx, test_idx = split_official_test(len(official_test), self.val_fraction, self.split_seed)
+        val_idx, test_idx = self.val_test_indices(official_test)
         #: indices into the official test set (the same for every run seed)
         self.val_indices, self.test_indices = val_idx, test_idx
         if self.pipeline == "tensor":

@@ -25,6 +25,7 @@ from kd_lightning.datasets.datamodules import ImageClassificationDataModule
 from kd_lightning.datasets.folder_meta import forget
 from kd_lightning.datasets.folder_read import FolderData, read_folder
 from kd_lightning.datasets.folder_scan import FolderError, scan
+from kd_lightning.datasets.splits import VAL_TEST_SPLITS, split_by_class
 
 #: the strong and fast recipes' augmentation per family (conf/recipe/strong.yaml, ``recipe.augmentations``)
 AUGMENTATION_FAMILIES = ("natural", "digits", "none")
@@ -62,10 +63,14 @@ class FolderDataModule(ImageClassificationDataModule):
         holdout_fraction: float = 0.3,
         augmentation_family: str = "natural",
         cache_dir: str | None = None,
+        val_test_split: str = "by_class",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         del path, label, augmentation_family  # config keys read at compose time, not here
+        if val_test_split not in VAL_TEST_SPLITS:
+            raise FolderError(f"dataset.val_test_split={val_test_split!r}: choose one of {list(VAL_TEST_SPLITS)}")
+        self.val_test_split = val_test_split
         self.cache_dir = cache_dir
         self.fingerprint = fingerprint
         self.classes = list(classes)
@@ -79,6 +84,17 @@ class FolderDataModule(ImageClassificationDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         self._data = None  # the splits hold their own tensors now
+
+    def val_test_indices(self, official_test: ArrayImages) -> tuple[list[int], list[int]]:
+        """A validation tree as given (the first ``num_val`` images); else the held-out share (or test tree) cut
+        within each class, so a small folder keeps every class in both (``dataset.val_test_split=plain``: the
+        built-in datasets' cut)."""
+        num_val = self._read().num_val
+        if num_val is not None:
+            return list(range(num_val)), list(range(num_val, len(official_test)))
+        if self.val_test_split == "plain":
+            return super().val_test_indices(official_test)
+        return split_by_class(official_test.targets.tolist(), self.val_fraction, self.split_seed)
 
     def _load(self, train: bool, download: bool = False) -> ArrayImages:
         data = self._read()

@@ -38,7 +38,9 @@ from kd_lightning.datasets.folder_scan import FileStat, FolderError, Listing, sc
 from kd_lightning.run.records import write_json
 
 log = logging.getLogger("kd_lightning")
-CACHE_VERSION = 2  # 2: the file list holds ctime and inode (v1 entries are measured again)
+CACHE_VERSION = 3  # 2: the file list holds ctime and inode; 3: 16-bit images scaled, validation split counted
+#: images per chunk when summing pixel values and their squares (the mean and std)
+STATS_CHUNK = 4096
 FIELDS = ("fingerprint", "tag", "layout", "classes", "num_classes", "channels", "image_size", "mean", "std")
 #: (folder, cache, options) -> (file list it was measured on, metadata): one stat per config access, no reading
 _MEMO: dict[tuple[str, str, str], tuple[tuple[FileStat, ...], dict[str, Any]]] = {}
@@ -130,9 +132,11 @@ def describe(data: FolderData, listing: Listing) -> dict[str, Any]:
     n = x.shape[0] * x.shape[2] * x.shape[3]
     mean, std = [], []
     for c in range(x.shape[1]):
-        channel = x[:, c]
-        total = float(channel.sum(dtype=np.float64))
-        squares = float(np.square(channel, dtype=np.float64).sum())
+        total = squares = 0
+        for start in range(0, x.shape[0], STATS_CHUNK):  # integer sums, a chunk at a time: no float copy of it all
+            chunk = x[start : start + STATS_CHUNK, c].astype(np.int64)
+            total += int(chunk.sum())
+            squares += int(np.vdot(chunk, chunk))
         m = total / n / 255.0
         var = max(squares / n / 255.0**2 - m * m, 0.0)
         mean.append(round(m, 6))
@@ -148,7 +152,8 @@ def describe(data: FolderData, listing: Listing) -> dict[str, Any]:
         "mean": mean,
         "std": std,
         "num_train": int(x.shape[0]),
-        "num_test": int(data.test_images.shape[0]),
+        "num_test": int(data.test_images.shape[0]),  # the official test set: validation and test
+        "num_val": data.num_val,  # a validation tree's images (the first of them), else null: cut by class
     }
 
 

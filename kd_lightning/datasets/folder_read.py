@@ -5,7 +5,9 @@ fingerprint a run records is the fingerprint of what it trained on, and reading 
 (the metadata measurement and the DataModule both call :func:`read_folder`).
 
 Pixel rules: ``convert`` (``"L"`` or ``"RGB"``) converts every image; without it, 1-bit images read as
-grayscale and palette images as RGB, and every image must then have the same channel count. ``resize``
+grayscale and palette images as RGB, and every image must then have the same channel count. 16-bit grayscale
+keeps its top 8 bits (the full 0-65535 range onto 0-255, as torchvision's ``convert_image_dtype`` scales; PIL's
+own conversion would clip every value above 255 to white). ``resize``
 resizes every image to ``resize x resize`` (bilinear); without it, every image must be square and of one
 size. Problems are collected over the whole folder and reported together, the first few named.
 """
@@ -39,6 +41,8 @@ class FolderData:
     test_images: np.ndarray
     test_labels: np.ndarray
     fingerprint: str
+    #: the first ``num_val`` held-out images are a validation tree's (``Listing.num_val``), else None
+    num_val: int | None = None
 
 
 def read_folder(listing: Listing, resize: int | None = None, convert: str | None = None) -> FolderData:
@@ -71,7 +75,7 @@ def read_folder(listing: Listing, resize: int | None = None, convert: str | None
         )
     _check_uniform(listing.root, pixels, odd_modes)
     train, test = (_stack(pixels, split) for split in (listing.train, listing.test))
-    return FolderData(listing.classes, *train, *test, digest.hexdigest()[:16])
+    return FolderData(listing.classes, *train, *test, digest.hexdigest()[:16], listing.num_val)
 
 
 def _update(digest: hashlib._Hash, rel: str, data: bytes) -> None:
@@ -80,13 +84,27 @@ def _update(digest: hashlib._Hash, rel: str, data: bytes) -> None:
 
 
 class _ModeError(ValueError):
-    """An image mode with no direct 8-bit reading (16-bit, float, CMYK, LA...): needs ``convert``."""
+    """An image mode with no direct 8-bit reading (float, CMYK, LA...): needs ``convert``."""
+
+
+#: PIL modes of 16-bit grayscale (``I`` is 32-bit: read as 16-bit when its values fit)
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _eight_bit_gray(img: Image.Image) -> Image.Image:
+    """16-bit grayscale -> 8-bit ``L``: the top 8 bits of each value (65535 -> 255, 256 -> 1)."""
+    wide = np.asarray(img)
+    if wide.size and (wide.min() < 0 or wide.max() > 65535):
+        raise ValueError(f"mode {img.mode} with values outside 0-65535: save it as 8- or 16-bit")
+    return Image.fromarray((wide.astype(np.uint32) >> 8).astype(np.uint8), "L")
 
 
 def decode(data: bytes, resize: int | None, convert: str | None) -> np.ndarray:
     """One encoded image -> uint8 ``(H, W, C)``."""
     with Image.open(io.BytesIO(data)) as img:
         img.load()
+        if img.mode in WIDE_GRAY_MODES:
+            img = _eight_bit_gray(img)
         if convert is not None:
             img = img.convert(convert)
         elif img.mode == "1":
@@ -206,7 +224,7 @@ def _npz_images(path: Path, x: np.ndarray, key: str, resize: int | None, convert
         raise FolderError(f"{path}: {key} has dtype {x.dtype}; save pixels as uint8 (0-255). {NPZ_HINT}")
     if x.ndim == 3:
         x = x[..., None]
-    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3, 4):
+    elif x.ndim == 4 and x.shape[1] in (1, 3, 4) and x.shape[-1] not in (1, 3, 4):
         x = x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     elif x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
         raise FolderError(f"{path}: {key} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W).")

@@ -3,13 +3,14 @@
 Three layouts (docs/own-data.md):
 
 - ``<path>/train/<class>/...`` and ``<path>/test/<class>/...`` (torchvision ``ImageFolder`` trees): the test
-  tree plays the part of a built-in dataset's official test set;
+  tree plays the part of a built-in dataset's official test set; a ``val/`` (or ``valid/``, ``validation/``)
+  tree beside them is the validation set as given;
 - ``<path>/<class>/...``, one tree: a fixed, stratified share of every class (``holdout_fraction``, drawn
   with ``split_seed``) is held out and plays the official test set;
 - ``<path>`` is a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (read by ``folder_read``).
 
-The held-out share is then cut into validation and test by the project's one split rule (``splits.py``),
-like every built-in dataset. Structural problems (no class folders, an empty class, fewer than two classes,
+Without a validation tree, the held-out share (or the test tree) is cut into validation and test within each
+class (``splits.split_by_class``). Structural problems (no class folders, an empty class, fewer than two classes,
 test classes the training set lacks, a class too small for the split) are found here, in milliseconds,
 before any pixel is read; each error names the path and the fix.
 """
@@ -64,6 +65,8 @@ class Listing:
     test: tuple[tuple[str, int], ...]
     files: tuple[FileStat, ...]
     skipped: tuple[str, ...] = ()
+    #: a validation tree's image count: the first ``num_val`` entries of ``test`` are its images (else None)
+    num_val: int | None = None
 
 
 def scan(path: str | os.PathLike, holdout_fraction: float, split_seed: int) -> Listing:
@@ -76,27 +79,40 @@ def scan(path: str | os.PathLike, holdout_fraction: float, split_seed: int) -> L
             raise FolderError(f"dataset.path={str(root)!r} is a file but not a .npz. {LAYOUT_HINT}")
         return Listing(root, "npz", (), (), (), (_stat(root, root.parent),))
     train_dir, test_dir = root / "train", root / "test"
-    if train_dir.is_dir() != test_dir.is_dir():
-        have, lack = ("train", "test") if train_dir.is_dir() else ("test", "train")
+    val_dirs = [root / name for name in VAL_DIRS if _is_split_tree(root / name)]
+    splits = {"train": _is_split_tree(train_dir), "test": _is_split_tree(test_dir)}
+    if splits["train"] != splits["test"]:
+        have, lack = ("train", "test") if splits["train"] else ("test", "train")
         raise FolderError(
-            f"{root} has a {have}/ folder but no {lack}/ folder: add {root / lack}/ with one sub-folder per class, "
-            f"or move the class folders of {have}/ up into {root} to let the project hold out a test share."
+            f"{root} has a {have}/ folder of class folders but no {lack}/ folder: add {root / lack}/ with one "
+            f"sub-folder per class, or move the class folders of {have}/ up into {root} to let the project hold out "
+            f"a test share (a validation tree, {'/, '.join(VAL_DIRS)}/, goes beside train/ and test/)."
         )
+    if val_dirs and not splits["train"]:
+        raise FolderError(
+            f"{val_dirs[0]} is a validation tree, but {root} has no train/ and test/ class trees beside it: add "
+            f"them, or move its class folders into {root}'s (validation is then cut from a held-out share)."
+        )
+    if len(val_dirs) > 1:
+        raise FolderError(f"{root} has {len(val_dirs)} validation trees ({[d.name for d in val_dirs]}): keep one.")
     skipped: list[str] = []
-    if train_dir.is_dir():
+    if splits["train"]:
         train = _class_files(train_dir, root, skipped)
-        test = _class_files(test_dir, root, skipped)
         _check_classes(train_dir, train)
-        _check_classes(test_dir, test, at_least=1)
-        missing = sorted(set(test) - set(train))
-        if missing:
-            raise FolderError(
-                f"{test_dir} has classes the training set lacks: {missing[:5]}{' ...' if len(missing) > 5 else ''}. "
-                f"Add them to {train_dir} (with at least one image each) or remove them from {test_dir}."
-            )
+        held_out = [_class_files(tree, root, skipped) for tree in (*val_dirs, test_dir)]
+        for tree, held in zip((*val_dirs, test_dir), held_out):
+            _check_classes(tree, held, at_least=1)
+            missing = sorted(set(held) - set(train))
+            if missing:
+                raise FolderError(
+                    f"{tree} has classes the training set lacks: {missing[:5]}{' ...' if len(missing) > 5 else ''}. "
+                    f"Add them to {train_dir} (with at least one image each) or remove them from {tree}."
+                )
         classes = tuple(sorted(train))
-        labelled = (_labelled(train, classes), _labelled(test, classes))
-        return Listing(root, "train_test", classes, *labelled, _sorted_files(train, test), tuple(skipped))
+        test = tuple(entry for held in held_out for entry in _labelled(held, classes))
+        num_val = len(_labelled(held_out[0], classes)) if val_dirs else None
+        files = _sorted_files(train, *held_out)
+        return Listing(root, "train_test", classes, _labelled(train, classes), test, files, tuple(skipped), num_val)
     tree = _class_files(root, root, skipped)
     _check_classes(root, tree)
     classes = tuple(sorted(tree))
@@ -112,6 +128,15 @@ LAYOUT_HINT = (
 )
 
 
+#: names of a validation tree beside train/ and test/ (ImageNet's val/, Kaggle's valid/)
+VAL_DIRS = ("val", "valid", "validation")
+
+
+def _is_split_tree(path: Path) -> bool:
+    """``train/``, ``test/`` or ``val/`` as a split (it holds class folders), not a class of that name (images)."""
+    return path.is_dir() and _holds_folders(path)
+
+
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
@@ -125,10 +150,17 @@ def _class_files(tree: Path, root: Path, skipped: list[str]) -> dict[str, list[F
         found = f" (found {len(loose)} image files directly inside it)" if loose else ""
         raise FolderError(f"{tree} has no class folders{found}. {LAYOUT_HINT}")
     prefix = tree.relative_to(root).as_posix() + "/" if tree != root else ""
-    return {name: _walk(str(tree / name), prefix + name + "/", skipped) for name in classes}
+    return {name: _walk(str(tree / name), prefix + name + "/", skipped, set()) for name in classes}
 
 
-def _walk(folder: str, prefix: str, skipped: list[str]) -> list[FileStat]:
+def _walk(folder: str, prefix: str, skipped: list[str], above: set[str]) -> list[FileStat]:
+    """Image files below ``folder``, recursively; ``above``: the real paths of the folders being walked, so a
+    link back up is refused instead of followed forever."""
+    real = os.path.realpath(folder)
+    if real in above:
+        raise FolderError(
+            f"{folder} links back to a folder above it ({real}): remove the link (folders are read recursively)."
+        )
     files, subfolders = [], []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith("."):
@@ -136,11 +168,16 @@ def _walk(folder: str, prefix: str, skipped: list[str]) -> list[FileStat]:
         if entry.is_dir():
             subfolders.append(entry)
         elif _is_image(entry.name):
-            files.append(FileStat.of(prefix + entry.name, entry.stat()))
+            try:
+                files.append(FileStat.of(prefix + entry.name, entry.stat()))
+            except OSError as exc:  # a link to nothing
+                raise FolderError(
+                    f"{entry.path} cannot be read ({exc.strerror}: a broken link?): remove it or point it at an image."
+                ) from exc
         else:
             skipped.append(prefix + entry.name)
     for entry in subfolders:
-        files += _walk(entry.path, prefix + entry.name + "/", skipped)
+        files += _walk(entry.path, prefix + entry.name + "/", skipped, above | {real})
     return files
 
 

@@ -84,10 +84,12 @@ class TrainingBudget(L.Callback):
         )
         if batches == 0:
             data = trainer.datamodule
+            factors = getattr(data, "factors", None)
+            subsampled = factors is not None and not factors.is_paper_data
             raise ValueError(
                 f"the training split ({len(data.train_set)} images) holds no full batch of recipe.batch_size="
                 f"{data.batch_size} (the last incomplete batch is dropped), so the run would train zero steps: "
-                "lower recipe.batch_size or raise dataset.factors.train_fraction"
+                "lower recipe.batch_size" + (" or raise dataset.factors.train_fraction" if subsampled else "")
             )
         self.steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
         if self.configured_validate_every is None:  # validation by steps (val_check_interval): left as configured

@@ -278,8 +278,15 @@ def _check_folder_dataset(cfg: DictConfig) -> list[str]:
     from kd_lightning.datasets.folder import AUGMENTATION_FAMILIES
     from kd_lightning.datasets.folder_meta import FolderOptions, measure
 
-    measure(FolderOptions.from_node(cfg.dataset))
+    meta = measure(FolderOptions.from_node(cfg.dataset))
     problems = []
+    batch_size = _get(cfg, "recipe.batch_size")
+    if isinstance(batch_size, int) and meta["num_train"] < batch_size:
+        problems.append(
+            f"recipe.batch_size={batch_size}: {cfg.dataset.path}'s training split holds {meta['num_train']} images, "
+            "not one full batch (the incomplete last batch is dropped), so the run would train zero steps: lower "
+            f"recipe.batch_size to {meta['num_train']} or less, or add images"
+        )
     family = _get(cfg, "dataset.augmentation_family")
     if family not in AUGMENTATION_FAMILIES:
         problems.append(f"dataset.augmentation_family={family!r}: must be one of {list(AUGMENTATION_FAMILIES)}")

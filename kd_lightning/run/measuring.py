@@ -58,10 +58,15 @@ def normalised_split(datamodule: L.LightningDataModule, split: str) -> tuple[Ten
     return torch.cat(images), torch.cat(labels)
 
 
-def label_names(name: str, data_dir: Path | None, classes: Sequence[int] | None = None) -> list[str] | None:
-    """Class names by output index; ``classes``: the class ids a ``dataset.factors.classes`` run kept, in order."""
+def label_names(
+    name: str, data_dir: Path | None, classes: Sequence[int] | None = None, measured: Sequence[str] | None = None
+) -> list[str] | None:
+    """Class names by output index; ``classes``: the class ids a ``dataset.factors.classes`` run kept, in order;
+    ``measured``: a folder dataset's class names in label order (``dataset.classes``, sorted like ImageFolder)."""
     names: list[str] | None = None
-    if name in LABEL_NAMES:
+    if measured:
+        names = [str(n) for n in measured]
+    elif name in LABEL_NAMES:
         names = list(LABEL_NAMES[name])
     elif name == "cifar100" and data_dir is not None and (data_dir / "cifar-100-python" / "meta").is_file():
         try:
@@ -94,7 +99,7 @@ def onnx_description(
     run writes it or ``kd_lightning.export`` does."""
     name, num_classes = str(dataset["name"]), int(net["num_classes"])
     factors = dataset.get("factors") if isinstance(dataset.get("factors"), Mapping) else None
-    names = label_names(name, data_dir, (factors or {}).get("classes"))
+    names = label_names(name, data_dir, (factors or {}).get("classes"), dataset.get("classes"))
     metadata = onnx.onnx_metadata(
         dataset=name,
         num_classes=num_classes,

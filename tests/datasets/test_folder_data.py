@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -14,11 +15,14 @@ from PIL import Image
 
 from kd_lightning.datasets import folder_meta
 from kd_lightning.datasets.folder import FolderDataModule
+from kd_lightning.datasets.folder_read import decode
 from kd_lightning.datasets.folder_scan import FolderError
+from kd_lightning.datasets.splits import split_by_class, split_sizes
 from kd_lightning.run import teachers
 from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.config import validate_config
 from kd_lightning.run.identity import fingerprint, identity
+from kd_lightning.run.measuring import label_names
 from tests.datasets.folder_trees import synthetic_tree
 from tests.helpers import compose_cfg
 
@@ -47,8 +51,9 @@ def test_train_test_layout_metadata_is_measured_from_the_files(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert dm.train_set.images.dtype == torch.uint8 and tuple(dm.train_set.images.shape) == (12, 1, 16, 16)
-    assert len(dm.val_set) + len(dm.test_set) == 12  # test/ is the official test set, cut 70/30
-    assert len(dm.val_set) == 8
+    # test/ is the official test set, cut within each class: floor(4 x 0.7) = 2 of each class validate
+    assert torch.bincount(dm.val_set.labels).tolist() == [2, 2, 2]
+    assert torch.bincount(dm.test_set.labels).tolist() == [2, 2, 2]
 
 
 def test_one_tree_holds_out_a_fixed_stratified_share(tmp_path):
@@ -195,3 +200,73 @@ def test_augmentation_family_picks_the_strong_recipes_augmentation(tmp_path):
     bad = folder_cfg(root, tmp_path / "out", "dataset.augmentation_family=photos")
     with pytest.raises(ValueError, match="augmentation_family='photos': must be one of"):
         validate_config(bad)
+
+
+def test_sixteen_bit_grayscale_keeps_its_top_eight_bits(tmp_path):
+    """PIL's own conversion clips every value above 255 to white; torchvision's convert_image_dtype shifts."""
+    values = np.array([[0, 255, 256, 32768, 40000, 65535]] * 6, dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    for convert in (None, "L", "RGB"):
+        decoded = decode(buffer.getvalue(), None, convert)
+        assert decoded[0, :, 0].tolist() == [0, 0, 1, 128, 156, 255]
+    root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(root / "class_1" / "deep.png")
+    assert folder_cfg(root, tmp_path / "out").dataset.channels == 1  # one channel beside 8-bit grey: no convert
+
+
+def test_a_validation_tree_is_the_validation_set_as_given(tmp_path):
+    root = synthetic_tree(tmp_path / "tvt", num_classes=2, per_class=4, train_test=True)
+    shutil.copytree(root / "test", root / "val")
+    (root / "val" / "class_1" / sorted(os.listdir(root / "val" / "class_1"))[0]).unlink()  # 4 + 3 images
+    before = folder_cfg(root, tmp_path / "out").dataset.fingerprint
+    dm = build_datamodule(folder_cfg(root, tmp_path / "out"))
+    dm.setup("fit")
+    assert torch.bincount(dm.val_set.labels).tolist() == [4, 3]
+    assert torch.bincount(dm.test_set.labels).tolist() == [4, 4]
+    shutil.rmtree(root / "val")
+    assert folder_cfg(root, tmp_path / "out2").dataset.fingerprint != before  # val/ is part of the data
+
+
+def test_a_class_named_train_is_a_class(tmp_path):
+    """CIFAR100 has a class "train": a train/ folder of images (no class folders in it) is one tree's class."""
+    root = synthetic_tree(tmp_path / "tree", num_classes=3, per_class=6)
+    (root / "class_2").rename(root / "train")
+    assert list(folder_cfg(root, tmp_path / "out").dataset.classes) == ["class_0", "class_1", "train"]
+
+
+def test_a_small_folder_keeps_every_class_in_validation_and_test(tmp_path):
+    """6 classes of 5 images: 2 held out each; the plain cut of 12 images left whole classes out of one side."""
+    root = synthetic_tree(tmp_path / "tree", num_classes=6, per_class=5)
+    dm = build_datamodule(folder_cfg(root, tmp_path / "out", "recipe.batch_size=8"))
+    dm.setup("fit")
+    assert torch.bincount(dm.val_set.labels).tolist() == [1] * 6 == torch.bincount(dm.test_set.labels).tolist()
+    plain = build_datamodule(folder_cfg(root, tmp_path / "out", "recipe.batch_size=8", "dataset.val_test_split=plain"))
+    plain.setup("fit")
+    held = torch.cat([dm.val_set.labels, dm.test_set.labels]).sort().values
+    assert torch.equal(torch.cat([plain.val_set.labels, plain.test_set.labels]).sort().values, held)
+    assert (len(plain.val_set), len(plain.test_set)) == split_sizes(12)  # the built-in datasets' cut
+    cfgs = [folder_cfg(root, tmp_path / "out", *extra) for extra in ((), ("dataset.val_test_split=plain",))]
+    assert identity(cfgs[0]) != identity(cfgs[1])  # other validation and test images: other runs and teachers
+
+
+def test_split_by_class_is_fixed_and_keeps_each_side_nonempty():
+    labels = [0] * 2 + [1] * 3 + [2] * 10 + [3]
+    val, test = split_by_class(labels, 0.7, 1234)
+    assert sorted(val + test) == list(range(len(labels))) and not set(val) & set(test)
+    per_class = [sum(labels[i] == c for i in val) for c in range(4)]
+    assert per_class == [1, 2, 7, 0]  # floor(n x 0.7) kept in [1, n - 1]; a class of one image is tested
+    assert split_by_class(labels, 0.7, 1234) == (val, test) and split_by_class(labels, 0.7, 99) != (val, test)
+
+
+def test_an_export_of_a_folder_run_names_its_classes():
+    assert label_names("mine-1a2b3c4d", None, measured=["cat", "dog"]) == ["cat", "dog"]
+    assert label_names("mine-1a2b3c4d", None) is None
+
+
+def test_npz_channels_first_rgba(tmp_path):
+    x = np.zeros((4, 4, 8, 8), np.uint8)  # (N, C, H, W) with C = 4
+    y = np.arange(4) % 2
+    np.savez(tmp_path / "rgba.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    ds = folder_cfg(tmp_path / "rgba.npz", tmp_path / "out").dataset
+    assert (ds.channels, ds.image_size) == (4, 8)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from kd_lightning.datasets.folder_scan import FolderError
-from kd_lightning.run.config import validate_config
+from kd_lightning.run.config import ConfigError, validate_config
 from kd_lightning.tools import train
 from tests.datasets.folder_trees import synthetic_tree
 from tests.helpers import FAST, compose_cfg
@@ -78,7 +78,32 @@ def test_train_without_test_folder(tmp_path):
     for d in sorted((root / "test").iterdir()):
         d.rmdir()
     (root / "test").rmdir()
-    refused(root, tmp_path, r"has a train/ folder but no test/ folder")
+    refused(root, tmp_path, r"has a train/ folder of class folders but no test/ folder")
+
+
+def test_a_validation_tree_needs_train_and_test_beside_it(tmp_path):
+    root = synthetic_tree(tmp_path / "tt", num_classes=2, per_class=4, train_test=True)
+    (root / "test").rename(root / "val")
+    refused(root, tmp_path, r"has a train/ folder of class folders but no test/ folder.*a validation tree, val/")
+    (root / "train").rename(root / "other")
+    refused(root, tmp_path, r"val is a validation tree, but .* has no train/ and test/ class trees beside it")
+
+
+def test_a_broken_link_or_a_link_loop_is_named(tmp_path):
+    root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
+    (root / "class_0" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    refused(root, tmp_path, r"class_0/gone.png cannot be read .*a broken link\?.*remove it")
+    (root / "class_0" / "gone.png").unlink()
+    (root / "class_1" / "up").symlink_to(root / "class_1")
+    refused(root, tmp_path, r"class_1/up links back to a folder above it")
+
+
+def test_a_training_split_smaller_than_one_batch(tmp_path):
+    root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)  # 8 of 12 images train
+    with pytest.raises(ConfigError, match=r"recipe.batch_size=9: .* holds 8 images, not one full batch") as info:
+        check(root, tmp_path, "recipe.batch_size=9")
+    assert "lower recipe.batch_size to 8 or less, or add images" in str(info.value)
+    check(root, tmp_path, "recipe.batch_size=8")
 
 
 def test_a_class_too_small_for_the_split(tmp_path):
@@ -87,7 +112,7 @@ def test_a_class_too_small_for_the_split(tmp_path):
         f.unlink()  # 3 left; holding out 30% needs 5 (2 held out, 1 to train on)
     message = refused(root, tmp_path, r"too small for the split: \{'class_2': 3\}")
     assert "at least 5 images per class" in message and "raise dataset.holdout_fraction" in message
-    check(root, tmp_path, "dataset.holdout_fraction=0.5")  # 3 images: 2 held out, 1 to train on
+    check(root, tmp_path, "dataset.holdout_fraction=0.5", "recipe.batch_size=4")  # 3 images: 2 held out, 1 trains
 
 
 def test_mixed_channel_counts_need_a_conversion(tmp_path):
@@ -101,8 +126,8 @@ def test_mixed_channel_counts_need_a_conversion(tmp_path):
 
 def test_images_without_an_8_bit_reading_need_a_conversion(tmp_path):
     root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
-    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(root / "class_1" / "deep.png")
-    refused(root, tmp_path, r"no 8-bit grayscale or RGB reading.*deep.png \(mode I;16\).*dataset.convert=L")
+    Image.new("LA", (16, 16), (90, 255)).save(root / "class_1" / "alpha.png")  # grey + alpha: which channels?
+    refused(root, tmp_path, r"no 8-bit grayscale or RGB reading.*alpha.png \(mode LA\).*dataset.convert=L")
     check(root, tmp_path, "dataset.convert=L")
 
 
