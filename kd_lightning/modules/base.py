@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from kd_lightning.losses import kd_loss
-from kd_lightning.models import build_resnet, frozen_forward
+from kd_lightning.models import EnsembleTeacher, build_resnet, distillation_logits, frozen_forward
 
 #: bins of the expected calibration error (torchmetrics' default, as in Guo et al. 2017)
 ECE_BINS = 15
@@ -131,7 +131,9 @@ class TestMetrics(nn.Module):
       ``kd_lightning.losses`` at T = 1). Left out (``None``) when there is no teacher to compare with;
     - ``soft_label_entropy``: mean entropy (nats) of the network's own softmax at the paper's distillation
       temperature (``SOFT_LABEL_TEMPERATURE``): for a teacher run, how much "dark knowledge" its soft
-      labels carry (a complexity measure of the teacher side, docs/factors.md).
+      labels carry (a complexity measure of the teacher side, docs/factors.md). For an ensemble, the entropy of
+      its KD target, the mean of the members' softmaxes at that temperature (``soft_logits``), which is not the
+      softmax of its T = 1 prediction divided by T.
     """
 
     def __init__(self, num_classes: int) -> None:
@@ -142,11 +144,15 @@ class TestMetrics(nn.Module):
         self.kl_teacher_student = MeanMetric()
         self.soft_label_entropy = MeanMetric()
 
-    def update(self, logits: Tensor, labels: Tensor, teacher_logits: Tensor | None) -> None:
+    def update(
+        self, logits: Tensor, labels: Tensor, teacher_logits: Tensor | None, soft_logits: Tensor | None = None
+    ) -> None:
+        """``soft_logits``: logits whose softmax at ``SOFT_LABEL_TEMPERATURE`` is the soft label, where that is not
+        ``logits``' (:func:`kd_lightning.models.distillation_logits` of an ensemble)."""
         logits = logits.float()
         self.nll.update(F.cross_entropy(logits, labels, reduction="none"))
         self.ece.update(logits.softmax(-1), labels)
-        soft = (logits / SOFT_LABEL_TEMPERATURE).log_softmax(-1)
+        soft = ((logits if soft_logits is None else soft_logits.float()) / SOFT_LABEL_TEMPERATURE).log_softmax(-1)
         self.soft_label_entropy.update(-(soft.exp() * soft).sum(-1))
         if teacher_logits is not None:
             teacher_logits = teacher_logits.float()
@@ -298,7 +304,9 @@ class ClassifierModule(L.LightningModule):
         self.log(f"{self.test_prefix}/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=labels.shape[0])
         self.test_metrics.update(logits, labels)
         self.test_per_class_f1.update(logits, labels)
-        self.test_extra.update(logits, labels, teacher_logits)
+        ensemble = isinstance(self.net, EnsembleTeacher)  # a teacher row: the ensemble's own metrics
+        soft = distillation_logits(self.net, images, SOFT_LABEL_TEMPERATURE) if ensemble else None
+        self.test_extra.update(logits, labels, teacher_logits, soft)
 
     def on_test_epoch_end(self) -> None:
         values = {k: float(v) for k, v in self.test_metrics.compute().items()}

@@ -52,8 +52,17 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> L.Trainer:
     """The Trainer with the configured callbacks and loggers; a resumed run's TensorBoard hides the
     events its interrupted part logged from ``resume_step`` on (they are logged again). The recipe's
     training budget (``recipe.min_steps``: :mod:`kd_lightning.run.budget`) is always one of the callbacks:
-    it is part of the recipe, not an optional extra."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    it is part of the recipe, not an optional extra.
+
+    Validating by steps (``trainer.val_check_interval`` other than 1.0) puts the last validation, where Lightning
+    saves checkpoints by default, before the epoch's end; ``last.ckpt`` is then saved at each epoch's end, so the
+    last-epoch test and a resume read the last epoch's weights."""
+    by_steps = OmegaConf.select(cfg, "trainer.val_check_interval") not in (None, 1.0)
+    callbacks = [
+        instantiate(c, **({"save_on_train_epoch_end": True} if by_steps and name == "last_checkpoint" else {}))
+        for name, c in (cfg.get("callbacks") or {}).items()
+        if c is not None
+    ]
     callbacks.append(TrainingBudget(OmegaConf.select(cfg, "recipe.min_steps", default=None)))
     loggers = []
     for c in (cfg.get("logger") or {}).values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -137,6 +138,36 @@ class TrainingClock(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.earlier_s = float(state_dict.get("elapsed_s", 0.0))
+
+
+class CheckpointRelocation(L.Callback):
+    """A moved run folder resumes with its best-checkpoint record (a sweep's outputs copied to another disk or
+    machine: run identities hold no paths, so a rerun there resumes).
+
+    Lightning's ``ModelCheckpoint`` reloads its best score and best paths only when the checkpoint's saved folder
+    equals its current one; otherwise it warns, and the first epoch validated after the resume becomes "best"
+    whatever its score. Each checkpoint callback's saved paths are mapped here onto its current folder by file
+    name (the folder moved, not the files in it), before the callbacks load their state."""
+
+    PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        states = checkpoint.get("callbacks") or {}
+        for callback in trainer.checkpoint_callbacks:
+            state = states.get(callback.state_key)
+            saved, current = (state or {}).get("dirpath"), getattr(callback, "dirpath", None)
+            if saved is None or current is None or saved == current:
+                continue
+
+            def moved(path: str | None, saved: str = saved, current: str = current) -> str | None:
+                return str(Path(current) / Path(path).name) if path and Path(path).parent == Path(saved) else path
+
+            for key in self.PATH_KEYS:
+                if key in state:
+                    state[key] = moved(state[key])
+            if "best_k_models" in state:
+                state["best_k_models"] = {moved(path): score for path, score in state["best_k_models"].items()}
+            state["dirpath"] = current
 
 
 class Speedups(L.Callback):

@@ -40,6 +40,8 @@ from kd_lightning.run.records import write_json
 from kd_lightning.seeding import isolated_rng, member_seed
 
 ENSEMBLE_FILE = "ensemble.json"
+#: 2: the soft-label entropy is the KD target's (mean of the members' softmaxes at T); older files are measured again
+ENSEMBLE_SUMMARY_VERSION = 2
 log = logging.getLogger("kd_lightning")
 
 
@@ -141,12 +143,13 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
     cache = Path(cfg.paths.teachers_dir) / str(cfg.dataset.name) / ensemble_key(found) / f"seed{cfg.seed}"
     if (cache / ENSEMBLE_FILE).is_file():
         cached = json.loads((cache / ENSEMBLE_FILE).read_text())
-        if cached.get("reference") == reference:
+        if cached.get("reference") == reference and cached.get("version") == ENSEMBLE_SUMMARY_VERSION:
             return cached
     members = [_member_record(entry, key) for entry, key in found]
     tcfg = teachers.teacher_config(cfg)
     last = [m["last_checkpoint"] for m in members]
     summary = {
+        "version": ENSEMBLE_SUMMARY_VERSION,
         "reference": reference,
         "key": ensemble_key(found),
         "label": teacher_label(cfg),

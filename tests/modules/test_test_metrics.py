@@ -81,3 +81,30 @@ def test_the_test_step_reads_the_students_logits_before_another_network_call_can
     assert out["agreement"] == pytest.approx(0.5)  # 1.0 if the teacher's call had overwritten the student's logits
     p_s, p_t = softmax(STUDENT), softmax(TEACHER)
     assert out["kl_teacher_student"] == pytest.approx(np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), 1)), rel=1e-5)
+
+
+class FixedLogits(torch.nn.Module):
+    def __init__(self, logits: np.ndarray) -> None:
+        super().__init__()
+        self.logits = torch.tensor(logits, dtype=torch.float32)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits[: images.shape[0]]
+
+
+def test_an_ensembles_soft_label_entropy_is_its_kd_targets():
+    """The mean of the members' softmaxes at T = 4, what the students match; not the softmax at T = 4 of the
+    ensemble's T = 1 prediction, log mean_k softmax(z_k) (2 confident members that disagree: 0.545 against 0.535)."""
+    from kd_lightning.models import EnsembleTeacher
+    from kd_lightning.modules import ScratchStudent
+
+    module = ScratchStudent(net={"arch": "resnet18", "num_classes": 3, "in_channels": 1}, optimizer={"lr": 0.1})
+    module.net = EnsembleTeacher([FixedLogits(STUDENT * 10), FixedLogits(TEACHER * 10)])
+    with pytest.warns(UserWarning, match="self.log"):
+        module.test_step((torch.zeros(4, 1, 8, 8), torch.tensor(LABELS)), 0)
+    entropy = module.test_extra.compute()["soft_label_entropy"]
+    target = (softmax(STUDENT * 10, SOFT_LABEL_TEMPERATURE) + softmax(TEACHER * 10, SOFT_LABEL_TEMPERATURE)) / 2
+    assert entropy == pytest.approx(np.mean(-np.sum(target * np.log(target), 1)), rel=1e-5)
+    at_one = np.log((softmax(STUDENT * 10) + softmax(TEACHER * 10)) / 2)
+    wrong = softmax(at_one, SOFT_LABEL_TEMPERATURE)
+    assert abs(entropy - np.mean(-np.sum(wrong * np.log(wrong), 1))) > 5e-3  # the two differ on this input

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -97,3 +98,41 @@ def test_rng_states_resume_on_fewer_gpus_and_a_cpu_run_creates_no_cuda_context(m
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     rng.load_state_dict({**state, "cuda": ["gpu0", "gpu1"]})
     assert restored == [["gpu0"]]
+
+
+def test_a_moved_run_folder_resumes_with_its_best_checkpoint(fake_data_dir, tmp_path):
+    """Lightning drops a checkpoint callback's best record when its folder changed; at lr 0.2 the tiny network's
+    first epoch is its best, so a lost record would make a worse later epoch "best" (as without the relocation)."""
+    import shutil
+
+    from kd_lightning.tools import train
+    from tests.helpers import FAST, compose_cfg
+
+    run = [*FAST, "method=scratch", "trainer.max_epochs=3", "trainer.limit_val_batches=4", "recipe.optimizer.lr=0.2"]
+    full = train.run(compose_cfg(run, data_dir=fake_data_dir, out_dir=tmp_path / "full"))
+    preempt = ["+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch", "+callbacks.preempt.at_epoch=2"]
+    with pytest.raises(RuntimeError, match="preempted"):
+        train.run(compose_cfg([*run, *preempt], data_dir=fake_data_dir, out_dir=tmp_path / "here"))
+    shutil.move(tmp_path / "here", tmp_path / "there")
+    moved = train.run(compose_cfg(run, data_dir=fake_data_dir, out_dir=tmp_path / "there"))
+    assert moved["resumed_from"].startswith(str(tmp_path / "there"))
+    assert full["best_epoch"] < 2  # the best epoch was before the cut: the record must survive the move
+    assert (moved["best_epoch"], moved["best_val_acc"]) == (full["best_epoch"], full["best_val_acc"])
+    assert moved["test_best"]["acc"] == full["test_best"]["acc"]
+    assert sorted(p.name for p in Path(moved["last_checkpoint"]).parent.glob("best-*")) == [
+        Path(full["best_checkpoint"]).name
+    ]
+
+
+@pytest.mark.parametrize(
+    "every", ["trainer.val_check_interval=2 trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=0.67"]
+)
+def test_validating_by_steps_still_tests_the_last_epochs_weights(every, fake_data_dir, tmp_path):
+    """3 epochs of 3 steps validated every 2 steps: the last validation is at step 8, the last step is 9."""
+    from kd_lightning.tools import train
+    from tests.helpers import FAST, compose_cfg
+
+    overrides = [*FAST, "method=scratch", "trainer.max_epochs=3", "trainer.limit_train_batches=3", *every.split()]
+    record = train.run(compose_cfg(overrides, data_dir=fake_data_dir, out_dir=tmp_path))
+    last = torch.load(record["last_checkpoint"], weights_only=False, map_location="cpu")
+    assert last["global_step"] == record["global_steps"] == 9
