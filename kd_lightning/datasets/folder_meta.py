@@ -107,7 +107,7 @@ def measure(options: FolderOptions) -> dict[str, Any]:
     if meta is None:
         if listing.skipped:  # said once, when the folder is read, not at every config access
             log.warning(
-                "%s: %d file(s) left out, not images of a known type (%s): e.g. %s",
+                "%s: %d file(s) left out, not images of a known type (%s) in a class folder: e.g. %s",
                 listing.root,
                 len(listing.skipped),
                 ", ".join(IMG_EXTENSIONS),

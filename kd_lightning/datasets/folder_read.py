@@ -179,7 +179,7 @@ def _read_npz(path: Path, resize: int | None, convert: str | None) -> FolderData
         raise FolderError(f"{path}: missing array(s) {missing} (has {sorted(arrays)}). {NPZ_HINT}")
     y_train, y_test = (_labels(path, arrays[k], k) for k in ("y_train", "y_test"))
     num_classes = int(y_train.max()) + 1
-    classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else tuple(map(str, range(num_classes)))
+    classes = tuple(_name(c) for c in arrays["classes"]) if "classes" in arrays else tuple(map(str, range(num_classes)))
     empty = sorted(set(range(len(classes))) - set(y_train.tolist()))
     if empty or len(classes) < num_classes:
         raise FolderError(
@@ -208,6 +208,11 @@ def _read_npz(path: Path, resize: int | None, convert: str | None) -> FolderData
 
 
 NPZ_HINT = "Save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...), pixels as uint8."
+
+
+def _name(value: object) -> str:
+    """A class name from a ``classes`` array: bytes (``np.array([b"cat"])``) decoded, not written ``b'cat'``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _labels(path: Path, y: np.ndarray, key: str) -> np.ndarray:

@@ -56,7 +56,8 @@ class FileStat:
 class Listing:
     """What a folder holds, before reading: ``train`` / ``test`` are ``(relative path, label)`` in order;
     ``files`` every file read, sorted (for an ``.npz``: the file itself, and no per-image lists); ``skipped`` the
-    files in class folders that are not images the reader knows (their extension), left out like ``ImageFolder``."""
+    files in class folders that are not images the reader knows (their extension), left out like ``ImageFolder``,
+    and images beside a one-tree root's class folders (they have no class)."""
 
     root: Path
     layout: str
@@ -114,6 +115,7 @@ def scan(path: str | os.PathLike, holdout_fraction: float, split_seed: int) -> L
         files = _sorted_files(train, *held_out)
         return Listing(root, "train_test", classes, _labelled(train, classes), test, files, tuple(skipped), num_val)
     tree = _class_files(root, root, skipped)
+    skipped += sorted(f for f in os.listdir(root) if _is_image(f))  # images beside the class folders: no class
     _check_classes(root, tree)
     classes = tuple(sorted(tree))
     every = _labelled(tree, classes)

@@ -270,3 +270,17 @@ def test_npz_channels_first_rgba(tmp_path):
     np.savez(tmp_path / "rgba.npz", x_train=x, y_train=y, x_test=x, y_test=y)
     ds = folder_cfg(tmp_path / "rgba.npz", tmp_path / "out").dataset
     assert (ds.channels, ds.image_size) == (4, 8)
+
+
+def test_images_beside_the_class_folders_are_left_out_with_the_warning(tmp_path, caplog):
+    root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
+    Image.new("L", (16, 16)).save(root / "stray.png")
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        assert folder_cfg(root, tmp_path / "out").dataset.num_classes == 2  # measured on first access
+    assert "1 file(s) left out" in caplog.text and "e.g. stray.png" in caplog.text
+
+
+def test_npz_class_names_saved_as_bytes_are_decoded(tmp_path):
+    x, y = np.zeros((4, 8, 8), np.uint8), np.arange(4) % 2
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y, x_test=x, y_test=y, classes=np.array([b"cat", b"dog"]))
+    assert list(folder_cfg(tmp_path / "b.npz", tmp_path / "out").dataset.classes) == ["cat", "dog"]
