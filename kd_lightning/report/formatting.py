@@ -35,7 +35,8 @@ def fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
         return "n/a"
     if isinstance(value, float) and math.isinf(value):
         return "∞" if value > 0 else "−∞"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return text.replace("-", "+" if signed else "", 1) if float(text) == 0 else text  # no "-0.00" from rounding
 
 
 def fmt_p(value: Any) -> str:

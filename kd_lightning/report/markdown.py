@@ -511,11 +511,13 @@ def _diff_cell(rows: pd.DataFrame) -> str:
         return "n/a"
     r = rows.iloc[0]
     if r.n_pairs < 2 or pd.isna(r.ci_low):
-        return f"{r.diff_mean:+.2f} ({int(r.n_pairs)} pair)"
-    return f"{r.diff_mean:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        return f"{fmt(r.diff_mean, 2, True)} ({int(r.n_pairs)} pair)"
+    return f"{fmt(r.diff_mean, 2, True)} {fmt_ci(r.ci_low, r.ci_high)}"
 
 
 def _arm_cell(arm: pd.Series) -> str:
+    if not arm["n"] or math.isnan(arm["mean"]):  # records at this level, none completed with the metric
+        return "n/a"
     if math.isnan(arm["ci_low"]):
         return f"{arm['mean']:.2f} (n {int(arm['n'])})"
     return f"{arm['mean']:.2f} [{arm['ci_low']:.2f}, {arm['ci_high']:.2f}]"
@@ -632,9 +634,10 @@ def _wall_rows(tables: dict[str, Any], factor: str, names: Sequence[str], named:
     for lv, condition in _conditions(walls):
         sub = _at(walls, lv, condition)
         median = {m: sub[sub["method"] == m]["wall_time_s"].median() for m in methods}
+        timed = {m: int(sub[sub["method"] == m]["wall_time_s"].notna().sum()) for m in methods}
         reused = {m: int(sub[sub["method"] == m]["reused"].sum()) for m in methods}
         cells = [
-            f"{median[m]:.0f} s ({(sub['method'] == m).sum()})"
+            f"{median[m]:.0f} s ({timed[m]})"
             if pd.notna(median[m])
             else f"reused ({reused[m]})"
             if reused[m]

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from kd_lightning.report import stats
-from kd_lightning.report.runs import DEFAULT_LEVEL, METRICS, checkpoint, methods_in, roles
+from kd_lightning.report.runs import DEFAULT_LEVEL, METRICS, checkpoint, completed_runs, methods_in, roles
 from kd_lightning.report.tables import factor_table, fidelity_table, gap_closed_table, paired_comparison, summary_table
 
 
@@ -59,7 +59,7 @@ def level_tables(runs: pd.DataFrame, factor: str = "train_fraction") -> dict[str
     condition = {(b, levels[r]): r for r, b in zip(runs["recipe"], runs["base_recipe"])}
     named = [condition.get((b, lv), b) for b, lv in zip(complexity["recipe"], complexity["level"])]
     out["complexity"] = complexity.assign(recipe=named).sort_values("level")
-    done = runs[runs["status"] == "completed"]
+    done = completed_runs(runs)  # one record per run, as every other table counts them
     walls = _with_level(done, levels)[["recipe", "level", "method", "wall_time_s", "optimizer_steps", "teacher_key"]]
     # one teacher serving several levels (teacher.data=full) trained once, at its largest level: its rows at the
     # others record the same training time, which was not spent again

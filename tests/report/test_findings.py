@@ -103,3 +103,35 @@ def test_the_command_prints_the_tables_then_the_gate_then_each_claim_with_its_ga
     assert tables < gate < claims and "Members' mean (%)" in text and "KL(teacher ‖ ·) best" in text
     full_data = text[claims:].split("\nClaim ")[0]  # the full-data ensemble's claim: its gate line comes first
     assert "**Its teacher was not qualified in every condition**" in full_data.splitlines()[1]
+
+
+def test_a_run_recorded_twice_is_timed_once(pilot):
+    """Overlapping folders (a sweep and one of its levels) give each run twice; walls count it once, as the
+    accuracy tables do."""
+    runs, tables = pilot
+    twice = findings_tables(pd.concat([runs, runs], ignore_index=True))
+    assert list(twice.values())[4] == list(tables.values())[4]
+
+
+def test_a_wall_cell_counts_the_runs_its_median_is_over(pilot):
+    runs, _ = pilot
+    full = (runs["method"] == "scratch") & (runs["recipe"] == "fast · teacher ensemble of 4 resnet18 (full-data)")
+    untimed = runs.assign(wall_time_s=runs["wall_time_s"].where(~(full & (runs["seed"] == 0))))
+    walls = list(findings_tables(untimed).values())[4]
+    row = next(cells for cells in walls if cells[0].startswith("1 ("))
+    assert row[3].endswith("s (2)")  # scratch: 2 timed runs of 3
+
+
+def test_a_method_without_a_completed_run_at_a_level_says_n_a(pilot):
+    runs, _ = pilot
+    scratch_5 = (runs["method"] == "rkd") & runs["recipe"].str.contains(r"\(full-data\) · train_fraction=0.05")
+    best = next(iter(findings_tables(runs.assign(status=runs["status"].where(~scratch_5, "running"))).values()))
+    row = next(cells for cells in best if "(full-data) · train_fraction=0.05" in cells[0])
+    assert row[4] == "n/a" and row[6] == "n/a"  # RKD and RKD − scratch, not "nan (n 0)"
+
+
+def test_a_zero_that_rounds_from_below_prints_without_a_minus():
+    from kd_lightning.report.formatting import fmt
+
+    assert fmt(-1e-12, 2, True) == "+0.00" and fmt(-1e-12) == "0.00" and fmt(-0.004, 2, True) == "+0.00"
+    assert fmt(-0.005, 2, True) == "-0.01" and fmt(0.1 - 0.3, 2, True) == "-0.20"
