@@ -24,6 +24,7 @@ __all__ = [
     "complexity_measures",
     "compute_complexity",
     "cumulative_spectral_gradient",
+    "distinct",
     "fisher_f1",
     "linear_probe_accuracy",
     "mle_intrinsic_dimension",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: bump when a measure's definition changes: old cache entries are then not reused
-COMPLEXITY_VERSION = 1
+COMPLEXITY_VERSION = 2  # 2: N3 and CSG over distinct (image, label) pairs, as MLE over distinct images
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_subsample": 3000,
     "subsample_seeds": [0, 1, 2],
@@ -79,11 +80,22 @@ def stratified_subsample(labels: Tensor | np.ndarray, n: int, seed: int) -> np.n
 
 
 # -- the measures on one embedded sample --------------------------------------------------------------
+def distinct(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` without repeated (row, label) pairs, first occurrences in order: a bootstrap resample's copies
+    would be each other's nearest neighbours and make the data look easier to a neighbour measure."""
+    y = np.asarray(y)
+    rows = np.ascontiguousarray(np.column_stack([np.asarray(x, dtype=np.float64), y.astype(np.float64)]))
+    _, first = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))), return_index=True)
+    keep = np.sort(first)
+    return np.asarray(x)[keep], y[keep]
+
+
 def n3_error(x: np.ndarray, y: np.ndarray) -> float:
-    """Leave-one-out 1-nearest-neighbour error (Ho & Basu 2002, N3). O(n log n) with a tree / O(n^2) brute."""
+    """Leave-one-out 1-nearest-neighbour error (Ho & Basu 2002, N3) over distinct points (:func:`distinct`).
+    O(n log n) with a tree / O(n^2) brute."""
     from sklearn.neighbors import NearestNeighbors
 
-    y = np.asarray(y)
+    x, y = distinct(x, y)
     _, ind = NearestNeighbors(n_neighbors=2).fit(x).kneighbors(x)
     own = np.arange(len(x))
     # with exact duplicates the point itself need not come first: take the first neighbour that is not itself
@@ -128,10 +140,11 @@ def mle_intrinsic_dimension(x: np.ndarray, k: int = 20) -> float:
 def cumulative_spectral_gradient(
     x: np.ndarray, y: np.ndarray, per_class: int = 100, k: int = 10, seed: int = 0
 ) -> float:
-    """CSG of Branchaud-Charron et al. 2019 (k-NN class shares, no Parzen-window volume: docs/factors.md)."""
+    """CSG of Branchaud-Charron et al. 2019 over distinct points (:func:`distinct`): k-NN class shares among a
+    sample of ``per_class`` points a class, with no Parzen-window volume (docs/factors.md)."""
     from sklearn.neighbors import NearestNeighbors
 
-    y = np.asarray(y)
+    x, y = distinct(x, y)
     classes = np.unique(y)
     n_cls = len(classes)
     if n_cls < 2:

@@ -135,7 +135,9 @@ def dataset_complexity(
     """
     from filelock import FileLock
 
-    key = complexity.complexity_cache_key(identity, params)
+    # the probe scored on a held-out share of the subsample is another number: its own entry (runs pass eval images)
+    keyed = {**identity, "probe": "held-out"} if eval_images is None else identity
+    key = complexity.complexity_cache_key(keyed, params)
     path = Path(cache_dir) / f"complexity-{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):

@@ -16,6 +16,7 @@ from kd_lightning.measure.complexity import (
     complexity_measures,
     compute_complexity,
     cumulative_spectral_gradient,
+    distinct,
     fisher_f1,
     mle_intrinsic_dimension,
     n3_error,
@@ -100,8 +101,21 @@ def test_n3_by_hand():
     y = np.array([0, 0, 1, 1, 1])
     # nearest other points: 0->1 (ok), 1->0 (ok), 10->11 (ok), 11->10 (ok), 5.2->1.0 (distance 4.2 < 4.8: wrong)
     assert n3_error(x, y) == pytest.approx(1 / 5)
-    # an exact duplicate is its twin's nearest neighbour, whatever order the search returns them in
-    assert n3_error(np.array([[0.0], [0.0], [3.0], [3.0]]), np.array([0, 0, 1, 1])) == 0.0
+    # an exact copy (a bootstrap resample's) counts once: otherwise it is its twin's nearest neighbour, error 0
+    assert n3_error(np.array([[0.0], [0.0], [3.0], [3.0]]), np.array([0, 0, 1, 1])) == 1.0
+    # the same image under two labels is two points, each the other's wrongly labelled neighbour
+    assert n3_error(np.array([[0.0], [0.0], [9.0], [9.5]]), np.array([0, 1, 1, 1])) == pytest.approx(2 / 4)
+
+
+def test_a_bootstrap_resample_measures_like_its_distinct_points():
+    """N3 and CSG of a resample with copies equal those of the points it drew (the copies carry nothing new)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 5)) + np.repeat(np.eye(5)[:3], 100, axis=0), np.repeat(np.arange(3), 100)
+    draw = rng.choice(300, size=300, replace=True)
+    xs, ys = distinct(x[draw], y[draw])
+    assert len(xs) < 300
+    assert n3_error(x[draw], y[draw]) == n3_error(xs, ys)
+    assert cumulative_spectral_gradient(x[draw], y[draw]) == cumulative_spectral_gradient(xs, ys)
 
 
 def test_fisher_f1_by_hand():
@@ -158,7 +172,7 @@ def test_cache_hit_reads_the_file_without_recomputing(tmp_path, monkeypatch):
     identity = {"dataset": "synthetic", "factors": {}}
     first = dataset_complexity(images, labels, identity, tmp_path, **SMALL)
     assert first["cache_hit"] is False
-    path = tmp_path / f"complexity-{complexity_cache_key(identity, SMALL)}.json"
+    path = tmp_path / f"complexity-{first['key']}.json"
     assert path.is_file() and json.loads(path.read_text())["measures"] == first["measures"]
 
     def boom(*args, **kwargs):
@@ -180,6 +194,8 @@ def test_cache_hit_reads_the_file_without_recomputing(tmp_path, monkeypatch):
         dataset_complexity(images, labels, identity, tmp_path, **{**SMALL, "id_k": 10})
     with pytest.raises(AssertionError, match="recomputed"):
         dataset_complexity(images, labels, identity, tmp_path, recompute=True, **SMALL)
+    with pytest.raises(AssertionError, match="recomputed"):  # the probe scored on other images: another number
+        dataset_complexity(images, labels, identity, tmp_path, images[:50], labels[:50], **SMALL)
 
 
 def test_cache_key_ignores_key_order_and_defaults():
