@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.run.budget import TrainingBudget
+from kd_lightning.run.rundir import AtomicCheckpointIO
 
 #: method-config keys that describe the method rather than being LightningModule arguments
 _METHOD_META_KEYS = ("name",)
@@ -70,4 +71,5 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> L.Trainer:
             continue
         resumed = resume_step is not None and issubclass(get_class(c._target_), TensorBoardLogger)
         loggers.append(instantiate(c, **({"purge_step": resume_step} if resumed else {})))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    own = {} if OmegaConf.select(cfg, "trainer.plugins") else {"plugins": [AtomicCheckpointIO()]}  # yours win
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **own)

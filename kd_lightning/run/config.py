@@ -256,6 +256,14 @@ def _schedule_problems(cfg: DictConfig) -> list[str]:
                 "size would decide which images are scored, and it is not part of a run's identity; give the limit as "
                 "a share (e.g. 0.5) or leave dataset.eval_batch_size unset"
             )
+    for key in ("every_n_epochs", "every_n_train_steps", "train_time_interval", "save_on_train_epoch_end"):
+        value = _get(cfg, f"callbacks.model_checkpoint.{key}")
+        if value not in (None, 1) or (key != "every_n_epochs" and value is not None):
+            problems.append(
+                f"callbacks.model_checkpoint.{key}={value!r}: the best-validation checkpoint must be considered at "
+                "every validation (it is not part of a run's identity, and skipping some would change which epoch "
+                "is 'best'); leave it unset"
+            )
     last_every = _get(cfg, "callbacks.last_checkpoint.every_n_epochs")
     if last_every not in (None, 1):
         problems.append(

@@ -13,9 +13,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kd_lightning import PROJECT_ROOT
 
@@ -52,25 +53,40 @@ class OutputError(OSError):
         self.path = path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], durable: bool = True) -> None:
+    """``write`` into a temporary file in the same folder, then rename: readers never see half a file, and a
+    full disk or a kill mid-write leaves the previous file whole (a temporary file elsewhere, e.g. /tmp, would
+    be copied, not renamed, onto another file system). ``durable``: flushed to disk before the rename."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide records from a shared sweep's other users
     except OSError as exc:
         raise OutputError(path, exc) from exc
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise OutputError(path, exc) from exc
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` (UTF-8) by :func:`atomic_write`."""
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> None:

@@ -30,10 +30,18 @@ from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
 from kd_lightning.datasets.factors import factor_identity
-from kd_lightning.run.records import RESULTS_FILE, atomic_write_text, environment, read_results, write_json
+from kd_lightning.run.records import (
+    RESULTS_FILE,
+    atomic_write,
+    atomic_write_text,
+    environment,
+    read_results,
+    write_json,
+)
 
 #: what a run writes into its folder (besides Hydra's .hydra/ and the log)
 RUN_OUTPUTS = (RESULTS_FILE, "checkpoints", "tb", "csv", "config.yaml", "export")
@@ -180,12 +188,26 @@ def plan(
         prior = None
     last = run_dir / LAST_CHECKPOINT
     if resume and prior and prior.get("fingerprint") == fingerprint and last.is_file():
-        epoch, step = checkpoint_position(last)
+        try:
+            epoch, step = checkpoint_position(last)
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError... on bad files
+            # half a file (a disk filled up, or a kill, while a checkpoint was copied into place): start afresh
+            say("%s cannot be read (%s): its run is archived to %s and starts afresh", last, exc, archive(run_dir))
+            return RunPlan(run_dir, fingerprint)
         trim_curves(run_dir, epoch, step)
         return RunPlan(run_dir, fingerprint, resume=last, resume_step=step)
     if any((run_dir / leftover).exists() for leftover in RUN_OUTPUTS):
         say("earlier outputs in %s archived to %s", run_dir, archive(run_dir))
     return RunPlan(run_dir, fingerprint)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing beside the target and renaming (:func:`atomic_write`): Lightning's
+    own goes through a temporary file in /tmp, moved by copying where the outputs are on another file system, so
+    a full disk or a kill mid-copy left half a ``last.ckpt`` that no rerun could read."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_write(path, lambda handle: torch.save(checkpoint, handle), durable=False)
 
 
 def checkpoint_position(path: Path) -> tuple[int, int]:

@@ -9,8 +9,9 @@ a running, failed or interrupted run keeps every file, since it resumes from ``c
   checkpoint; ~90 MB per ResNet18 member).
 - ``--exports``: each completed run's ``export/model.onnx``. ``python -m kd_lightning.export <run>`` rebuilds it
   from the best checkpoint; ``results.json`` keeps its size and check.
-- ``--last-checkpoints``: each completed run's ``checkpoints/last.ckpt``. Only a resume reads it; the last-epoch
-  test numbers stay in ``results.json``, and best checkpoints and registry teachers are kept.
+- ``--last-checkpoints``: each completed student's ``checkpoints/last.ckpt``. Only a resume reads it; the
+  last-epoch test numbers stay in ``results.json``, and best checkpoints are kept. A registry teacher's run keeps
+  its ``last.ckpt``: an ensemble's last-epoch test loads its members' (``run/teacher_kinds.py``).
 
 Without ``--apply`` the command only lists what it would do and the bytes that would be freed.
 """
@@ -64,7 +65,11 @@ def plan(folders: Sequence[Path], exports: bool = False, last_checkpoints: bool 
     runs = completed_runs(folders)
     out = Plan()
     for run in runs:
-        for wanted, path in ((exports, run / EXPORT_FILE), (last_checkpoints, run / LAST_CHECKPOINT)):
+        registry_teacher = (run.parent / METADATA_FILE).is_file()  # <entry>/run beside its teacher.json
+        for wanted, path in (
+            (exports, run / EXPORT_FILE),
+            (last_checkpoints and not registry_teacher, run / LAST_CHECKPOINT),
+        ):
             if wanted and path.is_file():
                 out.delete.append(path)
     gone = set(out.delete)

@@ -174,7 +174,7 @@ def evaluate_checkpoints(
 
 def summary_line(record: dict[str, Any]) -> str:
     """The one line every run prints; epochs are counted from 1."""
-    best, last = record.get("test_best", {}), record.get("test_last", {})
+    best, last = record.get("test_best") or {}, record.get("test_last") or {}  # null: e.g. members' last.ckpt pruned
     epoch = record.get("best_epoch")
     epoch_text = f"epoch {epoch + 1} of {record.get('epochs')}" if isinstance(epoch, int) else "epoch n/a"
     return (

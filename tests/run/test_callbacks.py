@@ -136,3 +136,38 @@ def test_validating_by_steps_still_tests_the_last_epochs_weights(every, fake_dat
     record = train.run(compose_cfg(overrides, data_dir=fake_data_dir, out_dir=tmp_path))
     last = torch.load(record["last_checkpoint"], weights_only=False, map_location="cpu")
     assert last["global_step"] == record["global_steps"] == 9
+
+
+def test_a_damaged_last_checkpoint_is_archived_and_the_run_starts_afresh(fake_data_dir, tmp_path):
+    """Half a last.ckpt (a disk that filled up mid-copy) used to fail every rerun, force=true included."""
+    from kd_lightning.tools import train
+    from tests.helpers import FAST, compose_cfg
+
+    run = [*FAST, "method=scratch", "trainer.max_epochs=2"]
+    preempt = ["+callbacks.preempt._target_=tests.helpers.PreemptAfterFirstEpoch", "+callbacks.preempt.at_epoch=1"]
+    with pytest.raises(RuntimeError, match="preempted"):
+        train.run(compose_cfg([*run, *preempt], data_dir=fake_data_dir, out_dir=tmp_path))
+    last = next(tmp_path.rglob("checkpoints/last.ckpt"))
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    record = train.run(compose_cfg(run, data_dir=fake_data_dir, out_dir=tmp_path))
+    assert record["status"] == "completed" and record["resumed_from"] is None
+    archived = list(last.parents[1].glob("archive/*/checkpoints/last.ckpt"))
+    assert len(archived) == 1 and archived[0].stat().st_size < last.stat().st_size  # kept, not deleted
+
+
+def test_checkpoints_are_written_beside_their_target_and_renamed(tmp_path, monkeypatch):
+    from kd_lightning.run.records import OutputError
+    from kd_lightning.run.rundir import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, path)
+
+    def full_disk(obj, handle):
+        handle.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OutputError, match="No space left"):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1} and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

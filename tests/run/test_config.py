@@ -71,6 +71,8 @@ def test_paper_defaults():
         ("callbacks.model_checkpoint.mode=min", "callbacks.model_checkpoint.mode"),
         ("callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode"),
         ("+callbacks.last_checkpoint.every_n_epochs=2", "callbacks.last_checkpoint.every_n_epochs"),
+        ("+callbacks.model_checkpoint.every_n_epochs=2", "callbacks.model_checkpoint.every_n_epochs"),
+        ("+callbacks.model_checkpoint.every_n_train_steps=5", "callbacks.model_checkpoint.every_n_train_steps"),
         ("+dataset.eval_batch_size=4", "dataset.eval_batch_size"),  # with FAST's limit_val_batches=1, a count
     ],
 )

@@ -62,3 +62,24 @@ def test_identity_changes_name_what_the_fingerprint_sees_and_stay_short():
     assert "recipe.optimizer.lr: 0.03 → 0.5" in text and "n: 1 → 1.0" in text and 'gone: null → "<absent>"' in text
     assert "gap" not in text and len(text) < 600
     assert identity_changes(before, before) == "" and identity_changes(None, after) == ""
+
+
+def test_records_are_readable_as_the_umask_allows(tmp_path):
+    """mkstemp creates 0600 files: a shared sweep's other users could not read results.json."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "results.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o644
+
+
+def test_the_summary_line_of_a_record_without_a_last_epoch_test():
+    """An ensemble teacher whose members' last.ckpt were pruned records test_last: null."""
+    from kd_lightning.tools.train import summary_line
+
+    record = {"dataset": "usps", "method": "teacher", "seed": 0, "run_dir": "r", "test_best": {"acc": 0.9}}
+    assert "0.9000 (best-val ckpt" in summary_line({**record, "test_last": None})
