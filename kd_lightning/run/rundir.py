@@ -178,12 +178,7 @@ def plan(
     say = log.info if log is not None else (lambda *a: None)
     if prior and prior.get("status") == "completed":
         if not force:
-            changes = identity_changes(prior.get("identity"), identity)
-            raise RunConflictError(
-                f"{run_dir} holds a completed run of a different config "
-                f"(fingerprint {prior.get('fingerprint')} vs {fingerprint}).{changes} "
-                "Give this run another name (name=...), or force=true to archive the old outputs and rerun."
-            )
+            refuse_conflict(run_dir, fingerprint, identity)
         say("force=true: archived the previous outputs to %s", archive(run_dir))
         prior = None
     last = run_dir / LAST_CHECKPOINT
@@ -208,6 +203,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         atomic_write(path, lambda handle: torch.save(checkpoint, handle), durable=False)
+
+
+def refuse_conflict(run_dir: str | Path, fingerprint: str, identity: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`RunConflictError` where ``run_dir`` holds a completed run of another config, saying which
+    settings differ (``identity``: this run's). Called before anything trains, and again by :func:`plan`."""
+    prior = read_results(run_dir)
+    if prior and prior.get("status") == "completed" and prior.get("fingerprint") != fingerprint:
+        changes = identity_changes(prior.get("identity"), identity)
+        raise RunConflictError(
+            f"{run_dir} holds a completed run of a different config "
+            f"(fingerprint {prior.get('fingerprint')} vs {fingerprint}).{changes} "
+            "Give this run another name (name=...), or force=true to archive the old outputs and rerun."
+        )
 
 
 def checkpoint_position(path: Path) -> tuple[int, int]:

@@ -86,6 +86,13 @@ def ensemble_reference(found: Sequence[tuple[Path, str]]) -> str:
     return f"ensemble{len(found)}[" + ",".join(f"{key}/{entry.name}" for entry, key in found) + "]"
 
 
+def planned_ensemble_reference(cfg: DictConfig) -> str:
+    """:func:`ensemble_reference` of the members ``cfg`` names, from their configs alone (nothing read or trained)."""
+    configs = [member_config(cfg, k) for k in range(ensemble_size(cfg))]
+    keys = [teachers.teacher_key(mcfg) for mcfg in configs]
+    return ensemble_reference([(teachers.entry_dir(m, key), key) for m, key in zip(configs, keys)])
+
+
 def ensemble_key(found: Sequence[tuple[Path, str]]) -> str:
     return f"ensemble{len(found)}-{digest({'teacher': ensemble_reference(found)}, length=8)}"
 
@@ -178,9 +185,7 @@ def planned_reference(cfg: DictConfig) -> tuple[bool, str | None]:
     if cfg.get("teacher_ckpt"):
         return (True, teachers.teacher_reference(cfg)) if Path(cfg.teacher_ckpt).is_file() else (False, None)
     if ensemble_size(cfg):
-        configs = [member_config(cfg, k) for k in range(ensemble_size(cfg))]
-        keys = [teachers.teacher_key(mcfg) for mcfg in configs]
-        return True, ensemble_reference([(teachers.entry_dir(m, key), key) for m, key in zip(configs, keys)])
+        return True, planned_ensemble_reference(cfg)
     tcfg = teachers.teacher_config(cfg)
     return True, teachers.teacher_reference(cfg, teachers.teacher_key(tcfg))
 
@@ -223,17 +228,25 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
     member trained into the registry and the ensemble's record written in this run's folder."""
     if not ensemble_size(cfg):
         return teachers.train_or_reuse(cfg, fit)
+
+    def row_identity(reference: str) -> dict[str, Any]:
+        return {"seed": int(cfg.seed), "ensemble": reference}  # the teacher: it distils from none
+
+    planned = planned_ensemble_reference(cfg)
+    if not cfg.force:  # another config's row in this folder is refused before any member trains
+        rundir.refuse_conflict(cfg.paths.run_dir, digest({"teacher": planned}), row_identity(planned))
     train_members = copy.deepcopy(cfg)
     with open_dict(train_members):
         train_members.teacher_missing = "train"  # a teacher run is asked to train its teacher
     found = member_entries(train_members, lambda mcfg: teachers.train_or_reuse(mcfg, fit), train_if_missing=True)
     assert found is not None  # every member was trained or found
     summary = ensemble_summary(cfg, found)
+    identity = row_identity(summary["reference"])
     with rundir.claim(cfg.paths.run_dir):  # the ensemble's row, in this run's folder
-        plan = rundir.plan(cfg.paths.run_dir, digest({"teacher": summary["reference"]}), bool(cfg.force), log)
+        fingerprint = digest({"teacher": summary["reference"]})
+        plan = rundir.plan(cfg.paths.run_dir, fingerprint, bool(cfg.force), log, identity=identity)
         if plan.completed is not None:
             return plan.completed
-        identity = {"seed": int(cfg.seed), "ensemble": summary["reference"]}  # the teacher: it distils from none
         record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
         walls = [m["wall_time_s"] for m in summary["members"]]
         return rundir.complete(

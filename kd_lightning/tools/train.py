@@ -68,10 +68,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with rundir.claim(cfg.paths.run_dir):
             known, reference = teacher_kinds.planned_reference(cfg)
             # a completed run is recognised before its teacher is looked up (or trained, were it missing)
-            skip = known and not cfg.force
-            done = rundir.completed(cfg.paths.run_dir, run_fingerprint(cfg, reference), log) if skip else None
-            if done is not None:
-                return done
+            if known and not cfg.force:
+                done = rundir.completed(cfg.paths.run_dir, run_fingerprint(cfg, reference), log)
+                if done is not None:
+                    return done
+                # another config's completed run is refused before a teacher is looked up or trained for this one
+                rundir.refuse_conflict(cfg.paths.run_dir, run_fingerprint(cfg, reference), identity(cfg, reference))
             return fit_and_test(cfg, teacher_kinds.resolve_teacher(cfg, train=run))
     except RunBusyError:
         raise  # the folder belongs to another process: nothing is written there

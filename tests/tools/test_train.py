@@ -294,3 +294,25 @@ def test_cifar100_reports_top5_and_other_datasets_do_not(tmp_path, fake_data_dir
     assert len(cifar["test_best"]["per_class_f1"]) == 100
     mnist = train.run(compose_cfg(["dataset=mnist", "method=scratch"], data_dir=fake_data_dir, out_dir=tmp_path))
     assert "top5" not in mnist["test_best"]
+
+
+def test_a_conflicting_student_is_refused_before_its_teacher_trains(tmp_path, fake_data_dir):
+    """The changed learning rate is also its teacher's: that teacher was trained (a full ResNet50 run with the
+    real recipe) before the conflict used to be found."""
+    first = train.run(compose_cfg(["method=rkd"], data_dir=fake_data_dir, out_dir=tmp_path))
+    registry = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("teacher.json"))
+    changed = compose_cfg(["method=rkd", "recipe.optimizer.lr=0.5"], data_dir=fake_data_dir, out_dir=tmp_path)
+    with pytest.raises(RunConflictError, match=r"What differs: .*recipe\.optimizer\.lr"):
+        train.run(changed)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("teacher.json")) == registry
+    assert results(Path(first["run_dir"])) == first
+
+
+def test_a_conflicting_ensemble_row_is_refused_before_its_members_train(tmp_path, fake_data_dir):
+    ensemble = ["method=teacher", "teacher=ensemble", "teacher.members=2"]
+    train.run(compose_cfg(ensemble, data_dir=fake_data_dir, out_dir=tmp_path))
+    registry = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("teacher.json"))
+    changed = compose_cfg([*ensemble, "recipe.optimizer.lr=0.5"], data_dir=fake_data_dir, out_dir=tmp_path)
+    with pytest.raises(RunConflictError, match=r"What differs: ensemble: "):
+        train.run(changed)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("teacher.json")) == registry
