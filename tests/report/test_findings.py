@@ -3,6 +3,7 @@ with several conditions at one level (teacher kinds) gets a named row for each i
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -42,6 +43,24 @@ def test_findings_md_tables_are_the_commands_rows():
     assert [row for row in rows if row not in published] == []
     best = next(iter(tables.values()))
     assert [cells[0] for cells in best] == ["0.05", "0.1", "0.2", "1"]  # one condition a level: rows not named
+
+
+def test_findings_md_quotes_the_confirmatory_sweeps_rows_and_its_primary_claim():
+    """Issue 31's pre-registered sweep: its per-level tables and claim 101's verdict line in docs/findings.md are
+    the command's, from the committed report (so ``python -m kd_lightning.report`` reproduces them)."""
+    runs = load_runs(REPORTS / "usps_confirmatory")
+    tables = findings_tables(runs)
+    published = set((PROJECT_ROOT / "docs" / "findings.md").read_text().splitlines())
+    rows = ["| " + " | ".join(cells) + " |" for table in tables.values() for cells in table]
+    assert rows and [row for row in rows if row not in published] == []
+    best = next(iter(tables.values()))
+    assert [cells[0] for cells in best] == ["0.05", "1"]  # one condition a level: the fixed full-data teacher
+    assert set(runs.loc[runs["method"] != "teacher", "seed"]) == set(range(3, 35))
+    claims = json.loads((REPORTS / "usps_confirmatory" / "claims.json").read_text())
+    primary = next(c for c in claims if c["number"] == 101)
+    assert primary["family"] == "primary"
+    text = (PROJECT_ROOT / "docs" / "findings.md").read_text()
+    assert primary["test"] in text and f"**Claim 101 (primary): {primary['verdict']}.**" in text
 
 
 @pytest.fixture(scope="module")
