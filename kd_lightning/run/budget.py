@@ -54,6 +54,10 @@ def budget_plan(
     return every * math.ceil(epochs / every), every
 
 
+class NoFullBatchError(ValueError):
+    """The training split holds no full batch (the incomplete last one is dropped): the run would train zero steps."""
+
+
 class TrainingBudget(L.Callback):
     """Sets ``trainer.fit_loop.max_epochs`` and the validation cadence by :func:`budget_plan` before the optimizers
     are configured (only the epochs when validation is by steps: ``check_val_every_n_epoch: null``).
@@ -86,7 +90,7 @@ class TrainingBudget(L.Callback):
             data = trainer.datamodule
             factors = getattr(data, "factors", None)
             subsampled = factors is not None and not factors.is_paper_data
-            raise ValueError(
+            raise NoFullBatchError(
                 f"the training split ({len(data.train_set)} images) holds no full batch of recipe.batch_size="
                 f"{data.batch_size} (the last incomplete batch is dropped), so the run would train zero steps: "
                 "lower recipe.batch_size" + (" or raise dataset.factors.train_fraction" if subsampled else "")

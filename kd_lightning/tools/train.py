@@ -28,7 +28,7 @@ from kd_lightning.datasets.datamodules import DatasetError
 from kd_lightning.datasets.factors import FactorError
 from kd_lightning.models import CheckpointError, count_parameters
 from kd_lightning.run import byproducts, rundir, teacher_kinds, teachers
-from kd_lightning.run.budget import TrainingBudget
+from kd_lightning.run.budget import NoFullBatchError, TrainingBudget
 from kd_lightning.run.build import build_datamodule, build_module, build_trainer
 from kd_lightning.run.callbacks import ThroughputMeter, TrainingClock
 from kd_lightning.run.compose import CONF_DIR
@@ -50,6 +50,7 @@ INPUT_ERRORS = (
     teachers.TeacherError,
     RunConflictError,
     RunBusyError,
+    NoFullBatchError,
 )
 
 

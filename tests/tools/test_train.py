@@ -316,3 +316,13 @@ def test_a_conflicting_ensemble_row_is_refused_before_its_members_train(tmp_path
     with pytest.raises(RunConflictError, match=r"What differs: ensemble: "):
         train.run(changed)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("teacher.json")) == registry
+
+
+def test_a_batch_larger_than_the_training_split_prints_the_message_alone(tmp_path, fake_data_dir, monkeypatch, capsys):
+    """A 5% subsample of the fake data holds fewer images than the batch: the run would train zero steps."""
+    args = ("dataset=usps", "method=scratch", f"paths.data_dir={fake_data_dir}", f"paths.output_dir={tmp_path}", *FAST)
+    with pytest.raises(SystemExit) as info:
+        run_cli(monkeypatch, *args, "dataset.factors.train_fraction=0.2", "recipe.batch_size=512")
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "Traceback" not in err
+    assert "[kd_lightning] NoFullBatchError: " in err and "lower recipe.batch_size" in err
