@@ -257,7 +257,7 @@ def _schedule_problems(cfg: DictConfig) -> list[str]:
             )
     for key in ("every_n_epochs", "every_n_train_steps", "train_time_interval", "save_on_train_epoch_end"):
         value = _get(cfg, f"callbacks.model_checkpoint.{key}")
-        if value not in (None, 1) or (key != "every_n_epochs" and value is not None):
+        if value not in ((None, 1) if key == "every_n_epochs" else (None,)):
             problems.append(
                 f"callbacks.model_checkpoint.{key}={value!r}: the best-validation checkpoint must be considered at "
                 "every validation (it is not part of a run's identity, and skipping some would change which epoch "

@@ -70,11 +70,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             known, reference = teacher_kinds.planned_reference(cfg)
             # a completed run is recognised before its teacher is looked up (or trained, were it missing)
             if known and not cfg.force:
-                done = rundir.completed(cfg.paths.run_dir, run_fingerprint(cfg, reference), log)
+                planned = identity(cfg, reference)
+                planned_fingerprint = fingerprint(cfg, planned.get("teacher"))  # as fit_and_test will compute it
+                done = rundir.completed(cfg.paths.run_dir, planned_fingerprint, log)
                 if done is not None:
                     return done
                 # another config's completed run is refused before a teacher is looked up or trained for this one
-                rundir.refuse_conflict(cfg.paths.run_dir, run_fingerprint(cfg, reference), identity(cfg, reference))
+                rundir.refuse_conflict(cfg.paths.run_dir, planned_fingerprint, planned)
             return fit_and_test(cfg, teacher_kinds.resolve_teacher(cfg, train=run))
     except RunBusyError:
         raise  # the folder belongs to another process: nothing is written there
@@ -84,12 +86,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         except Exception:  # the config itself is broken: nowhere to write
             pass
         raise
-
-
-def run_fingerprint(cfg: DictConfig, reference: str | None) -> str:
-    """The run's fingerprint with the teacher ``reference`` its identity records (None: no teacher), as
-    :func:`fit_and_test` computes it."""
-    return fingerprint(cfg, identity(cfg, reference).get("teacher"))
 
 
 def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dict[str, Any]:
