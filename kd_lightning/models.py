@@ -13,6 +13,7 @@ network from one held in memory.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Mapping
@@ -151,9 +152,23 @@ def network_from_state(net_cfg: Mapping[str, Any], state: Mapping[str, torch.Ten
     return net.eval()
 
 
+def weights_digest(state: Mapping[str, Tensor]) -> str:
+    """SHA-256 of a network's weights: each tensor's name, dtype, shape and bytes, in name order (a compiled
+    network's ``_orig_mod.`` dropped). The same weights give the same digest in any file; what else a checkpoint
+    holds (optimizer state, epoch, paths) does not count, so a retrained teacher with identical weights is the same
+    teacher."""
+    sha = hashlib.sha256()
+    for name in sorted(state, key=lambda k: k.replace(COMPILED_PREFIX, "")):
+        tensor = state[name].detach().cpu().contiguous()
+        sha.update(f"{name.replace(COMPILED_PREFIX, '')}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        sha.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()
+
+
 def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """The trained network of a kd-lightning checkpoint (its ``net.*`` weights), on the CPU in eval mode, and
-    ``{"checkpoint", "net", "dataset", "epoch", "global_step", "hyper_parameters", "skipped_keys"}``.
+    ``{"checkpoint", "net", "dataset", "epoch", "global_step", "hyper_parameters", "skipped_keys",
+    "weights_sha256"}`` (:func:`weights_digest` of the network's weights).
 
     Works for teacher, scratch, RKD and IKD checkpoints and the teacher registry's ``teacher.ckpt``; other
     weights in the file (IKD's adapters) are listed in ``skipped_keys`` and not loaded. Raises
@@ -190,6 +205,7 @@ def load_network(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, An
         "global_step": ckpt.get("global_step"),
         "hyper_parameters": dict(hparams),
         "skipped_keys": sorted({k.split(".")[0] for k in state if not k.startswith(NET_PREFIX)}),
+        "weights_sha256": weights_digest(weights),
     }
     return net, info
 

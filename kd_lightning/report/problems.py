@@ -78,16 +78,24 @@ def _missing(runs: pd.DataFrame, kept: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def _mismatch(row: dict[str, Any]) -> str:
+    if row["teacher.key"] != row["sweep_teacher_key"]:
+        return (
+            f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this dataset and seed is "
+            f"{row['sweep_teacher_key']}"
+        )
+    used, sweep = str(row["teacher.weights_sha256"])[:12], str(row["sweep_teacher_weights_sha256"])[:12]
+    return (
+        f"distilled from teacher {row['teacher.key']} with weights {used}, but the sweep's teacher run of this "
+        f"dataset and seed recorded weights {sweep} (the teacher was retrained with force=true between the two)"
+    )
+
+
 def _teacher_caveats(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """Students of another teacher than the sweep's, and of a teacher trained by another commit."""
     checks = teacher_check(runs)
     rows = [
-        _issue(
-            row,
-            "teacher mismatch",
-            f"distilled from teacher {row['teacher.key']}, but the sweep's teacher run of this "
-            f"dataset and seed is {row['sweep_teacher_key']}",
-        )
+        _issue(row, "teacher mismatch", _mismatch(row))
         for row in checks[checks["teacher_match"] == "no"].to_dict("records")
     ]
     for row in checks[checks["teacher.stale"] == True].to_dict("records"):  # noqa: E712 (object column)

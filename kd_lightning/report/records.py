@@ -34,7 +34,7 @@ from kd_lightning.teacher_kind import condition_label
 #: scalar per-split fields of results.json: accuracy, macro-F1, top-5 (CIFAR100), NLL (nats), ECE
 #: (fraction), teacher-student top-1 agreement (fraction) and KL(teacher || student) (nats/sample, T=1)
 SPLIT_FIELDS = ("acc", "f1", "top5", "nll", "ece", "agreement", "kl_teacher_student", "soft_label_entropy")
-TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source")
+TEACHER_FIELDS = ("key", "checkpoint", "test_acc", "run_dir", "stale", "source", "weights_sha256")
 EFFICIENCY_FIELDS = tuple(
     "params flops_per_image checkpoint_mb latency_ms_b1 latency_ms_b1_p90 latency_threads throughput_b64_img_s".split()
 )
@@ -65,6 +65,7 @@ RUN_COLUMNS = [
     "test_best.per_class_f1",
     "test_last.per_class_f1",
     "teacher_key",
+    "weights_sha256",
     "teacher_kind",
     "teacher.members_mean_acc",
     *(f"teacher.{f}" for f in TEACHER_FIELDS),
@@ -184,6 +185,8 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "paper_epochs": paper_epochs(method),
         **_training_fields(record, _dict(config.get("trainer"))),
         "teacher_key": record.get("teacher_key") if isinstance(record.get("teacher_key"), str) else None,
+        # the weights a teacher row registered (models.weights_digest); its students record theirs as teacher.*
+        "weights_sha256": record.get("weights_sha256") if isinstance(record.get("teacher_key"), str) else None,
         "teacher_kind": kind,
         # an ensemble teacher's members' mean accuracy: on its own row, and on each of its students' rows
         "teacher.members_mean_acc": _float(

@@ -370,12 +370,15 @@ def run_counts(runs: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 # Teacher provenance: which teacher each distilled student learnt from, and whether it is the sweep's teacher.
 #
-# Teacher runs record ``teacher_key`` (registry key, e.g. ``resnet50-1a2b3c4d``); distilling students record
-# ``teacher = {key, checkpoint, test_acc, run_dir, stale, source}``. A student is marked
+# Teacher runs record ``teacher_key`` (registry key, e.g. ``resnet50-1a2b3c4d``) and ``weights_sha256`` (the digest of
+# the weights they registered); distilling students record ``teacher = {key, checkpoint, test_acc, run_dir, stale,
+# source, weights_sha256}``. A student is marked
 #
 # - ``teacher_match = "no"`` when its ``teacher.key`` differs from the ``teacher_key`` of the sweep's teacher
-#   run of the same recipe, dataset and seed (the teacher the "vs teacher" rows compare against);
-# - ``"yes"`` when they agree; ``"n/a"`` when either key is unknown or the sweep holds no such teacher run.
+#   run of the same recipe, dataset and seed (the teacher the "vs teacher" rows compare against), or the keys agree
+#   but the weights do not (the teacher was retrained with ``force=true`` between the two runs);
+# - ``"yes"`` when they agree; ``"n/a"`` when either key is unknown or the sweep holds no such teacher run (weights
+#   are compared only where both runs recorded them).
 #
 # A ``stale`` teacher was trained by another code commit than the student that used it.
 
@@ -384,6 +387,8 @@ PROVENANCE_COLUMNS = [
     "teacher.key",
     "sweep_teacher_key",
     "teacher_match",
+    "teacher.weights_sha256",
+    "sweep_teacher_weights_sha256",
     "teacher.stale",
     "teacher.source",
     "teacher.test_acc",
@@ -400,17 +405,27 @@ def teacher_check(runs: pd.DataFrame) -> pd.DataFrame:
     done = completed_runs(runs)
     if done.empty:
         return pd.DataFrame(columns=PROVENANCE_COLUMNS)
-    teachers = done[done["method"].isin(teacher_methods(done))].set_index(["recipe", "dataset", "seed"])["teacher_key"]
+    teacher_rows = done[done["method"].isin(teacher_methods(done))].set_index(["recipe", "dataset", "seed"])
+    teachers = teacher_rows["teacher_key"]
+    weights = teacher_rows["weights_sha256"] if "weights_sha256" in teacher_rows else pd.Series(None, teachers.index)
     students = done[distils(done)].copy()
     rows = []
     for row in students.to_dict("records"):
         key = (row["recipe"], row["dataset"], row["seed"])
-        sweep_key = teachers.get(key) if key in teachers.index else None
-        used = row.get("teacher.key")
+        sweep_key, sweep_weights = (teachers.get(key), weights.get(key)) if key in teachers.index else (None, None)
+        used, used_weights = row.get("teacher.key"), row.get("teacher.weights_sha256")
         known = isinstance(used, str) and isinstance(sweep_key, str)
-        match = ("yes" if used == sweep_key else "no") if known else "n/a"
+        same_weights = (
+            not (isinstance(used_weights, str) and isinstance(sweep_weights, str)) or used_weights == sweep_weights
+        )
+        match = ("yes" if used == sweep_key and same_weights else "no") if known else "n/a"
         rows.append(
-            {**{c: row.get(c) for c in PROVENANCE_COLUMNS}, "sweep_teacher_key": sweep_key, "teacher_match": match}
+            {
+                **{c: row.get(c) for c in PROVENANCE_COLUMNS},
+                "sweep_teacher_key": sweep_key,
+                "sweep_teacher_weights_sha256": sweep_weights if isinstance(sweep_weights, str) else None,
+                "teacher_match": match,
+            }
         )
     out = pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
     out["seed"] = out["seed"].astype("Int64")

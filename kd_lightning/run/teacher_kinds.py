@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import statistics
@@ -41,6 +42,7 @@ from kd_lightning.seeding import isolated_rng, member_seed
 
 ENSEMBLE_FILE = "ensemble.json"
 #: 2: the soft-label entropy is the KD target's (mean of the members' softmaxes at T); older files are measured again
+#: (as is a file whose members' weights digest is not the members' now: one was retrained since, or it predates it)
 ENSEMBLE_SUMMARY_VERSION = 2
 log = logging.getLogger("kd_lightning")
 
@@ -122,24 +124,35 @@ def test_metrics(net: nn.Module, cfg: DictConfig) -> dict[str, Any]:
     return dict(module.last_test_results)
 
 
+def combined_weights(digests: Sequence[str | None]) -> str | None:
+    """The weights digest of a teacher made of networks with ``digests``: the one network's own, an ensemble's
+    digest of its members' in member order; None when any is unknown."""
+    if not digests or any(d is None for d in digests):
+        return None
+    return digests[0] if len(digests) == 1 else hashlib.sha256("|".join(digests).encode()).hexdigest()  # type: ignore[arg-type]
+
+
 def load_members(checkpoints: Sequence[str], cfg: DictConfig) -> tuple[nn.Module, dict[str, Any]]:
     """The teacher network of ``checkpoints`` (the network itself for one, an :class:`EnsembleTeacher` for more),
-    each checked against this run's data, and the first one's network config and dataset."""
+    each checked against this run's data, the first one's network config and dataset, and the weights digest of
+    the whole (:func:`combined_weights`)."""
     loaded = [
         teachers.load_teacher(c, str(cfg.dataset.name), int(cfg.student_model.num_classes), int(cfg.dataset.channels))
         for c in checkpoints
     ]
     nets = [net for net, _ in loaded]
-    return (nets[0] if len(nets) == 1 else EnsembleTeacher(nets)), loaded[0][1]
+    weights = combined_weights([info["weights_sha256"] for _, info in loaded])
+    return (nets[0] if len(nets) == 1 else EnsembleTeacher(nets)), {**loaded[0][1], "weights_sha256": weights}
 
 
-def _member_record(entry: Path, key: str) -> dict[str, Any]:
+def _member_record(entry: Path, key: str, weights: str | None) -> dict[str, Any]:
     meta = teachers.read_entry(entry) or {}
     return {
         **teachers.describe(entry / teachers.CHECKPOINT_FILE, "registry", key),
         "seed": meta.get("seed"),
         "wall_time_s": meta.get("wall_time_s"),
         "last_checkpoint": meta.get("last_checkpoint"),
+        "weights_sha256": weights,
     }
 
 
@@ -147,12 +160,15 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
     """The ensemble's members and its test metrics (best-validation members; last-epoch members where every
     member's last checkpoint is still on disk), measured once and cached in the registry beside the members."""
     reference = ensemble_reference(found)
+    digests = [teachers.registered_weights(entry) for entry, _ in found]
+    weights = combined_weights(digests)  # a member retrained into other weights: measured again
     cache = Path(cfg.paths.teachers_dir) / str(cfg.dataset.name) / ensemble_key(found) / f"seed{cfg.seed}"
     if (cache / ENSEMBLE_FILE).is_file():
         cached = json.loads((cache / ENSEMBLE_FILE).read_text())
-        if cached.get("reference") == reference and cached.get("version") == ENSEMBLE_SUMMARY_VERSION:
+        same = (cached.get("reference"), cached.get("version"), cached.get("weights_sha256"))
+        if same == (reference, ENSEMBLE_SUMMARY_VERSION, weights):
             return cached
-    members = [_member_record(entry, key) for entry, key in found]
+    members = [_member_record(entry, key, digest) for (entry, key), digest in zip(found, digests)]
     tcfg = teachers.teacher_config(cfg)
     last = [m["last_checkpoint"] for m in members]
     summary = {
@@ -163,6 +179,7 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
         "size": len(found),
         "data": teachers.teacher_data(cfg),
         "members": members,
+        "weights_sha256": weights,
         "members_mean_acc": statistics.fmean(m["test_acc"] for m in members),
         "test_best": test_metrics(load_members([m["checkpoint"] for m in members], tcfg)[0], tcfg),
         "test_last": (
@@ -173,7 +190,7 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
     return summary
 
 
-# -- the two entry points train.py calls ---------------------------------------------------------------
+# -- the entry points train.py calls -------------------------------------------------------------------
 def planned_reference(cfg: DictConfig) -> tuple[bool, str | None]:
     """``(known, reference)``: the teacher reference this run's identity will record, from its config alone (the
     registry keys are digests of configs), without reading the registry or training anything, so a completed run
@@ -188,6 +205,32 @@ def planned_reference(cfg: DictConfig) -> tuple[bool, str | None]:
         return True, planned_ensemble_reference(cfg)
     tcfg = teachers.teacher_config(cfg)
     return True, teachers.teacher_reference(cfg, teachers.teacher_key(tcfg))
+
+
+def refuse_replaced_teacher(cfg: DictConfig, done: dict[str, Any]) -> None:
+    """Refuse to skip the completed run ``done`` as finished when the registry teacher it distilled from now has
+    other weights (:class:`~kd_lightning.run.teachers.TeacherReplacedError`); a scratch run's fidelity to the old
+    teacher is only warned about. A teacher given by ``teacher_ckpt=`` is in the run's identity by its file's hash,
+    and a teacher missing from the registry now (pruned, moved) is no evidence: neither is checked here."""
+    recorded = (done.get("teacher") or {}).get("weights_sha256")
+    if not recorded or cfg.get("teacher_ckpt"):
+        return
+    if ensemble_size(cfg):
+        current = combined_weights(
+            [teachers.registered_weights(teachers.entry_dir(member_config(cfg, k))) for k in range(ensemble_size(cfg))]
+        )
+    else:
+        current = teachers.registered_weights(teachers.entry_dir(teachers.teacher_config(cfg)))
+    what = f"teacher {done['teacher'].get('key')}"
+    if get_class(cfg.method._target_).requires_teacher:
+        teachers.refuse_replaced(done, recorded, current, what)
+    elif current and current != recorded:
+        log.warning(
+            "%s: its fidelity metrics were measured against %s, which the registry has replaced since (force=true "
+            "on this run measures them again)",
+            done.get("run_dir"),
+            what,
+        )
 
 
 def resolve_teacher(cfg: DictConfig, train: Callable[[DictConfig], Any]) -> teachers.TeacherChoice | None:
@@ -246,6 +289,8 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
         fingerprint = digest({"teacher": summary["reference"]})
         plan = rundir.plan(cfg.paths.run_dir, fingerprint, bool(cfg.force), log, identity=identity)
         if plan.completed is not None:
+            recorded = plan.completed.get("weights_sha256")
+            teachers.refuse_replaced(plan.completed, recorded, summary["weights_sha256"], f"ensemble {summary['key']}")
             return plan.completed
         record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
         walls = [m["wall_time_s"] for m in summary["members"]]
@@ -253,6 +298,7 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
             record,
             wall_time_s=sum(walls) if all(isinstance(w, (int, float)) for w in walls) else None,
             teacher_key=summary["key"],
+            weights_sha256=summary["weights_sha256"],
             ensemble={k: v for k, v in summary.items() if k not in ("test_best", "test_last")},
             test_best=summary["test_best"],
             test_last=summary["test_last"],

@@ -50,6 +50,11 @@ class TeacherError(RuntimeError):
     """The teacher is missing, or does not fit the student's dataset."""
 
 
+class TeacherReplacedError(TeacherError):
+    """A completed run's teacher was replaced in the registry since (retrained with ``force=true`` into different
+    weights): the run's numbers are the old teacher's, so it is not skipped as done."""
+
+
 #: what ``teacher.data=full`` undoes: the factors that shrink the training split (its students keep them). Content
 #: factors (classes, resolution, grayscale) and label noise stay: the teacher sees the same kind of images and labels.
 FULL_DATA_FACTORS = {"train_fraction": 1.0, "imbalance": 1.0}
@@ -181,6 +186,35 @@ def read_entry(entry: Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text())
 
 
+def registered_weights(entry: Path) -> str | None:
+    """The :func:`~kd_lightning.models.weights_digest` of the teacher in a registry entry now: from its
+    ``teacher.json``, or read from ``teacher.ckpt`` for an entry registered before digests were recorded; None when
+    the entry holds no teacher."""
+    meta = read_entry(entry)
+    if meta is None:
+        return None
+    if isinstance(meta.get("weights_sha256"), str):
+        return meta["weights_sha256"]
+    try:
+        return load_network(entry / CHECKPOINT_FILE)[1]["weights_sha256"]
+    except CheckpointError as exc:
+        raise TeacherError(f"registry teacher {entry / CHECKPOINT_FILE} is not readable ({exc})") from None
+
+
+def refuse_replaced(record: dict[str, Any], recorded: str | None, current: str | None, what: str) -> None:
+    """Raise :class:`TeacherReplacedError` when a completed run (``record``) was made with teacher weights
+    ``recorded`` and the registry now holds ``current`` (both :func:`~kd_lightning.models.weights_digest`; either
+    unknown, from a record or an entry older than the digests, is no evidence and passes)."""
+    if recorded and current and recorded != current:
+        raise TeacherReplacedError(
+            f"{record.get('run_dir')} holds a completed run made with {what} of weights sha256 {recorded[:12]}, but "
+            f"the registry's teacher now has weights {current[:12]} (retrained with force=true since). Its numbers "
+            "are the old teacher's. Rerun it with force=true to redo it with the current teacher (the old run is "
+            "archived in its folder), or put the old teacher back (force=true kept it beside its registry entry, "
+            "as <entry>.replaced-<time>)."
+        )
+
+
 def publish(entry: Path, checkpoint: Path, record: dict[str, Any], key: str, teacher_identity: dict[str, Any]) -> None:
     """Put the teacher's best checkpoint into the registry with its metadata, by rename (never half a file): a hard
     link to the finished run's checkpoint where the file system allows (same bytes, not a second ~90 MB on disk;
@@ -259,6 +293,7 @@ def describe(path: str | Path, source: str, key: str | None = None) -> dict[str,
         "run_dir": record.get("run_dir"),
         "code_version": code or None,
         "stale": stale,
+        "weights_sha256": record.get("weights_sha256"),  # the producing run's; the loaded weights' replace it
     }
 
 
@@ -283,7 +318,7 @@ def load_teacher(path: str | Path, dataset: str, num_classes: int, channels: int
         mismatches.append(f"{net_cfg['in_channels']} input channels, dataset has {channels}")
     if mismatches:
         raise TeacherError(f"teacher_ckpt {path} does not fit this run: " + "; ".join(mismatches))
-    return net, {"net": net_cfg, "dataset": trained_on}
+    return net, {"net": net_cfg, "dataset": trained_on, "weights_sha256": info["weights_sha256"]}
 
 
 # -- which teacher a run uses, and registering the teachers it trains ---------------------------------
@@ -378,6 +413,8 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
             # an unfinished copy of a teacher the registry already holds is archived whole, not cut back to resume
             plan = rundir.plan(cfg.paths.run_dir, fp, False, log, resume=False)
             if plan.completed is not None:
+                recorded = plan.completed.get("weights_sha256")
+                refuse_replaced(plan.completed, recorded, registered_weights(entry), f"teacher {entry}")
                 return plan.completed
             log.info("teacher already in the registry (%s); recording it instead of training again", entry)
             record = {
@@ -387,11 +424,13 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "best_checkpoint": str(entry / CHECKPOINT_FILE),
                 "reused_from": str(entry),
+                "weights_sha256": registered_weights(entry),
             }
             rundir.write_results(cfg.paths.run_dir, record)
             return record
         record = fit(cfg, None)
         record["teacher_key"] = key
+        record["weights_sha256"] = load_network(record["best_checkpoint"])[1]["weights_sha256"]
         rundir.write_results(record["run_dir"], record)
         publish(entry, Path(record["best_checkpoint"]), record, key, identity(cfg, include_seed=False))
         accuracy = (record.get("test_best") or {}).get("acc")

@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 planned_fingerprint = fingerprint(cfg, planned.get("teacher"))  # as fit_and_test will compute it
                 done = rundir.completed(cfg.paths.run_dir, planned_fingerprint, log)
                 if done is not None:
+                    teacher_kinds.refuse_replaced_teacher(cfg, done)  # unless its teacher was retrained since
                     return done
                 # another config's completed run is refused before a teacher is looked up or trained for this one
                 rundir.refuse_conflict(cfg.paths.run_dir, planned_fingerprint, planned)
@@ -105,7 +106,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
     teacher_net = teacher_info = None
     if teacher is not None:  # on a private random stream: the student's is untouched
         teacher_net, loaded = teacher_kinds.load_members(teacher.checkpoints, cfg)
-        teacher_info = {**loaded, **teacher.record}
+        teacher_info = {**teacher.record, **loaded}  # the digest of the weights as loaded, not as recorded
     L.seed_everything(cfg.seed, workers=True)  # the student's stream: the same for every method of this seed
     module = build_module(cfg, teacher_net, teacher_info)
     trainer = build_trainer(cfg, plan.resume_step)
@@ -133,7 +134,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
             "teacher": count_parameters(teacher_net) if teacher_net is not None else None,
             "total_trainable": sum(p.numel() for p in module.trainable_parameters()),
         },
-        teacher=teacher.record if teacher is not None else None,
+        teacher={**teacher.record, "weights_sha256": teacher_info["weights_sha256"]} if teacher_info else None,
         data_factors=datamodule.factor_info,
         **byproducts.measure(
             cfg, module, datamodule, plan.run_dir, tests

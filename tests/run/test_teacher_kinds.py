@@ -99,6 +99,28 @@ def test_an_ensemble_with_one_member_missing_trains_only_that_member(ensemble_ru
     assert (gone / "teacher.ckpt").is_file()
 
 
+def test_a_member_replaced_by_other_weights_is_noticed_by_the_students_the_row_and_the_cache(
+    ensemble_runs, fake_data_dir, tmp_path
+):
+    """Member 1 retrained (force=true) into other weights: the ensemble's students and its teacher row are not
+    skipped as done, and its cached test metrics are measured again (a cold review, 2026-12-04)."""
+    out = tmp_path / "copy"
+    shutil.copytree(ensemble_runs[0], out)
+    first, second = member_ckpts(out)
+    replaced, donor = teachers.read_entry(second.parent), teachers.read_entry(first.parent)
+    teachers.publish(second.parent, first, donor, replaced["teacher_key"], replaced["teacher_identity"])
+    (cache,) = [c for c in (out / "teachers").rglob(teacher_kinds.ENSEMBLE_FILE) if c.parts[-3].startswith("ensemble2")]
+    before = json.loads(cache.read_text())
+    for method in ("rkd", "teacher"):
+        with pytest.raises(teachers.TeacherReplacedError, match="force=true"):
+            run(compose_cfg([f"method={method}", *ENSEMBLE], fake_data_dir, out))
+    after = json.loads(cache.read_text())
+    assert after["weights_sha256"] != before["weights_sha256"]
+    assert [m["weights_sha256"] for m in after["members"]] == [donor["weights_sha256"]] * 2
+    redone = run(compose_cfg(["method=rkd", *ENSEMBLE, "force=true"], fake_data_dir, out))
+    assert redone["teacher"]["weights_sha256"] == after["weights_sha256"]
+
+
 def test_a_full_data_teacher_row_is_recorded_in_its_own_levels_folder(fake_data_dir, tmp_path):
     """``teacher.data=full`` with a single teacher: the small level's teacher row records the full-data teacher in
     the small level's folder (s16 review: it went to the full level's folder, leaving the small level without it)."""

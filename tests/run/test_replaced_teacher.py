@@ -1,0 +1,94 @@
+"""A registry teacher replaced by other weights (retrained with ``force=true``): its finished students are not
+skipped as done, the report marks them, and a retrain into identical weights changes nothing
+(kd_lightning/run/teachers.py, ``refuse_replaced``; kd_lightning/models.py, ``weights_digest``)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from kd_lightning.models import build_resnet, weights_digest
+from kd_lightning.report import load_sweep
+from kd_lightning.report.problems import find_issues
+from kd_lightning.report.runs import teacher_check
+from kd_lightning.run import teachers
+from kd_lightning.tools.train import run
+from tests.helpers import compose_cfg
+
+STUDENT = ["dataset=usps", "seed=0"]
+
+
+def test_the_weights_digest_is_the_weights_alone():
+    net = build_resnet("resnet10", num_classes=10, in_channels=1)
+    state = net.state_dict()
+    assert weights_digest(state) == weights_digest({f"_orig_mod.{k}": v.clone() for k, v in state.items()})
+    assert weights_digest(state) == weights_digest(dict(reversed(list(state.items()))))  # order of the file
+    nudged = {k: v.clone() for k, v in state.items()}
+    nudged["fc.bias"][3] += 1e-6
+    assert weights_digest(nudged) != weights_digest(state)
+    retyped = {k: (v.double() if k == "fc.bias" else v) for k, v in state.items()}  # same values, other dtype
+    assert weights_digest(retyped) != weights_digest(state)
+    assert torch.equal(state["fc.bias"], net.state_dict()["fc.bias"])  # the digest reads, never writes
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, fake_data_dir):
+    """A teacher row, an RKD and a scratch student of it, then the registry's teacher replaced by another one's
+    weights under the same key (what a force=true retrain does when training is not reproducible)."""
+    out = tmp_path_factory.mktemp("replaced")
+    methods = ("teacher", "rkd", "scratch")
+    records = {m: run(compose_cfg([f"method={m}", *STUDENT], fake_data_dir, out)) for m in methods}
+    other = run(compose_cfg(["method=teacher", *STUDENT, "recipe.optimizer.lr=0.2", "name=other"], fake_data_dir, out))
+    entry = teachers.entry_dir(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, out))
+    meta = teachers.read_entry(entry)
+    teachers.publish(entry, other["best_checkpoint"], other, meta["teacher_key"], meta["teacher_identity"])
+    return out, records, other
+
+
+def test_records_carry_the_weights_their_teacher_had(sweep):
+    _, records, other = sweep
+    registered = records["teacher"]["weights_sha256"]
+    assert registered and registered != other["weights_sha256"]
+    assert records["rkd"]["teacher"]["weights_sha256"] == registered == records["scratch"]["teacher"]["weights_sha256"]
+
+
+def test_a_student_of_a_replaced_teacher_is_not_skipped_as_done(sweep, fake_data_dir):
+    out, records, other = sweep
+    with pytest.raises(teachers.TeacherReplacedError, match=r"force=true.*replaced-"):
+        run(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, out))
+    with pytest.raises(teachers.TeacherReplacedError, match=records["teacher"]["weights_sha256"][:12]):
+        run(compose_cfg(["method=teacher", *STUDENT], fake_data_dir, out))  # the row records the old weights too
+
+
+def test_a_scratch_run_is_kept_with_a_warning(sweep, fake_data_dir, caplog):
+    out, records, _ = sweep
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        again = run(compose_cfg(["method=scratch", *STUDENT], fake_data_dir, out))
+    assert again["finished_at"] == records["scratch"]["finished_at"]
+    assert "fidelity metrics were measured against" in caplog.text
+
+
+def test_force_redoes_the_student_with_the_new_teacher_and_the_report_marks_the_mismatch(sweep, fake_data_dir):
+    out, records, other = sweep
+    redone = run(compose_cfg(["method=rkd", *STUDENT, "force=true"], fake_data_dir, out))
+    assert redone["teacher"]["weights_sha256"] == other["weights_sha256"]
+    again = run(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, out))  # now done with the current teacher
+    assert again["finished_at"] == redone["finished_at"]
+
+    runs = load_sweep(out / "default")  # the teacher row there still records the old weights
+    checks = teacher_check(runs)
+    (row,) = checks.to_dict("records")
+    assert row["teacher.key"] == row["sweep_teacher_key"] and row["teacher_match"] == "no"
+    problems = find_issues(runs)
+    assert any("retrained with force=true" in str(d) for d in problems["detail"])
+
+
+def test_a_retrain_into_identical_weights_leaves_its_students_done(tmp_path, fake_data_dir):
+    first = {m: run(compose_cfg([f"method={m}", *STUDENT], fake_data_dir, tmp_path)) for m in ("teacher", "rkd")}
+    retrained = run(compose_cfg(["method=teacher", *STUDENT, "force=true"], fake_data_dir, tmp_path))
+    assert retrained["finished_at"] != first["teacher"]["finished_at"]
+    assert retrained["weights_sha256"] == first["teacher"]["weights_sha256"]  # same seed on a CPU: same weights
+    again = run(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, tmp_path))
+    assert again["finished_at"] == first["rkd"]["finished_at"]
