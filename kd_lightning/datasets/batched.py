@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from kornia.geometry.transform import get_affine_matrix2d, rotate, warp_affine
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Sampler, Subset, TensorDataset
+from torch.utils.data import Dataset, Sampler, Subset, TensorDataset, default_collate
 
 from kd_lightning.seeding import derive_seed, generator
 
@@ -301,6 +301,32 @@ class AugmentedBatches(Dataset):
         return images, labels, params.as_dict()
 
 
+class PerImageBatches(Dataset):
+    """A per-image dataset (the PIL pipeline: torchvision transforms in DataLoader workers) indexed by whole
+    batches from :class:`SeededBatchSampler`.
+
+    Image ``p`` of batch ``(epoch, number)`` is transformed on torch's CPU stream seeded
+    ``(seed, "augment", epoch, number, p)``, so a batch is the same whichever worker builds it and however many
+    workers there are (drawn from the workers' own streams, the augmentation depended on ``num_workers``, which
+    no identity records), and a resumed run draws what an uninterrupted one drew.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int, list[int]]):
+        epoch, number, indices = key
+        items = []
+        for position, index in enumerate(indices):
+            with torch.random.fork_rng(devices=[]):  # the CPU stream only: a worker must not initialise CUDA
+                torch.random.default_generator.manual_seed(derive_seed(self.seed, "augment", epoch, number, position))
+                items.append(self.dataset[index])
+        return default_collate(items)
+
+
 def _check_batch(images: Tensor, channels: int) -> None:
     if images.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 batch (raw pixel values), got {images.dtype}")
@@ -319,6 +345,8 @@ def load_as_uint8_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
     """
     if isinstance(dataset, AugmentedBatches):  # the DataModule's tensor pipeline already holds them
         return dataset.images, dataset.labels
+    if isinstance(dataset, PerImageBatches):  # the PIL pipeline's
+        return load_as_uint8_tensors(dataset.dataset)
     if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
         return images, labels

@@ -6,6 +6,7 @@ names its torchvision class and the folder torchvision expects under ``data_dir`
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from kd_lightning.datasets.batched import (
     AugmentedBatches,
     AugmentParams,
     BatchAugment,
+    PerImageBatches,
     SeededBatchSampler,
     load_as_uint8_tensors,
 )
@@ -48,6 +50,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
     root_folder: str = ""
     #: files torchvision reads, relative to ``root``; named in error messages
     expected_files: tuple[str, ...] = ()
+    #: the same files, each named (None: ``expected_files``): what :meth:`files_digest` reads
+    data_files: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -112,6 +116,23 @@ class ImageClassificationDataModule(L.LightningDataModule):
     @property
     def root(self) -> Path:
         return self.data_dir / self.root_folder if self.root_folder else self.data_dir
+
+    def files_digest(self) -> str | None:
+        """SHA-256 of the dataset's files (each name and content, :attr:`data_files`), None while any is missing.
+
+        A built-in dataset's identity is its config, so another copy of USPS at the same path would be the same
+        data to the run identity; records carry this digest, and a run or teacher made from other files is not
+        taken for this data's (kd_lightning/run/data_files.py)."""
+        sha = hashlib.sha256()
+        for name in self.data_files if self.data_files is not None else self.expected_files:
+            path = self.root / name
+            if not path.is_file():
+                return None
+            sha.update(f"{name}|".encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    sha.update(block)
+        return sha.hexdigest()
 
     def _load(self, train: bool, download: bool = False) -> VisionDataset:
         """Build the torchvision dataset, turning its failures into one error that names the files."""
@@ -187,9 +208,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return
         train_raw.transform = train_transform(self.mean, self.std, self.augmentation)
         official_test.transform = eval_transform(self.mean, self.std)
-        self.train_set = train_raw
-        self.val_set = Subset(official_test, val_idx)
-        self.test_set = Subset(official_test, test_idx)
+        self.train_set = PerImageBatches(train_raw, self.seed)
+        self.val_set = PerImageBatches(Subset(official_test, val_idx))
+        self.test_set = PerImageBatches(Subset(official_test, test_idx))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Tensor pipeline: augment (training) or just normalise (evaluation) the uint8 batch on its device."""
@@ -230,16 +251,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
             "persistent_workers": False,
             "pin_memory": self.pin_memory if self.pin_memory is not None else self._trains_on_gpu(),
         }
-        if self.pipeline == "tensor":
-            # One gather per batch; order and augmentation from the seed's own streams (batched.py).
-            # Tensor indexing needs no workers.
-            sampler = SeededBatchSampler(len(dataset), batch_size, shuffle=train, drop_last=drop_last, seed=self.seed)
-            return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0, **common)
-        # the paper's PIL pipeline: order and augmentation from the global stream, which is seeded
-        # just before the student is built (train.py), so methods of one seed still draw alike
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, num_workers=self.num_workers, **common
-        )
+        # Whole batches; order and augmentation from the seed's own streams (batched.py), in either pipeline, so
+        # they do not depend on the workers. The tensor pipeline's one gather per batch needs no workers.
+        sampler = SeededBatchSampler(len(dataset), batch_size, shuffle=train, drop_last=drop_last, seed=self.seed)
+        workers = 0 if self.pipeline == "tensor" else self.num_workers
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
@@ -279,6 +295,11 @@ class CIFAR10DataModule(ImageClassificationDataModule):
     dataset_cls = datasets.CIFAR10
     expected_files = (
         "cifar-10-batches-py/data_batch_1..5",
+        "cifar-10-batches-py/test_batch",
+        "cifar-10-batches-py/batches.meta",
+    )
+    data_files = (
+        *(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
         "cifar-10-batches-py/test_batch",
         "cifar-10-batches-py/batches.meta",
     )

@@ -77,6 +77,10 @@ class FolderDataModule(ImageClassificationDataModule):
         self.resize, self.convert, self.holdout_fraction = resize, convert, holdout_fraction
         self._data: FolderData | None = None
 
+    def files_digest(self) -> None:
+        """None: a folder's content fingerprint is in its run identity already (``dataset.fingerprint``)."""
+        return None
+
     def prepare_data(self) -> None:
         """Nothing to download; the layout is checked now (file names only), the pixels in :meth:`setup`."""
         scan(self.root, self.holdout_fraction, self.split_seed)

@@ -7,7 +7,8 @@ logger, workers, output paths, ``name``) can never change an identity by acciden
 - data: the dataset config (which files, split, augmentation, pipeline, factors), minus where the files
   live and how they are loaded (:data:`DATASET_KEYS_NOT_IN_IDENTITY`); a folder dataset (``dataset=folder``)
   holds its content fingerprint and measured metadata instead of its path, so two folders never share a run
-  or a teacher and a moved folder still does;
+  or a teacher and a moved folder still does; a built-in dataset's copy of the files is recorded and checked
+  beside the identity (:mod:`kd_lightning.run.data_files`), so identities from before it stay valid;
 - the method with its hyperparameters and trained network (``method``, which holds ``net``);
 - the recipe values that train it: batch size, optimizer, schedule, augmentation, and the training budget's
   floor on optimizer steps (``recipe.min_steps``, only when set: :data:`IDENTITY_KEYS_WHEN_SET`);

@@ -124,6 +124,7 @@ def dataset_complexity(
     eval_images: Tensor | np.ndarray | None = None,
     eval_labels: Tensor | np.ndarray | None = None,
     recompute: bool = False,
+    files: str | None = None,
     **params: Any,
 ) -> dict[str, Any]:
     """:func:`kd_lightning.measure.complexity.compute_complexity`, cached in ``cache_dir/complexity-<key>.json``.
@@ -132,6 +133,8 @@ def dataset_complexity(
     "split_seed": 1234, "val_fraction": 0.7, "factors": factor_identity(f, image_size)}``); the key
     hashes it with the measure parameters. A file lock makes concurrent runs of one configuration
     compute it once; the file is written by rename. The returned dict has ``cache_hit`` (not stored).
+    ``files``: the digest of the files the images were read from (a built-in dataset's identity is its config):
+    an entry measured on other files is measured again.
     """
     from filelock import FileLock
 
@@ -141,14 +144,16 @@ def dataset_complexity(
     path = Path(cache_dir) / f"complexity-{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.is_file() and not recompute:
-            return {**json.loads(path.read_text()), "cache_hit": True}
+        cached = json.loads(path.read_text()) if path.is_file() and not recompute else None
+        if cached is not None and not (files and cached.get("data_files_sha256") not in (None, files)):
+            return {**cached, "cache_hit": True}
         start = time.perf_counter()
         result = complexity.compute_complexity(images, labels, eval_images, eval_labels, **params)
         record = {
             "key": key,
             "version": complexity.COMPLEXITY_VERSION,
             "identity": json.loads(json.dumps(identity, default=str)),
+            "data_files_sha256": files,
             **result,
         }
         record["seconds"] = round(time.perf_counter() - start, 3)
@@ -168,4 +173,5 @@ def config_complexity(cfg: Any, datamodule: Any, recompute: bool = False) -> dic
         eval_images=datamodule.val_set.images,
         eval_labels=datamodule.val_set.labels,
         recompute=recompute,
+        files=datamodule.files_digest(),
     )

@@ -34,7 +34,7 @@ from torch import nn
 
 from kd_lightning import PROJECT_ROOT
 from kd_lightning.models import CheckpointError, load_network
-from kd_lightning.run import rundir
+from kd_lightning.run import data_files, rundir
 from kd_lightning.run.identity import digest, fingerprint, identity
 from kd_lightning.run.records import RESULTS_FILE, git_commit, write_json
 
@@ -294,6 +294,7 @@ def describe(path: str | Path, source: str, key: str | None = None) -> dict[str,
         "code_version": code or None,
         "stale": stale,
         "weights_sha256": record.get("weights_sha256"),  # the producing run's; the loaded weights' replace it
+        data_files.RECORD_KEY: record.get(data_files.RECORD_KEY),  # the files it was trained on
     }
 
 
@@ -415,7 +416,10 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
             if plan.completed is not None:
                 recorded = plan.completed.get("weights_sha256")
                 refuse_replaced(plan.completed, recorded, registered_weights(entry), f"teacher {entry}")
+                data_files.refuse_changed(cfg, plan.completed)
                 return plan.completed
+            registered_files = {**existing, "source": "registry", "checkpoint": str(entry / CHECKPOINT_FILE)}
+            data_files.refuse_other_teacher(cfg, registered_files, data_files.current_digest(cfg))
             log.info("teacher already in the registry (%s); recording it instead of training again", entry)
             record = {
                 **existing,

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from kd_lightning.datasets.datamodules import DatasetError
 from kd_lightning.datasets.factors import FactorError
 from kd_lightning.models import CheckpointError, count_parameters
-from kd_lightning.run import byproducts, rundir, teacher_kinds, teachers
+from kd_lightning.run import byproducts, data_files, rundir, teacher_kinds, teachers
 from kd_lightning.run.budget import NoFullBatchError, TrainingBudget
 from kd_lightning.run.build import build_datamodule, build_module, build_trainer
 from kd_lightning.run.callbacks import ThroughputMeter, TrainingClock
@@ -73,8 +73,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 planned = identity(cfg, reference)
                 planned_fingerprint = fingerprint(cfg, planned.get("teacher"))  # as fit_and_test will compute it
                 done = rundir.completed(cfg.paths.run_dir, planned_fingerprint, log)
-                if done is not None:
-                    teacher_kinds.refuse_replaced_teacher(cfg, done)  # unless its teacher was retrained since
+                if done is not None:  # unless its teacher was retrained, or its files changed, since
+                    teacher_kinds.refuse_replaced_teacher(cfg, done)
+                    data_files.refuse_changed(cfg, done)
                     return done
                 # another config's completed run is refused before a teacher is looked up or trained for this one
                 rundir.refuse_conflict(cfg.paths.run_dir, planned_fingerprint, planned)
@@ -103,8 +104,10 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()  # fails here, before any model is built, when files are missing
+    files_digest = datamodule.files_digest()
     teacher_net = teacher_info = None
     if teacher is not None:  # on a private random stream: the student's is untouched
+        data_files.refuse_other_teacher(cfg, teacher.record, files_digest)
         teacher_net, loaded = teacher_kinds.load_members(teacher.checkpoints, cfg)
         teacher_info = {**teacher.record, **loaded}  # the digest of the weights as loaded, not as recorded
     L.seed_everything(cfg.seed, workers=True)  # the student's stream: the same for every method of this seed
@@ -136,6 +139,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
         },
         teacher={**teacher.record, "weights_sha256": teacher_info["weights_sha256"]} if teacher_info else None,
         data_factors=datamodule.factor_info,
+        **{data_files.RECORD_KEY: files_digest},
         **byproducts.measure(
             cfg, module, datamodule, plan.run_dir, tests
         ),  # the best weights, the test split in memory

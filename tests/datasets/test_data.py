@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from kd_lightning.datasets import DatasetError, split_official_test, split_sizes
+from kd_lightning.run.build import build_datamodule
 from tests.fakedata import CLASSES, SIZES
 from tests.helpers import compose_cfg
 
@@ -100,8 +101,9 @@ def test_eval_batches_are_normalised_with_the_dataset_statistics(fake_data_dir):
     )
     dm = instantiate(cfg.dataset, _convert_="all")
     dm.setup("fit")
-    raw = torch.as_tensor(dm.val_set.dataset.data[dm.val_set.indices[0]]).float() / 255
-    image, _ = dm.val_set[0]
+    split = dm.val_set.dataset  # the validation Subset the PIL pipeline's batches index
+    raw = torch.as_tensor(split.dataset.data[split.indices[0]]).float() / 255
+    image, _ = split[0]
     torch.testing.assert_close(image[0], (raw - 0.5) / 0.25)
 
 
@@ -183,6 +185,25 @@ def test_tensor_and_pil_pipelines_give_the_same_evaluation_batches(name, fake_da
     torch.testing.assert_close(batches["tensor"][0], batches["pil"][0], atol=1e-5, rtol=0)
     assert torch.equal(batches["tensor"][1], batches["pil"][1])
     assert batches["tensor"][0].dtype == torch.float32
+
+
+def test_pil_training_batches_do_not_depend_on_the_workers(fake_data_dir):
+    """The PIL pipeline's order and augmentation come from the seed's streams, not from the workers': the same
+    batches with 0 and 2 workers (a cold review, 2026-12-04: they were drawn from each worker's stream, so the
+    numbers depended on ``dataset.num_workers``, which no identity records), other ones at the next epoch."""
+
+    def epoch_batches(workers: int, epoch: int = 0, seed: int = 0) -> list[torch.Tensor]:
+        overrides = ["dataset=usps", "dataset.pipeline=pil", f"dataset.num_workers={workers}", f"seed={seed}"]
+        dm = build_datamodule(compose_cfg(overrides, data_dir=fake_data_dir))
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # what Lightning calls before each epoch
+        return [images for images, _ in loader]
+
+    alone = epoch_batches(0)
+    assert len(alone) > 1 and all(torch.equal(a, b) for a, b in zip(alone, epoch_batches(2), strict=True))
+    assert not torch.equal(alone[0], epoch_batches(0, epoch=1)[0])
+    assert not torch.equal(alone[0], epoch_batches(0, seed=1)[0])
 
 
 def test_tensor_pipeline_augments_only_while_training(fake_data_dir):

@@ -196,6 +196,13 @@ def test_cache_hit_reads_the_file_without_recomputing(tmp_path, monkeypatch):
         dataset_complexity(images, labels, identity, tmp_path, recompute=True, **SMALL)
     with pytest.raises(AssertionError, match="recomputed"):  # the probe scored on other images: another number
         dataset_complexity(images, labels, identity, tmp_path, images[:50], labels[:50], **SMALL)
+    # measured on one copy of a built-in dataset's files: another copy (same config) is measured again
+    monkeypatch.undo()
+    dataset_complexity(images, labels, identity, tmp_path, recompute=True, files="copy-a", **SMALL)
+    monkeypatch.setattr(complexity, "compute_complexity", boom)
+    assert dataset_complexity(images, labels, identity, tmp_path, files="copy-a", **SMALL)["cache_hit"] is True
+    with pytest.raises(AssertionError, match="recomputed"):
+        dataset_complexity(images, labels, identity, tmp_path, files="copy-b", **SMALL)
 
 
 def test_cache_key_ignores_key_order_and_defaults():

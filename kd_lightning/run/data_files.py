@@ -1,0 +1,65 @@
+"""Which files a run's data came from.
+
+A built-in dataset's identity is its config (:mod:`kd_lightning.run.identity`): which dataset, split and factors,
+not which copy of the files. So another copy at the same path (a re-downloaded or edited USPS) would be the same
+data to every identity. Each run's record therefore carries ``data_files_sha256``, the digest of the files it read
+(:meth:`~kd_lightning.datasets.datamodules.ImageClassificationDataModule.files_digest`; a folder dataset's content
+is in its identity already, so it has none), and:
+
+- a completed run whose files have changed since is not skipped as done (:func:`refuse_changed`);
+- a student does not distil from a registry teacher trained on other files, nor a teacher run record one
+  (:func:`refuse_other_teacher`).
+
+A digest missing on either side (records from before it, files not downloaded yet) is no evidence and passes.
+Identities are unchanged, so completed runs and registered teachers stay valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kd_lightning.datasets.datamodules import DatasetError
+from kd_lightning.run.build import build_datamodule
+
+RECORD_KEY = "data_files_sha256"
+
+
+class DataChangedError(DatasetError):
+    """The dataset's files are not the ones a completed run or a registry teacher was made from."""
+
+
+def current_digest(cfg: DictConfig) -> str | None:
+    """The digest of the files ``cfg``'s dataset reads now (None while any is missing, and for a folder)."""
+    return build_datamodule(cfg).files_digest()
+
+
+def refuse_changed(cfg: DictConfig, record: dict[str, Any], current: str | None = None) -> None:
+    """Refuse to take the completed run ``record`` as this config's result when its files have changed since."""
+    recorded = record.get(RECORD_KEY)
+    current = current_digest(cfg) if recorded and current is None else current
+    if recorded and current and recorded != current:
+        raise DataChangedError(
+            f"{record.get('run_dir')} holds a completed run trained on {cfg.dataset.name} files of digest "
+            f"{recorded[:12]}, but the files in {cfg.dataset.data_dir} now give {current[:12]}: its numbers are "
+            "the old files'. Point paths.data_dir at the files it used, or rerun it with force=true to train on these "
+            "(the old run is archived in its folder)."
+        )
+
+
+def refuse_other_teacher(cfg: DictConfig, teacher: dict[str, Any], current: str | None) -> None:
+    """Refuse a registry teacher (or ensemble member) trained on other files than this run's ``current`` ones:
+    ``teacher`` is the student's record of it (:func:`kd_lightning.run.teachers.describe`, or an ensemble's with
+    ``members``). A teacher named by ``teacher_ckpt=`` is the user's choice and is not checked."""
+    if teacher.get("source") != "registry" or not current:
+        return
+    for network in teacher.get("members") or [teacher]:
+        recorded = network.get(RECORD_KEY)
+        if recorded and recorded != current:
+            raise DataChangedError(
+                f"registry teacher {network.get('checkpoint')} was trained on {cfg.dataset.name} files of digest "
+                f"{recorded[:12]}, but the files in {cfg.dataset.data_dir} give {current[:12]}. Retrain it on these "
+                "files (method=teacher force=true with this run's overrides), or point paths.teachers_dir at a "
+                "registry of its own for this copy of the data."
+            )
