@@ -187,18 +187,12 @@ def read_entry(entry: Path) -> dict[str, Any] | None:
 
 
 def registered_weights(entry: Path) -> str | None:
-    """The :func:`~kd_lightning.models.weights_digest` of the teacher in a registry entry now: from its
-    ``teacher.json``, or read from ``teacher.ckpt`` for an entry registered before digests were recorded; None when
-    the entry holds no teacher."""
+    """The :func:`~kd_lightning.models.weights_digest` of the teacher in a registry entry now, from its
+    ``teacher.json``; None when the entry holds no teacher or was registered before digests were recorded (not read
+    from the checkpoint: a skipped run of a large grid would load its teacher each time)."""
     meta = read_entry(entry)
-    if meta is None:
-        return None
-    if isinstance(meta.get("weights_sha256"), str):
-        return meta["weights_sha256"]
-    try:
-        return load_network(entry / CHECKPOINT_FILE)[1]["weights_sha256"]
-    except CheckpointError as exc:
-        raise TeacherError(f"registry teacher {entry / CHECKPOINT_FILE} is not readable ({exc})") from None
+    digest = (meta or {}).get("weights_sha256")
+    return digest if isinstance(digest, str) else None
 
 
 def refuse_replaced(record: dict[str, Any], recorded: str | None, current: str | None, what: str) -> None:
