@@ -308,7 +308,8 @@ class PerImageBatches(Dataset):
     Image ``p`` of batch ``(epoch, number)`` is transformed on torch's CPU stream seeded
     ``(seed, "augment", epoch, number, p)``, so a batch is the same whichever worker builds it and however many
     workers there are (drawn from the workers' own streams, the augmentation depended on ``num_workers``, which
-    no identity records), and a resumed run draws what an uninterrupted one drew.
+    no identity records), and a resumed run draws what an uninterrupted one drew (its DataModule sets the epoch
+    it resumes at).
     """
 
     def __init__(self, dataset: Dataset, seed: int = 0) -> None:

@@ -256,8 +256,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         # A last batch of one sample breaks BatchNorm when layer4 is 1x1 (USPS, 7,291 % 90 == 1).
         drop_last = train
         common = {
-            # fresh workers each epoch, seeded from the global RNG: a resumed run draws the same
-            # augmentations as an uninterrupted one (persistent workers would carry hidden state)
+            # fresh workers each epoch (persistent workers would carry hidden state into the next)
             "persistent_workers": False,
             "pin_memory": self.pin_memory if self.pin_memory is not None else self._trains_on_gpu(),
         }
@@ -268,7 +267,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers, **common)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        loader = self._loader(self.train_set, train=True)
+        if self.trainer is not None:
+            # Lightning creates the first iterator (and workers start prefetching from it) before its set_epoch:
+            # a resumed fit would draw epoch 0's order and augmentation in the epoch it resumes at
+            loader.sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

@@ -7,8 +7,9 @@ data to every identity. Each run's record therefore carries ``data_files_sha256`
 is in its identity already, so it has none), and:
 
 - a completed run whose files have changed since is not skipped as done (:func:`refuse_changed`);
-- a student does not distil from a registry teacher trained on other files, nor a teacher run record one
-  (:func:`refuse_other_teacher`).
+- a student does not distil from a registry teacher (or ensemble member) trained on other files, nor a teacher
+  run record one (:func:`refuse_other_teacher`); a scratch run, which only measures its fidelity to the teacher,
+  trains without it (:func:`checked_teacher`).
 
 A digest missing on either side (records from before it, files not downloaded yet) is no evidence and passes.
 Identities are unchanged, so completed runs and registered teachers stay valid.
@@ -16,6 +17,7 @@ Identities are unchanged, so completed runs and registered teachers stay valid.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from omegaconf import DictConfig
@@ -24,6 +26,7 @@ from kd_lightning.datasets.datamodules import DatasetError
 from kd_lightning.run.build import build_datamodule
 
 RECORD_KEY = "data_files_sha256"
+log = logging.getLogger("kd_lightning")
 
 
 class DataChangedError(DatasetError):
@@ -48,6 +51,22 @@ def refuse_changed(cfg: DictConfig, record: dict[str, Any], current: str | None 
         )
 
 
+def checked_teacher(cfg: DictConfig, teacher: Any, current: str | None) -> Any:
+    """The run's :class:`~kd_lightning.run.teachers.TeacherChoice` when its registry teacher was trained on these
+    files (:func:`refuse_other_teacher`); a scratch run (``reference`` None: the teacher only measures fidelity)
+    trains without it, with a warning, where a distilling run is refused."""
+    if teacher is None:
+        return None
+    try:
+        refuse_other_teacher(cfg, teacher.record, current)
+    except DataChangedError as exc:
+        if teacher.reference is not None:
+            raise
+        log.warning("%s Its fidelity metrics are left empty.", exc)
+        return None
+    return teacher
+
+
 def refuse_other_teacher(cfg: DictConfig, teacher: dict[str, Any], current: str | None) -> None:
     """Refuse a registry teacher (or ensemble member) trained on other files than this run's ``current`` ones:
     ``teacher`` is the student's record of it (:func:`kd_lightning.run.teachers.describe`, or an ensemble's with
@@ -59,7 +78,8 @@ def refuse_other_teacher(cfg: DictConfig, teacher: dict[str, Any], current: str 
         if recorded and recorded != current:
             raise DataChangedError(
                 f"registry teacher {network.get('checkpoint')} was trained on {cfg.dataset.name} files of digest "
-                f"{recorded[:12]}, but the files in {cfg.dataset.data_dir} give {current[:12]}. Retrain it on these "
-                "files (method=teacher force=true with this run's overrides), or point paths.teachers_dir at a "
-                "registry of its own for this copy of the data."
+                f"{recorded[:12]}, but the files in {cfg.dataset.data_dir} give {current[:12]}. Point "
+                "paths.teachers_dir at a registry of its own for this copy of the data, or train the teacher again "
+                "on these files: move its entry away (a missing teacher is trained again), or rerun its single "
+                "teacher's run (method=teacher with this run's overrides) with force=true."
             )

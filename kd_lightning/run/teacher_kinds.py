@@ -33,7 +33,7 @@ from torch import nn
 from kd_lightning import teacher_kind
 from kd_lightning.models import EnsembleTeacher
 from kd_lightning.modules.base import ClassifierModule
-from kd_lightning.run import rundir, teachers
+from kd_lightning.run import data_files, rundir, teachers
 from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.config import to_plain
 from kd_lightning.run.identity import digest
@@ -140,9 +140,38 @@ def load_members(checkpoints: Sequence[str], cfg: DictConfig) -> tuple[nn.Module
         teachers.load_teacher(c, str(cfg.dataset.name), int(cfg.student_model.num_classes), int(cfg.dataset.channels))
         for c in checkpoints
     ]
-    nets = [net for net, _ in loaded]
-    weights = combined_weights([info["weights_sha256"] for _, info in loaded])
-    return (nets[0] if len(nets) == 1 else EnsembleTeacher(nets)), {**loaded[0][1], "weights_sha256": weights}
+    nets, digests = [net for net, _ in loaded], [info["weights_sha256"] for _, info in loaded]
+    info = {**loaded[0][1], "weights_sha256": combined_weights(digests), "members_weights_sha256": digests}
+    return (nets[0] if len(nets) == 1 else EnsembleTeacher(nets)), info
+
+
+def with_loaded_weights(record: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+    """A student's record of its teacher with the digests of the weights it loaded (:func:`load_members`): the
+    whole teacher's, and each ensemble member's in its own entry (so a replaced member is found even where the
+    others' registry entries predate the digests)."""
+    out = {**record, "weights_sha256": loaded["weights_sha256"]}
+    if record.get("members"):
+        members = zip(record["members"], loaded["members_weights_sha256"], strict=True)
+        out["members"] = [{**member, "weights_sha256": digest} for member, digest in members]
+    return out
+
+
+def networks_weights(teacher: dict[str, Any]) -> list[str | None]:
+    """The weights digest of each network of a recorded teacher (an ensemble's members in order, or the one)."""
+    return (
+        [m.get("weights_sha256") for m in teacher["members"]]
+        if teacher.get("members")
+        else [teacher.get("weights_sha256")]
+    )
+
+
+def registry_weights(cfg: DictConfig) -> list[str | None]:
+    """:func:`~kd_lightning.run.teachers.registered_weights` of each registry network this run's teacher is."""
+    if ensemble_size(cfg):
+        return [
+            teachers.registered_weights(teachers.entry_dir(member_config(cfg, k))) for k in range(ensemble_size(cfg))
+        ]
+    return [teachers.registered_weights(teachers.entry_dir(teachers.teacher_config(cfg)))]
 
 
 def _member_record(entry: Path, key: str, weights: str | None) -> dict[str, Any]:
@@ -160,13 +189,13 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
     """The ensemble's members and its test metrics (best-validation members; last-epoch members where every
     member's last checkpoint is still on disk), measured once and cached in the registry beside the members."""
     reference = ensemble_reference(found)
-    digests = [teachers.registered_weights(entry) for entry, _ in found]
-    weights = combined_weights(digests)  # a member retrained into other weights: measured again
+    digests = [teachers.registered_weights(entry) for entry, _ in found]  # a member retrained since: measured again
     cache = Path(cfg.paths.teachers_dir) / str(cfg.dataset.name) / ensemble_key(found) / f"seed{cfg.seed}"
     if (cache / ENSEMBLE_FILE).is_file():
         cached = json.loads((cache / ENSEMBLE_FILE).read_text())
-        same = (cached.get("reference"), cached.get("version"), cached.get("weights_sha256"))
-        if same == (reference, ENSEMBLE_SUMMARY_VERSION, weights):
+        if (cached.get("reference"), cached.get("version")) == (reference, ENSEMBLE_SUMMARY_VERSION) and [
+            m.get("weights_sha256") for m in cached.get("members", [])
+        ] == digests:
             return cached
     members = [_member_record(entry, key, digest) for (entry, key), digest in zip(found, digests)]
     tcfg = teachers.teacher_config(cfg)
@@ -179,7 +208,7 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
         "size": len(found),
         "data": teachers.teacher_data(cfg),
         "members": members,
-        "weights_sha256": weights,
+        "weights_sha256": combined_weights(digests),
         "members_mean_acc": statistics.fmean(m["test_acc"] for m in members),
         "test_best": test_metrics(load_members([m["checkpoint"] for m in members], tcfg)[0], tcfg),
         "test_last": (
@@ -212,24 +241,18 @@ def refuse_replaced_teacher(cfg: DictConfig, done: dict[str, Any]) -> None:
     other weights (:class:`~kd_lightning.run.teachers.TeacherReplacedError`); a scratch run's fidelity to the old
     teacher is only warned about. A teacher given by ``teacher_ckpt=`` is in the run's identity by its file's hash,
     and a teacher missing from the registry now (pruned, moved) is no evidence: neither is checked here."""
-    recorded = (done.get("teacher") or {}).get("weights_sha256")
-    if not recorded or cfg.get("teacher_ckpt"):
+    if not done.get("teacher") or cfg.get("teacher_ckpt"):
         return
-    if ensemble_size(cfg):
-        current = combined_weights(
-            [teachers.registered_weights(teachers.entry_dir(member_config(cfg, k))) for k in range(ensemble_size(cfg))]
-        )
-    else:
-        current = teachers.registered_weights(teachers.entry_dir(teachers.teacher_config(cfg)))
-    what = f"teacher {done['teacher'].get('key')}"
-    if get_class(cfg.method._target_).requires_teacher:
-        teachers.refuse_replaced(done, recorded, current, what)
-    elif current and current != recorded:
+    try:
+        teachers.refuse_replaced(done, networks_weights(done["teacher"]), registry_weights(cfg))
+    except teachers.TeacherReplacedError:
+        if get_class(cfg.method._target_).requires_teacher:
+            raise
         log.warning(
-            "%s: its fidelity metrics were measured against %s, which the registry has replaced since (force=true "
-            "on this run measures them again)",
+            "%s: its fidelity metrics were measured against teacher %s, which the registry has replaced since "
+            "(force=true on this run measures them again)",
             done.get("run_dir"),
-            what,
+            done["teacher"].get("key"),
         )
 
 
@@ -284,14 +307,18 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
     found = member_entries(train_members, lambda mcfg: teachers.train_or_reuse(mcfg, fit), train_if_missing=True)
     assert found is not None  # every member was trained or found
     summary = ensemble_summary(cfg, found)
+    files = data_files.current_digest(cfg)  # members trained on other files are not this data's teacher
+    data_files.refuse_other_teacher(cfg, {"source": "registry", "members": summary["members"]}, files)
     identity = row_identity(summary["reference"])
     with rundir.claim(cfg.paths.run_dir):  # the ensemble's row, in this run's folder
         fingerprint = digest({"teacher": summary["reference"]})
         plan = rundir.plan(cfg.paths.run_dir, fingerprint, bool(cfg.force), log, identity=identity)
-        if plan.completed is not None:
-            recorded = plan.completed.get("weights_sha256")
-            teachers.refuse_replaced(plan.completed, recorded, summary["weights_sha256"], f"ensemble {summary['key']}")
+        current = [m["weights_sha256"] for m in summary["members"]]
+        if plan.completed is not None and not teachers.stale_row(plan.completed, current, files):
             return plan.completed
+        if plan.completed is not None:  # a member was replaced since: the row records the ensemble anew
+            log.warning("%s recorded members the registry has replaced since; recording them anew", cfg.paths.run_dir)
+            plan = rundir.plan(cfg.paths.run_dir, fingerprint, True, log, identity=identity)  # old row to archive/
         record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
         walls = [m["wall_time_s"] for m in summary["members"]]
         return rundir.complete(
@@ -299,6 +326,7 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
             wall_time_s=sum(walls) if all(isinstance(w, (int, float)) for w in walls) else None,
             teacher_key=summary["key"],
             weights_sha256=summary["weights_sha256"],
+            **{data_files.RECORD_KEY: files},
             ensemble={k: v for k, v in summary.items() if k not in ("test_best", "test_last")},
             test_best=summary["test_best"],
             test_last=summary["test_last"],

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,18 +195,40 @@ def registered_weights(entry: Path) -> str | None:
     return digest if isinstance(digest, str) else None
 
 
-def refuse_replaced(record: dict[str, Any], recorded: str | None, current: str | None, what: str) -> None:
-    """Raise :class:`TeacherReplacedError` when a completed run (``record``) was made with teacher weights
-    ``recorded`` and the registry now holds ``current`` (both :func:`~kd_lightning.models.weights_digest`; either
-    unknown, from a record or an entry older than the digests, is no evidence and passes)."""
-    if recorded and current and recorded != current:
+def replaced_networks(recorded: Sequence[str | None], current: Sequence[str | None]) -> list[int]:
+    """The networks (by position: an ensemble's members in order, or the one) whose weights ``recorded`` in a
+    record differ from the registry's ``current`` (:func:`~kd_lightning.models.weights_digest`s). A digest either
+    side does not know (a record or an entry older than the digests) is no evidence."""
+    if len(recorded) != len(current):
+        return []
+    return [k for k, (old, new) in enumerate(zip(recorded, current)) if old and new and old != new]
+
+
+def refuse_replaced(record: dict[str, Any], recorded: Sequence[str | None], current: Sequence[str | None]) -> None:
+    """Raise :class:`TeacherReplacedError` when the completed run ``record`` was made with teacher networks of
+    weights ``recorded`` and the registry now holds other ones (:func:`replaced_networks`)."""
+    changed = replaced_networks(recorded, current)
+    if changed:
+        which = "its teacher" if len(current) == 1 else f"member(s) {changed} of its ensemble teacher"
         raise TeacherReplacedError(
-            f"{record.get('run_dir')} holds a completed run made with {what} of weights sha256 {recorded[:12]}, but "
-            f"the registry's teacher now has weights {current[:12]} (retrained with force=true since). Its numbers "
-            "are the old teacher's. Rerun it with force=true to redo it with the current teacher (the old run is "
-            "archived in its folder), or put the old teacher back (force=true kept it beside its registry entry, "
-            "as <entry>.replaced-<time>)."
+            f"{record.get('run_dir')} holds a completed run whose registry teacher has been replaced since: "
+            f"{which} had weights {recorded[changed[0]][:12]}, the registry now holds {current[changed[0]][:12]} "  # type: ignore[index]
+            "(retrained with force=true). Its numbers are the old teacher's. Rerun it with force=true to redo it "
+            "with the current teacher (the old run is archived in its folder), or put the old teacher back "
+            "(force=true kept it beside its registry entry, as <entry>.replaced-<time>)."
         )
+
+
+def stale_row(row: dict[str, Any], current: Sequence[str | None], files: str | None) -> bool:
+    """Whether a completed teacher row (a record of which registry teacher a condition has; training nothing of its
+    own when it reused one) names other weights than the registry's ``current`` (one digest per network), or was
+    recorded for other files than ``files``. Such a row is recorded again from the registry, its old record
+    archived: training it again (``force=true``) would replace the registry's teacher once more, and with it the
+    teacher of every student made since."""
+    members = (row.get("ensemble") or {}).get("members")
+    recorded = [m.get("weights_sha256") for m in members] if members else [row.get("weights_sha256")]
+    old_files = row.get(data_files.RECORD_KEY)
+    return bool(replaced_networks(recorded, current)) or bool(old_files and files and old_files != files)
 
 
 def publish(entry: Path, checkpoint: Path, record: dict[str, Any], key: str, teacher_identity: dict[str, Any]) -> None:
@@ -405,15 +427,15 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
         existing = read_entry(entry)
         fp = fingerprint(cfg)
         if existing is not None and not cfg.force:
+            files = data_files.current_digest(cfg)  # a teacher trained on other files is not this data's
+            data_files.refuse_other_teacher(cfg, {**existing, "source": "registry", "checkpoint": str(entry)}, files)
             # an unfinished copy of a teacher the registry already holds is archived whole, not cut back to resume
             plan = rundir.plan(cfg.paths.run_dir, fp, False, log, resume=False)
-            if plan.completed is not None:
-                recorded = plan.completed.get("weights_sha256")
-                refuse_replaced(plan.completed, recorded, registered_weights(entry), f"teacher {entry}")
-                data_files.refuse_changed(cfg, plan.completed)
+            if plan.completed is not None and not stale_row(plan.completed, [registered_weights(entry)], files):
                 return plan.completed
-            registered_files = {**existing, "source": "registry", "checkpoint": str(entry / CHECKPOINT_FILE)}
-            data_files.refuse_other_teacher(cfg, registered_files, data_files.current_digest(cfg))
+            if plan.completed is not None:  # the registry's teacher was replaced since: this row records it anew
+                log.warning("%s recorded a teacher the registry has replaced since; recording the registry's", entry)
+                plan = rundir.plan(cfg.paths.run_dir, fp, True, log, resume=False)  # the old row to archive/
             log.info("teacher already in the registry (%s); recording it instead of training again", entry)
             record = {
                 **existing,

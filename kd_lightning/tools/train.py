@@ -92,24 +92,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dict[str, Any]:
     """Train and test one run in its folder (or return its completed record), then record it."""
+    datamodule = build_datamodule(cfg)
+    # a registry teacher trained on other files is refused before the folder is planned (force=true archives it)
+    teacher = data_files.checked_teacher(cfg, teacher, datamodule.files_digest())
     run_identity = identity(cfg, teacher.reference if teacher is not None else None)
     plan = rundir.plan(
         cfg.paths.run_dir, fingerprint(cfg, run_identity.get("teacher")), bool(cfg.force), log, identity=run_identity
     )
     if plan.completed is not None:
+        data_files.refuse_changed(cfg, plan.completed)
         return plan.completed
     record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), run_identity)
     OmegaConf.save(cfg, plan.run_dir / "config.yaml", resolve=True)
     start = time.perf_counter()
 
-    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()  # fails here, before any model is built, when files are missing
-    files_digest = datamodule.files_digest()
+    files_digest = datamodule.files_digest()  # (downloaded just now, or read above)
     teacher_net = teacher_info = None
     if teacher is not None:  # on a private random stream: the student's is untouched
-        data_files.refuse_other_teacher(cfg, teacher.record, files_digest)
         teacher_net, loaded = teacher_kinds.load_members(teacher.checkpoints, cfg)
-        teacher_info = {**teacher.record, **loaded}  # the digest of the weights as loaded, not as recorded
+        teacher_info = {**teacher_kinds.with_loaded_weights(teacher.record, loaded), **loaded}
     L.seed_everything(cfg.seed, workers=True)  # the student's stream: the same for every method of this seed
     module = build_module(cfg, teacher_net, teacher_info)
     trainer = build_trainer(cfg, plan.resume_step)
@@ -137,7 +139,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
             "teacher": count_parameters(teacher_net) if teacher_net is not None else None,
             "total_trainable": sum(p.numel() for p in module.trainable_parameters()),
         },
-        teacher={**teacher.record, "weights_sha256": teacher_info["weights_sha256"]} if teacher_info else None,
+        teacher=teacher_kinds.with_loaded_weights(teacher.record, loaded) if teacher is not None else None,
         data_factors=datamodule.factor_info,
         **{data_files.RECORD_KEY: files_digest},
         **byproducts.measure(

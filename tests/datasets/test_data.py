@@ -89,7 +89,8 @@ def test_loaders_pin_memory_only_for_a_trainer_on_a_gpu(fake_data_dir):
     dm.setup("fit")
     assert dm.train_dataloader().pin_memory is False  # no Trainer
     for device, pinned in (("cpu", False), ("cuda", True)):
-        dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        epochs = SimpleNamespace(epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=0)))
+        dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), fit_loop=epochs)
         assert dm.train_dataloader().pin_memory is pinned and dm.val_dataloader().pin_memory is pinned
     dm.pin_memory = False
     assert dm.test_dataloader().pin_memory is False
@@ -204,6 +205,39 @@ def test_pil_training_batches_do_not_depend_on_the_workers(fake_data_dir):
     assert len(alone) > 1 and all(torch.equal(a, b) for a, b in zip(alone, epoch_batches(2), strict=True))
     assert not torch.equal(alone[0], epoch_batches(0, epoch=1)[0])
     assert not torch.equal(alone[0], epoch_batches(0, seed=1)[0])
+
+
+def test_a_resumed_pil_fit_draws_the_epoch_it_resumes_at(fake_data_dir, tmp_path):
+    """With workers, Lightning creates the first iterator (and the workers prefetch from it) before it sets the
+    sampler's epoch: a fit resumed after epoch 1 drew epoch 0's batches again (a cold review, 2026-12-04)."""
+
+    class Recorder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight, self.seen = torch.nn.Parameter(torch.zeros(1)), []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append((self.current_epoch, batch[0].clone()))
+            return self.weight * batch[0].mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def fit(epochs: int, resume: str | None = None, save: str | None = None) -> list[torch.Tensor]:
+        overrides = ["dataset=usps", "dataset.pipeline=pil", "dataset.num_workers=2"]
+        module, trainer = Recorder(), L.Trainer(
+            max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, accelerator="cpu",
+        )  # fmt: skip
+        trainer.fit(module, datamodule=build_datamodule(compose_cfg(overrides, fake_data_dir)), ckpt_path=resume)
+        if save:
+            trainer.save_checkpoint(save)
+        return [images for epoch, images in module.seen if epoch == epochs - 1]
+
+    uninterrupted = fit(2)
+    fit(1, save=str(tmp_path / "epoch1.ckpt"))
+    resumed = fit(2, resume=str(tmp_path / "epoch1.ckpt"))
+    assert len(resumed) > 1 and all(torch.equal(a, b) for a, b in zip(uninterrupted, resumed, strict=True))
 
 
 def test_tensor_pipeline_augments_only_while_training(fake_data_dir):

@@ -4,6 +4,7 @@ is not taken for this data's (a cold review, 2026-12-04: another USPS copy at th
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import pytest
@@ -57,3 +58,25 @@ def test_runs_and_teachers_made_from_other_files_are_refused(usps_copy, tmp_path
 
     write_usps(usps_copy, 96, 40)  # the files the runs were made from: done again
     assert run(compose_cfg(["method=rkd", "dataset=usps"], usps_copy, out))["finished_at"] == done["rkd"]["finished_at"]
+
+
+def test_a_scratch_run_trains_without_a_teacher_of_other_files(usps_copy, tmp_path, caplog):
+    """Scratch only measures its fidelity to the teacher: it trains, with a warning and no fidelity numbers."""
+    out = tmp_path / "out"
+    run(compose_cfg(["method=teacher", "dataset=usps"], usps_copy, out))
+    write_usps(usps_copy, 104, 40)
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        scratch = run(compose_cfg(["method=scratch", "dataset=usps"], usps_copy, out))
+    assert scratch["status"] == "completed" and scratch["teacher"] is None
+    assert scratch["test_best"].get("agreement") is None and "fidelity metrics are left empty" in caplog.text
+
+
+def test_an_ensemble_row_of_members_trained_on_other_files_is_refused(usps_copy, tmp_path):
+    out = tmp_path / "out"
+    ensemble = ["method=teacher", "dataset=usps", "teacher=ensemble", "teacher.members=2"]
+    row = run(compose_cfg(ensemble, usps_copy, out))
+    assert row[RECORD_KEY] and all(m[RECORD_KEY] == row[RECORD_KEY] for m in row["ensemble"]["members"])
+    write_usps(usps_copy, 104, 40)
+    for name in ("default", "fresh"):  # its completed row, and a new row of the same members
+        with pytest.raises(DataChangedError, match=r"registry teacher .* was trained on usps files"):
+            run(compose_cfg([*ensemble, f"name={name}"], usps_copy, out))

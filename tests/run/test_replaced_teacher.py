@@ -55,11 +55,26 @@ def test_records_carry_the_weights_their_teacher_had(sweep):
 
 
 def test_a_student_of_a_replaced_teacher_is_not_skipped_as_done(sweep, fake_data_dir):
-    out, records, other = sweep
+    out, _, _ = sweep
     with pytest.raises(teachers.TeacherReplacedError, match=r"force=true.*replaced-"):
         run(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, out))
-    with pytest.raises(teachers.TeacherReplacedError, match=records["teacher"]["weights_sha256"][:12]):
-        run(compose_cfg(["method=teacher", *STUDENT], fake_data_dir, out))  # the row records the old weights too
+
+
+def test_a_teacher_row_records_the_replacement_anew_without_training(sweep, fake_data_dir):
+    """The row only says which registry teacher its condition has: it is recorded again from the registry, its old
+    record archived. Retraining it (force=true, the students' remedy) would replace the registry's teacher once more,
+    and with it the teacher of every student made since (a cold review, 2026-12-04)."""
+    out, records, other = sweep
+    entry = teachers.entry_dir(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, out))
+    backups = sorted(entry.parent.glob("*.replaced-*"))
+    row = run(compose_cfg(["method=teacher", *STUDENT, "name=row"], fake_data_dir, out))  # another level's row, say
+    again = run(compose_cfg(["method=teacher", *STUDENT], fake_data_dir, out))
+    for recorded in (row, again):
+        assert recorded["reused_from"] == str(entry) and recorded["weights_sha256"] == other["weights_sha256"]
+    assert teachers.registered_weights(entry) == other["weights_sha256"]  # nothing trained, nothing replaced
+    assert sorted(entry.parent.glob("*.replaced-*")) == backups
+    archived = list((out / "default" / "usps" / "teacher" / "seed0" / "archive").glob("*/results.json"))
+    assert len(archived) == 1 and records["teacher"]["weights_sha256"] in archived[0].read_text()
 
 
 def test_a_scratch_run_is_kept_with_a_warning(sweep, fake_data_dir, caplog):
@@ -77,12 +92,17 @@ def test_force_redoes_the_student_with_the_new_teacher_and_the_report_marks_the_
     again = run(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, out))  # now done with the current teacher
     assert again["finished_at"] == redone["finished_at"]
 
-    runs = load_sweep(out / "default")  # the teacher row there still records the old weights
-    checks = teacher_check(runs)
-    (row,) = checks.to_dict("records")
+    run(
+        compose_cfg(["method=teacher", *STUDENT], fake_data_dir, out)
+    )  # recorded anew (done already if the test above ran)
+    runs = load_sweep(out / "default")
+    (row,) = teacher_check(runs).to_dict("records")
+    assert row["teacher.key"] == row["sweep_teacher_key"] and row["teacher_match"] == "yes"
+    stale_row = runs.index[(runs["method"] == "teacher") & (runs["path"].str.endswith("seed0"))]
+    runs.loc[stale_row, "weights_sha256"] = records["teacher"]["weights_sha256"]  # as if it had not been rerun
+    (row,) = teacher_check(runs).to_dict("records")
     assert row["teacher.key"] == row["sweep_teacher_key"] and row["teacher_match"] == "no"
-    problems = find_issues(runs)
-    assert any("retrained with force=true" in str(d) for d in problems["detail"])
+    assert any("retrained with force=true" in str(d) for d in find_issues(runs)["detail"])
 
 
 def test_a_retrain_into_identical_weights_leaves_its_students_done(tmp_path, fake_data_dir):

@@ -99,26 +99,35 @@ def test_an_ensemble_with_one_member_missing_trains_only_that_member(ensemble_ru
     assert (gone / "teacher.ckpt").is_file()
 
 
+@pytest.mark.parametrize("legacy_member", [False, True])
 def test_a_member_replaced_by_other_weights_is_noticed_by_the_students_the_row_and_the_cache(
-    ensemble_runs, fake_data_dir, tmp_path
+    ensemble_runs, fake_data_dir, tmp_path, legacy_member
 ):
-    """Member 1 retrained (force=true) into other weights: the ensemble's students and its teacher row are not
-    skipped as done, and its cached test metrics are measured again (a cold review, 2026-12-04)."""
+    """Member 1 retrained (force=true) into other weights: the ensemble's students are not skipped as done, its
+    teacher row is recorded anew (nothing trained) and its cached test metrics are measured again; also where
+    member 0 was registered before digests were recorded (a cold review, 2026-12-04: one unknown member hid all)."""
     out = tmp_path / "copy"
     shutil.copytree(ensemble_runs[0], out)
-    first, second = member_ckpts(out)
+    cfg = compose_cfg(["method=rkd", *ENSEMBLE], fake_data_dir, out)
+    first, second = (teachers.entry_dir(teacher_kinds.member_config(cfg, k)) / "teacher.ckpt" for k in range(2))
+    new_weights = ensemble_runs[1]["rkd"]["teacher"]["members"][0]["weights_sha256"]  # member 0's, now also member 1's
     replaced, donor = teachers.read_entry(second.parent), teachers.read_entry(first.parent)
     teachers.publish(second.parent, first, donor, replaced["teacher_key"], replaced["teacher_identity"])
+    if legacy_member:
+        meta = json.loads((first.parent / "teacher.json").read_text())
+        (first.parent / "teacher.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "weights_sha256"}))
     (cache,) = [c for c in (out / "teachers").rglob(teacher_kinds.ENSEMBLE_FILE) if c.parts[-3].startswith("ensemble2")]
     before = json.loads(cache.read_text())
-    for method in ("rkd", "teacher"):
-        with pytest.raises(teachers.TeacherReplacedError, match="force=true"):
-            run(compose_cfg([f"method={method}", *ENSEMBLE], fake_data_dir, out))
+    with pytest.raises(teachers.TeacherReplacedError, match=r"member\(s\) \[1\]"):
+        run(compose_cfg(["method=rkd", *ENSEMBLE], fake_data_dir, out))
+    row = run(compose_cfg(["method=teacher", *ENSEMBLE], fake_data_dir, out))
+    assert [m["weights_sha256"] for m in row["ensemble"]["members"]][1] == new_weights
+    backups = [c for c in member_ckpts(out) if ".replaced-" in c.parent.name]
+    assert len(member_ckpts(out)) == 3 and len(backups) == 1  # nothing trained: the two members and one backup
     after = json.loads(cache.read_text())
-    assert after["weights_sha256"] != before["weights_sha256"]
-    assert [m["weights_sha256"] for m in after["members"]] == [donor["weights_sha256"]] * 2
+    assert [m["weights_sha256"] for m in after["members"]] != [m["weights_sha256"] for m in before["members"]]
     redone = run(compose_cfg(["method=rkd", *ENSEMBLE, "force=true"], fake_data_dir, out))
-    assert redone["teacher"]["weights_sha256"] == after["weights_sha256"]
+    assert [m["weights_sha256"] for m in redone["teacher"]["members"]][1] == new_weights
 
 
 def test_a_full_data_teacher_row_is_recorded_in_its_own_levels_folder(fake_data_dir, tmp_path):
