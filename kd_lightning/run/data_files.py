@@ -51,6 +51,13 @@ def refuse_changed(cfg: DictConfig, record: dict[str, Any], current: str | None 
         )
 
 
+def resumable(unfinished: dict[str, Any] | None, current: str | None) -> bool:
+    """Whether an unfinished run's record (``results.json`` while running) was started on the files that give
+    ``current``; unknown either side: yes."""
+    recorded = (unfinished or {}).get(RECORD_KEY)
+    return not (recorded and current and recorded != current)
+
+
 def checked_teacher(cfg: DictConfig, teacher: Any, current: str | None) -> Any:
     """The run's :class:`~kd_lightning.run.teachers.TeacherChoice` when its registry teacher was trained on these
     files (:func:`refuse_other_teacher`); a scratch run (``reference`` None: the teacher only measures fidelity)

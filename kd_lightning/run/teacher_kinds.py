@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
@@ -163,6 +164,17 @@ def networks_weights(teacher: dict[str, Any]) -> list[str | None]:
         if teacher.get("members")
         else [teacher.get("weights_sha256")]
     )
+
+
+def resumable(checkpoint: Path, teacher: teachers.TeacherChoice | None) -> bool:
+    """Whether the unfinished run whose resume checkpoint is ``checkpoint`` was trained with the weights of the
+    teacher it would resume with (its ``teacher_info`` hyperparameters against the registry's digests; unknown:
+    yes). A teacher replaced mid-run would otherwise leave a student trained half with each."""
+    if teacher is None:
+        return True
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
+    info = saved.get("teacher_info") or {}
+    return not (info and teachers.replaced_networks(networks_weights(info), networks_weights(teacher.record)))
 
 
 def registry_weights(cfg: DictConfig) -> list[str | None]:

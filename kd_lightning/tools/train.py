@@ -93,8 +93,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dict[str, Any]:
     """Train and test one run in its folder (or return its completed record), then record it."""
     datamodule = build_datamodule(cfg)
+    files = datamodule.files_digest()  # None until downloaded
     # a registry teacher trained on other files is refused before the folder is planned (force=true archives it)
-    teacher = data_files.checked_teacher(cfg, teacher, datamodule.files_digest())
+    teacher = data_files.checked_teacher(cfg, teacher, files)
     run_identity = identity(cfg, teacher.reference if teacher is not None else None)
     plan = rundir.plan(
         cfg.paths.run_dir, fingerprint(cfg, run_identity.get("teacher")), bool(cfg.force), log, identity=run_identity
@@ -102,12 +103,18 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
     if plan.completed is not None:
         data_files.refuse_changed(cfg, plan.completed)
         return plan.completed
-    record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), run_identity)
+    unfinished = rundir.read_results(plan.run_dir)
+    if plan.resume and not (data_files.resumable(unfinished, files) and teacher_kinds.resumable(plan.resume, teacher)):
+        log.warning("%s: its unfinished run had other files or another teacher; it starts afresh", plan.run_dir)
+        plan = rundir.plan(cfg.paths.run_dir, plan.fingerprint, False, log, resume=False)  # archived as it is
+    # the files in the running record too, so a resume can tell (the completed record: those read after a download)
+    keys = {**rundir.record_keys(cfg), data_files.RECORD_KEY: files}
+    record = rundir.start_record(plan, keys, to_plain(cfg), run_identity)
     OmegaConf.save(cfg, plan.run_dir / "config.yaml", resolve=True)
     start = time.perf_counter()
 
     datamodule.prepare_data()  # fails here, before any model is built, when files are missing
-    files_digest = datamodule.files_digest()  # (downloaded just now, or read above)
+    files = datamodule.files_digest()  # (downloaded just now, or read above)
     teacher_net = teacher_info = None
     if teacher is not None:  # on a private random stream: the student's is untouched
         teacher_net, loaded = teacher_kinds.load_members(teacher.checkpoints, cfg)
@@ -141,7 +148,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
         },
         teacher=teacher_kinds.with_loaded_weights(teacher.record, loaded) if teacher is not None else None,
         data_factors=datamodule.factor_info,
-        **{data_files.RECORD_KEY: files_digest},
+        **{data_files.RECORD_KEY: files},
         **byproducts.measure(
             cfg, module, datamodule, plan.run_dir, tests
         ),  # the best weights, the test split in memory

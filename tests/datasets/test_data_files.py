@@ -80,3 +80,27 @@ def test_an_ensemble_row_of_members_trained_on_other_files_is_refused(usps_copy,
     for name in ("default", "fresh"):  # its completed row, and a new row of the same members
         with pytest.raises(DataChangedError, match=r"registry teacher .* was trained on usps files"):
             run(compose_cfg([*ensemble, f"name={name}"], usps_copy, out))
+
+
+def test_an_unfinished_run_on_other_files_starts_afresh(usps_copy, tmp_path, monkeypatch):
+    from kd_lightning.modules.base import ClassifierModule
+
+    out, overrides = tmp_path / "out", ["method=scratch", "dataset=usps", "trainer.max_epochs=2"]
+    original, calls = ClassifierModule.training_step, []
+
+    def preempted(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == 5:  # in the second epoch, after the first one's last.ckpt
+            raise RuntimeError("preempted (test)")
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="preempted"):
+        patch.setattr(ClassifierModule, "training_step", preempted)
+        run(compose_cfg(overrides, usps_copy, out))
+    write_usps(usps_copy, 104, 40)
+    record = run(compose_cfg(overrides, usps_copy, out))
+    assert (
+        record["resumed_from"] is None
+        and record[RECORD_KEY] == build_datamodule(compose_cfg(["dataset=usps"], usps_copy)).files_digest()
+    )
+    assert list((out / "default" / "usps" / "scratch" / "seed0" / "archive").glob("*/checkpoints/last.ckpt"))

@@ -112,3 +112,32 @@ def test_a_retrain_into_identical_weights_leaves_its_students_done(tmp_path, fak
     assert retrained["weights_sha256"] == first["teacher"]["weights_sha256"]  # same seed on a CPU: same weights
     again = run(compose_cfg(["method=rkd", *STUDENT], fake_data_dir, tmp_path))
     assert again["finished_at"] == first["rkd"]["finished_at"]
+
+
+def test_an_unfinished_student_whose_teacher_was_replaced_starts_afresh(tmp_path, fake_data_dir, monkeypatch):
+    """A rerun resumes an interrupted run from its last checkpoint, unless the teacher it trained with has been
+    replaced since: the student would be trained half with each (a cold review, 2026-12-04)."""
+    from kd_lightning.modules.base import ClassifierModule
+
+    student = ["method=rkd", *STUDENT, "trainer.max_epochs=2"]
+    original, calls = ClassifierModule.training_step, []
+
+    def preempted(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == 5:  # in the second epoch, after the first one's last.ckpt
+            raise RuntimeError("preempted (test)")
+        return original(self, batch, batch_idx)
+
+    run(compose_cfg(["method=teacher", *student[1:]], fake_data_dir, tmp_path))  # the teacher, not preempted
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="preempted"):
+        patch.setattr(ClassifierModule, "training_step", preempted)
+        run(compose_cfg(student, fake_data_dir, tmp_path))
+    other = run(
+        compose_cfg(["method=teacher", *student[1:], "recipe.optimizer.lr=0.2", "name=o"], fake_data_dir, tmp_path)
+    )
+    entry = teachers.entry_dir(compose_cfg(student, fake_data_dir, tmp_path))
+    meta = teachers.read_entry(entry)
+    teachers.publish(entry, other["best_checkpoint"], other, meta["teacher_key"], meta["teacher_identity"])
+    record = run(compose_cfg(student, fake_data_dir, tmp_path))
+    assert record["resumed_from"] is None and record["teacher"]["weights_sha256"] == other["weights_sha256"]
+    assert list((tmp_path / "default" / "usps" / "rkd" / "seed0" / "archive").glob("*/checkpoints/last.ckpt"))
