@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
+import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
@@ -117,6 +120,26 @@ class PreemptAfterFirstEpoch(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.at_epoch:
             raise RuntimeError("preempted (test)")
+
+
+@contextlib.contextmanager
+def preempted_at_step(monkeypatch, call: int) -> Iterator[None]:
+    """Inside the block, the ``call``-th training step (of any module, counted from 1) raises RuntimeError
+    "preempted (test)", and the block expects it: a run killed mid-epoch, after the checkpoints of the epochs
+    before (FAST's 3 steps per epoch: call 5 is in the second epoch)."""
+    from kd_lightning.modules.base import ClassifierModule
+
+    original, calls = ClassifierModule.training_step, []
+
+    def preempted(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == call:
+            raise RuntimeError("preempted (test)")
+        return original(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="preempted"):
+        patch.setattr(ClassifierModule, "training_step", preempted)
+        yield
 
 
 def remove_unless_failed(request, path: Path) -> None:

@@ -13,7 +13,7 @@ from kd_lightning.datasets.synthetic import write_usps
 from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.data_files import RECORD_KEY, DataChangedError
 from kd_lightning.tools.train import run
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, preempted_at_step
 
 DATASETS = ("usps", "mnist", "fashion_mnist", "cifar10", "cifar100")
 
@@ -83,19 +83,8 @@ def test_an_ensemble_row_of_members_trained_on_other_files_is_refused(usps_copy,
 
 
 def test_an_unfinished_run_on_other_files_starts_afresh(usps_copy, tmp_path, monkeypatch):
-    from kd_lightning.modules.base import ClassifierModule
-
     out, overrides = tmp_path / "out", ["method=scratch", "dataset=usps", "trainer.max_epochs=2"]
-    original, calls = ClassifierModule.training_step, []
-
-    def preempted(self, batch, batch_idx):
-        calls.append(batch_idx)
-        if len(calls) == 5:  # in the second epoch, after the first one's last.ckpt
-            raise RuntimeError("preempted (test)")
-        return original(self, batch, batch_idx)
-
-    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="preempted"):
-        patch.setattr(ClassifierModule, "training_step", preempted)
+    with preempted_at_step(monkeypatch, 5):  # in the second epoch, after the first one's last.ckpt
         run(compose_cfg(overrides, usps_copy, out))
     write_usps(usps_copy, 104, 40)
     record = run(compose_cfg(overrides, usps_copy, out))

@@ -55,21 +55,11 @@ def test_an_unfinished_copy_of_a_registered_teacher_is_archived_whole(tmp_path, 
     """A teacher run stopped mid-epoch, then rerun after the same teacher was registered by another run: it records
     the registry's teacher and archives its own outputs as they were (s16 review: its curves were first cut back
     to its last checkpoint, as for a resume, losing the stopped epoch's rows)."""
-    from kd_lightning.modules.base import ClassifierModule
     from kd_lightning.tools import train
-    from tests.helpers import compose_cfg
+    from tests.helpers import compose_cfg, preempted_at_step
 
     base = ["dataset=usps", "method=teacher", "trainer.max_epochs=3"]
-    original, calls = ClassifierModule.training_step, []
-
-    def preempted(self, batch, batch_idx):
-        calls.append(batch_idx)
-        if len(calls) == 5:  # in the second epoch, after its first steps were logged
-            raise RuntimeError("preempted (test)")
-        return original(self, batch, batch_idx)
-
-    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="preempted"):
-        patch.setattr(ClassifierModule, "training_step", preempted)
+    with preempted_at_step(monkeypatch, 5):  # in the second epoch, after its first steps were logged
         train.run(compose_cfg([*base, "name=a"], fake_data_dir, tmp_path))
     stopped = tmp_path / "a" / "usps" / "teacher" / "seed0"
     rows = (stopped / "csv" / "metrics.csv").read_text()

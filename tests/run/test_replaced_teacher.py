@@ -15,7 +15,7 @@ from kd_lightning.report.problems import find_issues
 from kd_lightning.report.runs import teacher_check
 from kd_lightning.run import teachers
 from kd_lightning.tools.train import run
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, preempted_at_step
 
 STUDENT = ["dataset=usps", "seed=0"]
 
@@ -117,20 +117,9 @@ def test_a_retrain_into_identical_weights_leaves_its_students_done(tmp_path, fak
 def test_an_unfinished_student_whose_teacher_was_replaced_starts_afresh(tmp_path, fake_data_dir, monkeypatch):
     """A rerun resumes an interrupted run from its last checkpoint, unless the teacher it trained with has been
     replaced since: the student would be trained half with each (a cold review, 2026-12-04)."""
-    from kd_lightning.modules.base import ClassifierModule
-
     student = ["method=rkd", *STUDENT, "trainer.max_epochs=2"]
-    original, calls = ClassifierModule.training_step, []
-
-    def preempted(self, batch, batch_idx):
-        calls.append(batch_idx)
-        if len(calls) == 5:  # in the second epoch, after the first one's last.ckpt
-            raise RuntimeError("preempted (test)")
-        return original(self, batch, batch_idx)
-
     run(compose_cfg(["method=teacher", *student[1:]], fake_data_dir, tmp_path))  # the teacher, not preempted
-    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="preempted"):
-        patch.setattr(ClassifierModule, "training_step", preempted)
+    with preempted_at_step(monkeypatch, 5):  # in the second epoch, after the first one's last.ckpt
         run(compose_cfg(student, fake_data_dir, tmp_path))
     other = run(
         compose_cfg(["method=teacher", *student[1:], "recipe.optimizer.lr=0.2", "name=o"], fake_data_dir, tmp_path)
