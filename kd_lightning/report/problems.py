@@ -106,9 +106,28 @@ def _teacher_caveats(runs: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def _data_caveats(kept: pd.DataFrame) -> list[dict[str, Any]]:
+    """Completed runs of a dataset made from another copy of its files than most of its runs (their recorded
+    ``data_files_sha256``; runs that recorded none are not compared)."""
+    if "data_files_sha256" not in kept:
+        return []
+    done = kept[(kept["status"] == "completed") & kept["data_files_sha256"].map(lambda d: isinstance(d, str))]
+    rows = []
+    for dataset, group in done.groupby("dataset"):
+        counts = group["data_files_sha256"].value_counts()
+        common = counts.index[0]  # the most runs' copy (ties: the first seen)
+        for row in group[group["data_files_sha256"] != common].to_dict("records"):
+            detail = (
+                f"trained on {dataset} files {row['data_files_sha256'][:12]}; {counts.iloc[0]} of the sweep's "
+                f"{len(group)} {dataset} runs read files {common[:12]}"
+            )
+            rows.append(_issue(row, "other data files", detail))
+    return rows
+
+
 def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs that did not yield a result (failed, running, interrupted, unreadable, duplicate, missing) and
-    runs whose result needs a caveat (teacher mismatch, stale teacher).
+    runs whose result needs a caveat (teacher mismatch, stale teacher, other data files).
 
     Missing = dataset x method x seed combinations of the grid seen anywhere in the sweep (per recipe)
     that have no results.json at all.
@@ -123,7 +142,7 @@ def find_issues(runs: pd.DataFrame) -> pd.DataFrame:
             runs = runs.assign(**{col: "" if col == "path" else None})
     runs = runs.assign(never_started=_never_started(runs))
     kept, superseded = pick_runs(runs)
-    rows = _without_result(kept, superseded) + _missing(runs, kept) + _teacher_caveats(runs)
+    rows = _without_result(kept, superseded) + _missing(runs, kept) + _teacher_caveats(runs) + _data_caveats(kept)
     issues = pd.DataFrame(rows, columns=cols)
     issues["seed"] = issues["seed"].astype("Int64")
     issues = in_table_order(issues)

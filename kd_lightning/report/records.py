@@ -66,6 +66,7 @@ RUN_COLUMNS = [
     "test_last.per_class_f1",
     "teacher_key",
     "weights_sha256",
+    "data_files_sha256",
     "teacher_kind",
     "teacher.members_mean_acc",
     *(f"teacher.{f}" for f in TEACHER_FIELDS),
@@ -185,6 +186,10 @@ def _run_row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "paper_epochs": paper_epochs(method),
         **_training_fields(record, _dict(config.get("trainer"))),
         "teacher_key": record.get("teacher_key") if isinstance(record.get("teacher_key"), str) else None,
+        # which copy of a built-in dataset's files the run read (run/data_files.py); None for a folder dataset
+        "data_files_sha256": record.get("data_files_sha256")
+        if isinstance(record.get("data_files_sha256"), str)
+        else None,
         # the weights a teacher row registered (models.weights_digest); its students record theirs as teacher.*
         "weights_sha256": record.get("weights_sha256") if isinstance(record.get("teacher_key"), str) else None,
         "teacher_kind": kind,

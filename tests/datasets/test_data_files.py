@@ -10,6 +10,8 @@ import shutil
 import pytest
 
 from kd_lightning.datasets.synthetic import write_usps
+from kd_lightning.report import load_sweep
+from kd_lightning.report.problems import find_issues
 from kd_lightning.run.build import build_datamodule
 from kd_lightning.run.data_files import RECORD_KEY, DataChangedError
 from kd_lightning.tools.train import run
@@ -64,11 +66,15 @@ def test_a_scratch_run_trains_without_a_teacher_of_other_files(usps_copy, tmp_pa
     """Scratch only measures its fidelity to the teacher: it trains, with a warning and no fidelity numbers."""
     out = tmp_path / "out"
     run(compose_cfg(["method=teacher", "dataset=usps"], usps_copy, out))
+    run(compose_cfg(["method=scratch", "dataset=usps", "seed=1"], usps_copy, out))
     write_usps(usps_copy, 104, 40)
     with caplog.at_level(logging.WARNING, logger="kd_lightning"):
         scratch = run(compose_cfg(["method=scratch", "dataset=usps"], usps_copy, out))
     assert scratch["status"] == "completed" and scratch["teacher"] is None
     assert scratch["test_best"].get("agreement") is None and "fidelity metrics are left empty" in caplog.text
+    # the report names the run made from another copy than most of the sweep's
+    (issue,) = find_issues(load_sweep(out / "default")).query("status == 'other data files'").to_dict("records")
+    assert (issue["method"], issue["seed"]) == ("scratch", 0) and "2 of the sweep's 3 usps runs" in issue["detail"]
 
 
 def test_an_ensemble_row_of_members_trained_on_other_files_is_refused(usps_copy, tmp_path):
