@@ -18,12 +18,14 @@ Identities are unchanged, so completed runs and registered teachers stay valid.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from kd_lightning.datasets.datamodules import DatasetError
 from kd_lightning.run.build import build_datamodule
+from kd_lightning.run.rundir import read_results
 
 RECORD_KEY = "data_files_sha256"
 log = logging.getLogger("kd_lightning")
@@ -51,11 +53,15 @@ def refuse_changed(cfg: DictConfig, record: dict[str, Any], current: str | None 
         )
 
 
-def resumable(unfinished: dict[str, Any] | None, current: str | None) -> bool:
-    """Whether an unfinished run's record (``results.json`` while running) was started on the files that give
-    ``current``; unknown either side: yes."""
-    recorded = (unfinished or {}).get(RECORD_KEY)
-    return not (recorded and current and recorded != current)
+def resumable(run_dir: str | Path, current: str | None) -> bool:
+    """Whether the unfinished run in ``run_dir`` (if any) was started on the files that give ``current`` (its
+    running record says; unknown either side: yes)."""
+    unfinished = read_results(Path(run_dir)) or {}
+    recorded = unfinished.get(RECORD_KEY) if unfinished.get("status") != "completed" else None
+    if recorded and current and recorded != current:
+        log.warning("%s: its unfinished run read other %s files; it starts afresh", run_dir, unfinished.get("dataset"))
+        return False
+    return True
 
 
 def checked_teacher(cfg: DictConfig, teacher: Any, current: str | None) -> Any:

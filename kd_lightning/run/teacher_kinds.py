@@ -166,15 +166,23 @@ def networks_weights(teacher: dict[str, Any]) -> list[str | None]:
     )
 
 
-def resumable(checkpoint: Path, teacher: teachers.TeacherChoice | None) -> bool:
-    """Whether the unfinished run whose resume checkpoint is ``checkpoint`` was trained with the weights of the
-    teacher it would resume with (its ``teacher_info`` hyperparameters against the registry's digests; unknown:
-    yes). A teacher replaced mid-run would otherwise leave a student trained half with each."""
-    if teacher is None:
+def resumable(run_dir: str | Path, teacher: teachers.TeacherChoice | None) -> bool:
+    """Whether the unfinished run in ``run_dir`` (its ``last.ckpt``, if any) was trained with the weights of the
+    registry teacher it would resume with (its ``teacher_info`` hyperparameters against the registry's digests;
+    unknown, or a ``teacher_ckpt=`` file: yes). A teacher replaced mid-run would otherwise leave a student trained
+    half with each. An unreadable checkpoint is :func:`~kd_lightning.run.rundir.plan`'s to handle."""
+    checkpoint = Path(run_dir) / rundir.LAST_CHECKPOINT
+    if teacher is None or teacher.record.get("source") != "registry" or not checkpoint.is_file():
         return True
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
-    info = saved.get("teacher_info") or {}
-    return not (info and teachers.replaced_networks(networks_weights(info), networks_weights(teacher.record)))
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters")
+    except Exception:  # noqa: BLE001 - torch raises many kinds on a damaged file
+        return True
+    info = (saved or {}).get("teacher_info") or {}
+    if info and teachers.replaced_networks(networks_weights(info), networks_weights(teacher.record)):
+        log.warning("%s: its unfinished run had another teacher than the registry's now; it starts afresh", run_dir)
+        return False
+    return True
 
 
 def registry_weights(cfg: DictConfig) -> list[str | None]:
@@ -199,18 +207,26 @@ def _member_record(entry: Path, key: str, weights: str | None) -> dict[str, Any]
 
 def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict[str, Any]:
     """The ensemble's members and its test metrics (best-validation members; last-epoch members where every
-    member's last checkpoint is still on disk), measured once and cached in the registry beside the members."""
+    member's last checkpoint is still on disk), measured once and cached in the registry beside the members; with
+    the digests of the weights it loaded and of the files it measured on, so a member retrained since, or another
+    copy of the data, has them measured again."""
     reference = ensemble_reference(found)
-    digests = [teachers.registered_weights(entry) for entry, _ in found]  # a member retrained since: measured again
+    files = data_files.current_digest(cfg)
     cache = Path(cfg.paths.teachers_dir) / str(cfg.dataset.name) / ensemble_key(found) / f"seed{cfg.seed}"
     if (cache / ENSEMBLE_FILE).is_file():
         cached = json.loads((cache / ENSEMBLE_FILE).read_text())
-        if (cached.get("reference"), cached.get("version")) == (reference, ENSEMBLE_SUMMARY_VERSION) and [
-            m.get("weights_sha256") for m in cached.get("members", [])
-        ] == digests:
+        measured = [m.get("weights_sha256") for m in cached.get("members", [])]  # the weights it loaded
+        if (
+            (cached.get("reference"), cached.get("version")) == (reference, ENSEMBLE_SUMMARY_VERSION)
+            and all(isinstance(d, str) for d in measured)  # a summary older than the digests: measured again
+            and not teachers.replaced_networks(measured, [teachers.registered_weights(e) for e, _ in found])
+            and cached.get(data_files.RECORD_KEY) == files  # measured on these files' test split
+        ):
             return cached
-    members = [_member_record(entry, key, digest) for (entry, key), digest in zip(found, digests)]
     tcfg = teachers.teacher_config(cfg)
+    best, loaded = load_members([str(entry / teachers.CHECKPOINT_FILE) for entry, _ in found], tcfg)
+    digests = loaded["members_weights_sha256"]
+    members = [_member_record(entry, key, digest) for (entry, key), digest in zip(found, digests)]
     last = [m["last_checkpoint"] for m in members]
     summary = {
         "version": ENSEMBLE_SUMMARY_VERSION,
@@ -221,8 +237,9 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
         "data": teachers.teacher_data(cfg),
         "members": members,
         "weights_sha256": combined_weights(digests),
+        data_files.RECORD_KEY: files,
         "members_mean_acc": statistics.fmean(m["test_acc"] for m in members),
-        "test_best": test_metrics(load_members([m["checkpoint"] for m in members], tcfg)[0], tcfg),
+        "test_best": test_metrics(best, tcfg),
         "test_last": (
             test_metrics(load_members(last, tcfg)[0], tcfg) if all(p and Path(p).is_file() for p in last) else None
         ),

@@ -186,13 +186,18 @@ def read_entry(entry: Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text())
 
 
-def registered_weights(entry: Path) -> str | None:
+def registered_weights(entry: Path, read: bool = False) -> str | None:
     """The :func:`~kd_lightning.models.weights_digest` of the teacher in a registry entry now, from its
-    ``teacher.json``; None when the entry holds no teacher or was registered before digests were recorded (not read
-    from the checkpoint: a skipped run of a large grid would load its teacher each time)."""
+    ``teacher.json``; None when the entry holds no teacher or was registered before digests were recorded, unless
+    ``read``: then from its checkpoint (recording a row; not on every skipped run of a large grid)."""
     meta = read_entry(entry)
     digest = (meta or {}).get("weights_sha256")
-    return digest if isinstance(digest, str) else None
+    if isinstance(digest, str) or meta is None or not read:
+        return digest if isinstance(digest, str) else None
+    try:
+        return load_network(entry / CHECKPOINT_FILE)[1]["weights_sha256"]
+    except CheckpointError as exc:
+        raise TeacherError(f"registry teacher {entry / CHECKPOINT_FILE} is not readable ({exc})") from None
 
 
 def replaced_networks(recorded: Sequence[str | None], current: Sequence[str | None]) -> list[int]:
@@ -434,7 +439,9 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
             if plan.completed is not None and not stale_row(plan.completed, [registered_weights(entry)], files):
                 return plan.completed
             if plan.completed is not None:  # the registry's teacher was replaced since: this row records it anew
-                log.warning("%s recorded a teacher the registry has replaced since; recording the registry's", entry)
+                log.warning(
+                    "%s: its row recorded another teacher or files than now; recording %s", cfg.paths.run_dir, entry
+                )
                 plan = rundir.plan(cfg.paths.run_dir, fp, True, log, resume=False)  # the old row to archive/
             log.info("teacher already in the registry (%s); recording it instead of training again", entry)
             record = {
@@ -444,10 +451,16 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "best_checkpoint": str(entry / CHECKPOINT_FILE),
                 "reused_from": str(entry),
-                "weights_sha256": registered_weights(entry),
+                "weights_sha256": registered_weights(entry, read=True),
             }
             rundir.write_results(cfg.paths.run_dir, record)
             return record
+        row = None if cfg.force else rundir.completed(cfg.paths.run_dir, fp)
+        if row is not None and row.get("reused_from"):  # it recorded a registry teacher that has gone: train one here
+            log.warning(
+                "%s recorded %s, which is gone: training the teacher here", cfg.paths.run_dir, row["reused_from"]
+            )
+            rundir.plan(cfg.paths.run_dir, fp, True, log, resume=False)  # the row to archive/
         record = fit(cfg, None)
         record["teacher_key"] = key
         record["weights_sha256"] = load_network(record["best_checkpoint"])[1]["weights_sha256"]

@@ -93,28 +93,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dict[str, Any]:
     """Train and test one run in its folder (or return its completed record), then record it."""
     datamodule = build_datamodule(cfg)
-    files = datamodule.files_digest()  # None until downloaded
+    files = datamodule.files_digest()
+    if files is None:  # not on disk (yet): downloaded now, or refused naming the files, before anything is judged
+        datamodule.prepare_data()
+        files = datamodule.files_digest()
     # a registry teacher trained on other files is refused before the folder is planned (force=true archives it)
     teacher = data_files.checked_teacher(cfg, teacher, files)
     run_identity = identity(cfg, teacher.reference if teacher is not None else None)
+    # an unfinished run made with other files or another teacher starts afresh, archived as it is, not resumed
+    resume = data_files.resumable(cfg.paths.run_dir, files) and teacher_kinds.resumable(cfg.paths.run_dir, teacher)
     plan = rundir.plan(
-        cfg.paths.run_dir, fingerprint(cfg, run_identity.get("teacher")), bool(cfg.force), log, identity=run_identity
+        cfg.paths.run_dir,
+        fingerprint(cfg, run_identity.get("teacher")),
+        bool(cfg.force),
+        log,
+        resume=resume,
+        identity=run_identity,
     )
     if plan.completed is not None:
         data_files.refuse_changed(cfg, plan.completed)
         return plan.completed
-    unfinished = rundir.read_results(plan.run_dir)
-    if plan.resume and not (data_files.resumable(unfinished, files) and teacher_kinds.resumable(plan.resume, teacher)):
-        log.warning("%s: its unfinished run had other files or another teacher; it starts afresh", plan.run_dir)
-        plan = rundir.plan(cfg.paths.run_dir, plan.fingerprint, False, log, resume=False)  # archived as it is
     # the files in the running record too, so a resume can tell (the completed record: those read after a download)
     keys = {**rundir.record_keys(cfg), data_files.RECORD_KEY: files}
     record = rundir.start_record(plan, keys, to_plain(cfg), run_identity)
     OmegaConf.save(cfg, plan.run_dir / "config.yaml", resolve=True)
     start = time.perf_counter()
 
-    datamodule.prepare_data()  # fails here, before any model is built, when files are missing
-    files = datamodule.files_digest()  # (downloaded just now, or read above)
+    datamodule.prepare_data()  # (done above when the files were missing: then they were downloaded)
     teacher_net = teacher_info = None
     if teacher is not None:  # on a private random stream: the student's is untouched
         teacher_net, loaded = teacher_kinds.load_members(teacher.checkpoints, cfg)
