@@ -42,7 +42,11 @@ def _without_result(kept: pd.DataFrame, superseded: pd.DataFrame) -> list[dict[s
                 )
         elif row["status"] in ("failed", "unreadable"):
             error = f"{row.get('error_type') or 'unknown error'}: {one_line(row.get('error_message'))}"
-            before = "before this run started (a refused config or its teacher): " if row["never_started"] else ""
+            before = (
+                "before this run started (a refused config, its data files or its teacher): "
+                if row["never_started"]
+                else ""
+            )
             rows.append(_issue(row, row["status"], before + error))
         else:
             started = f"started {row.get('started_at')}" if isinstance(row.get("started_at"), str) else ""

@@ -32,18 +32,18 @@ def _stage_problems(cfg: DictConfig) -> list[str]:
         return [f"method.stages={stages!r}: give a non-empty list of module paths, e.g. [layer1,layer2,layer3,layer4]"]
     problems = []
     for model_key in ("student_model", "teacher_model"):
-        m = cfg[model_key]
-        if m.arch not in ARCHITECTURES or m.stem not in STEMS:
+        # resolved first: resolving may read data (a folder dataset's scan draws its split with torch)
+        m = OmegaConf.to_container(cfg[model_key], resolve=True)
+        if m["arch"] not in ARCHITECTURES or m["stem"] not in STEMS:
             continue  # reported by its own check
         with torch.device("meta"):  # structure only: no memory, no init cost
-            net = build_resnet(m.arch, max(int(m.num_classes), 2), max(int(m.in_channels), 1), m.stem)
+            net = build_resnet(m["arch"], max(int(m["num_classes"]), 2), max(int(m["in_channels"]), 1), m["stem"])
         names = {name for name, _ in net.named_modules() if name}
         bad = [s for s in stages if s not in names]
         if bad:
             top = [name for name, _ in net.named_children()]
-            problems.append(
-                f"method.stages={list(stages)}: {bad} not found in {model_key} ({m.arch}); top-level modules are {top}"
-            )
+            where = f"{model_key} ({m['arch']})"
+            problems.append(f"method.stages={list(stages)}: {bad} not found in {where}; top-level modules are {top}")
     return problems
 
 

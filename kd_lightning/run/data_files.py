@@ -18,14 +18,12 @@ Identities are unchanged, so completed runs and registered teachers stay valid.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from kd_lightning.datasets.datamodules import DatasetError
 from kd_lightning.run.build import build_datamodule
-from kd_lightning.run.rundir import read_results
 
 RECORD_KEY = "data_files_sha256"
 log = logging.getLogger("kd_lightning")
@@ -53,13 +51,12 @@ def refuse_changed(cfg: DictConfig, record: dict[str, Any], current: str | None 
         )
 
 
-def resumable(run_dir: str | Path, current: str | None) -> bool:
-    """Whether the unfinished run in ``run_dir`` (if any) was started on the files that give ``current`` (its
-    running record says; unknown either side: yes)."""
-    unfinished = read_results(Path(run_dir)) or {}
-    recorded = unfinished.get(RECORD_KEY) if unfinished.get("status") != "completed" else None
+def resumable(unfinished: dict[str, Any], current: str | None) -> bool:
+    """Whether an unfinished run (its running record, :func:`~kd_lightning.run.rundir.unfinished`) was started on
+    the files that give ``current``; unknown either side: yes."""
+    recorded = unfinished.get(RECORD_KEY)
     if recorded and current and recorded != current:
-        log.warning("%s: its unfinished run read other %s files; it starts afresh", run_dir, unfinished.get("dataset"))
+        log.warning("%s: its unfinished run read other files; it starts afresh", unfinished.get("run_dir"))
         return False
     return True
 

@@ -205,6 +205,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda handle: torch.save(checkpoint, handle), durable=False)
 
 
+def unfinished(run_dir: str | Path, fingerprint: str) -> dict[str, Any] | None:
+    """The record of an unfinished run (running, failed, interrupted) of ``fingerprint`` in ``run_dir``, which
+    :func:`plan` would resume from its ``last.ckpt``; None when there is none."""
+    prior = read_results(Path(run_dir))
+    return prior if prior and prior.get("status") != "completed" and prior.get("fingerprint") == fingerprint else None
+
+
 def refuse_conflict(run_dir: str | Path, fingerprint: str, identity: Mapping[str, Any] | None = None) -> None:
     """Raise :class:`RunConflictError` where ``run_dir`` holds a completed run of another config, saying which
     settings differ (``identity``: this run's). Called before anything trains, and again by :func:`plan`."""

@@ -167,7 +167,7 @@ def networks_weights(teacher: dict[str, Any]) -> list[str | None]:
 
 
 def resumable(run_dir: str | Path, teacher: teachers.TeacherChoice | None) -> bool:
-    """Whether the unfinished run in ``run_dir`` (its ``last.ckpt``, if any) was trained with the weights of the
+    """Whether the unfinished run of this config in ``run_dir`` (its ``last.ckpt``) was trained with the weights of the
     registry teacher it would resume with (its ``teacher_info`` hyperparameters against the registry's digests;
     unknown, or a ``teacher_ckpt=`` file: yes). A teacher replaced mid-run would otherwise leave a student trained
     half with each. An unreadable checkpoint is :func:`~kd_lightning.run.rundir.plan`'s to handle."""
@@ -220,7 +220,9 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
             (cached.get("reference"), cached.get("version")) == (reference, ENSEMBLE_SUMMARY_VERSION)
             and all(isinstance(d, str) for d in measured)  # a summary older than the digests: measured again
             and not teachers.replaced_networks(measured, [teachers.registered_weights(e) for e, _ in found])
-            and cached.get(data_files.RECORD_KEY) == files  # measured on these files' test split
+            and (
+                files is None or cached.get(data_files.RECORD_KEY) == files
+            )  # these files' test split (missing: no evidence)
         ):
             return cached
     tcfg = teachers.teacher_config(cfg)
@@ -237,13 +239,13 @@ def ensemble_summary(cfg: DictConfig, found: Sequence[tuple[Path, str]]) -> dict
         "data": teachers.teacher_data(cfg),
         "members": members,
         "weights_sha256": combined_weights(digests),
-        data_files.RECORD_KEY: files,
         "members_mean_acc": statistics.fmean(m["test_acc"] for m in members),
         "test_best": test_metrics(best, tcfg),
         "test_last": (
             test_metrics(load_members(last, tcfg)[0], tcfg) if all(p and Path(p).is_file() for p in last) else None
         ),
     }
+    summary[data_files.RECORD_KEY] = data_files.current_digest(cfg)  # after measuring: files it downloaded count
     write_json(cache / ENSEMBLE_FILE, summary)
     return summary
 
@@ -335,19 +337,21 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
         train_members.teacher_missing = "train"  # a teacher run is asked to train its teacher
     found = member_entries(train_members, lambda mcfg: teachers.train_or_reuse(mcfg, fit), train_if_missing=True)
     assert found is not None  # every member was trained or found
-    summary = ensemble_summary(cfg, found)
     files = data_files.current_digest(cfg)  # members trained on other files are not this data's teacher
-    data_files.refuse_other_teacher(cfg, {"source": "registry", "members": summary["members"]}, files)
-    identity = row_identity(summary["reference"])
+    members = [teachers.describe(entry / teachers.CHECKPOINT_FILE, "registry", key) for entry, key in found]
+    data_files.refuse_other_teacher(cfg, {"source": "registry", "members": members}, files)
+    reference = ensemble_reference(found)
+    identity = row_identity(reference)
     with rundir.claim(cfg.paths.run_dir):  # the ensemble's row, in this run's folder
-        fingerprint = digest({"teacher": summary["reference"]})
-        plan = rundir.plan(cfg.paths.run_dir, fingerprint, bool(cfg.force), log, identity=identity)
-        current = [m["weights_sha256"] for m in summary["members"]]
-        if plan.completed is not None and not teachers.stale_row(plan.completed, current, files):
-            return plan.completed
-        if plan.completed is not None:  # a member was replaced since: the row records the ensemble anew
-            log.warning("%s recorded members the registry has replaced since; recording them anew", cfg.paths.run_dir)
-            plan = rundir.plan(cfg.paths.run_dir, fingerprint, True, log, identity=identity)  # old row to archive/
+        fingerprint = digest({"teacher": reference})
+        done = None if cfg.force else rundir.completed(cfg.paths.run_dir, fingerprint, log)
+        current = [teachers.registered_weights(entry) for entry, _ in found]
+        if done is not None and not teachers.stale_row(done, current, files):
+            return done  # decided before the ensemble is measured (which reads the data)
+        if done is not None:  # a member was replaced since, or other files: the row records the ensemble anew
+            log.warning("%s recorded other members or files than now; recording them anew", cfg.paths.run_dir)
+        summary = ensemble_summary(cfg, found)
+        plan = rundir.plan(cfg.paths.run_dir, fingerprint, bool(cfg.force) or done is not None, log, identity=identity)
         record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
         walls = [m["wall_time_s"] for m in summary["members"]]
         return rundir.complete(
@@ -355,7 +359,7 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
             wall_time_s=sum(walls) if all(isinstance(w, (int, float)) for w in walls) else None,
             teacher_key=summary["key"],
             weights_sha256=summary["weights_sha256"],
-            **{data_files.RECORD_KEY: files},
+            **{data_files.RECORD_KEY: summary.get(data_files.RECORD_KEY)},
             ensemble={k: v for k, v in summary.items() if k not in ("test_best", "test_last")},
             test_best=summary["test_best"],
             test_last=summary["test_last"],

@@ -94,25 +94,24 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
     """Train and test one run in its folder (or return its completed record), then record it."""
     datamodule = build_datamodule(cfg)
     files = datamodule.files_digest()
-    if files is None:  # not on disk (yet): downloaded now, or refused naming the files, before anything is judged
-        datamodule.prepare_data()
-        files = datamodule.files_digest()
     # a registry teacher trained on other files is refused before the folder is planned (force=true archives it)
     teacher = data_files.checked_teacher(cfg, teacher, files)
     run_identity = identity(cfg, teacher.reference if teacher is not None else None)
+    run_fingerprint = fingerprint(cfg, run_identity.get("teacher"))
+    done = None if cfg.force else rundir.completed(cfg.paths.run_dir, run_fingerprint, log)
+    if done is not None:  # before any data is read: a teacher row re-registers its teacher from it
+        data_files.refuse_changed(cfg, done)
+        return done
+    if files is None:  # not on disk (yet): downloaded now, or refused naming the files, before anything is judged
+        datamodule.prepare_data()
+        files = datamodule.files_digest()
+        teacher = data_files.checked_teacher(cfg, teacher, files)
     # an unfinished run made with other files or another teacher starts afresh, archived as it is, not resumed
-    resume = data_files.resumable(cfg.paths.run_dir, files) and teacher_kinds.resumable(cfg.paths.run_dir, teacher)
-    plan = rundir.plan(
-        cfg.paths.run_dir,
-        fingerprint(cfg, run_identity.get("teacher")),
-        bool(cfg.force),
-        log,
-        resume=resume,
-        identity=run_identity,
+    unfinished = rundir.unfinished(cfg.paths.run_dir, run_fingerprint)
+    resume = unfinished is None or (
+        data_files.resumable(unfinished, files) and teacher_kinds.resumable(cfg.paths.run_dir, teacher)
     )
-    if plan.completed is not None:
-        data_files.refuse_changed(cfg, plan.completed)
-        return plan.completed
+    plan = rundir.plan(cfg.paths.run_dir, run_fingerprint, bool(cfg.force), log, resume=resume, identity=run_identity)
     # the files in the running record too, so a resume can tell (the completed record: those read after a download)
     keys = {**rundir.record_keys(cfg), data_files.RECORD_KEY: files}
     record = rundir.start_record(plan, keys, to_plain(cfg), run_identity)

@@ -29,6 +29,13 @@ def refused(path: Path, tmp_path: Path, pattern: str, *overrides: str) -> str:
     return str(info.value)
 
 
+def test_a_fresh_folder_validates_for_ikd(tmp_path):
+    """IKD's stages are checked on networks built on the meta device; the folder's class count, read there from a
+    fresh scan, drew the split with torch on that device: "Cannot copy out of meta tensor" (a cold review,
+    2026-12-04)."""
+    check(synthetic_tree(tmp_path / "tree", num_classes=2, per_class=24), tmp_path, "method=ikd", "recipe.batch_size=8")
+
+
 def test_an_empty_class_folder(tmp_path):
     root = synthetic_tree(tmp_path / "tree", num_classes=2, per_class=6)
     (root / "class_9").mkdir()

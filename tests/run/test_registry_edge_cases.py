@@ -103,3 +103,17 @@ def test_an_unfinished_run_that_starts_afresh_is_archived_as_it_was(usps_copy, t
     assert run(compose_cfg(overrides, usps_copy, out))["resumed_from"] is None
     (archived,) = folder.glob("archive/*/csv/metrics.csv")
     assert archived.read_text() == curves
+
+
+def test_a_finished_grid_reruns_where_its_data_files_are_not(usps_copy, tmp_path):
+    """A rerun recognises finished runs without reading the data (an unmounted data folder): rows and students of a
+    single and of an ensemble teacher (a third review: the ensemble row measured itself again first, and failed)."""
+    out, ensemble = tmp_path / "out", ["teacher=ensemble", "teacher.members=2", "name=ensemble"]
+    grid = [[*SEED, f"method={m}", *kind] for kind in ([], ensemble) for m in ("teacher", "rkd")]
+    done = [run(compose_cfg(overrides, usps_copy, out)) for overrides in grid]
+    entry = teachers.entry_dir(compose_cfg(["method=rkd", *SEED], usps_copy, out))
+    shutil.move(entry, tmp_path / "moved-away")  # the teacher row re-registers it from its own checkpoint
+    shutil.move(usps_copy / "USPS", tmp_path / "unmounted")
+    for overrides, record in zip(grid, done):
+        assert run(compose_cfg(overrides, usps_copy, out))["finished_at"] == record["finished_at"]
+    assert teachers.read_entry(entry) is not None
