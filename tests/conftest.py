@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 # One intra-op thread, in this process and in the runs tests start as subprocesses (they inherit it): the test
@@ -64,6 +65,13 @@ def fake_data_dir(tmp_path_factory) -> Path:
     from tests.fakedata import write_all
 
     return write_all(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def usps_copy(fake_data_dir, tmp_path) -> Path:
+    """A data folder of this test's own holding the fake USPS files: a test may rewrite, move or delete them."""
+    shutil.copytree(fake_data_dir / "USPS", tmp_path / "data" / "USPS")
+    return tmp_path / "data"
 
 
 @pytest.fixture(autouse=True)

@@ -51,7 +51,17 @@ def refuse_changed(cfg: DictConfig, record: dict[str, Any], current: str | None 
         )
 
 
-def resumable(unfinished: dict[str, Any], current: str | None) -> bool:
+def ready_files(datamodule: Any) -> str | None:
+    """The digest of a DataModule's files, downloading them first when they are missing (or refusing, naming
+    them: ``prepare_data``); None for a folder dataset, which has none (it is scanned here instead)."""
+    files = datamodule.files_digest()
+    if files is None:
+        datamodule.prepare_data()
+        files = datamodule.files_digest()
+    return files
+
+
+def same_files(unfinished: dict[str, Any], current: str | None) -> bool:
     """Whether an unfinished run (its running record, :func:`~kd_lightning.run.rundir.unfinished`) was started on
     the files that give ``current``; unknown either side: yes."""
     recorded = unfinished.get(RECORD_KEY)

@@ -43,7 +43,8 @@ from kd_lightning.seeding import isolated_rng, member_seed
 
 ENSEMBLE_FILE = "ensemble.json"
 #: 2: the soft-label entropy is the KD target's (mean of the members' softmaxes at T); older files are measured again
-#: (as is a file whose members' weights digest is not the members' now: one was retrained since, or it predates it)
+#: (as is a file without its members' weights digests, one whose members were retrained since, or one measured on
+#: other files; a complexity cache entry from before the files digest is kept: it was measured on the config's data)
 ENSEMBLE_SUMMARY_VERSION = 2
 log = logging.getLogger("kd_lightning")
 
@@ -166,7 +167,7 @@ def networks_weights(teacher: dict[str, Any]) -> list[str | None]:
     )
 
 
-def resumable(run_dir: str | Path, teacher: teachers.TeacherChoice | None) -> bool:
+def same_teacher(run_dir: str | Path, teacher: teachers.TeacherChoice | None) -> bool:
     """Whether the unfinished run of this config in ``run_dir`` (its ``last.ckpt``) was trained with the weights of the
     registry teacher it would resume with (its ``teacher_info`` hyperparameters against the registry's digests;
     unknown, or a ``teacher_ckpt=`` file: yes). A teacher replaced mid-run would otherwise leave a student trained
@@ -337,9 +338,14 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
         train_members.teacher_missing = "train"  # a teacher run is asked to train its teacher
     found = member_entries(train_members, lambda mcfg: teachers.train_or_reuse(mcfg, fit), train_if_missing=True)
     assert found is not None  # every member was trained or found
-    files = data_files.current_digest(cfg)  # members trained on other files are not this data's teacher
-    members = [teachers.describe(entry / teachers.CHECKPOINT_FILE, "registry", key) for entry, key in found]
-    data_files.refuse_other_teacher(cfg, {"source": "registry", "members": members}, files)
+    # members trained on other files are not this data's teacher (checked again once the measuring below has
+    # downloaded missing files); the members' own registry locks were held while they were found, not the row's
+    files = data_files.current_digest(cfg)
+    members = {
+        "source": "registry",
+        "members": [teachers.describe(e / teachers.CHECKPOINT_FILE, "registry", k) for e, k in found],
+    }
+    data_files.refuse_other_teacher(cfg, members, files)
     reference = ensemble_reference(found)
     identity = row_identity(reference)
     with rundir.claim(cfg.paths.run_dir):  # the ensemble's row, in this run's folder
@@ -351,6 +357,7 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
         if done is not None:  # a member was replaced since, or other files: the row records the ensemble anew
             log.warning("%s recorded other members or files than now; recording them anew", cfg.paths.run_dir)
         summary = ensemble_summary(cfg, found)
+        data_files.refuse_other_teacher(cfg, members, summary.get(data_files.RECORD_KEY))
         plan = rundir.plan(cfg.paths.run_dir, fingerprint, bool(cfg.force) or done is not None, log, identity=identity)
         record = rundir.start_record(plan, rundir.record_keys(cfg), to_plain(cfg), identity)
         walls = [m["wall_time_s"] for m in summary["members"]]

@@ -424,7 +424,9 @@ def _warn_if_stale(description: dict[str, Any]) -> dict[str, Any]:
 
 def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, Any]]) -> dict[str, Any]:
     """A teacher run: train it with ``fit`` and register it, or record the registry's identical teacher in
-    this folder instead of training it again. Holds the entry's lock, so it is trained once."""
+    this folder instead of training it again. Holds the entry's lock, so it is trained once. A completed row that
+    names other weights or files than the registry's teacher now is recorded anew (:func:`stale_row`); one that
+    reused a registry teacher which has gone since trains it here."""
     cfg = teacher_config(cfg)  # teacher.data=full: the full training split, in this run's folder
     key = teacher_key(cfg)
     entry = entry_dir(cfg, key)
@@ -438,7 +440,7 @@ def train_or_reuse(cfg: DictConfig, fit: Callable[[DictConfig, None], dict[str, 
             plan = rundir.plan(cfg.paths.run_dir, fp, False, log, resume=False)
             if plan.completed is not None and not stale_row(plan.completed, [registered_weights(entry)], files):
                 return plan.completed
-            if plan.completed is not None:  # the registry's teacher was replaced since: this row records it anew
+            if plan.completed is not None:  # the teacher was replaced, or the files changed, since: recorded anew
                 log.warning(
                     "%s: its row recorded another teacher or files than now; recording %s", cfg.paths.run_dir, entry
                 )

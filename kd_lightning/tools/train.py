@@ -1,7 +1,8 @@
 """The training tool: ``python -m kd_lightning.train dataset=usps method=ikd seed=0`` (or ``-m`` for a grid).
 
 One run = one dataset x one method x one seed, in ``paths.run_dir``. It reads as a straight line:
-validate -> resolve the teacher -> plan the folder -> build -> fit -> test -> record. Run bookkeeping
+validate -> skip if done -> resolve the teacher -> check its data files and teacher -> plan the folder (resume or
+start) -> build -> fit -> test -> record. Run bookkeeping
 lives in :mod:`kd_lightning.run`: the folder (skip, resume, archive, conflict, failure record) in
 ``rundir``, which runs are the same experiment in ``identity``, which teacher a student uses in
 ``teachers`` (one network, or an ensemble: ``teacher_kinds``), what is measured once the accuracy is final in
@@ -93,23 +94,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dict[str, Any]:
     """Train and test one run in its folder (or return its completed record), then record it."""
     datamodule = build_datamodule(cfg)
-    files = datamodule.files_digest()
-    # a registry teacher trained on other files is refused before the folder is planned (force=true archives it)
-    teacher = data_files.checked_teacher(cfg, teacher, files)
     run_identity = identity(cfg, teacher.reference if teacher is not None else None)
     run_fingerprint = fingerprint(cfg, run_identity.get("teacher"))
     done = None if cfg.force else rundir.completed(cfg.paths.run_dir, run_fingerprint, log)
-    if done is not None:  # before any data is read: a teacher row re-registers its teacher from it
-        data_files.refuse_changed(cfg, done)
+    if done is not None:  # before any data is loaded (a teacher row re-registers its teacher from it)
+        data_files.refuse_changed(cfg, done, datamodule.files_digest())
         return done
-    if files is None:  # not on disk (yet): downloaded now, or refused naming the files, before anything is judged
-        datamodule.prepare_data()
-        files = datamodule.files_digest()
-        teacher = data_files.checked_teacher(cfg, teacher, files)
-    # an unfinished run made with other files or another teacher starts afresh, archived as it is, not resumed
+    # the files (downloaded first when missing) and the teacher checked before the folder is planned: a refused
+    # force=true archives nothing; an unfinished run of other files or another teacher starts afresh, not resumed
+    files = data_files.ready_files(datamodule)
+    teacher = data_files.checked_teacher(cfg, teacher, files)
     unfinished = rundir.unfinished(cfg.paths.run_dir, run_fingerprint)
     resume = unfinished is None or (
-        data_files.resumable(unfinished, files) and teacher_kinds.resumable(cfg.paths.run_dir, teacher)
+        data_files.same_files(unfinished, files) and teacher_kinds.same_teacher(cfg.paths.run_dir, teacher)
     )
     plan = rundir.plan(cfg.paths.run_dir, run_fingerprint, bool(cfg.force), log, resume=resume, identity=run_identity)
     # the files in the running record too, so a resume can tell (the completed record: those read after a download)
@@ -118,7 +115,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
     OmegaConf.save(cfg, plan.run_dir / "config.yaml", resolve=True)
     start = time.perf_counter()
 
-    datamodule.prepare_data()  # (done above when the files were missing: then they were downloaded)
+    datamodule.prepare_data()  # reads the files (downloaded above if they were missing)
     teacher_net = teacher_info = None
     if teacher is not None:  # on a private random stream: the student's is untouched
         teacher_net, loaded = teacher_kinds.load_members(teacher.checkpoints, cfg)

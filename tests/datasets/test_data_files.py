@@ -36,12 +36,6 @@ def test_the_digest_reads_every_file_torchvision_reads(fake_data_dir, tmp_path):
     assert cifar.files_digest() is None  # incomplete: nothing to compare (the run itself fails on it)
 
 
-@pytest.fixture
-def usps_copy(fake_data_dir, tmp_path):
-    shutil.copytree(fake_data_dir / "USPS", tmp_path / "data" / "USPS")
-    return tmp_path / "data"
-
-
 def test_runs_and_teachers_made_from_other_files_are_refused(usps_copy, tmp_path):
     out = tmp_path / "out"
     done = {m: run(compose_cfg([f"method={m}", "dataset=usps"], usps_copy, out)) for m in ("teacher", "rkd")}

@@ -21,15 +21,13 @@ from tests.helpers import compose_cfg, preempted_at_step
 SEED = ["dataset=usps", "seed=0"]
 
 
-@pytest.fixture
-def usps_copy(fake_data_dir, tmp_path):
-    shutil.copytree(fake_data_dir / "USPS", tmp_path / "data" / "USPS")
-    return tmp_path / "data"
-
-
-def test_files_a_run_downloads_are_checked_against_its_teacher(usps_copy, tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    run(compose_cfg(["method=teacher", *SEED], usps_copy, out))
+@pytest.mark.parametrize("method", ["rkd", "teacher"])
+def test_files_a_run_downloads_are_checked_against_its_teacher(usps_copy, tmp_path, monkeypatch, method):
+    """A student, and an ensemble teacher row (which downloads them while it measures the ensemble)."""
+    out, ensemble = tmp_path / "out", ["teacher=ensemble", "teacher.members=2"]
+    run(compose_cfg(["method=teacher", *SEED, *ensemble], usps_copy, out))
+    for cache in out.glob("teachers/usps/ensemble2-*"):
+        shutil.rmtree(cache)  # e.g. a registry copied without its caches
     shutil.rmtree(usps_copy / "USPS")  # gone: the next run downloads them again, and gets another copy
     original = ImageClassificationDataModule._load
 
@@ -40,7 +38,7 @@ def test_files_a_run_downloads_are_checked_against_its_teacher(usps_copy, tmp_pa
 
     monkeypatch.setattr(ImageClassificationDataModule, "_load", download)
     with pytest.raises(DataChangedError, match="registry teacher"):
-        run(compose_cfg(["method=rkd", *SEED, "dataset.download=true"], usps_copy, out))
+        run(compose_cfg([f"method={method}", *SEED, *ensemble, "dataset.download=true", "name=new"], usps_copy, out))
 
 
 def test_a_teacher_ckpt_other_than_its_runs_best_resumes(tmp_path, fake_data_dir):
