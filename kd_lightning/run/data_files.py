@@ -6,7 +6,9 @@ data to every identity. Each run's record therefore carries ``data_files_sha256`
 (:meth:`~kd_lightning.datasets.datamodules.ImageClassificationDataModule.files_digest`; a folder dataset's content
 is in its identity already, so it has none), and:
 
-- a completed run whose files have changed since is not skipped as done (:func:`refuse_changed`);
+- a completed run whose files have changed since is not skipped as done (:func:`refuse_changed`), and an
+  unfinished one starts afresh instead of resuming (:func:`same_files`);
+- files a run downloads are downloaded before any of this is judged (:func:`ready_files`);
 - a student does not distil from a registry teacher (or ensemble member) trained on other files, nor a teacher
   run record one (:func:`refuse_other_teacher`); a scratch run, which only measures its fidelity to the teacher,
   trains without it (:func:`checked_teacher`).

@@ -109,7 +109,7 @@ def fit_and_test(cfg: DictConfig, teacher: teachers.TeacherChoice | None) -> dic
         data_files.same_files(unfinished, files) and teacher_kinds.same_teacher(cfg.paths.run_dir, teacher)
     )
     plan = rundir.plan(cfg.paths.run_dir, run_fingerprint, bool(cfg.force), log, resume=resume, identity=run_identity)
-    # the files in the running record too, so a resume can tell (the completed record: those read after a download)
+    # the files in the running record too, so that a resume can tell
     keys = {**rundir.record_keys(cfg), data_files.RECORD_KEY: files}
     record = rundir.start_record(plan, keys, to_plain(cfg), run_identity)
     OmegaConf.save(cfg, plan.run_dir / "config.yaml", resolve=True)
