@@ -275,11 +275,10 @@ def refuse_replaced_teacher(cfg: DictConfig, done: dict[str, Any]) -> None:
     and a teacher missing from the registry now (pruned, moved) is no evidence: neither is checked here."""
     if not done.get("teacher") or cfg.get("teacher_ckpt"):
         return
-    try:
-        teachers.refuse_replaced(done, networks_weights(done["teacher"]), registry_weights(cfg))
-    except teachers.TeacherReplacedError:
-        if get_class(cfg.method._target_).requires_teacher:
-            raise
+    recorded, current = networks_weights(done["teacher"]), registry_weights(cfg)
+    if get_class(cfg.method._target_).requires_teacher:
+        teachers.refuse_replaced(done, recorded, current)
+    elif teachers.replaced_networks(recorded, current):
         log.warning(
             "%s: its fidelity metrics were measured against teacher %s, which the registry has replaced since "
             "(force=true on this run measures them again)",
