@@ -166,6 +166,13 @@ def _device_problems(cfg: DictConfig) -> list[str]:
             "optimizer step at random (about a third of runs with trainer.precision=bf16-mixed, now and then in "
             "fp32: docs/benchmarks.md); it is a GPU speed switch, leave it off on a CPU"
         )
+    precision = _get(cfg, "trainer.precision")
+    if on_cpu and precision is not None and str(precision).startswith(("bf16", "16")):
+        problems.append(
+            f"trainer.precision={precision} on a CPU: a bf16-mixed smoke run's loss went NaN at random inside the "
+            "test suite, as channels_last's did (docs/benchmarks.md); reduced precision is a GPU speed switch, "
+            "leave trainer.precision unset (fp32) on a CPU"
+        )
     return problems
 
 

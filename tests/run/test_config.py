@@ -96,18 +96,21 @@ def test_deterministic_true_is_refused_where_the_run_would_train_on_a_gpu(accele
 
 
 @pytest.mark.parametrize("accelerator", ["auto", "cpu"])
-def test_channels_last_is_refused_where_the_run_would_train_on_a_cpu(accelerator, fake_data_dir, monkeypatch):
-    """It turns a CPU run's weights NaN at random (docs/benchmarks.md); bf16 alone is accepted."""
+def test_gpu_speed_switches_are_refused_where_the_run_would_train_on_a_cpu(accelerator, fake_data_dir, monkeypatch):
+    """channels_last and reduced precision turn a CPU run's loss NaN at random (docs/benchmarks.md)."""
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    switch = [f"trainer.accelerator={accelerator}", "callbacks.speedups.channels_last=true"]
-    for precision in ("32-true", "bf16-mixed"):
-        with pytest.raises(ConfigError, match="callbacks.speedups.channels_last=true on a CPU"):
-            validate_config(compose_cfg([*switch, f"trainer.precision={precision}"], data_dir=fake_data_dir))
-    validate_config(compose_cfg([switch[0], "trainer.precision=bf16-mixed"], data_dir=fake_data_dir))
+    device = f"trainer.accelerator={accelerator}"
+    channels_last = [device, "callbacks.speedups.channels_last=true"]
+    with pytest.raises(ConfigError, match="callbacks.speedups.channels_last=true on a CPU"):
+        validate_config(compose_cfg(channels_last, data_dir=fake_data_dir))
+    for precision in ("bf16-mixed", "bf16-true", "16-mixed"):
+        with pytest.raises(ConfigError, match=f"trainer.precision={precision} on a CPU"):
+            validate_config(compose_cfg([device, f"trainer.precision={precision}"], data_dir=fake_data_dir))
+    validate_config(compose_cfg([device, "trainer.precision=32-true"], data_dir=fake_data_dir))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    if accelerator == "auto":  # the same switch trains on the GPU there: accepted
-        validate_config(compose_cfg(switch, data_dir=fake_data_dir))
+    if accelerator == "auto":  # the same switches train on the GPU there: accepted
+        validate_config(compose_cfg([*channels_last, "trainer.precision=bf16-mixed"], data_dir=fake_data_dir))
 
 
 @pytest.mark.parametrize(
