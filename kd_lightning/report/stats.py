@@ -205,6 +205,9 @@ def spearman_rho(x: Sequence[float], y: np.ndarray, axis: int = -1) -> np.ndarra
     """Spearman's rho (Pearson correlation of average ranks) of ``x`` with each row of ``y``; NaN when
     either side has no spread. Vectorised over leading axes of ``y``."""
     y = np.asarray(y, dtype=float)
+    if len(x) == 0:  # no datasets: no correlation (and no mean-of-empty warnings)
+        none = np.full(np.delete(np.array(y.shape, dtype=int), axis), np.nan)
+        return float(none) if none.ndim == 0 else none
     rx = stats.rankdata(np.asarray(x, dtype=float))
     ry = stats.rankdata(y, axis=axis)
     rx = rx - rx.mean()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -99,6 +100,15 @@ def test_trend_test_many_datasets_uses_random_orderings():
     res = stats.trend_test(ranks, ranks, n_resamples=2000)
     assert res["rho"] == pytest.approx(1.0)
     assert res["p_greater"] < 0.005 and res["p_less"] == pytest.approx(1.0)
+
+
+def test_spearman_over_no_datasets_is_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(stats.spearman_rho([], np.zeros(0)))
+        assert np.isnan(stats.spearman_rho([], np.zeros((3, 0)))).all() and stats.spearman_rho(
+            [], np.zeros((3, 0))
+        ).shape == (3,)
 
 
 def test_smallest_permutation_p():
