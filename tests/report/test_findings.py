@@ -61,6 +61,8 @@ def test_findings_md_quotes_the_confirmatory_sweeps_rows_and_its_primary_claim()
     assert primary["family"] == "primary"
     text = (PROJECT_ROOT / "docs" / "findings.md").read_text()
     assert primary["test"] in text and f"**Claim 101 (primary): {primary['verdict']}.**" in text
+    ikd = next(c for c in claims if c["number"] == 102)  # the exploratory IKD contrast, quoted as the report words it
+    assert ikd["verdict"] != "not testable" and ikd["test"] in text
 
 
 @pytest.fixture(scope="module")
