@@ -547,18 +547,29 @@ def control_family(claims: Sequence[Claim]) -> list[Claim]:
     for i in primary:
         c = claims[i]
         out[i] = _decide(c, PRIMARY, 1, ALPHA, c.p_support, c.p_contradict)
-    adjusted_support, level = stats.holm([claims[i].p_support for i in rest])
-    adjusted_contradict, _ = stats.holm([claims[i].p_contradict for i in rest])
+    adjusted_support, support = _holm_steps([claims[i].p_support for i in rest])
+    adjusted_contradict, contradict = _holm_steps([claims[i].p_contradict for i in rest])
+    for j, i in enumerate(rest):
+        ps, pc = float(adjusted_support[j]), float(adjusted_contradict[j])
+        (rank, size, alpha), (rank_c, size_c, alpha_c) = support[j], contradict[j]
+        holm = {"holm_size": size, "holm_step": rank + 1} if size else {}
+        if size_c:
+            holm |= {"holm_size_contradict": size_c, "holm_step_contradict": rank_c + 1, "alpha_contradict": alpha_c}
+        out[i] = _decide(claims[i], EXPLORATORY, len(primary) + 1 + rank, alpha, ps, pc, **holm)
+    return [c for c in out if c is not None]
+
+
+def _holm_steps(pvalues: Sequence[float]) -> tuple[np.ndarray, list[tuple[int, int, float]]]:
+    """Holm's adjusted p-values and, per hypothesis, (its 0-based step, the family's size, the step's α); an
+    untested hypothesis (NaN p) comes after every tested one, with size 0 and α NaN."""
+    adjusted, level = stats.holm(pvalues)
     steps = np.argsort(np.where(np.isnan(level), np.inf, 1 - level), kind="stable")  # Holm's order: smallest α first
     rank = {int(j): k for k, j in enumerate(steps)}
     size = int(np.sum(~np.isnan(level)))
-    for j, i in enumerate(rest):
-        tested = not math.isnan(level[j])
-        alpha = 1 - float(level[j]) if tested else math.nan
-        ps, pc = float(adjusted_support[j]), float(adjusted_contradict[j])
-        holm = {"holm_size": size, "holm_step": rank[j] + 1} if tested else {}
-        out[i] = _decide(claims[i], EXPLORATORY, len(primary) + 1 + rank[j], alpha, ps, pc, **holm)
-    return [c for c in out if c is not None]
+    tested = ~np.isnan(level)
+    return adjusted, [
+        (rank[j], size if tested[j] else 0, 1 - float(level[j]) if tested[j] else math.nan) for j in range(len(level))
+    ]
 
 
 #: a primary claim the command line names (``--primary``), in force for the reports written inside it

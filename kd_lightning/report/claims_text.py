@@ -18,6 +18,7 @@ from kd_lightning.report.stats import ALPHA, GATE_MARGIN, MIN_TREND_DATASETS
 from kd_lightning.report.verdicts import (
     BEATS,
     CAN_BEAT,
+    CONTRADICTED,
     FACTOR_MIN_LEVELS,
     GROWS,
     MIN_PAIRS,
@@ -290,6 +291,12 @@ def family_note(c: Claim) -> str:
     ps, pc = fmt_p(c.p_support_family), fmt_p(c.p_contradict_family)
     if c.family == PRIMARY:
         return f"family: primary, tested 1st at α {ALPHA} (p {ps} / {pc})"
+    if c.verdict == CONTRADICTED and c.holm_step_contradict:  # decided by the other direction's step-down
+        return (
+            f"family: exploratory, Holm for the opposite over {c.holm_size_contradict} claim(s), step "
+            f"{c.holm_step_contradict} (α {c.alpha_contradict:.4g}): Holm-adjusted p {ps} (supported) / {pc} "
+            "(contradicted)"
+        )
     if c.holm_step:
         return (
             f"family: exploratory, Holm over {c.holm_size} claim(s), step {c.holm_step} (α {c.alpha:.4g}): "
@@ -416,10 +423,16 @@ def claims_summary(claims: Sequence[Claim]) -> pd.DataFrame:
     rows = []
     for c in claims:
         alpha = f"{c.alpha:.4g}" if c.alpha == c.alpha else "n/a"
+        family = f"{c.family} ({c.order}, {alpha})"
+        if c.verdict == CONTRADICTED and c.holm_step_contradict:  # decided by the other direction's step-down
+            family = (
+                f"{c.family} (opposite: step {c.holm_step_contradict} of {c.holm_size_contradict}, "
+                f"{c.alpha_contradict:.4g})"
+            )
         row = {
             "#": c.number,
             "Claim": statement(c),
-            "Family (order, α)": f"{c.family} ({c.order}, {alpha})",
+            "Family (order, α)": family,
             "Verdict": f"**{c.verdict}**" + (" (exploratory)" if c.family != "primary" else ""),
             "Test": claim_test(c),
         }

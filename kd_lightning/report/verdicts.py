@@ -85,9 +85,13 @@ class Claim:
     left_out: int = 0
     #: descriptive, per student: (student, levels, ((measure, rho, low, high), ...)) (:func:`complexity_rhos`)
     complexity: tuple[tuple[Any, ...], ...] = ()
-    #: Holm's family: how many exploratory claims entered it, and this claim's step (0: not tested)
+    #: Holm's family for support: how many exploratory claims entered it, and this claim's step (0: not tested)
     holm_size: int = 0
     holm_step: int = 0
+    #: Holm's family for the opposite (a separate step-down): its size, this claim's step and the α of that step
+    holm_size_contradict: int = 0
+    holm_step_contradict: int = 0
+    alpha_contradict: float = math.nan
 
 
 def family_sizes(claims: Sequence[Claim]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ report's detectable-effect line names must be supported 80% of the time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from kd_lightning.report.claims_text import (
     FACTOR_TEXT,
     claim_test,
     claims_markdown,
+    claims_summary,
     evidence,
     part_name,
     part_text,
@@ -438,6 +440,22 @@ def test_a_claim_strong_enough_survives_the_family_and_the_test_line_says_so():
     assert "family: exploratory, Holm over 3 claim(s), step 1 (α 0.01667): Holm-adjusted p 0.003" in claim_test(out[0])
     assert out[0].order == 1 and out[1].order == 2 and out[0].alpha == pytest.approx(0.05 / 3)
     assert out[1].alpha == pytest.approx(0.05 / 2) and all(c.family == "exploratory" for c in out)
+
+
+def test_a_contradicted_claim_names_the_step_of_the_opposite_directions_family():
+    """Holm runs once per direction: a claim contradicted at step 1 of the opposite family (of 3) is not described
+    by its step in the support family (of 2)."""
+    claims = [claim(0.5, 0.001), claim(0.01, 0.9), claim(math.nan, 0.9)]
+    out = control_family([dataclasses.replace(c, factor="train_fraction") for c in claims])
+    contradicted = out[0]
+    assert [c.verdict for c in out[:2]] == [CONTRADICTED, SUPPORTED]
+    assert (contradicted.holm_size_contradict, contradicted.holm_step_contradict) == (3, 1)
+    assert contradicted.alpha_contradict == pytest.approx(0.05 / 3)
+    assert contradicted.p_contradict_family == pytest.approx(0.003)
+    line = claim_test(contradicted)
+    assert "Holm for the opposite over 3 claim(s), step 1 (α 0.01667)" in line and "Holm over 2" not in line
+    assert "Holm over 2 claim(s), step 1 (α 0.025)" in claim_test(out[1])  # support: the support family's step
+    assert claims_summary(out)["Family (order, α)"][0] == "exploratory (opposite: step 1 of 3, 0.01667)"
 
 
 def test_the_claims_section_states_the_unit_and_the_family(tmp_path):

@@ -63,6 +63,18 @@ def test_findings_md_quotes_the_confirmatory_sweeps_rows_and_its_primary_claim()
     assert primary["test"] in text and f"**Claim 101 (primary): {primary['verdict']}.**" in text
     ikd = next(c for c in claims if c["number"] == 102)  # the exploratory IKD contrast, quoted as the report words it
     assert ikd["verdict"] != "not testable" and ikd["test"] in text
+    # claims 2 and 3 per level: each paired interval the report gives is quoted (typeset with U+2212 minus signs)
+    flat = " ".join(text.split())
+    quoted = [
+        match.groups()
+        for c in claims
+        if c["number"] in (2, 3)
+        for match in re.finditer(r"USPS: ([+-]\d+\.\d\d) pp \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]", c["evidence"])
+    ]
+    assert len(quoted) == 4
+    for mean, low, high in quoted:
+        mean, low, high = (x.replace("-", "−") for x in (mean, low, high))
+        assert f"{mean} pp [{low}, {high}]" in flat or f"{mean} [{low}, {high}]" in flat, (mean, low, high)
 
 
 @pytest.fixture(scope="module")
