@@ -521,7 +521,7 @@ def claim_mde(c: Claim) -> float:
     return stats.verdict_mde(*verdict_power_parts(parts, c.alpha), alpha=c.alpha)
 
 
-def _decide(c: Claim, family: str, order: int, alpha: float, ps: float, pc: float, **holm: int) -> Claim:
+def _decide(c: Claim, family: str, order: int, alpha: float, ps: float, pc: float, **holm: float) -> Claim:
     # ps and pc are Holm-adjusted for an exploratory claim: Holm's step-down rejects where the adjusted p is below
     # the family's α (its step's α applies to the raw p); comparing them with the step's α would correct twice
     verdict = verdict_from(ps, pc, _testable(c), ALPHA)

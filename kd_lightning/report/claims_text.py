@@ -61,7 +61,8 @@ DRAW_TEXT = {
 }
 CLAIMS_COLUMNS = (
     "recipe number statement criterion verdict test evidence p_support p_contradict p_support_family "
-    "p_contradict_family family order alpha direction mde"
+    "p_contradict_family family order alpha direction mde holm_size holm_step holm_size_contradict "
+    "holm_step_contradict alpha_contradict"
 ).split()
 
 
@@ -301,6 +302,12 @@ def family_note(c: Claim) -> str:
         return (
             f"family: exploratory, Holm over {c.holm_size} claim(s), step {c.holm_step} (α {c.alpha:.4g}): "
             f"Holm-adjusted p {ps} (supported) / {pc} (contradicted)"
+        )
+    if c.holm_step_contradict:  # cannot be supported (a part untested), but was tested for the opposite
+        return (
+            f"family: exploratory, not testable for support; Holm for the opposite over {c.holm_size_contradict} "
+            f"claim(s), step {c.holm_step_contradict} (α {c.alpha_contradict:.4g}): Holm-adjusted p {ps} (supported) "
+            f"/ {pc} (contradicted)"
         )
     return f"family: exploratory, not tested: Holm-adjusted p {ps} / {pc}"
 

@@ -35,6 +35,7 @@ from kd_lightning.report.claims import (
 from kd_lightning.report.claims_text import (
     FACTOR_TEXT,
     claim_test,
+    claims_frame,
     claims_markdown,
     claims_summary,
     evidence,
@@ -456,6 +457,14 @@ def test_a_contradicted_claim_names_the_step_of_the_opposite_directions_family()
     assert "Holm for the opposite over 3 claim(s), step 1 (α 0.01667)" in line and "Holm over 2" not in line
     assert "Holm over 2 claim(s), step 1 (α 0.025)" in claim_test(out[1])  # support: the support family's step
     assert claims_summary(out)["Family (order, α)"][0] == "exploratory (opposite: step 1 of 3, 0.01667)"
+    untested = claim_test(out[2])  # no p for support: only the opposite's family, where it is step 3 of 3
+    assert "not testable for support; Holm for the opposite over 3 claim(s), step 3 (α 0.05)" in untested
+    row = claims_frame(out).iloc[0]  # claims.json / claims.csv carry both families
+    assert (row["holm_step"], row["holm_step_contradict"], row["holm_size_contradict"]) == (2, 1, 3)
+    assert row["alpha_contradict"] == pytest.approx(0.05 / 3)
+    # contradicted with no p for support at all: decided in the opposite family alone
+    alone = control_family([dataclasses.replace(claim(math.nan, 0.001), factor="train_fraction"), out[1]])[0]
+    assert alone.verdict == CONTRADICTED and "Holm for the opposite over 2 claim(s), step 1" in claim_test(alone)
 
 
 def test_the_claims_section_states_the_unit_and_the_family(tmp_path):
