@@ -563,10 +563,10 @@ def _holm_steps(pvalues: Sequence[float]) -> tuple[np.ndarray, list[tuple[int, i
     """Holm's adjusted p-values and, per hypothesis, (its 0-based step, the family's size, the step's α); an
     untested hypothesis (NaN p) comes after every tested one, with size 0 and α NaN."""
     adjusted, level = stats.holm(pvalues)
-    steps = np.argsort(np.where(np.isnan(level), np.inf, 1 - level), kind="stable")  # Holm's order: smallest α first
-    rank = {int(j): k for k, j in enumerate(steps)}
-    size = int(np.sum(~np.isnan(level)))
     tested = ~np.isnan(level)
+    steps = np.argsort(np.where(tested, 1 - level, np.inf), kind="stable")  # Holm's order: smallest α first
+    rank = {int(j): k for k, j in enumerate(steps)}
+    size = int(tested.sum())
     return adjusted, [
         (rank[j], size if tested[j] else 0, 1 - float(level[j]) if tested[j] else math.nan) for j in range(len(level))
     ]

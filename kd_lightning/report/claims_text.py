@@ -287,12 +287,17 @@ def criterion(c: Claim) -> str:
     return "As named in claims.primary." if c.kind == MISSING_PRIMARY else _factor_criterion(c)
 
 
+def decided_by_opposite(c: Claim) -> bool:
+    """Contradicted in the opposite direction's Holm step-down, whose step and α describe it (not the support's)."""
+    return c.verdict == CONTRADICTED and bool(c.holm_step_contradict)
+
+
 def family_note(c: Claim) -> str:
     """Which family decided the claim, at which step and α."""
     ps, pc = fmt_p(c.p_support_family), fmt_p(c.p_contradict_family)
     if c.family == PRIMARY:
         return f"family: primary, tested 1st at α {ALPHA} (p {ps} / {pc})"
-    if c.verdict == CONTRADICTED and c.holm_step_contradict:  # decided by the other direction's step-down
+    if decided_by_opposite(c):
         return (
             f"family: exploratory, Holm for the opposite over {c.holm_size_contradict} claim(s), step "
             f"{c.holm_step_contradict} (α {c.alpha_contradict:.4g}): Holm-adjusted p {ps} (supported) / {pc} "
@@ -431,7 +436,7 @@ def claims_summary(claims: Sequence[Claim]) -> pd.DataFrame:
     for c in claims:
         alpha = f"{c.alpha:.4g}" if c.alpha == c.alpha else "n/a"
         family = f"{c.family} ({c.order}, {alpha})"
-        if c.verdict == CONTRADICTED and c.holm_step_contradict:  # decided by the other direction's step-down
+        if decided_by_opposite(c):
             family = (
                 f"{c.family} (opposite: step {c.holm_step_contradict} of {c.holm_size_contradict}, "
                 f"{c.alpha_contradict:.4g})"
